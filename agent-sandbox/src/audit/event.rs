@@ -1,0 +1,107 @@
+//! The one event type every source produces and every sink consumes. Documented in
+//! docs/events.md; bump `SCHEMA_VERSION` on any incompatible change.
+
+use serde::{Deserialize, Serialize};
+
+use crate::layers::Guarantee;
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What happened. Sources build these; the log adds sequence, time, sandbox id and chain hash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// The sandbox started: what was asked and what holds.
+    Launch {
+        profile: String,
+        /// SHA-256 of the resolved policy's canonical JSON.
+        policy_hash: String,
+        mode: crate::policy::Mode,
+        best_effort: bool,
+        command: Vec<String>,
+        /// Pid of the agent's first process.
+        pid: i32,
+        guarantees: Vec<GuaranteeState>,
+    },
+    /// An operation was denied (or, in audit mode, would have been).
+    Denial(Denial),
+    /// Events were lost (ring buffer full, ...): exact count, never a silent gap.
+    Loss { source: String, kind: String, count: u64 },
+    /// Two layers disagreed about one operation.
+    Anomaly { detail: String },
+    /// The agent's first process ended; the sandbox is torn down.
+    Exit {
+        /// Exit code, when it exited.
+        code: Option<i32>,
+        /// Signal number, when it was killed by one.
+        signal: Option<i32>,
+        /// Denials recorded during the run.
+        denials: u64,
+        duration_ms: u64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuaranteeState {
+    pub guarantee: Guarantee,
+    pub enforced: bool,
+    /// Why not (or which part is missing), when not fully enforced.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Denial {
+    /// `landlock`, `seccomp`, `cgroup-bpf`, `lsm`, `supervisor`.
+    pub layer: String,
+    /// The rule that denied, in the profile's terms (`syscalls.deny-groups: mount`,
+    /// `filesystem: not in allow-list`, `network.deny: 169.254.169.254/32:*`).
+    pub rule: String,
+    pub action: Action,
+    pub pid: i32,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub ppid: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub exe: Option<String>,
+    pub object: Object,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Denied with an error returned to the agent.
+    Denied,
+    /// Denied and the process killed.
+    Killed,
+    /// Audit mode: logged and allowed.
+    Audited,
+}
+
+/// What the operation was aimed at.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Object {
+    Syscall { name: String, nr: i64, args: [u64; 6] },
+    Path { path: String, access: String },
+    Net { proto: String, addr: String, port: u16 },
+    Socket { family: i32, sock_type: i32 },
+    Signal { target_pid: i32, signal: i32 },
+    Exec { path: String },
+}
+
+/// One line of the audit log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Schema version.
+    pub v: u32,
+    /// Position in this log, from 0, without gaps.
+    pub seq: u64,
+    /// RFC 3339 UTC time with nanoseconds.
+    pub ts: String,
+    /// Sandbox id (unique per run).
+    pub sandbox: String,
+    /// Hex SHA-256 of the previous line's bytes (without its newline); 64 zeros on the first.
+    pub prev: String,
+    #[serde(flatten)]
+    pub event: Event,
+}

@@ -1,0 +1,1 @@
+//! `agentbox doctor`: what this kernel and these privileges let agentbox guarantee, and why.

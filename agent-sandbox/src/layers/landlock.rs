@@ -1,0 +1,1 @@
+//! Landlock layer: filesystem allow-lists, TCP ports, signal and abstract-socket scoping.

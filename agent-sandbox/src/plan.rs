@@ -1,0 +1,1 @@
+//! Plan: every layer's compiled artifact plus merged `Coverage`; the one fail-closed check.

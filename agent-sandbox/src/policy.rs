@@ -1,0 +1,223 @@
+//! `Policy`: what the user asked for, as plain typed data.
+//!
+//! The profile module turns TOML into this; the layers turn this into kernel artifacts. Nothing
+//! here does I/O, and nothing here knows about TOML: paths are absolute and variables resolved.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// The fully resolved policy for one sandbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Policy {
+    /// Name of the profile this came from (built-in name or file path), for reports.
+    pub name: String,
+    pub mode: Mode,
+    pub filesystem: FsPolicy,
+    pub network: NetPolicy,
+    pub process: ProcessPolicy,
+    pub syscalls: SyscallPolicy,
+    pub audit: AuditPolicy,
+}
+
+/// `enforce` denies and logs; `audit` logs what would have been denied and lets it happen
+/// (where the layer can: seccomp and the eBPF layers can, Landlock cannot and still denies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    Audit,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct FsPolicy {
+    /// Trees the agent may read (and list).
+    pub read: Vec<PathBuf>,
+    /// Trees the agent may read and write (create, delete, rename inside).
+    pub write: Vec<PathBuf>,
+    /// Trees from which the agent may execute files (and map them executable).
+    pub exec: Vec<PathBuf>,
+    /// Deny globs: secrets that stay unreachable even inside an allowed tree.
+    pub deny: Vec<DenyGlob>,
+}
+
+/// One deny glob, with the absolute-path pattern it expands to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DenyGlob {
+    /// As written in the profile (after variable expansion), e.g. `/home/u/.ssh/**`.
+    pub pattern: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct NetPolicy {
+    /// Destinations the agent may reach. Empty means no network.
+    pub allow: Vec<NetRule>,
+    /// Destinations always denied, winning over `allow` unless an allow entry names them exactly.
+    pub deny: Vec<NetRule>,
+    /// Ports the agent may bind (listen on). Empty means no inbound.
+    pub bind: Vec<PortRange>,
+}
+
+/// `host-or-cidr:port-or-range`, e.g. `10.0.0.0/8:443`, `[::1]:8000-8100`, `*:53`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NetRule {
+    /// `None` means any address.
+    pub net: Option<IpNet>,
+    pub ports: PortRange,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl PortRange {
+    pub const ANY: PortRange = PortRange { first: 0, last: u16::MAX };
+
+    pub fn single(port: u16) -> Self {
+        PortRange { first: port, last: port }
+    }
+
+    pub fn contains(&self, port: u16) -> bool {
+        (self.first..=self.last).contains(&port)
+    }
+
+    pub fn is_any(&self) -> bool {
+        *self == Self::ANY
+    }
+}
+
+impl NetRule {
+    /// True when the rule is about ports only (any address), which Landlock can enforce.
+    pub fn is_port_only(&self) -> bool {
+        self.net.is_none()
+    }
+
+    pub fn matches(&self, addr: IpAddr, port: u16) -> bool {
+        self.ports.contains(port) && self.net.is_none_or(|n| n.contains(&addr))
+    }
+}
+
+/// What happens to a process that commits a violation, beyond the denial itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ViolationAction {
+    /// Deny the operation (EPERM/EACCES) and let the process continue.
+    #[default]
+    Deny,
+    /// Deny and kill the violating process (from the kernel side where a layer can).
+    Kill,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ProcessPolicy {
+    /// Environment variable name globs to keep. Empty means keep all not denied.
+    pub env_allow: Vec<String>,
+    /// Environment variable name globs to scrub (wins over allow).
+    pub env_deny: Vec<String>,
+    /// Variables set explicitly for the agent.
+    pub env_set: BTreeMap<String, String>,
+    /// Resource limits (soft = hard) applied with setrlimit, keyed by name: `nofile`, `core`, ...
+    pub rlimits: BTreeMap<Rlimit, u64>,
+    /// Cap on tasks in the sandbox (pids controller; RLIMIT_NPROC without a cgroup).
+    pub max_processes: Option<u64>,
+    /// Cap on memory in bytes (memory controller; RLIMIT_AS without a cgroup).
+    pub memory_max: Option<u64>,
+    /// Capabilities granted by name (e.g. `CAP_NET_BIND_SERVICE`). Empty: the agent holds none.
+    pub capabilities: Vec<String>,
+    /// Keep the user's controlling terminal (with TIOCSTI/TIOCLINUX filtered) instead of a new
+    /// session without one.
+    pub share_tty: bool,
+    pub on_violation: ViolationAction,
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Rlimit {
+    Nofile,
+    Core,
+    Cpu,
+    Fsize,
+    Stack,
+    Nproc,
+    As,
+}
+
+/// Named groups of syscalls denied together. Each is documented in docs/profiles.md and defined
+/// (as syscall lists) by the seccomp layer.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum SyscallGroup {
+    /// ptrace, process_vm_readv/writev, pidfd_getfd, kcmp.
+    Debug,
+    /// mount, umount2, fsopen, fsconfig, fsmount, fspick, open_tree, move_mount, pivot_root,
+    /// mount_setattr, chroot.
+    Mount,
+    /// unshare/clone with namespace flags, clone3 (flags live in memory), setns.
+    Namespaces,
+    /// bpf, perf_event_open.
+    KernelObservability,
+    /// init_module, finit_module, delete_module, kexec_load, kexec_file_load.
+    KernelModules,
+    /// keyctl, add_key, request_key.
+    Keyring,
+    /// userfaultfd.
+    Userfaultfd,
+    /// io_uring_setup, io_uring_enter, io_uring_register.
+    IoUring,
+    /// personality (other than the query and PER_LINUX), open_by_handle_at, name_to_handle_at.
+    Legacy,
+    /// reboot, swapon/off, settimeofday, clock_settime, adjtimex, acct, quotactl, syslog,...
+    System,
+    /// ioctl TIOCSTI and TIOCLINUX (keystroke injection into a shared terminal).
+    TtyInjection,
+}
+
+impl SyscallGroup {
+    pub const ALL: [SyscallGroup; 11] = [
+        SyscallGroup::Debug,
+        SyscallGroup::Mount,
+        SyscallGroup::Namespaces,
+        SyscallGroup::KernelObservability,
+        SyscallGroup::KernelModules,
+        SyscallGroup::Keyring,
+        SyscallGroup::Userfaultfd,
+        SyscallGroup::IoUring,
+        SyscallGroup::Legacy,
+        SyscallGroup::System,
+        SyscallGroup::TtyInjection,
+    ];
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct SyscallPolicy {
+    pub deny_groups: Vec<SyscallGroup>,
+    /// Extra syscalls denied by name.
+    pub deny: Vec<String>,
+    /// Syscalls allowed by name even if a group denies them.
+    pub allow: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line, hash-chained.
+    #[default]
+    Jsonl,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct AuditPolicy {
+    /// Where the audit log goes. `None`: the supervisor picks a per-run file under the state dir.
+    pub log: Option<PathBuf>,
+    pub format: LogFormat,
+}

@@ -1,0 +1,1 @@
+//! Profiles: TOML files (built-in, user, `extends`) in, a validated `Policy` out.

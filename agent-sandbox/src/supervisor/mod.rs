@@ -1,0 +1,1 @@
+//! Supervisor: fork, place, confine and exec the agent; forward signals; read events; reap.

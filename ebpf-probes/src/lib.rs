@@ -1,0 +1,1 @@
+//! agentbox's kernel programs.
