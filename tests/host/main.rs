@@ -1,1 +1,4 @@
-//! Host tier.
+//! Host tier: real agents under real profiles on the host kernel.
+
+mod ebpf;
+mod run;

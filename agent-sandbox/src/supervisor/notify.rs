@@ -1,0 +1,1 @@
+//! Seccomp user notification: the supervisor answers denied syscalls and logs them.

@@ -1,0 +1,1 @@
+//! cgroup-BPF programs from the ebpf-probes object on the host kernel.

@@ -1,0 +1,1 @@
+//! `agentbox run` end to end.

@@ -1,0 +1,1 @@
+//! BPF LSM programs from the ebpf-probes object.

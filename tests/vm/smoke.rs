@@ -1,0 +1,1 @@
+//! The guest is what the tier needs.
