@@ -26,7 +26,11 @@ pub enum Event {
     /// An operation was denied (or, in audit mode, would have been).
     Denial(Denial),
     /// Events were lost (ring buffer full, ...): exact count, never a silent gap.
-    Loss { source: String, kind: String, count: u64 },
+    Loss {
+        source: String,
+        kind: String,
+        count: u64,
+    },
     /// Two layers disagreed about one operation.
     Anomaly { detail: String },
     /// The agent's first process ended; the sandbox is torn down.
@@ -81,12 +85,31 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Object {
-    Syscall { name: String, nr: i64, args: [u64; 6] },
-    Path { path: String, access: String },
-    Net { proto: String, addr: String, port: u16 },
-    Socket { family: i32, sock_type: i32 },
-    Signal { target_pid: i32, signal: i32 },
-    Exec { path: String },
+    Syscall {
+        name: String,
+        nr: i64,
+        args: [u64; 6],
+    },
+    Path {
+        path: String,
+        access: String,
+    },
+    Net {
+        proto: String,
+        addr: String,
+        port: u16,
+    },
+    Socket {
+        family: i32,
+        sock_type: i32,
+    },
+    Signal {
+        target_pid: i32,
+        signal: i32,
+    },
+    Exec {
+        path: String,
+    },
 }
 
 /// One line of the audit log.
