@@ -1,1 +1,405 @@
 //! Seccomp user notification: the supervisor answers denied syscalls and logs them.
+//!
+//! Hand-written on the raw ioctls: the maintained Rust crates either wrap libseccomp's C
+//! library (which agentbox does not link) or do not implement user notification at all.
+//!
+//! Use: the child installs the filter (`layers::seccomp::SeccompProgram::install`), passes the
+//! listener with `send_listener` and closes its copy before exec; the supervisor takes it with
+//! `recv_listener` and drives a `Notifier`:
+//!
+//! ```text
+//! loop { wait for POLLIN on notifier.as_raw_fd() (poll, epoll, tokio AsyncFd);
+//!        if let Some(denial) = notifier.handle_one()? { audit.push(Event::Denial(denial)) } }
+//! ```
+//!
+//! Always poll first: SECCOMP_IOCTL_NOTIF_RECV blocks until a notification arrives and does
+//! not honour O_NONBLOCK on every kernel. POLLHUP (without POLLIN) means every task using the
+//! filter is gone.
+
+use std::fs;
+use std::io;
+use std::mem::size_of;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::audit::{Action, Denial, Object};
+use crate::layers::seccomp::{DenyTable, SeccompProgram, LAYER};
+use crate::policy::{Mode, ViolationAction};
+
+/// Answers the sandbox's denied syscalls and turns each into a `Denial`.
+pub struct Notifier {
+    listener: OwnedFd,
+    table: Arc<DenyTable>,
+    mode: Mode,
+    on_violation: ViolationAction,
+    /// Receive/send buffers sized for the running kernel's structs (which may be larger than
+    /// the ones libc knows), u64 for alignment.
+    notif_buf: Vec<u64>,
+    resp_buf: Vec<u64>,
+}
+
+/// What `Notifier::wait` saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// A notification is pending: call `handle_one`.
+    Ready,
+    /// Nothing yet (timeout or a signal interrupted the wait).
+    Idle,
+    /// No task uses the filter any more and nothing is pending.
+    Hangup,
+}
+
+impl Notifier {
+    pub fn new(
+        listener: OwnedFd,
+        program: &SeccompProgram,
+        mode: Mode,
+        on_violation: ViolationAction,
+    ) -> io::Result<Self> {
+        let sizes = notif_sizes()?;
+        let words = |kernel: u16, ours: usize| usize::from(kernel).max(ours).div_ceil(8);
+        Ok(Notifier {
+            listener,
+            table: Arc::clone(program.table()),
+            mode,
+            on_violation,
+            notif_buf: vec![0; words(sizes.seccomp_notif, size_of::<libc::seccomp_notif>())],
+            resp_buf: vec![
+                0;
+                words(
+                    sizes.seccomp_notif_resp,
+                    size_of::<libc::seccomp_notif_resp>()
+                )
+            ],
+        })
+    }
+
+    pub fn as_raw_fd(&self) -> RawFd {
+        self.listener.as_raw_fd()
+    }
+
+    /// Poll the listener. `None` waits without limit.
+    pub fn wait(&self, timeout: Option<Duration>) -> io::Result<Readiness> {
+        let mut pfd = libc::pollfd {
+            fd: self.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as libc::c_int);
+        // SAFETY: one valid pollfd on the stack.
+        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            return if err.raw_os_error() == Some(libc::EINTR) {
+                Ok(Readiness::Idle)
+            } else {
+                Err(err)
+            };
+        }
+        Ok(if pfd.revents & libc::POLLIN != 0 {
+            Readiness::Ready
+        } else if pfd.revents & (libc::POLLHUP | libc::POLLERR) != 0 {
+            Readiness::Hangup
+        } else {
+            Readiness::Idle
+        })
+    }
+
+    /// Receive one notification, answer it and describe it. Blocks if none is pending (poll
+    /// first). `Ok(None)`: interrupted, or the caller died before we read its notification.
+    pub fn handle_one(&mut self) -> io::Result<Option<Denial>> {
+        // The kernel refuses a RECV buffer that is not zeroed.
+        self.notif_buf.fill(0);
+        // SAFETY: the buffer is at least as large as the kernel's struct seccomp_notif.
+        let ret = unsafe {
+            libc::ioctl(
+                self.as_raw_fd(),
+                libc::SECCOMP_IOCTL_NOTIF_RECV,
+                self.notif_buf.as_mut_ptr(),
+            )
+        };
+        if ret < 0 {
+            let err = io::Error::last_os_error();
+            return match err.raw_os_error() {
+                Some(libc::EINTR) | Some(libc::ENOENT) => Ok(None),
+                _ => Err(err),
+            };
+        }
+        // SAFETY: the buffer is 8-aligned, at least size_of::<seccomp_notif>() bytes, and was
+        // just filled by the kernel; seccomp_notif is plain old data.
+        let notif: libc::seccomp_notif = unsafe { std::ptr::read(self.notif_buf.as_ptr().cast()) };
+        let data = notif.data;
+        let (name, rule) = self.table.describe(data.arch, data.nr, &data.args);
+
+        // /proc/<pid> is only trusted while the notification is still pending: a dead task's
+        // pid can be reused. Check before and after reading.
+        let mut info = ProcInfo::default();
+        if self.id_valid(notif.id) {
+            info = ProcInfo::read(notif.pid as i32);
+            if !self.id_valid(notif.id) {
+                info = ProcInfo::default();
+            }
+        }
+        let pid = info.tgid.unwrap_or(notif.pid as i32);
+
+        let action = match (self.mode, self.on_violation) {
+            (Mode::Audit, _) => Action::Audited,
+            (Mode::Enforce, ViolationAction::Deny) => Action::Denied,
+            (Mode::Enforce, ViolationAction::Kill) => {
+                if self.kill(notif.id, pid) {
+                    Action::Killed
+                } else {
+                    Action::Denied
+                }
+            }
+        };
+        self.respond(notif.id, action)?;
+
+        Ok(Some(Denial {
+            layer: LAYER.to_string(),
+            rule,
+            action,
+            pid,
+            ppid: info.ppid,
+            exe: info.exe,
+            object: Object::Syscall {
+                name,
+                nr: i64::from(data.nr),
+                args: data.args,
+            },
+        }))
+    }
+
+    fn id_valid(&self, id: u64) -> bool {
+        // SAFETY: the kernel reads one u64 from a live local.
+        unsafe {
+            libc::ioctl(
+                self.as_raw_fd(),
+                libc::SECCOMP_IOCTL_NOTIF_ID_VALID,
+                &id as *const u64,
+            ) == 0
+        }
+    }
+
+    /// SIGKILL the process behind a pending notification, through a pidfd so a recycled pid
+    /// can never be hit. Done before answering: the task dies inside the denied syscall and
+    /// never runs another instruction. True when the signal was sent.
+    fn kill(&self, id: u64, pid: i32) -> bool {
+        // SAFETY: pidfd_open takes no pointers.
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if pidfd < 0 {
+            return false;
+        }
+        // SAFETY: the kernel just returned this fd; we own it.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
+        // The notification still pending after pidfd_open means `pid` was still its process.
+        if !self.id_valid(id) {
+            return false;
+        }
+        // SAFETY: NULL siginfo is allowed; no other pointers.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                pidfd.as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        rc == 0
+    }
+
+    fn respond(&mut self, id: u64, action: Action) -> io::Result<()> {
+        let resp = match action {
+            // The filter only decides "tell the supervisor"; in audit mode the supervisor lets
+            // the call run. CONTINUE re-reads pointer arguments after our check (TOCTOU), which
+            // matters only when a decision depends on them: audit mode decides nothing.
+            Action::Audited => libc::seccomp_notif_resp {
+                id,
+                val: 0,
+                error: 0,
+                flags: libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
+            },
+            Action::Denied | Action::Killed => libc::seccomp_notif_resp {
+                id,
+                val: 0,
+                error: -libc::EPERM,
+                flags: 0,
+            },
+        };
+        self.resp_buf.fill(0);
+        // SAFETY: the buffer is 8-aligned and at least size_of::<seccomp_notif_resp>() bytes.
+        unsafe { std::ptr::write(self.resp_buf.as_mut_ptr().cast(), resp) };
+        loop {
+            // SAFETY: the buffer is at least as large as the kernel's seccomp_notif_resp.
+            let ret = unsafe {
+                libc::ioctl(
+                    self.as_raw_fd(),
+                    libc::SECCOMP_IOCTL_NOTIF_SEND,
+                    self.resp_buf.as_ptr(),
+                )
+            };
+            if ret == 0 {
+                return Ok(());
+            }
+            let err = io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                // The task died (or we killed it) while we were deciding: nothing to answer.
+                Some(libc::ENOENT) => return Ok(()),
+                _ => return Err(err),
+            }
+        }
+    }
+}
+
+impl AsRawFd for Notifier {
+    fn as_raw_fd(&self) -> RawFd {
+        self.listener.as_raw_fd()
+    }
+}
+
+impl AsFd for Notifier {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.listener.as_fd()
+    }
+}
+
+fn notif_sizes() -> io::Result<libc::seccomp_notif_sizes> {
+    let mut sizes = libc::seccomp_notif_sizes {
+        seccomp_notif: 0,
+        seccomp_notif_resp: 0,
+        seccomp_data: 0,
+    };
+    // SAFETY: the kernel writes one struct seccomp_notif_sizes into a live local.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_GET_NOTIF_SIZES,
+            0,
+            &mut sizes as *mut libc::seccomp_notif_sizes,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(sizes)
+}
+
+/// Who made the call, from /proc/<tid>.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct ProcInfo {
+    tgid: Option<i32>,
+    ppid: Option<i32>,
+    exe: Option<String>,
+}
+
+impl ProcInfo {
+    fn read(tid: i32) -> Self {
+        let status = fs::read_to_string(format!("/proc/{tid}/status")).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .and_then(|v| v.trim().parse().ok())
+        };
+        ProcInfo {
+            tgid: field("Tgid"),
+            ppid: field("PPid"),
+            exe: fs::read_link(format!("/proc/{tid}/exe"))
+                .ok()
+                .map(|p| p.to_string_lossy().into_owned()),
+        }
+    }
+}
+
+/// Send `listener` over the UNIX socket `sock` (SCM_RIGHTS). Child side, between fork and
+/// exec: no allocation, only sendmsg.
+pub fn send_listener(sock: BorrowedFd<'_>, listener: BorrowedFd<'_>) -> io::Result<()> {
+    // CMSG_SPACE(sizeof(int)) is 24 on x86_64; 32 bytes of u64 keep it aligned.
+    let mut cmsg_buf = [0u64; 4];
+    let mut byte = [b'L'];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: msghdr is plain old data; all-zero is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cmsg_buf.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE is arithmetic only.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(size_of::<RawFd>() as u32) } as usize;
+    // SAFETY: msg_control points at a buffer of msg_controllen bytes, so the first header fits.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<RawFd>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), listener.as_raw_fd());
+    }
+    loop {
+        // SAFETY: msg and everything it points to live on this stack frame.
+        let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+        if n >= 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINTR) {
+            return Err(err);
+        }
+    }
+}
+
+/// Receive the listener the child sent with `send_listener` (close-on-exec set).
+pub fn recv_listener(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let mut cmsg_buf = [0u64; 4];
+    let mut byte = [0u8];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: msghdr is plain old data; all-zero is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cmsg_buf.as_mut_ptr().cast();
+    msg.msg_controllen = size_of::<[u64; 4]>();
+    let n = loop {
+        // SAFETY: msg and its buffers live on this stack frame.
+        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n >= 0 {
+            break n;
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINTR) {
+            return Err(err);
+        }
+    };
+    if n == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "child closed the socket before sending the seccomp listener",
+        ));
+    }
+    // SAFETY: the kernel filled msg_control; CMSG_FIRSTHDR checks msg_controllen.
+    let cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    // SAFETY: a non-null cmsg points into cmsg_buf, with at least a header's worth of bytes.
+    let ok = !cmsg.is_null()
+        && unsafe {
+            (*cmsg).cmsg_level == libc::SOL_SOCKET
+                && (*cmsg).cmsg_type == libc::SCM_RIGHTS
+                && (*cmsg).cmsg_len == libc::CMSG_LEN(size_of::<RawFd>() as u32) as usize
+        };
+    if !ok || msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "no seccomp listener in the child's message",
+        ));
+    }
+    // SAFETY: the header says one fd follows; the kernel installed it in our table for us.
+    let fd = unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>()) };
+    // SAFETY: SCM_RIGHTS gave us a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
