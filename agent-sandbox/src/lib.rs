@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod cli;
 pub mod doctor;
+pub mod kernel;
 pub mod layers;
 pub mod plan;
 pub mod policy;

@@ -1,8 +1,21 @@
 use std::process::ExitCode;
 
+/// Probe the kernel and privileges: Landlock ABI, seccomp actions, which BPF program types
+/// load (by loading a tiny program of each), cgroup2, bpffs, user namespaces — and from them,
+/// which guarantees `agentbox run` can give here.
 #[derive(Debug, clap::Args)]
-pub struct DoctorArgs {}
+pub struct DoctorArgs {
+    /// Print the report as JSON (for tools) instead of a table.
+    #[arg(long)]
+    json: bool,
+}
 
-pub fn exec(_args: DoctorArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+pub fn exec(args: DoctorArgs) -> anyhow::Result<ExitCode> {
+    let report = crate::doctor::probe();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(ExitCode::SUCCESS)
 }
