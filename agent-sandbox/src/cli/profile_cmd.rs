@@ -1,11 +1,101 @@
+//! `agentbox profile ...`: list, show, check profiles; print the JSON Schema.
+
+use std::io::Write;
 use std::process::ExitCode;
+
+use anyhow::Context;
+
+use crate::profile::{self, LoadOptions};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ProfileCmd {
-    /// Not implemented yet.
-    Todo,
+    /// List the built-in profiles with their descriptions.
+    List,
+    /// Print a profile fully resolved (extends applied, variables expanded).
+    Show {
+        /// A built-in name (`default`) or a file (`./my.toml`).
+        profile: String,
+        /// Print the resolved policy as JSON instead of profile TOML.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a profile: print `ok`, or the error and exit 1.
+    Check {
+        /// A profile file (or a built-in name).
+        profile: String,
+    },
+    /// Print the JSON Schema of the profile format (for editors and linters).
+    Schema,
 }
 
-pub fn exec(_cmd: ProfileCmd) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+pub fn exec(cmd: ProfileCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ProfileCmd::List => {
+            let opts = LoadOptions::from_env()?;
+            let width = profile::builtin_names()
+                .iter()
+                .map(|n| n.len())
+                .max()
+                .unwrap_or(0);
+            for name in profile::builtin_names() {
+                let loaded = profile::load_with_notes(name, &opts)
+                    .with_context(|| format!("built-in profile `{name}`"))?;
+                let description = loaded.description.unwrap_or_default();
+                out(&format!("{name:<width$}  {description}\n"))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ProfileCmd::Show {
+            profile: spec,
+            json,
+        } => {
+            let opts = LoadOptions::from_env()?;
+            let loaded = match profile::load_with_notes(&spec, &opts) {
+                Ok(loaded) => loaded,
+                Err(err) => {
+                    eprintln!("{err}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            if json {
+                out(&(serde_json::to_string_pretty(&loaded.policy)? + "\n"))?;
+            } else {
+                let description = loaded.description.as_deref();
+                out(&profile::to_toml(
+                    &loaded.policy,
+                    description,
+                    &loaded.notes,
+                ))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ProfileCmd::Check { profile: spec } => {
+            let opts = LoadOptions::from_env()?;
+            match profile::load_with_notes(&spec, &opts) {
+                Ok(loaded) => {
+                    for note in &loaded.notes {
+                        eprintln!("note: {note}");
+                    }
+                    out(&format!("ok: {spec}\n"))?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(err) => {
+                    eprintln!("{err}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        ProfileCmd::Schema => {
+            out(&profile::json_schema())?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Write to stdout; a closed pipe (`agentbox profile show | head`) is not an error.
+fn out(text: &str) -> anyhow::Result<()> {
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
