@@ -32,13 +32,13 @@ pub fn landlock_abi() -> Result<u32, String> {
 /// What each Landlock ABI version adds, for reports.
 pub fn landlock_abi_features(abi: u32) -> Vec<&'static str> {
     let all = [
-        (1, "filesystem read/write/exec/make/remove rights"),
-        (2, "REFER: rename and link across directories"),
-        (3, "TRUNCATE"),
-        (4, "TCP bind and connect by port"),
-        (5, "IOCTL_DEV on device files"),
-        (6, "scoping: signals and abstract UNIX sockets"),
-        (7, "audit logging flags for restrict_self"),
+        (1, "filesystem rights"),
+        (2, "refer (rename/link)"),
+        (3, "truncate"),
+        (4, "TCP bind/connect ports"),
+        (5, "ioctl on devices"),
+        (6, "signal + abstract-socket scoping"),
+        (7, "audit log flags"),
     ];
     all.iter()
         .filter(|(v, _)| *v <= abi)
@@ -234,7 +234,7 @@ mod tests {
     #[test]
     fn abi_features_grow_with_version() {
         assert_eq!(landlock_abi_features(0).len(), 0);
-        assert!(landlock_abi_features(4).contains(&"TCP bind and connect by port"));
+        assert!(landlock_abi_features(4).contains(&"TCP bind/connect ports"));
         assert!(!landlock_abi_features(5)
             .iter()
             .any(|f| f.contains("scoping")));

@@ -1,1 +1,0 @@
-//! Landlock layer: filesystem allow-lists, TCP ports, signal and abstract-socket scoping.

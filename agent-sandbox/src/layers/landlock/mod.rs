@@ -1,0 +1,613 @@
+//! Landlock layer: filesystem allow-lists, TCP ports, signal and abstract-socket scoping.
+//!
+//! `compile` runs in the parent before fork: it probes the ABI, creates the ruleset and adds
+//! every rule, so the child between fork and exec only calls `landlock_restrict_self`.
+//! Landlock only grants; deny globs and agentbox's own files are enforced by leaving them out
+//! of the rules (see `omit`).
+
+mod omit;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::OpenOptions;
+use std::io;
+use std::mem::ManuallyDrop;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use landlock::{
+    make_bitflags, Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, NetPort,
+    PathBeneath, Ruleset, RulesetAttr, RulesetCreatedAttr, Scope, ABI,
+};
+
+use crate::layers::{Coverage, Guarantee, Status};
+use crate::policy::{Mode, NetRule, Policy, PortRange};
+
+use omit::{Omissions, Tree, WalkLimits};
+
+const LAYER: &str = "landlock";
+
+/// A port range wider than this (and not "any port") is refused: one Landlock rule per port.
+const MAX_PORTS_PER_RANGE: u32 = 1024;
+
+/// `landlock_restrict_self` flag (ABI 7): log denials of programs exec'd inside the domain to
+/// the kernel audit subsystem. The crate exposes it only through its own `restrict_self`, which
+/// also calls prctl; the child side here must be one syscall, so the flag is passed raw.
+const LANDLOCK_RESTRICT_SELF_LOG_NEW_EXEC_ON: u32 = 1 << 1;
+
+/// The compiled Landlock artifact: a ruleset fd holding every rule, ready for `restrict_self`.
+#[derive(Debug)]
+pub struct LandlockPlan {
+    abi: u32,
+    /// `None` when the kernel has no Landlock (the coverage says so; nothing to apply).
+    ruleset: Option<OwnedFd>,
+    restrict_flags: u32,
+    rules: usize,
+    notes: Vec<String>,
+}
+
+impl LandlockPlan {
+    /// The Landlock ABI the ruleset was built for (0: Landlock unavailable, nothing enforced).
+    pub fn abi(&self) -> u32 {
+        self.abi
+    }
+
+    /// Things the user should know that are not errors: listed paths that do not exist,
+    /// protected paths not yet created, limits of deny-by-omission.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    /// Number of filesystem and port rules in the ruleset.
+    pub fn rule_count(&self) -> usize {
+        self.rules
+    }
+
+    /// CHILD side, between fork and exec, after `no_new_privs` (or with CAP_SYS_ADMIN): enforce
+    /// the ruleset on the calling thread and its future children. One syscall, no allocation.
+    /// The ruleset fd is close-on-exec, so it does not leak into the agent.
+    pub fn apply(&self) -> io::Result<()> {
+        let Some(fd) = &self.ruleset else {
+            return Ok(());
+        };
+        // SAFETY: landlock_restrict_self takes an fd and flags by value; the fd is owned by self.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_landlock_restrict_self,
+                fd.as_raw_fd(),
+                self.restrict_flags as libc::c_uint,
+            )
+        };
+        if ret != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Like `apply`, then closes the ruleset fd. Consumes the plan without freeing its heap
+    /// parts: in a forked child of a multithreaded parent, `free` is best avoided.
+    pub fn restrict_self(self) -> io::Result<()> {
+        let plan = ManuallyDrop::new(self);
+        let result = plan.apply();
+        if let Some(fd) = &plan.ruleset {
+            // SAFETY: the fd is owned by the plan, which is never dropped (ManuallyDrop), so it
+            // is closed exactly once, here.
+            unsafe { libc::close(fd.as_raw_fd()) };
+        }
+        result
+    }
+}
+
+/// Compiles the Landlock part of `policy`. `protected` paths (the audit log, the profile file)
+/// stay unwritable even inside a writable tree; they keep read access where a tree grants it.
+pub fn compile(policy: &Policy, protected: &[PathBuf]) -> anyhow::Result<(LandlockPlan, Coverage)> {
+    match crate::kernel::landlock_abi() {
+        Ok(abi) if abi > 0 => compile_for_abi(policy, protected, abi, WalkLimits::DEFAULT),
+        Ok(_) => Ok(unavailable("Landlock reports ABI 0".to_string())),
+        Err(reason) => Ok(unavailable(format!("Landlock unavailable: {reason}"))),
+    }
+}
+
+/// Every guarantee this layer could give, reported missing.
+fn unavailable(reason: String) -> (LandlockPlan, Coverage) {
+    let mut coverage = Coverage::default();
+    for g in [
+        Guarantee::FsAllowList,
+        Guarantee::FsDenyExact,
+        Guarantee::ExecAllowList,
+        Guarantee::NetTcpConnectPorts,
+        Guarantee::NetTcpBindPorts,
+        Guarantee::ScopeSignals,
+        Guarantee::ScopeAbstractUnix,
+    ] {
+        coverage.push(LAYER, g, Status::Missing(reason.clone()));
+    }
+    let plan = LandlockPlan {
+        abi: 0,
+        ruleset: None,
+        restrict_flags: 0,
+        rules: 0,
+        notes: vec![reason],
+    };
+    (plan, coverage)
+}
+
+/// `kernel_abi` may be lower than the running kernel's (tests use that to check older-ABI
+/// coverage); it must not be higher.
+fn compile_for_abi(
+    policy: &Policy,
+    protected: &[PathBuf],
+    kernel_abi: u32,
+    limits: WalkLimits,
+) -> anyhow::Result<(LandlockPlan, Coverage)> {
+    // Newer kernels than the crate knows are driven at the crate's newest ABI.
+    let abi = ABI::from(i32::try_from(kernel_abi).unwrap_or(i32::MAX));
+    let abi_num = abi as u32;
+    let mut notes = Vec::new();
+    let mut coverage = Coverage::default();
+    if kernel_abi > abi_num {
+        notes.push(format!(
+            "kernel Landlock ABI {kernel_abi}; agentbox uses ABI {abi_num}"
+        ));
+    }
+    if policy.mode == Mode::Audit {
+        notes.push("audit mode: Landlock cannot log without denying; it still denies".into());
+    }
+
+    let fs = compile_fs(policy, protected, abi, limits, &mut notes)?;
+    fs_coverage(policy, &fs, abi_num, &mut coverage);
+    let net = compile_net(policy, abi_num, &mut coverage)?;
+    scope_coverage(abi_num, &mut coverage);
+    coverage.push(
+        LAYER,
+        Guarantee::FsDenialsLogged,
+        Status::Missing(if abi_num >= 7 {
+            "Landlock logs denials to the kernel audit subsystem only, not to the agentbox log"
+                .into()
+        } else {
+            format!("Landlock denial logging needs ABI 7; kernel has ABI {kernel_abi}")
+        }),
+    );
+
+    let mut ruleset = Ruleset::default()
+        .set_compatibility(CompatLevel::HardRequirement)
+        .handle_access(AccessFs::from_all(abi))
+        .context("landlock: handling filesystem access")?;
+    if !net.handled.is_empty() {
+        ruleset = ruleset
+            .handle_access(net.handled)
+            .context("landlock: handling TCP access")?;
+    }
+    if abi_num >= 6 {
+        ruleset = ruleset
+            .scope(Scope::from_all(abi))
+            .context("landlock: scoping")?;
+    }
+    let mut created = ruleset.create().context("landlock: creating the ruleset")?;
+
+    let mut rules = 0;
+    for (path, access) in &fs.rules {
+        let Some(rule) = path_rule(path, *access, abi)? else {
+            notes.push(format!(
+                "{} left out: it vanished or became a symlink while compiling",
+                path.display()
+            ));
+            continue;
+        };
+        created = created
+            .add_rule(rule)
+            .with_context(|| format!("landlock: adding rule for {}", path.display()))?;
+        rules += 1;
+    }
+    for (ports, access) in [
+        (&net.connect, AccessNet::ConnectTcp),
+        (&net.bind, AccessNet::BindTcp),
+    ] {
+        if !net.handled.contains(access) {
+            continue;
+        }
+        for &port in ports {
+            created = created
+                .add_rule(NetPort::new(port, access))
+                .with_context(|| format!("landlock: adding TCP port rule {port}"))?;
+            rules += 1;
+        }
+    }
+    let ruleset: Option<OwnedFd> = created.into();
+    let Some(ruleset) = ruleset else {
+        // HardRequirement makes the crate fail instead; this is the fail-closed backstop.
+        bail!("landlock: the ruleset was not created although the kernel reports ABI {abi_num}");
+    };
+    let restrict_flags = if abi_num >= 7 {
+        LANDLOCK_RESTRICT_SELF_LOG_NEW_EXEC_ON
+    } else {
+        0
+    };
+    for note in &notes {
+        tracing::info!(layer = LAYER, "{note}");
+    }
+    let plan = LandlockPlan {
+        abi: abi_num,
+        ruleset: Some(ruleset),
+        restrict_flags,
+        rules,
+        notes,
+    };
+    Ok((plan, coverage))
+}
+
+struct FsRules {
+    rules: BTreeMap<PathBuf, BitFlags<AccessFs>>,
+    /// A deny glob may match inside a writable tree: files created later are not covered.
+    deny_in_writable: bool,
+    /// Unanchored globs (`**/.env`) left unsearched in read-only trees.
+    unanchored_gaps: Vec<String>,
+}
+
+fn compile_fs(
+    policy: &Policy,
+    protected: &[PathBuf],
+    abi: ABI,
+    limits: WalkLimits,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<FsRules> {
+    let read = make_bitflags!(AccessFs::{ReadFile | ReadDir});
+    let exec = read | AccessFs::Execute;
+    let write = AccessFs::from_all(abi) & !AccessFs::Execute;
+    debug_assert!(write.intersects(omit::writable_rights()));
+
+    // One tree per real path; a path listed twice gets the union.
+    let mut trees: BTreeMap<PathBuf, Tree> = BTreeMap::new();
+    let lists = [
+        (&policy.filesystem.read, read, "read"),
+        (&policy.filesystem.write, write, "write"),
+        (&policy.filesystem.exec, exec, "exec"),
+    ];
+    for (paths, access, kind) in lists {
+        for written in paths {
+            let real = match written.canonicalize() {
+                Ok(real) => real,
+                Err(e) => {
+                    let msg = format!("{kind} path {} skipped: {e}", written.display());
+                    if kind == "exec" {
+                        tracing::debug!(layer = LAYER, "{msg}");
+                    } else {
+                        notes.push(msg);
+                    }
+                    continue;
+                }
+            };
+            trees
+                .entry(real.clone())
+                .and_modify(|t| t.access |= access)
+                .or_insert(Tree {
+                    written: written.clone(),
+                    real,
+                    access,
+                });
+        }
+    }
+
+    let mut protected_real = Vec::new();
+    for path in protected {
+        match path.canonicalize() {
+            Ok(real) => protected_real.push(real),
+            Err(e) => notes.push(format!(
+                "protected path {} not protected: {e} (create it before compiling the plan)",
+                path.display()
+            )),
+        }
+    }
+
+    let deny: Vec<String> = policy
+        .filesystem
+        .deny
+        .iter()
+        .map(|g| g.pattern.clone())
+        .collect();
+    let writable_roots: Vec<PathBuf> = trees
+        .values()
+        .filter(|t| t.access.intersects(omit::writable_rights()))
+        .map(|t| t.real.clone())
+        .collect();
+    let omissions = Omissions::new(&deny, writable_roots, protected_real)?;
+    let deny_in_writable = !deny.is_empty()
+        && trees.values().any(|t| {
+            t.access.intersects(omit::writable_rights())
+                && omissions.glob_may_match_below(&t.real, &t.written)
+        });
+
+    let mut rules: BTreeMap<PathBuf, BitFlags<AccessFs>> = BTreeMap::new();
+    let mut unanchored_skipped: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut omitted = Vec::new();
+    for tree in trees.values() {
+        let split = if omissions.is_empty() {
+            omit::TreeRules {
+                rules: vec![(tree.real.clone(), tree.access)],
+                omitted: vec![],
+            }
+        } else {
+            omissions.split(tree, limits)?
+        };
+        for glob in omissions.unanchored_skipped(tree) {
+            unanchored_skipped
+                .entry(glob)
+                .or_default()
+                .push(tree.written.display().to_string());
+        }
+        omitted.extend(split.omitted);
+        for (path, access) in split.rules {
+            *rules.entry(path).or_insert(BitFlags::EMPTY) |= access;
+        }
+    }
+    omitted.sort();
+    omitted.dedup();
+    if !omitted.is_empty() {
+        const SHOWN: usize = 8;
+        let mut shown: Vec<String> = omitted
+            .iter()
+            .take(SHOWN)
+            .map(|p| p.display().to_string())
+            .collect();
+        if omitted.len() > SHOWN {
+            shown.push(format!("and {} more", omitted.len() - SHOWN));
+        }
+        notes.push(format!(
+            "left out of the allowed trees (deny globs, protected paths): {}; the directories \
+             holding them lose create, delete and rename (and listing, where a denied \
+             directory lies below)",
+            shown.join(", ")
+        ));
+    }
+    let unanchored_gaps: Vec<String> = unanchored_skipped
+        .iter()
+        .map(|(glob, trees)| {
+            format!(
+                "{glob} not searched in read-only trees {}",
+                trees.join(", ")
+            )
+        })
+        .collect();
+    notes.extend(unanchored_gaps.iter().cloned());
+    Ok(FsRules {
+        rules,
+        deny_in_writable,
+        unanchored_gaps,
+    })
+}
+
+/// Opens `path` without following a final symlink and builds its rule, with the access masked
+/// to what a non-directory can take. `None` when it vanished or is a symlink (nothing to grant).
+fn path_rule(
+    path: &Path,
+    access: BitFlags<AccessFs>,
+    abi: ABI,
+) -> anyhow::Result<Option<PathBeneath<OwnedFd>>> {
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("landlock: opening {}", path.display())),
+    };
+    let meta = file
+        .metadata()
+        .with_context(|| format!("landlock: stat {}", path.display()))?;
+    if meta.file_type().is_symlink() {
+        return Ok(None);
+    }
+    let access = if meta.is_dir() {
+        access
+    } else {
+        access & AccessFs::from_file(abi)
+    };
+    if access.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(PathBeneath::new(OwnedFd::from(file), access)))
+}
+
+fn fs_coverage(policy: &Policy, fs: &FsRules, abi: u32, coverage: &mut Coverage) {
+    let mut gaps = Vec::new();
+    if abi < 3 {
+        gaps.push(format!(
+            "truncate(2) not restricted (needs Landlock ABI 3; kernel has ABI {abi})"
+        ));
+    }
+    if abi < 5 {
+        gaps.push(format!(
+            "ioctl on device files not restricted (needs Landlock ABI 5; kernel has ABI {abi})"
+        ));
+    }
+    let allow = if gaps.is_empty() {
+        Status::Enforced
+    } else {
+        Status::Partial(gaps.join("; "))
+    };
+    coverage.push(LAYER, Guarantee::FsAllowList, allow);
+    let mut deny_gaps = Vec::new();
+    if !policy.filesystem.deny.is_empty() && fs.deny_in_writable {
+        deny_gaps.push(
+            "existing files denied by omission at launch; files created later that match are \
+             not covered without BPF LSM"
+                .to_string(),
+        );
+    }
+    deny_gaps.extend(fs.unanchored_gaps.iter().cloned());
+    let deny = if deny_gaps.is_empty() {
+        Status::Enforced
+    } else {
+        Status::Partial(deny_gaps.join("; "))
+    };
+    coverage.push(LAYER, Guarantee::FsDenyExact, deny);
+    coverage.push(LAYER, Guarantee::ExecAllowList, Status::Enforced);
+}
+
+fn scope_coverage(abi: u32, coverage: &mut Coverage) {
+    let status = if abi >= 6 {
+        Status::Enforced
+    } else {
+        Status::Missing(format!(
+            "Landlock scoping needs ABI 6; kernel has ABI {abi}"
+        ))
+    };
+    coverage.push(LAYER, Guarantee::ScopeSignals, status.clone());
+    coverage.push(LAYER, Guarantee::ScopeAbstractUnix, status);
+}
+
+struct NetRules {
+    handled: BitFlags<AccessNet>,
+    connect: BTreeSet<u16>,
+    bind: BTreeSet<u16>,
+}
+
+fn port_count(r: &PortRange) -> u32 {
+    u32::from(r.last).saturating_sub(u32::from(r.first)) + 1
+}
+
+fn fmt_rule(r: &NetRule) -> String {
+    let ports = if r.ports.is_any() {
+        "*".to_string()
+    } else if r.ports.first == r.ports.last {
+        r.ports.first.to_string()
+    } else {
+        format!("{}-{}", r.ports.first, r.ports.last)
+    };
+    match r.net {
+        Some(net) => format!("{net}:{ports}"),
+        None => format!("*:{ports}"),
+    }
+}
+
+/// TCP by port only: Landlock cannot see addresses or UDP.
+fn compile_net(policy: &Policy, abi: u32, coverage: &mut Coverage) -> anyhow::Result<NetRules> {
+    let net = &policy.network;
+    if abi < 4 {
+        let why = format!("Landlock TCP port rules need ABI 4; kernel has ABI {abi}");
+        coverage.push(
+            LAYER,
+            Guarantee::NetTcpConnectPorts,
+            Status::Missing(why.clone()),
+        );
+        coverage.push(LAYER, Guarantee::NetTcpBindPorts, Status::Missing(why));
+        coverage.push(
+            LAYER,
+            Guarantee::NetAddresses,
+            Status::Missing("needs cgroup-BPF (root)".into()),
+        );
+        return Ok(NetRules {
+            handled: BitFlags::EMPTY,
+            connect: BTreeSet::new(),
+            bind: BTreeSet::new(),
+        });
+    }
+
+    // connect: every allowed port, whatever the address (addresses are cgroup-BPF's job).
+    let mut connect_unrestricted = false;
+    let mut connect_gaps = Vec::new();
+    let mut connect = BTreeSet::new();
+    for rule in &net.allow {
+        if rule.ports.is_any() {
+            connect_unrestricted = true;
+            continue;
+        }
+        if port_count(&rule.ports) > MAX_PORTS_PER_RANGE {
+            if rule.is_port_only() {
+                bail!(
+                    "network allow rule {} spans {} ports; Landlock needs one rule per port \
+                     (at most {MAX_PORTS_PER_RANGE}): narrow the range, allow all ports, or \
+                     enforce it with the cgroup-BPF (eBPF) layer",
+                    fmt_rule(rule),
+                    port_count(&rule.ports)
+                );
+            }
+            connect_unrestricted = true;
+            connect_gaps.push(format!(
+                "allow rule {} spans too many ports: Landlock leaves TCP connect unrestricted",
+                fmt_rule(rule)
+            ));
+            continue;
+        }
+        connect.extend(rule.ports.first..=rule.ports.last);
+    }
+    // Port-only deny rules win over allow ranges, unless an allow rule names them exactly.
+    for deny in net.deny.iter().filter(|r| r.is_port_only()) {
+        if connect_unrestricted {
+            connect_gaps.push(format!(
+                "deny rule {} not enforced: all TCP ports are allowed",
+                fmt_rule(deny)
+            ));
+        } else if !net.allow.contains(deny) {
+            for port in deny.ports.first..=deny.ports.last {
+                connect.remove(&port);
+            }
+        }
+    }
+    let connect_status = if connect_gaps.is_empty() {
+        Status::Enforced
+    } else {
+        Status::Partial(connect_gaps.join("; "))
+    };
+    coverage.push(LAYER, Guarantee::NetTcpConnectPorts, connect_status);
+
+    let mut bind_unrestricted = false;
+    let mut bind = BTreeSet::new();
+    for range in &net.bind {
+        if range.is_any() {
+            bind_unrestricted = true;
+            continue;
+        }
+        if port_count(range) > MAX_PORTS_PER_RANGE {
+            bail!(
+                "bind range {}-{} spans {} ports; Landlock needs one rule per port (at most \
+                 {MAX_PORTS_PER_RANGE}): narrow the range or allow all ports",
+                range.first,
+                range.last,
+                port_count(range)
+            );
+        }
+        bind.extend(range.first..=range.last);
+    }
+    coverage.push(LAYER, Guarantee::NetTcpBindPorts, Status::Enforced);
+
+    let addressed: Vec<String> = net
+        .allow
+        .iter()
+        .chain(&net.deny)
+        .filter(|r| !r.is_port_only())
+        .map(fmt_rule)
+        .collect();
+    let addresses_why = if net.allow.is_empty() {
+        "Landlock denies all TCP here; UDP and raw sockets are left to seccomp/cgroup-BPF".into()
+    } else if addressed.is_empty() {
+        "Landlock filters TCP by port only; UDP needs cgroup-BPF (root)".into()
+    } else {
+        format!(
+            "Landlock filters TCP by port only; address rules [{}] and UDP need cgroup-BPF (root)",
+            addressed.join(", ")
+        )
+    };
+    coverage.push(
+        LAYER,
+        Guarantee::NetAddresses,
+        Status::Missing(addresses_why),
+    );
+
+    let mut handled = BitFlags::EMPTY;
+    if !connect_unrestricted {
+        handled |= AccessNet::ConnectTcp;
+    }
+    if !bind_unrestricted {
+        handled |= AccessNet::BindTcp;
+    }
+    Ok(NetRules {
+        handled,
+        connect,
+        bind,
+    })
+}

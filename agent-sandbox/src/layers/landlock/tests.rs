@@ -1,0 +1,664 @@
+//! Real-kernel tests: each case forks a child, applies the plan, tries one operation and reports
+//! the errno through its exit status; the parent asserts.
+
+use std::ffi::CString;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr as UnixAddr, UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+use super::*;
+use crate::policy::{
+    AuditPolicy, DenyGlob, FsPolicy, NetPolicy, NetRule, PortRange, ProcessPolicy, SyscallPolicy,
+};
+
+const EACCES: i32 = libc::EACCES;
+const EPERM: i32 = libc::EPERM;
+const EXDEV: i32 = libc::EXDEV;
+
+fn policy(filesystem: FsPolicy, network: NetPolicy) -> Policy {
+    Policy {
+        name: "landlock-test".into(),
+        mode: Mode::Enforce,
+        filesystem,
+        network,
+        process: ProcessPolicy::default(),
+        syscalls: SyscallPolicy::default(),
+        audit: AuditPolicy::default(),
+    }
+}
+
+fn fs_policy(read: &[&Path], write: &[&Path], exec: &[&Path], deny: &[String]) -> FsPolicy {
+    FsPolicy {
+        read: read.iter().map(|p| p.to_path_buf()).collect(),
+        write: write.iter().map(|p| p.to_path_buf()).collect(),
+        exec: exec.iter().map(|p| p.to_path_buf()).collect(),
+        deny: deny
+            .iter()
+            .map(|p| DenyGlob { pattern: p.clone() })
+            .collect(),
+    }
+}
+
+fn compile_ok(policy: &Policy, protected: &[PathBuf]) -> (LandlockPlan, Coverage) {
+    let (plan, coverage) = compile(policy, protected).expect("compile");
+    assert!(
+        plan.abi() >= 6,
+        "these tests need Landlock ABI >= 6, got {}",
+        plan.abi()
+    );
+    (plan, coverage)
+}
+
+fn status_of(coverage: &Coverage, g: Guarantee) -> &Status {
+    &coverage
+        .entries
+        .iter()
+        .find(|e| e.guarantee == g && e.layer == LAYER)
+        .expect("entry")
+        .status
+}
+
+/// Runs `op` in a forked child confined by `plan`: `Ok(())`, or the errno `op` failed with.
+fn confined(plan: &LandlockPlan, op: impl FnOnce() -> io::Result<()>) -> Result<(), i32> {
+    // SAFETY: the child runs only `op` and leaves with _exit, never returning into the harness.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", io::Error::last_os_error());
+    if pid == 0 {
+        let run = std::panic::AssertUnwindSafe(|| {
+            // SAFETY: prctl with integer arguments only.
+            if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+                return 250;
+            }
+            if plan.apply().is_err() {
+                return 251;
+            }
+            match op() {
+                Ok(()) => 0,
+                Err(e) => e.raw_os_error().unwrap_or(252),
+            }
+        });
+        let code = std::panic::catch_unwind(run).unwrap_or(253);
+        // SAFETY: _exit ends the child without running the parent's atexit handlers.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child forked above; status points to a live local.
+    let ret = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(ret, pid, "waitpid: {}", io::Error::last_os_error());
+    assert!(
+        libc::WIFEXITED(status),
+        "child did not exit normally: {status:#x}"
+    );
+    match libc::WEXITSTATUS(status) {
+        0 => Ok(()),
+        code @ 250..=253 => panic!("child setup failed with code {code}"),
+        errno => Err(errno),
+    }
+}
+
+fn read(p: &Path) -> io::Result<()> {
+    fs::read(p).map(drop)
+}
+
+fn open_write(p: &Path) -> io::Result<()> {
+    OpenOptions::new().write(true).open(p).map(drop)
+}
+
+fn create(p: &Path) -> io::Result<()> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(p)?
+        .write_all(b"x")
+}
+
+fn write_file(p: &Path, body: &str) {
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(p, body).unwrap();
+}
+
+#[test]
+fn read_tree_allows_reading_and_nothing_else() {
+    let ro = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let allowed = ro.path().join("a.txt");
+    let foreign = outside.path().join("b.txt");
+    write_file(&allowed, "a");
+    write_file(&foreign, "b");
+    let (plan, coverage) = compile_ok(
+        &policy(fs_policy(&[ro.path()], &[], &[], &[]), NetPolicy::default()),
+        &[],
+    );
+    assert_eq!(
+        status_of(&coverage, Guarantee::FsAllowList),
+        &Status::Enforced
+    );
+
+    assert_eq!(confined(&plan, || read(&allowed)), Ok(()));
+    assert_eq!(
+        confined(&plan, || fs::read_dir(ro.path()).map(drop)),
+        Ok(())
+    );
+    assert_eq!(confined(&plan, || read(&foreign)), Err(EACCES));
+    assert_eq!(confined(&plan, || open_write(&allowed)), Err(EACCES));
+    assert_eq!(
+        confined(&plan, || create(&ro.path().join("new"))),
+        Err(EACCES)
+    );
+    assert_eq!(confined(&plan, || fs::remove_file(&allowed)), Err(EACCES));
+    // The parent is not confined: the denials above are the child's domain only.
+    read(&foreign).unwrap();
+}
+
+#[test]
+fn write_tree_allows_create_modify_delete() {
+    let ws = tempfile::tempdir().unwrap();
+    let existing = ws.path().join("file");
+    write_file(&existing, "x");
+    let (plan, _) = compile_ok(
+        &policy(fs_policy(&[], &[ws.path()], &[], &[]), NetPolicy::default()),
+        &[],
+    );
+
+    assert_eq!(confined(&plan, || create(&ws.path().join("new"))), Ok(()));
+    assert_eq!(confined(&plan, || open_write(&existing)), Ok(()));
+    assert_eq!(
+        confined(&plan, || fs::create_dir(ws.path().join("d"))),
+        Ok(())
+    );
+    assert_eq!(confined(&plan, || fs::remove_file(&existing)), Ok(()));
+    assert!(ws.path().join("new").exists() && !existing.exists());
+}
+
+#[test]
+fn deny_glob_is_enforced_by_omission() {
+    let ws = tempfile::tempdir().unwrap();
+    let root = ws.path().canonicalize().unwrap();
+    let secret = root.join("secret/.env");
+    let sibling = root.join("secret/notes.txt");
+    let src = root.join("src/main.rs");
+    write_file(&secret, "TOKEN=1");
+    write_file(&sibling, "n");
+    write_file(&src, "fn main() {}");
+    std::os::unix::fs::symlink(&secret, root.join("src/alias")).unwrap();
+    let deny = [format!("{}/**/.env", root.display())];
+    let (plan, coverage) = compile_ok(
+        &policy(fs_policy(&[], &[&root], &[], &deny), NetPolicy::default()),
+        &[],
+    );
+    assert!(
+        matches!(status_of(&coverage, Guarantee::FsDenyExact), Status::Partial(r) if r.contains("created later")),
+        "{coverage:?}"
+    );
+
+    assert_eq!(confined(&plan, || read(&secret)), Err(EACCES));
+    assert_eq!(confined(&plan, || open_write(&secret)), Err(EACCES));
+    // No alias reaches it: a symlink is checked at its target.
+    assert_eq!(
+        confined(&plan, || read(&root.join("src/alias"))),
+        Err(EACCES)
+    );
+    // Siblings keep the tree's rights.
+    assert_eq!(confined(&plan, || read(&sibling)), Ok(()));
+    assert_eq!(confined(&plan, || open_write(&sibling)), Ok(()));
+    assert_eq!(confined(&plan, || create(&root.join("src/new.rs"))), Ok(()));
+    // The match's directory cannot be changed: no deleting or re-creating the secret.
+    assert_eq!(confined(&plan, || fs::remove_file(&secret)), Err(EACCES));
+    assert_eq!(
+        confined(&plan, || create(&root.join("secret/.env2"))),
+        Err(EACCES)
+    );
+}
+
+#[test]
+fn rename_or_link_out_of_denied_dir_fails() {
+    let ws = tempfile::tempdir().unwrap();
+    let root = ws.path().canonicalize().unwrap();
+    let key = root.join("secret/key");
+    write_file(&key, "k");
+    write_file(&root.join("src/a"), "a");
+    let deny = [format!("{}/secret/**", root.display())];
+    let (plan, _) = compile_ok(
+        &policy(fs_policy(&[], &[&root], &[], &deny), NetPolicy::default()),
+        &[],
+    );
+
+    let denied = |r: Result<(), i32>| matches!(r, Err(EACCES) | Err(EXDEV));
+    let r = confined(&plan, || fs::rename(&key, root.join("src/key")));
+    assert!(denied(r), "rename out of the denied dir: {r:?}");
+    let r = confined(&plan, || fs::hard_link(&key, root.join("src/key")));
+    assert!(denied(r), "link out of the denied dir: {r:?}");
+    assert_eq!(confined(&plan, || read(&key)), Err(EACCES));
+    assert_eq!(
+        confined(&plan, || fs::read_dir(root.join("secret")).map(drop)),
+        Err(EACCES)
+    );
+    // Control: renames elsewhere in the tree still work.
+    assert_eq!(
+        confined(&plan, || fs::rename(root.join("src/a"), root.join("src/b"))),
+        Ok(())
+    );
+    assert!(key.exists());
+}
+
+#[test]
+fn protected_files_stay_unwritable_inside_a_writable_tree() {
+    let ws = tempfile::tempdir().unwrap();
+    let root = ws.path().canonicalize().unwrap();
+    let log = root.join("state/audit.jsonl");
+    write_file(&log, "{}\n");
+    write_file(&root.join("state/other"), "o");
+    let (plan, _) = compile_ok(
+        &policy(fs_policy(&[], &[&root], &[], &[]), NetPolicy::default()),
+        std::slice::from_ref(&log),
+    );
+
+    assert_eq!(confined(&plan, || open_write(&log)), Err(EACCES));
+    assert_eq!(confined(&plan, || fs::remove_file(&log)), Err(EACCES));
+    let r = confined(&plan, || {
+        create(&root.join("evil"))?;
+        fs::rename(root.join("evil"), &log)
+    });
+    assert!(
+        matches!(r, Err(EACCES) | Err(EXDEV)),
+        "replace by rename: {r:?}"
+    );
+    // Still readable, and its siblings keep the tree's rights.
+    assert_eq!(confined(&plan, || read(&log)), Ok(()));
+    assert_eq!(
+        confined(&plan, || open_write(&root.join("state/other"))),
+        Ok(())
+    );
+    assert_eq!(fs::read_to_string(&log).unwrap(), "{}\n");
+}
+
+#[test]
+fn exec_only_from_exec_trees() {
+    let ws = tempfile::tempdir().unwrap();
+    let copy = ws.path().join("true");
+    fs::copy("/usr/bin/true", &copy).unwrap();
+    let (plan, coverage) = compile_ok(
+        &policy(
+            fs_policy(&[], &[ws.path()], &[Path::new("/usr")], &[]),
+            NetPolicy::default(),
+        ),
+        &[],
+    );
+    assert_eq!(
+        status_of(&coverage, Guarantee::ExecAllowList),
+        &Status::Enforced
+    );
+
+    let exec = |path: &Path| {
+        let path = CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        move || -> io::Result<()> {
+            let argv = [path.as_ptr(), std::ptr::null()];
+            // SAFETY: path and argv are NUL-terminated and outlive the call; on success the
+            // program replaces the child and its exit status is reported instead.
+            unsafe { libc::execv(path.as_ptr(), argv.as_ptr()) };
+            Err(io::Error::last_os_error())
+        }
+    };
+    assert_eq!(confined(&plan, exec(&copy)), Err(EACCES));
+    assert_eq!(confined(&plan, exec(Path::new("/usr/bin/true"))), Ok(()));
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn tcp_connect_and_bind_by_port() {
+    let allowed = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let other = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let allowed_addr = allowed.local_addr().unwrap();
+    let other_addr = other.local_addr().unwrap();
+    let bind_ok = free_port();
+    let bind_denied = free_port();
+    let network = NetPolicy {
+        allow: vec![NetRule {
+            net: None,
+            ports: PortRange::single(allowed_addr.port()),
+        }],
+        deny: vec![],
+        bind: vec![PortRange::single(bind_ok)],
+    };
+    let (plan, coverage) = compile_ok(&policy(FsPolicy::default(), network), &[]);
+    assert_eq!(
+        status_of(&coverage, Guarantee::NetTcpConnectPorts),
+        &Status::Enforced
+    );
+    assert_eq!(
+        status_of(&coverage, Guarantee::NetTcpBindPorts),
+        &Status::Enforced
+    );
+
+    assert_eq!(
+        confined(&plan, || TcpStream::connect(other_addr).map(drop)),
+        Err(EACCES)
+    );
+    assert_eq!(
+        confined(&plan, || TcpStream::connect(allowed_addr).map(drop)),
+        Ok(())
+    );
+    let local = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    assert_eq!(
+        confined(&plan, || TcpListener::bind(local(bind_denied)).map(drop)),
+        Err(EACCES)
+    );
+    assert_eq!(
+        confined(&plan, || TcpListener::bind(local(bind_ok)).map(drop)),
+        Ok(())
+    );
+}
+
+#[test]
+fn no_allow_rules_deny_all_tcp() {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (plan, coverage) = compile_ok(&policy(FsPolicy::default(), NetPolicy::default()), &[]);
+    assert_eq!(
+        status_of(&coverage, Guarantee::NetTcpConnectPorts),
+        &Status::Enforced
+    );
+    assert!(
+        matches!(status_of(&coverage, Guarantee::NetAddresses), Status::Missing(r) if r.contains("UDP"))
+    );
+    assert_eq!(
+        confined(&plan, || TcpStream::connect(addr).map(drop)),
+        Err(EACCES)
+    );
+}
+
+#[test]
+fn signals_outside_the_domain_are_denied() {
+    let (plan, coverage) = compile_ok(&policy(FsPolicy::default(), NetPolicy::default()), &[]);
+    assert_eq!(
+        status_of(&coverage, Guarantee::ScopeSignals),
+        &Status::Enforced
+    );
+    let kill = |pid: libc::pid_t, sig| {
+        // SAFETY: kill takes integers; SIGWINCH is ignored by default, so even a wrongly
+        // delivered signal cannot hurt the test process.
+        if unsafe { libc::kill(pid, sig) } == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    // SAFETY: getppid/getpid have no preconditions.
+    assert_eq!(
+        confined(&plan, || kill(unsafe { libc::getppid() }, libc::SIGWINCH)),
+        Err(EPERM)
+    );
+    // SAFETY: as above.
+    assert_eq!(
+        confined(&plan, || kill(unsafe { libc::getpid() }, libc::SIGWINCH)),
+        Ok(())
+    );
+}
+
+#[test]
+fn abstract_unix_sockets_outside_the_domain_are_unreachable() {
+    let name = format!("agentbox-landlock-test-{}", std::process::id());
+    let outside = UnixAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let _listener = UnixListener::bind_addr(&outside).unwrap();
+    let (plan, coverage) = compile_ok(&policy(FsPolicy::default(), NetPolicy::default()), &[]);
+    assert_eq!(
+        status_of(&coverage, Guarantee::ScopeAbstractUnix),
+        &Status::Enforced
+    );
+
+    assert_eq!(
+        confined(&plan, || UnixStream::connect_addr(&outside).map(drop)),
+        Err(EPERM)
+    );
+    // Control: a socket created inside the domain is reachable.
+    let inner = format!("{name}-inner");
+    let r = confined(&plan, || {
+        let addr = UnixAddr::from_abstract_name(inner.as_bytes())?;
+        let _l = UnixListener::bind_addr(&addr)?;
+        UnixStream::connect_addr(&addr).map(drop)
+    });
+    assert_eq!(r, Ok(()));
+}
+
+#[test]
+fn walk_bound_fails_closed_naming_tree_and_glob() {
+    let ws = tempfile::tempdir().unwrap();
+    for i in 0..20 {
+        write_file(&ws.path().join(format!("f{i}")), "x");
+    }
+    let deny = ["**/.env".to_string()];
+    let p = policy(
+        fs_policy(&[], &[ws.path()], &[], &deny),
+        NetPolicy::default(),
+    );
+    let limits = WalkLimits {
+        max_entries: 10,
+        max_depth: 16,
+    };
+    let err = compile_for_abi(&p, &[], 6, limits).unwrap_err().to_string();
+    assert!(err.contains(&ws.path().display().to_string()), "{err}");
+    assert!(err.contains("**/.env") && err.contains("BPF LSM"), "{err}");
+
+    let deep = ws.path().join("a/b/c/d");
+    fs::create_dir_all(&deep).unwrap();
+    let limits = WalkLimits {
+        max_entries: 1000,
+        max_depth: 3,
+    };
+    let err = compile_for_abi(&p, &[], 6, limits).unwrap_err().to_string();
+    assert!(err.contains("deeper than 3"), "{err}");
+    // Within the default bounds the same policy compiles.
+    compile_for_abi(&p, &[], 6, WalkLimits::DEFAULT).unwrap();
+}
+
+#[test]
+fn walk_does_not_cross_mount_points() {
+    // /dev/pts is its own mount on Linux hosts; a glob below it cannot be walked from /dev.
+    let dev = fs::metadata("/dev").unwrap();
+    let pts = fs::metadata("/dev/pts").unwrap();
+    assert_ne!(
+        std::os::unix::fs::MetadataExt::dev(&dev),
+        std::os::unix::fs::MetadataExt::dev(&pts)
+    );
+    let deny = ["/dev/pts/*/secret".to_string()];
+    let p = policy(
+        fs_policy(&[Path::new("/dev")], &[], &[], &deny),
+        NetPolicy::default(),
+    );
+    let err = compile_for_abi(&p, &[], 6, WalkLimits::DEFAULT)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("mount point") && err.contains("/dev/pts"),
+        "{err}"
+    );
+}
+
+#[test]
+fn deny_globs_outside_writable_trees_are_exact() {
+    let ro = tempfile::tempdir().unwrap();
+    let ws = tempfile::tempdir().unwrap();
+    write_file(&ro.path().join(".ssh/id_rsa"), "k");
+    let deny = [format!(
+        "{}/.ssh/**",
+        ro.path().canonicalize().unwrap().display()
+    )];
+    let p = policy(
+        fs_policy(&[ro.path()], &[ws.path()], &[], &deny),
+        NetPolicy::default(),
+    );
+    let (plan, coverage) = compile_ok(&p, &[]);
+    assert_eq!(
+        status_of(&coverage, Guarantee::FsDenyExact),
+        &Status::Enforced
+    );
+    assert_eq!(
+        confined(&plan, || read(&ro.path().join(".ssh/id_rsa"))),
+        Err(EACCES)
+    );
+}
+
+#[test]
+fn missing_paths_are_notes_not_errors() {
+    let ws = tempfile::tempdir().unwrap();
+    let gone = ws.path().join("does-not-exist");
+    let log = ws.path().join("not-yet.jsonl");
+    let p = policy(
+        fs_policy(&[&gone], &[ws.path()], &[], &[]),
+        NetPolicy::default(),
+    );
+    let (plan, _) = compile_ok(&p, std::slice::from_ref(&log));
+    let notes = plan.notes().join("\n");
+    assert!(notes.contains("does-not-exist"), "{notes}");
+    assert!(notes.contains("not-yet.jsonl"), "{notes}");
+}
+
+#[test]
+fn port_ranges_and_address_rules() {
+    let rule = |net: Option<&str>, first, last| NetRule {
+        net: net.map(|n| n.parse().unwrap()),
+        ports: PortRange { first, last },
+    };
+    let net = |allow: Vec<NetRule>| NetPolicy {
+        allow,
+        deny: vec![],
+        bind: vec![],
+    };
+
+    let wide = policy(FsPolicy::default(), net(vec![rule(None, 1000, 5000)]));
+    let err = compile_for_abi(&wide, &[], 6, WalkLimits::DEFAULT)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("eBPF"), "{err}");
+
+    let any = policy(FsPolicy::default(), net(vec![rule(None, 0, u16::MAX)]));
+    let mut coverage = Coverage::default();
+    let rules = compile_net(&any, 6, &mut coverage).unwrap();
+    assert!(!rules.handled.contains(AccessNet::ConnectTcp));
+    assert!(rules.handled.contains(AccessNet::BindTcp));
+    assert_eq!(
+        status_of(&coverage, Guarantee::NetTcpConnectPorts),
+        &Status::Enforced
+    );
+
+    let addressed = policy(
+        FsPolicy::default(),
+        net(vec![rule(Some("10.0.0.0/8"), 443, 443)]),
+    );
+    let mut coverage = Coverage::default();
+    let rules = compile_net(&addressed, 6, &mut coverage).unwrap();
+    assert!(rules.handled.contains(AccessNet::ConnectTcp));
+    assert_eq!(rules.connect.iter().copied().collect::<Vec<_>>(), vec![443]);
+    assert!(matches!(
+        status_of(&coverage, Guarantee::NetAddresses),
+        Status::Missing(r) if r.contains("10.0.0.0/8:443") && r.contains("cgroup-BPF")
+    ));
+
+    let mut denied = net(vec![rule(None, 8000, 8010)]);
+    denied.deny.push(rule(None, 8005, 8005));
+    let mut coverage = Coverage::default();
+    let rules = compile_net(&policy(FsPolicy::default(), denied), 6, &mut coverage).unwrap();
+    assert!(rules.connect.contains(&8004) && !rules.connect.contains(&8005));
+}
+
+#[test]
+fn older_abi_reports_what_it_lacks() {
+    let p = policy(FsPolicy::default(), NetPolicy::default());
+    let (plan, coverage) = compile_for_abi(&p, &[], 3, WalkLimits::DEFAULT).unwrap();
+    assert_eq!(plan.abi(), 3);
+    assert!(
+        matches!(status_of(&coverage, Guarantee::FsAllowList), Status::Partial(r) if r.contains("ABI 5"))
+    );
+    for g in [
+        Guarantee::NetTcpConnectPorts,
+        Guarantee::NetTcpBindPorts,
+        Guarantee::ScopeSignals,
+        Guarantee::ScopeAbstractUnix,
+    ] {
+        assert!(
+            matches!(status_of(&coverage, g), Status::Missing(r) if r.contains("kernel has ABI 3")),
+            "{g:?}: {coverage:?}"
+        );
+    }
+    // ABI 3 still confines the filesystem for real.
+    let outside = tempfile::tempdir().unwrap();
+    let file = outside.path().join("f");
+    write_file(&file, "f");
+    assert_eq!(confined(&plan, || read(&file)), Err(EACCES));
+}
+
+#[test]
+fn unanchored_glob_reaches_writable_trees_nested_in_read_trees() {
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path().canonicalize().unwrap();
+    let ws = home.join("ws");
+    write_file(&ws.join(".env"), "TOKEN=1");
+    write_file(&ws.join("src/lib.rs"), "");
+    write_file(&home.join("notes/.env"), "read-only area");
+    let deny = ["**/.env".to_string()];
+    let p = policy(
+        fs_policy(&[&home], &[&ws], &[], &deny),
+        NetPolicy::default(),
+    );
+    let (plan, coverage) = compile_ok(&p, &[]);
+
+    // The read tree's own rule would grant ws/.env: it is split on the way down to ws too.
+    assert_eq!(confined(&plan, || read(&ws.join(".env"))), Err(EACCES));
+    assert_eq!(
+        confined(&plan, || open_write(&ws.join("src/lib.rs"))),
+        Ok(())
+    );
+    // Documented gap: unanchored globs are not searched in the read-only rest of a read tree.
+    assert_eq!(confined(&plan, || read(&home.join("notes/.env"))), Ok(()));
+    assert!(matches!(
+        status_of(&coverage, Guarantee::FsDenyExact),
+        Status::Partial(r) if r.contains("**/.env not searched in read-only trees")
+    ));
+}
+
+#[test]
+fn default_like_profile_compiles_fast_and_denies_system_secrets() {
+    let ws = tempfile::tempdir().unwrap();
+    write_file(&ws.path().join(".env"), "TOKEN=1");
+    let system = [Path::new("/usr"), Path::new("/etc"), Path::new("/proc")];
+    let deny: Vec<String> = [
+        "**/.env",
+        "**/.env.*",
+        "/etc/shadow",
+        "/etc/gshadow",
+        "/etc/sudoers.d/**",
+    ]
+    .map(String::from)
+    .to_vec();
+    let p = policy(
+        fs_policy(&system, &[ws.path()], &[Path::new("/usr")], &deny),
+        NetPolicy::default(),
+    );
+    let start = std::time::Instant::now();
+    let (plan, _) = compile_ok(&p, &[]);
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+
+    assert_eq!(
+        confined(&plan, || read(Path::new("/etc/shadow"))),
+        Err(EACCES)
+    );
+    assert_eq!(confined(&plan, || read(Path::new("/etc/passwd"))), Ok(()));
+    assert_eq!(
+        confined(&plan, || read(&ws.path().join(".env"))),
+        Err(EACCES)
+    );
+}
