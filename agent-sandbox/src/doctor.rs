@@ -233,7 +233,7 @@ pub fn probe() -> Report {
 
     let bpf: Vec<(ProgramKind, Result<(), String>)> = ProgramKind::ALL
         .iter()
-        .map(|&k| (k, ebpf_probes::probe(k).map_err(|e| e.to_string())))
+        .map(|&k| (k, ebpf_probes::probe(k).map_err(|e| first_line(&e.to_string()))))
         .collect();
     for (kind, result) in &bpf {
         let hint = if result.is_err() && !privileges.root && !privileges.cap_bpf {
@@ -344,6 +344,11 @@ pub fn probe() -> Report {
         mechanisms,
         guarantees,
     }
+}
+
+/// libbpf appends its whole log to errors; a table row wants the first sentence.
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().to_string()
 }
 
 fn ok_or(ok: bool, yes: &str, no: &str) -> Result<String, String> {
