@@ -77,10 +77,16 @@ pub struct PortRange {
 }
 
 impl PortRange {
-    pub const ANY: PortRange = PortRange { first: 0, last: u16::MAX };
+    pub const ANY: PortRange = PortRange {
+        first: 0,
+        last: u16::MAX,
+    };
 
     pub fn single(port: u16) -> Self {
-        PortRange { first: port, last: port }
+        PortRange {
+            first: port,
+            last: port,
+        }
     }
 
     pub fn contains(&self, port: u16) -> bool {
@@ -136,9 +142,7 @@ pub struct ProcessPolicy {
     pub on_violation: ViolationAction,
 }
 
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Rlimit {
     Nofile,
@@ -152,9 +156,7 @@ pub enum Rlimit {
 
 /// Named groups of syscalls denied together. Each is documented in docs/profiles.md and defined
 /// (as syscall lists) by the seccomp layer.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SyscallGroup {
     /// ptrace, process_vm_readv/writev, pidfd_getfd, kcmp.

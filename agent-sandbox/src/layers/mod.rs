@@ -88,7 +88,11 @@ pub struct Coverage {
 
 impl Coverage {
     pub fn push(&mut self, layer: &str, guarantee: Guarantee, status: Status) {
-        self.entries.push(CoverageEntry { guarantee, layer: layer.to_string(), status });
+        self.entries.push(CoverageEntry {
+            guarantee,
+            layer: layer.to_string(),
+            status,
+        });
     }
 
     pub fn extend(&mut self, other: Coverage) {
@@ -97,7 +101,9 @@ impl Coverage {
 
     /// True when some layer fully enforces `g`.
     pub fn enforces(&self, g: Guarantee) -> bool {
-        self.entries.iter().any(|e| e.guarantee == g && e.status == Status::Enforced)
+        self.entries
+            .iter()
+            .any(|e| e.guarantee == g && e.status == Status::Enforced)
     }
 
     /// Why `g` is not fully enforced (reasons from every layer that tried), or `None` if it is.
