@@ -26,7 +26,7 @@ fn main() {
         .source(SOURCE)
         .obj(out_dir.join("agentbox.bpf.o"))
         .clang(&clang)
-        .clang_args(["-Wall", "-Werror", "-I", BPF_DIR])
+        .clang_args(["-Wall", "-Werror", "-mcpu=v3", "-I", BPF_DIR])
         .build_and_generate(out_dir.join("agentbox.skel.rs"));
 
     if let Err(err) = result {

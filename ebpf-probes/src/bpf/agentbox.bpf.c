@@ -6,6 +6,10 @@
  * arguments, so libbpf relocates offsets against the running kernel's BTF at load time.
  * The Rust side turns off autoload for every program it does not need, so the same object
  * loads on kernels without BPF LSM.
+ *
+ * common.bpf.h: event layout, sandbox record, task identity, ring buffers.
+ * net.bpf.h: cgroup-BPF network enforcement (per sandbox cgroup).
+ * observe.bpf.h: global tracepoint observers (identity inheritance, denial labels, kill).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -13,12 +17,9 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_tracing.h>
 
-/* Uapi macros are not part of BTF, so vmlinux.h cannot carry them. */
-#define EPERM 1
-
-/* cgroup/sock_addr verdicts: 0 makes connect()/sendmsg() fail with EPERM. */
-#define SOCK_ADDR_DENY 0
-#define SOCK_ADDR_ALLOW 1
+#include "common.bpf.h"
+#include "net.bpf.h"
+#include "observe.bpf.h"
 
 /* Upper bound of entries per deny table; the Rust side reports E2BIG past it. */
 #define DENY_TABLE_MAX 4096
@@ -44,7 +45,7 @@ int BPF_PROG(doctor_tp_btf, struct task_struct *parent, struct task_struct *chil
 SEC("cgroup/connect4")
 int doctor_sock_addr(struct bpf_sock_addr *ctx)
 {
-	return SOCK_ADDR_ALLOW;
+	return SOCK_ALLOW;
 }
 
 SEC("lsm/file_open")
@@ -52,53 +53,6 @@ int BPF_PROG(doctor_lsm, struct file *file, int ret)
 {
 	/* Never change the verdict of an earlier LSM program. */
 	return ret;
-}
-
-/* ------------------------------------------------------------------------------------------ */
-/* Network egress: deny destination ports for the cgroup the programs are attached to.         */
-/* Later this grows into a per-sandbox LPM-trie policy; the entry points stay the same.         */
-
-/* Destination port (host byte order) -> 1. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, DENY_TABLE_MAX);
-	__type(key, __u16);
-	__type(value, __u8);
-} net_deny_ports SEC(".maps");
-
-static __always_inline int net_egress_verdict(struct bpf_sock_addr *ctx)
-{
-	/* user_port holds the port in network byte order in its low 16 bits. */
-	__u16 port = bpf_ntohs((__u16)ctx->user_port);
-
-	if (bpf_map_lookup_elem(&net_deny_ports, &port))
-		return SOCK_ADDR_DENY;
-	return SOCK_ADDR_ALLOW;
-}
-
-SEC("cgroup/connect4")
-int net_egress_connect4(struct bpf_sock_addr *ctx)
-{
-	return net_egress_verdict(ctx);
-}
-
-SEC("cgroup/connect6")
-int net_egress_connect6(struct bpf_sock_addr *ctx)
-{
-	return net_egress_verdict(ctx);
-}
-
-/* Unconnected UDP (sendto/sendmsg with an address) never passes the connect hooks. */
-SEC("cgroup/sendmsg4")
-int net_egress_sendmsg4(struct bpf_sock_addr *ctx)
-{
-	return net_egress_verdict(ctx);
-}
-
-SEC("cgroup/sendmsg6")
-int net_egress_sendmsg6(struct bpf_sock_addr *ctx)
-{
-	return net_egress_verdict(ctx);
 }
 
 /* ------------------------------------------------------------------------------------------ */

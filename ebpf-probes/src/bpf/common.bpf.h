@@ -1,0 +1,254 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Shared state of the sandbox programs: the event layout (mirrored by `RawEvent` in
+ * src/events.rs and checked against this object's BTF by a test), the per-sandbox record,
+ * the per-task identity, the two ring buffers and the emit helpers.
+ *
+ * Identity: a task belongs to sandbox N when its task storage says so (seeded by the
+ * supervisor through a pidfd before exec, copied to every child at fork). The cgroup id is
+ * the second key: cgroup programs look the sandbox up by cgroup id, tracing programs fall
+ * back to it when a task has no storage. No table is keyed by pid.
+ */
+#ifndef AGENTBOX_COMMON_BPF_H
+#define AGENTBOX_COMMON_BPF_H
+
+/* Uapi macros are not part of BTF, so vmlinux.h cannot carry them. */
+#define EPERM 1
+#define EACCES 13
+#define SIGKILL 9
+
+#define NSEC_PER_SEC 1000000000ULL
+
+/* Event kinds (`RawEvent::kind`). */
+#define EV_NET_DENIED 1
+#define EV_SYSCALL_DENIED 2
+#define EV_EXEC 3
+#define EV_FORK 4
+#define EV_EXIT 5
+
+/* Network hooks (`RawEvent::hook`). */
+#define HOOK_CONNECT 1
+#define HOOK_SENDMSG 2
+#define HOOK_BIND 3
+#define HOOK_SOCK_CREATE 4
+
+/* Why a network operation was denied (`RawEvent::reason`). */
+#define REASON_NO_ALLOW_RULE 1
+#define REASON_DENY_RULE 2
+#define REASON_BIND_PORT 3
+#define REASON_SOCKET_FAMILY 4
+#define REASON_SOCKET_TYPE 5
+
+/* `RawEvent::flags`. */
+#define EVF_KILLED 0x01	   /* SIGKILL sent to the process */
+#define EVF_ENFORCED 0x02  /* the operation was refused (clear in audit-only mode) */
+#define EVF_HAS_ADDR 0x04  /* addr/port/family are set */
+#define EVF_HAS_PATH 0x08  /* path holds a NUL-terminated string */
+#define EVF_PATH_TRUNC 0x10 /* path filled the buffer: it may be cut short */
+#define EVF_HAS_TARGET 0x20 /* target_pid is set */
+
+#define EVENT_PATH_MAX 256
+
+/* One layout for every event; unused fields are zero. */
+struct ab_event {
+	__u32 kind;
+	__u32 sandbox;
+	__u64 seq;	/* per sandbox, from 1; shared by both ring buffers */
+	__u64 ts_ns;	/* bpf_ktime_get_ns() */
+	__u32 pid;	/* thread id */
+	__u32 tgid;	/* process id */
+	__u32 ppid;	/* real parent's tgid (tracing programs only) */
+	__s32 err;	/* positive errno of a denied syscall, exit code of an exit */
+	__s64 syscall;	/* syscall number, -1 when none */
+	char comm[16];
+	__u8 addr[16];	/* network byte order; IPv4 in the first 4 bytes */
+	__u16 family;	/* AF_INET / AF_INET6 / the socket() family */
+	__u16 port;	/* host byte order */
+	__u16 sock_type;
+	__u8 proto;
+	__u8 hook;
+	__u8 reason;
+	__u8 flags;
+	__u16 path_len; /* bytes in path including the NUL, 0 when none */
+	__s32 target_pid; /* kill/tkill/tgkill target */
+	__u32 child;	/* fork: the child's thread id */
+	char path[EVENT_PATH_MAX];
+};
+
+/* Only puts `struct ab_event` into the object's BTF, for the layout test and the skeleton;
+ * the loader never creates it (autocreate off). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ab_event);
+} event_layout SEC(".maps");
+
+/* Sandbox record flags (`SandboxRecord::flags`). */
+#define SB_KILL_ON_VIOLATION 0x01
+#define SB_AUDIT_ONLY 0x02
+#define SB_ALLOW_NETLINK 0x04
+#define SB_ALLOW_RAW 0x08
+
+#define BIND_RANGES_MAX 16
+
+struct port_range {
+	__u16 lo;
+	__u16 hi;
+};
+
+/*
+ * Written once by user space at registration (BPF_NOEXIST) and never again, so the counters
+ * below are only ever changed by atomic adds from the programs.
+ */
+struct sandbox_record {
+	__u64 cgroup_id;
+	__u64 seq;		/* last sequence number handed out */
+	__u64 lost_violations;	/* violations ring reservation failures */
+	__u64 lost_trace;	/* trace ring reservation failures */
+	__u64 throttled_trace;	/* trace events over the per-second budget (no seq taken) */
+	__u64 lost_task_storage; /* tasks whose storage could not be created */
+	__u64 trace_window_start;
+	__u64 trace_window_count;
+	__u32 trace_per_sec;	/* 0: no trace events */
+	__u32 flags;
+	__u32 bind_count;
+	__u32 _pad;
+	struct port_range bind[BIND_RANGES_MAX];
+};
+
+/* Task flags (`task_ctx::flags`). */
+#define TF_NET_EVENT_PENDING 0x01 /* a cgroup program already reported this syscall */
+
+#define STASH_ARGS 6
+
+/* Per-task identity, plus the arguments of the watched syscall in flight. */
+struct task_ctx {
+	__u32 sandbox; /* 0: not sandboxed */
+	__u32 flags;
+	__s64 nr;      /* stashed syscall number, -1 when nothing is stashed */
+	__u64 args[STASH_ARGS];
+};
+
+#define SANDBOXES_MAX 1024
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SANDBOXES_MAX);
+	__type(key, __u32);
+	__type(value, struct sandbox_record);
+} sandboxes SEC(".maps");
+
+/* cgroup id -> sandbox id. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SANDBOXES_MAX);
+	__type(key, __u64);
+	__type(value, __u32);
+} cgroup_sandbox SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct task_ctx);
+} task_sandbox SEC(".maps");
+
+/*
+ * Ring buffers are per sandbox (inner maps created by user space at registration, sized
+ * there), so two supervisors never consume each other's events. The templates below only
+ * fix the inner map type.
+ *   violations: denials, never throttled, large so a burst is absorbed.
+ *   trace: process lifecycle, rate-limited per sandbox.
+ */
+struct ring_template {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4096);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__uint(max_entries, SANDBOXES_MAX);
+	__type(key, __u32);
+	__array(values, struct ring_template);
+} violations SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__uint(max_entries, SANDBOXES_MAX);
+	__type(key, __u32);
+	__array(values, struct ring_template);
+} trace SEC(".maps");
+
+static __always_inline struct sandbox_record *sandbox_by_id(__u32 id)
+{
+	if (!id)
+		return 0;
+	return bpf_map_lookup_elem(&sandboxes, &id);
+}
+
+/* Sandbox of the current task by its cgroup (a nested cgroup finds its nearest ancestor). */
+static __always_inline __u32 sandbox_by_cgroup(void)
+{
+	__u64 cgid = bpf_get_current_cgroup_id();
+	__u32 *id = bpf_map_lookup_elem(&cgroup_sandbox, &cgid);
+
+	if (id)
+		return *id;
+	/* The agent cannot create cgroups itself, but be exact if one exists. */
+	for (int level = 1; level < 16; level++) {
+		cgid = bpf_get_current_ancestor_cgroup_id(level);
+		if (!cgid)
+			break;
+		id = bpf_map_lookup_elem(&cgroup_sandbox, &cgid);
+		if (id)
+			return *id;
+	}
+	return 0;
+}
+
+/* Reserves an event for sandbox `id` on a ring and stamps its sequence number. On failure
+ * the sequence number is spent and counted as lost, so gaps are always explained. */
+static __always_inline struct ab_event *
+event_reserve(struct sandbox_record *sb, __u32 id, __u32 kind, bool violation)
+{
+	struct ab_event *e = 0;
+	void *ring;
+	__u64 seq;
+
+	if (!violation) {
+		__u64 now = bpf_ktime_get_ns();
+
+		if (!sb->trace_per_sec)
+			return 0;
+		/* One-second budget window; concurrent resets can only let a few extra through. */
+		if (now - sb->trace_window_start >= NSEC_PER_SEC) {
+			sb->trace_window_start = now;
+			sb->trace_window_count = 0;
+		}
+		if (__sync_fetch_and_add(&sb->trace_window_count, 1) >= sb->trace_per_sec) {
+			__sync_fetch_and_add(&sb->throttled_trace, 1);
+			return 0;
+		}
+	}
+	seq = __sync_fetch_and_add(&sb->seq, 1) + 1;
+	ring = bpf_map_lookup_elem(violation ? (void *)&violations : (void *)&trace, &id);
+	if (ring)
+		e = bpf_ringbuf_reserve(ring, sizeof(*e), 0);
+	if (!e) {
+		if (violation)
+			__sync_fetch_and_add(&sb->lost_violations, 1);
+		else
+			__sync_fetch_and_add(&sb->lost_trace, 1);
+		return 0;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->kind = kind;
+	e->sandbox = id;
+	e->seq = seq;
+	e->ts_ns = bpf_ktime_get_ns();
+	e->syscall = -1;
+	return e;
+}
+
+#endif /* AGENTBOX_COMMON_BPF_H */

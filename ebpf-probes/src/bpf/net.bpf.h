@@ -1,0 +1,302 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Network enforcement: cgroup-BPF programs attached to each sandbox's cgroup directory.
+ *
+ * Rules live in two LPM tries (IPv4, IPv6) keyed by (sandbox id, address). User space
+ * precomputes each entry's verdict list: its own port ranges followed by those of every
+ * less-specific entry of the same sandbox that covers it, most specific first (longest
+ * prefix, then narrowest port range, then deny before allow). The first range holding the
+ * port decides, so the most specific matching rule wins even though an LPM lookup only
+ * returns the longest prefix.
+ * No matching range: denied (the allow list is exhaustive).
+ *
+ * cgroup programs cannot send signals: kill-on-violation happens in the sys_exit observer
+ * (observe.bpf.h) when the denied syscall returns -EPERM to the task.
+ */
+#ifndef AGENTBOX_NET_BPF_H
+#define AGENTBOX_NET_BPF_H
+
+#include "common.bpf.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+#define AF_NETLINK 16
+#define AF_PACKET 17
+#define AF_VSOCK 40
+#define SOCK_RAW 3
+#define SOCK_PACKET 10
+
+/* cgroup sock / sock_addr verdicts: 0 makes the syscall fail with EPERM. */
+#define SOCK_DENY 0
+#define SOCK_ALLOW 1
+
+#define NET_VERDICTS_MAX 24
+#define NET_RULES_MAX 16384
+
+struct port_verdict {
+	__u16 lo;
+	__u16 hi;
+	__u8 allow;
+	__u8 prefixlen; /* of the rule this range came from (bits of the address) */
+	__u16 _pad;
+};
+
+struct net_verdicts {
+	__u32 count;
+	__u32 _pad;
+	struct port_verdict v[NET_VERDICTS_MAX];
+};
+
+/* LPM keys: prefixlen counts the 32 sandbox bits plus the address prefix. */
+struct net4_key {
+	__u32 prefixlen;
+	__u32 sandbox;
+	__u32 addr; /* network byte order */
+};
+
+struct net6_key {
+	__u32 prefixlen;
+	__u32 sandbox;
+	__u32 addr[4]; /* network byte order */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, NET_RULES_MAX);
+	__type(key, struct net4_key);
+	__type(value, struct net_verdicts);
+} net4_rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, NET_RULES_MAX);
+	__type(key, struct net6_key);
+	__type(value, struct net_verdicts);
+} net6_rules SEC(".maps");
+
+/* Returns 0 when allowed, else the REASON_* of the denial. */
+static __always_inline int port_verdict(struct net_verdicts *verdicts, __u16 port)
+{
+	if (!verdicts)
+		return REASON_NO_ALLOW_RULE;
+	for (int i = 0; i < NET_VERDICTS_MAX; i++) {
+		if (i >= verdicts->count)
+			break;
+		if (port >= verdicts->v[i].lo && port <= verdicts->v[i].hi)
+			return verdicts->v[i].allow ? 0 : REASON_DENY_RULE;
+	}
+	return REASON_NO_ALLOW_RULE;
+}
+
+static __always_inline bool ipv4_mapped(const __u32 addr[4])
+{
+	return addr[0] == 0 && addr[1] == 0 && addr[2] == bpf_htonl(0xffff);
+}
+
+/* Sandbox of the task running a cgroup program. The programs only run in sandbox cgroups,
+ * so a miss means the record is being torn down: callers deny. */
+static __always_inline __u32 net_sandbox(struct sandbox_record **sb)
+{
+	__u32 id = sandbox_by_cgroup();
+
+	*sb = sandbox_by_id(id);
+	return *sb ? id : 0;
+}
+
+/* Marks the current task so that its sys_exit observer neither reports the same denial a
+ * second time nor forgets to kill. */
+static __always_inline void net_mark_task(void)
+{
+	struct task_ctx *tctx;
+
+	tctx = bpf_task_storage_get(&task_sandbox, bpf_get_current_task_btf(), 0, 0);
+	if (tctx)
+		tctx->flags |= TF_NET_EVENT_PENDING;
+}
+
+static __always_inline int net_deny(struct sandbox_record *sb, __u32 id, __u8 hook,
+				    __u8 reason, __u16 family, const __u32 *addr, bool v6,
+				    __u16 port, __u16 sock_type, __u8 proto)
+{
+	bool enforced = !(sb->flags & SB_AUDIT_ONLY);
+	struct ab_event *e;
+	__u64 pid_tgid;
+
+	e = event_reserve(sb, id, EV_NET_DENIED, true);
+	if (e) {
+		pid_tgid = bpf_get_current_pid_tgid();
+		e->pid = (__u32)pid_tgid;
+		e->tgid = pid_tgid >> 32;
+		bpf_get_current_comm(e->comm, sizeof(e->comm));
+		e->hook = hook;
+		e->reason = reason;
+		e->family = family;
+		e->port = port;
+		e->sock_type = sock_type;
+		e->proto = proto;
+		if (addr) {
+			e->flags |= EVF_HAS_ADDR;
+			if (v6)
+				__builtin_memcpy(e->addr, addr, 16);
+			else
+				__builtin_memcpy(e->addr, addr, 4);
+		}
+		if (enforced)
+			e->flags |= EVF_ENFORCED;
+		/* The sys_exit observer kills the task when this syscall returns. */
+		if (enforced && (sb->flags & SB_KILL_ON_VIOLATION))
+			e->flags |= EVF_KILLED;
+		bpf_ringbuf_submit(e, 0);
+	}
+	net_mark_task();
+	return enforced ? SOCK_DENY : SOCK_ALLOW;
+}
+
+/* connect / sendmsg: the destination must be allowed. `v6` is a constant per program: the
+ * verifier refuses user_ip6 in the IPv4 hooks, so each program only compiles its half. */
+static __always_inline int net_egress(struct bpf_sock_addr *ctx, __u8 hook, bool v6)
+{
+	struct sandbox_record *sb;
+	__u32 id = net_sandbox(&sb);
+	__u16 port = bpf_ntohs((__u16)ctx->user_port);
+	struct net_verdicts *verdicts;
+	__u32 addr6[4];
+	int reason;
+
+	if (!sb)
+		return SOCK_DENY;
+
+	if (!v6) {
+		struct net4_key key = { .prefixlen = 64, .sandbox = id, .addr = ctx->user_ip4 };
+
+		addr6[0] = key.addr;
+		verdicts = bpf_map_lookup_elem(&net4_rules, &key);
+		reason = port_verdict(verdicts, port);
+		if (!reason)
+			return SOCK_ALLOW;
+		return net_deny(sb, id, hook, reason, AF_INET, addr6, false, port, ctx->type,
+				ctx->protocol);
+	}
+	addr6[0] = ctx->user_ip6[0];
+	addr6[1] = ctx->user_ip6[1];
+	addr6[2] = ctx->user_ip6[2];
+	addr6[3] = ctx->user_ip6[3];
+	if (ipv4_mapped(addr6)) {
+		/* ::ffff:a.b.c.d reaches a.b.c.d: judge it by the IPv4 rules. */
+		struct net4_key key = { .prefixlen = 64, .sandbox = id, .addr = addr6[3] };
+
+		verdicts = bpf_map_lookup_elem(&net4_rules, &key);
+	} else {
+		struct net6_key key = { .prefixlen = 32 + 128, .sandbox = id };
+
+		key.addr[0] = addr6[0];
+		key.addr[1] = addr6[1];
+		key.addr[2] = addr6[2];
+		key.addr[3] = addr6[3];
+		verdicts = bpf_map_lookup_elem(&net6_rules, &key);
+	}
+	reason = port_verdict(verdicts, port);
+	if (!reason)
+		return SOCK_ALLOW;
+	return net_deny(sb, id, hook, reason, AF_INET6, addr6, true, port, ctx->type,
+			ctx->protocol);
+}
+
+/* bind: the local port must be in the sandbox's inbound list. Port 0 (the kernel picks an
+ * ephemeral port, as every UDP client does implicitly) is always allowed. */
+static __always_inline int net_bind(struct bpf_sock_addr *ctx, bool v6)
+{
+	struct sandbox_record *sb;
+	__u32 id = net_sandbox(&sb);
+	__u16 port = bpf_ntohs((__u16)ctx->user_port);
+	__u32 addr6[4];
+
+	if (!sb)
+		return SOCK_DENY;
+	if (port == 0)
+		return SOCK_ALLOW;
+	for (int i = 0; i < BIND_RANGES_MAX; i++) {
+		if (i >= sb->bind_count)
+			break;
+		if (port >= sb->bind[i].lo && port <= sb->bind[i].hi)
+			return SOCK_ALLOW;
+	}
+	if (v6) {
+		addr6[0] = ctx->user_ip6[0];
+		addr6[1] = ctx->user_ip6[1];
+		addr6[2] = ctx->user_ip6[2];
+		addr6[3] = ctx->user_ip6[3];
+	} else {
+		addr6[0] = ctx->user_ip4;
+	}
+	return net_deny(sb, id, HOOK_BIND, REASON_BIND_PORT, v6 ? AF_INET6 : AF_INET, addr6, v6,
+			port, ctx->type, ctx->protocol);
+}
+
+SEC("cgroup/connect4")
+int net_connect4(struct bpf_sock_addr *ctx)
+{
+	return net_egress(ctx, HOOK_CONNECT, false);
+}
+
+SEC("cgroup/connect6")
+int net_connect6(struct bpf_sock_addr *ctx)
+{
+	return net_egress(ctx, HOOK_CONNECT, true);
+}
+
+/* Unconnected UDP (sendto/sendmsg with an address) never passes the connect hooks. */
+SEC("cgroup/sendmsg4")
+int net_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return net_egress(ctx, HOOK_SENDMSG, false);
+}
+
+SEC("cgroup/sendmsg6")
+int net_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return net_egress(ctx, HOOK_SENDMSG, true);
+}
+
+SEC("cgroup/bind4")
+int net_bind4(struct bpf_sock_addr *ctx)
+{
+	return net_bind(ctx, false);
+}
+
+SEC("cgroup/bind6")
+int net_bind6(struct bpf_sock_addr *ctx)
+{
+	return net_bind(ctx, true);
+}
+
+/* socket(): raw and packet sockets need allow_raw, netlink needs allow_netlink, vsock is
+ * never allowed. The kernel runs this hook for the families whose create() calls it. */
+SEC("cgroup/sock_create")
+int net_sock_create(struct bpf_sock *ctx)
+{
+	struct sandbox_record *sb;
+	__u32 id = net_sandbox(&sb);
+	__u32 family = ctx->family, type = ctx->type;
+	__u8 reason = 0;
+
+	if (!sb)
+		return SOCK_DENY;
+	if (family == AF_PACKET || type == SOCK_RAW || type == SOCK_PACKET) {
+		if (!(sb->flags & SB_ALLOW_RAW))
+			reason = family == AF_PACKET ? REASON_SOCKET_FAMILY : REASON_SOCKET_TYPE;
+	} else if (family == AF_NETLINK) {
+		if (!(sb->flags & SB_ALLOW_NETLINK))
+			reason = REASON_SOCKET_FAMILY;
+	} else if (family == AF_VSOCK) {
+		reason = REASON_SOCKET_FAMILY;
+	}
+	if (!reason)
+		return SOCK_ALLOW;
+	return net_deny(sb, id, HOOK_SOCK_CREATE, reason, family, 0, false, 0, type,
+			ctx->protocol);
+}
+
+#endif /* AGENTBOX_NET_BPF_H */

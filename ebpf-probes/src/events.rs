@@ -1,0 +1,455 @@
+//! Events from the kernel programs: typed decoding and the per-sandbox ring buffer reader.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use libbpf_rs::{MapHandle, RingBuffer, RingBufferBuilder};
+
+use crate::layout::*;
+use crate::{run_libbpf, Error};
+
+/// The hook of a network denial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NetHook {
+    /// connect() (TCP, connected UDP).
+    Connect,
+    /// sendto()/sendmsg() with a destination (unconnected UDP).
+    Sendmsg,
+    /// bind() (inbound).
+    Bind,
+    /// socket() (family and type checks).
+    SockCreate,
+}
+
+/// Why a network operation was denied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NetVerdictReason {
+    /// No allow rule covers the destination and port.
+    NoAllowRule,
+    /// A deny rule (possibly a default: loopback, metadata) is the most specific match.
+    DenyRule,
+    /// bind() to a port outside the inbound list.
+    BindPort,
+    /// A socket family that is not allowed (packet, netlink, vsock).
+    SocketFamily,
+    /// A socket type that is not allowed (raw).
+    SocketType,
+    /// A value this build does not know (newer object).
+    Other(u8),
+}
+
+/// One event from the kernel programs. Every event carries its sandbox's sequence number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelEvent {
+    /// A cgroup-BPF program refused (or, in audit-only mode, would have refused) a network
+    /// operation.
+    NetDenied {
+        sandbox: u32,
+        seq: u64,
+        pid: u32,
+        tgid: u32,
+        comm: String,
+        hook: NetHook,
+        /// Destination (connect/sendmsg) or local address (bind); `None` for socket().
+        addr: Option<IpAddr>,
+        port: u16,
+        proto: u8,
+        family: u16,
+        sock_type: u16,
+        rule: NetVerdictReason,
+        /// False in audit-only mode: the operation went through.
+        enforced: bool,
+        /// The task is killed when this syscall returns (kill_on_violation).
+        killed: bool,
+    },
+    /// A watched syscall of a sandboxed task failed with EACCES or EPERM (Landlock, seccomp,
+    /// or another layer refused it); labelled with the syscall's argument.
+    SyscallDenied {
+        sandbox: u32,
+        seq: u64,
+        pid: u32,
+        tgid: u32,
+        ppid: u32,
+        comm: String,
+        /// Syscall number of this architecture; see [`syscall_name`].
+        syscall: i64,
+        errno: i32,
+        path: Option<String>,
+        /// True when the path filled the kernel buffer and may be cut short.
+        path_truncated: bool,
+        addr: Option<(IpAddr, u16)>,
+        target_pid: Option<i32>,
+        /// socket(): (family, type, protocol).
+        socket: Option<(u16, u16, u8)>,
+        killed: bool,
+    },
+    Exec {
+        sandbox: u32,
+        seq: u64,
+        pid: u32,
+        tgid: u32,
+        ppid: u32,
+        comm: String,
+        filename: String,
+    },
+    Fork {
+        sandbox: u32,
+        seq: u64,
+        /// Thread id of the forking task.
+        parent: u32,
+        /// Thread id of the new task.
+        child: u32,
+        /// True for a new thread (CLONE_THREAD) rather than a new process.
+        thread: bool,
+    },
+    /// The thread-group leader exited.
+    Exit {
+        sandbox: u32,
+        seq: u64,
+        pid: u32,
+        tgid: u32,
+        /// Wait status as the kernel keeps it: `code << 8 | signal`.
+        code: i32,
+    },
+}
+
+impl KernelEvent {
+    pub fn sandbox(&self) -> u32 {
+        match self {
+            KernelEvent::NetDenied { sandbox, .. }
+            | KernelEvent::SyscallDenied { sandbox, .. }
+            | KernelEvent::Exec { sandbox, .. }
+            | KernelEvent::Fork { sandbox, .. }
+            | KernelEvent::Exit { sandbox, .. } => *sandbox,
+        }
+    }
+
+    pub fn seq(&self) -> u64 {
+        match self {
+            KernelEvent::NetDenied { seq, .. }
+            | KernelEvent::SyscallDenied { seq, .. }
+            | KernelEvent::Exec { seq, .. }
+            | KernelEvent::Fork { seq, .. }
+            | KernelEvent::Exit { seq, .. } => *seq,
+        }
+    }
+}
+
+/// The name of a syscall the observers watch (this architecture's numbering).
+pub fn syscall_name(nr: i64) -> Option<&'static str> {
+    #[cfg(target_arch = "x86_64")]
+    const LEGACY: &[(i64, &str)] = &[
+        (libc::SYS_open, "open"),
+        (libc::SYS_creat, "creat"),
+        (libc::SYS_link, "link"),
+        (libc::SYS_rename, "rename"),
+        (libc::SYS_unlink, "unlink"),
+    ];
+    #[cfg(not(target_arch = "x86_64"))]
+    const LEGACY: &[(i64, &str)] = &[];
+    const COMMON: &[(i64, &str)] = &[
+        (libc::SYS_openat, "openat"),
+        (libc::SYS_openat2, "openat2"),
+        (libc::SYS_execve, "execve"),
+        (libc::SYS_execveat, "execveat"),
+        (libc::SYS_socket, "socket"),
+        (libc::SYS_connect, "connect"),
+        (libc::SYS_sendto, "sendto"),
+        (libc::SYS_sendmsg, "sendmsg"),
+        (libc::SYS_bind, "bind"),
+        (libc::SYS_linkat, "linkat"),
+        (libc::SYS_renameat, "renameat"),
+        (libc::SYS_renameat2, "renameat2"),
+        (libc::SYS_unlinkat, "unlinkat"),
+        (libc::SYS_kill, "kill"),
+        (libc::SYS_tkill, "tkill"),
+        (libc::SYS_tgkill, "tgkill"),
+    ];
+    LEGACY
+        .iter()
+        .chain(COMMON)
+        .find(|(number, _)| *number == nr)
+        .map(|(_, name)| *name)
+}
+
+fn c_string(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+fn ip_of(raw: &RawEvent) -> Option<IpAddr> {
+    if raw.flags & EVF_HAS_ADDR == 0 {
+        return None;
+    }
+    match i32::from(raw.family) {
+        libc::AF_INET => {
+            let [a, b, c, d, ..] = raw.addr;
+            Some(IpAddr::V4(Ipv4Addr::new(a, b, c, d)))
+        }
+        libc::AF_INET6 => Some(IpAddr::V6(Ipv6Addr::from(raw.addr))),
+        _ => None,
+    }
+}
+
+fn path_of(raw: &RawEvent) -> Option<String> {
+    (raw.flags & EVF_HAS_PATH != 0).then(|| c_string(&raw.path))
+}
+
+/// Decodes one ring buffer record; `None` for a record this build does not understand.
+pub(crate) fn decode(bytes: &[u8]) -> Option<KernelEvent> {
+    let raw = RawEvent::from_bytes(bytes)?;
+    let comm = c_string(&raw.comm);
+    let event = match raw.kind {
+        EV_NET_DENIED => KernelEvent::NetDenied {
+            sandbox: raw.sandbox,
+            seq: raw.seq,
+            pid: raw.pid,
+            tgid: raw.tgid,
+            comm,
+            hook: match raw.hook {
+                1 => NetHook::Connect,
+                2 => NetHook::Sendmsg,
+                3 => NetHook::Bind,
+                _ => NetHook::SockCreate,
+            },
+            addr: ip_of(&raw),
+            port: raw.port,
+            proto: raw.proto,
+            family: raw.family,
+            sock_type: raw.sock_type,
+            rule: match raw.reason {
+                1 => NetVerdictReason::NoAllowRule,
+                2 => NetVerdictReason::DenyRule,
+                3 => NetVerdictReason::BindPort,
+                4 => NetVerdictReason::SocketFamily,
+                5 => NetVerdictReason::SocketType,
+                other => NetVerdictReason::Other(other),
+            },
+            enforced: raw.flags & EVF_ENFORCED != 0,
+            killed: raw.flags & EVF_KILLED != 0,
+        },
+        EV_SYSCALL_DENIED => {
+            let is_socket = syscall_name(raw.syscall) == Some("socket");
+            KernelEvent::SyscallDenied {
+                sandbox: raw.sandbox,
+                seq: raw.seq,
+                pid: raw.pid,
+                tgid: raw.tgid,
+                ppid: raw.ppid,
+                comm,
+                syscall: raw.syscall,
+                errno: raw.err,
+                path: path_of(&raw),
+                path_truncated: raw.flags & EVF_PATH_TRUNC != 0,
+                addr: ip_of(&raw).map(|ip| (ip, raw.port)),
+                target_pid: (raw.flags & EVF_HAS_TARGET != 0).then_some(raw.target_pid),
+                socket: is_socket.then_some((raw.family, raw.sock_type, raw.proto)),
+                killed: raw.flags & EVF_KILLED != 0,
+            }
+        }
+        EV_EXEC => KernelEvent::Exec {
+            sandbox: raw.sandbox,
+            seq: raw.seq,
+            pid: raw.pid,
+            tgid: raw.tgid,
+            ppid: raw.ppid,
+            comm,
+            filename: path_of(&raw).unwrap_or_default(),
+        },
+        EV_FORK => KernelEvent::Fork {
+            sandbox: raw.sandbox,
+            seq: raw.seq,
+            parent: raw.pid,
+            child: raw.child,
+            thread: raw.target_pid as u32 == raw.tgid,
+        },
+        EV_EXIT => KernelEvent::Exit {
+            sandbox: raw.sandbox,
+            seq: raw.seq,
+            pid: raw.pid,
+            tgid: raw.tgid,
+            code: raw.err,
+        },
+        _ => return None,
+    };
+    Some(event)
+}
+
+type Queue = Arc<Mutex<VecDeque<KernelEvent>>>;
+
+/// Reader of one sandbox's two ring buffers (violations and trace).
+///
+/// [`AsFd`] gives an epoll fd that becomes readable when either ring has data: register it
+/// with `tokio::io::unix::AsyncFd` (or poll it) and call [`EventStream::drain`] when ready.
+pub struct EventStream {
+    ring: RingBuffer<'static>,
+    queue: Queue,
+    /// Records that did not decode (a newer object than this build); should stay 0.
+    undecodable: Arc<Mutex<u64>>,
+}
+
+impl EventStream {
+    pub(crate) fn new(violations: &MapHandle, trace: &MapHandle) -> Result<Self, Error> {
+        let queue: Queue = Arc::default();
+        let undecodable: Arc<Mutex<u64>> = Arc::default();
+        let mut builder = RingBufferBuilder::new();
+        for map in [violations, trace] {
+            let queue = Arc::clone(&queue);
+            let undecodable = Arc::clone(&undecodable);
+            run_libbpf("adding a ring buffer", || {
+                builder.add(map, move |bytes: &[u8]| {
+                    match decode(bytes) {
+                        Some(event) => queue
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .push_back(event),
+                        None => *undecodable.lock().unwrap_or_else(PoisonError::into_inner) += 1,
+                    }
+                    0
+                })?;
+                Ok(())
+            })?;
+        }
+        let ring = run_libbpf("creating the ring buffer reader", || builder.build())?;
+        Ok(EventStream {
+            ring,
+            queue,
+            undecodable,
+        })
+    }
+
+    /// Hands every event available now to `f`, without blocking. Returns how many.
+    pub fn drain(&mut self, mut f: impl FnMut(KernelEvent)) -> Result<usize, Error> {
+        run_libbpf("reading the ring buffers", || self.ring.consume())?;
+        let events =
+            std::mem::take(&mut *self.queue.lock().unwrap_or_else(PoisonError::into_inner));
+        let count = events.len();
+        events.into_iter().for_each(&mut f);
+        Ok(count)
+    }
+
+    /// Waits up to `timeout` for data, then drains like [`EventStream::drain`].
+    pub fn poll(
+        &mut self,
+        timeout: std::time::Duration,
+        f: impl FnMut(KernelEvent),
+    ) -> Result<usize, Error> {
+        run_libbpf("waiting on the ring buffers", || self.ring.poll(timeout))?;
+        self.drain(f)
+    }
+
+    /// Records that did not decode as any known event (always 0 unless object and crate
+    /// disagree, which the layout test rules out).
+    pub fn undecodable(&self) -> u64 {
+        *self
+            .undecodable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl AsFd for EventStream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: the epoll fd is owned by `self.ring` and lives as long as `self`.
+        unsafe { BorrowedFd::borrow_raw(self.ring.epoll_fd()) }
+    }
+}
+
+impl AsRawFd for EventStream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.ring.epoll_fd()
+    }
+}
+
+impl fmt::Debug for EventStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventStream")
+            .field("epoll_fd", &self.ring.epoll_fd())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw_bytes(raw: &RawEvent) -> Vec<u8> {
+        // SAFETY: RawEvent is repr(C) with explicit padding: all bytes are initialised.
+        unsafe {
+            std::slice::from_raw_parts((raw as *const RawEvent).cast::<u8>(), size_of::<RawEvent>())
+        }
+        .to_vec()
+    }
+
+    fn zeroed() -> RawEvent {
+        RawEvent::from_bytes(&[0u8; size_of::<RawEvent>()]).expect("size")
+    }
+
+    #[test]
+    fn decodes_a_net_denial() {
+        let mut raw = zeroed();
+        raw.kind = EV_NET_DENIED;
+        raw.sandbox = 7;
+        raw.seq = 3;
+        raw.family = libc::AF_INET as u16;
+        raw.addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        raw.port = 8080;
+        raw.hook = 1;
+        raw.reason = 2;
+        raw.flags = EVF_HAS_ADDR | EVF_ENFORCED;
+        raw.comm[..6].copy_from_slice(b"python");
+        let event = decode(&raw_bytes(&raw)).expect("decodes");
+        match event {
+            KernelEvent::NetDenied {
+                sandbox: 7,
+                seq: 3,
+                addr: Some(addr),
+                port: 8080,
+                hook: NetHook::Connect,
+                rule: NetVerdictReason::DenyRule,
+                enforced: true,
+                killed: false,
+                ref comm,
+                ..
+            } => {
+                assert_eq!(addr, IpAddr::V4(Ipv4Addr::LOCALHOST));
+                assert_eq!(comm, "python");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn decodes_a_syscall_denial_with_a_path() {
+        let mut raw = zeroed();
+        raw.kind = EV_SYSCALL_DENIED;
+        raw.syscall = libc::SYS_openat;
+        raw.err = libc::EACCES;
+        raw.flags = EVF_HAS_PATH | EVF_ENFORCED;
+        raw.path[..11].copy_from_slice(b"/etc/shadow");
+        match decode(&raw_bytes(&raw)).expect("decodes") {
+            KernelEvent::SyscallDenied {
+                syscall,
+                errno,
+                path,
+                ..
+            } => {
+                assert_eq!(syscall_name(syscall), Some("openat"));
+                assert_eq!(errno, libc::EACCES);
+                assert_eq!(path.as_deref(), Some("/etc/shadow"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn short_and_unknown_records_do_not_decode() {
+        assert_eq!(decode(&[0u8; 8]), None);
+        let mut raw = zeroed();
+        raw.kind = 99;
+        assert_eq!(decode(&raw_bytes(&raw)), None);
+    }
+}

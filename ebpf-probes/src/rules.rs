@@ -1,0 +1,415 @@
+//! Network rules of one sandbox and their compilation into LPM-trie entries.
+//!
+//! Semantics: the most specific matching rule wins: the longest prefix first, then, between
+//! rules of the same prefix, the narrower port range (so `allow 127.0.0.2/32:8080` reopens
+//! one port of a default `deny 127.0.0.2/32:*`); on a full tie, deny wins. No matching rule
+//! denies. An LPM lookup only returns the
+//! longest matching prefix, so each trie entry carries the port ranges of every
+//! less-specific rule that covers it, ordered longest prefix first (deny first on a tie): the
+//! kernel takes the first range that holds the port (see net.bpf.h).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+use crate::layout::{NetVerdicts, PortVerdict, NET_VERDICTS_MAX};
+
+/// An inclusive range of ports (host byte order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortRange {
+    pub lo: u16,
+    pub hi: u16,
+}
+
+impl PortRange {
+    /// Every port, 0 to 65535.
+    pub const ALL: PortRange = PortRange {
+        lo: 0,
+        hi: u16::MAX,
+    };
+
+    pub fn single(port: u16) -> Self {
+        PortRange { lo: port, hi: port }
+    }
+
+    pub fn new(lo: u16, hi: u16) -> Self {
+        PortRange { lo, hi }
+    }
+
+    pub fn contains(&self, port: u16) -> bool {
+        self.lo <= port && port <= self.hi
+    }
+}
+
+/// One network and the destination ports it covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetRule {
+    pub net: IpNet,
+    pub ports: PortRange,
+}
+
+impl NetRule {
+    pub fn new(net: IpNet, ports: PortRange) -> Self {
+        NetRule { net, ports }
+    }
+
+    /// One address (a /32 or /128).
+    pub fn host(addr: IpAddr, ports: PortRange) -> Self {
+        NetRule {
+            net: IpNet::from(addr),
+            ports,
+        }
+    }
+}
+
+/// The network policy of one sandbox.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetRules {
+    /// Destinations that connect()/sendmsg() may reach.
+    pub allow: Vec<NetRule>,
+    /// Destinations that stay denied even under a broader allow rule. The caller puts the
+    /// defaults here (host loopback, cloud metadata endpoints).
+    pub deny: Vec<NetRule>,
+    /// Local ports that bind() may take (port 0, "any ephemeral port", is always allowed).
+    pub bind: Vec<PortRange>,
+    /// socket(AF_NETLINK, ...).
+    pub allow_netlink: bool,
+    /// SOCK_RAW sockets and AF_PACKET.
+    pub allow_raw: bool,
+}
+
+/// A rule after IPv4-mapped IPv6 networks were folded into IPv4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Flat {
+    net: IpNet,
+    ports: PortRange,
+    allow: bool,
+}
+
+/// `::ffff:a.b.c.d/n` (n >= 96) is the IPv4 network `a.b.c.d/(n-96)`: the kernel programs
+/// judge v4-mapped destinations by the IPv4 trie.
+fn normalise(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.network().to_ipv4_mapped() {
+            Some(v4) => Ipv4Net::new(v4, v6.prefix_len() - 96)
+                .map(IpNet::V4)
+                .unwrap_or(net),
+            None => net,
+        },
+        other => other.trunc(),
+    }
+}
+
+/// A compiled trie entry: (network, its verdict list).
+pub(crate) type TrieEntry<N> = (N, NetVerdicts);
+
+/// The IPv4 and IPv6 trie entries of one sandbox.
+#[derive(Debug, Default)]
+pub(crate) struct CompiledRules {
+    pub v4: Vec<TrieEntry<Ipv4Net>>,
+    pub v6: Vec<TrieEntry<Ipv6Net>>,
+}
+
+/// Compilation failed: an entry would need more port ranges than the kernel value holds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("network rule {net} is covered by {needed} port ranges; at most {NET_VERDICTS_MAX} fit")]
+pub struct TooManyRanges {
+    pub net: IpNet,
+    pub needed: usize,
+}
+
+pub(crate) fn compile(rules: &NetRules) -> Result<CompiledRules, TooManyRanges> {
+    let flat: Vec<Flat> = rules
+        .allow
+        .iter()
+        .map(|rule| (rule, true))
+        .chain(rules.deny.iter().map(|rule| (rule, false)))
+        .map(|(rule, allow)| Flat {
+            net: normalise(rule.net),
+            ports: rule.ports,
+            allow,
+        })
+        .collect();
+
+    // One trie entry per distinct network (BTreeMap: deterministic order).
+    let mut networks: BTreeMap<IpNet, ()> = BTreeMap::new();
+    for rule in &flat {
+        networks.insert(rule.net, ());
+    }
+    let mut compiled = CompiledRules::default();
+    for net in networks.into_keys() {
+        let mut covering: Vec<&Flat> = flat.iter().filter(|rule| rule.net.contains(&net)).collect();
+        // Longest prefix first, then the narrower port range, then deny before allow.
+        covering.sort_by_key(|rule| {
+            (
+                std::cmp::Reverse(rule.net.prefix_len()),
+                rule.ports.hi - rule.ports.lo,
+                rule.allow,
+            )
+        });
+        covering.dedup_by(|a, b| a == b);
+        if covering.len() > NET_VERDICTS_MAX {
+            return Err(TooManyRanges {
+                net,
+                needed: covering.len(),
+            });
+        }
+        let mut verdicts = NetVerdicts::default();
+        for (slot, rule) in verdicts.v.iter_mut().zip(&covering) {
+            *slot = PortVerdict {
+                lo: rule.ports.lo,
+                hi: rule.ports.hi,
+                allow: u8::from(rule.allow),
+                prefixlen: rule.net.prefix_len(),
+                _pad: 0,
+            };
+        }
+        verdicts.count = covering.len() as u32;
+        match net {
+            IpNet::V4(v4) => compiled.v4.push((v4, verdicts)),
+            IpNet::V6(v6) => compiled.v6.push((v6, verdicts)),
+        }
+    }
+    Ok(compiled)
+}
+
+/// What the kernel decides for a destination, computed the way net.bpf.h does it (LPM lookup
+/// of the longest prefix, first matching range). Used by tests and by `explain` tooling.
+pub fn verdict(rules: &NetRules, addr: IpAddr, port: u16) -> Result<bool, TooManyRanges> {
+    let compiled = compile(rules)?;
+    let addr = match addr {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    };
+    let longest = match addr {
+        IpAddr::V4(v4) => longest_match(&compiled.v4, |net: &Ipv4Net| net.contains(&v4)),
+        IpAddr::V6(v6) => longest_match(&compiled.v6, |net: &Ipv6Net| net.contains(&v6)),
+    };
+    Ok(longest.is_some_and(|verdicts| {
+        verdicts.v[..verdicts.count as usize]
+            .iter()
+            .find(|range| range.lo <= port && port <= range.hi)
+            .is_some_and(|range| range.allow != 0)
+    }))
+}
+
+fn longest_match<N: Copy + PrefixLen>(
+    entries: &[TrieEntry<N>],
+    contains: impl Fn(&N) -> bool,
+) -> Option<&NetVerdicts> {
+    entries
+        .iter()
+        .filter(|(net, _)| contains(net))
+        .max_by_key(|(net, _)| net.prefix())
+        .map(|(_, verdicts)| verdicts)
+}
+
+trait PrefixLen {
+    fn prefix(&self) -> u8;
+}
+
+impl PrefixLen for Ipv4Net {
+    fn prefix(&self) -> u8 {
+        self.prefix_len()
+    }
+}
+
+impl PrefixLen for Ipv6Net {
+    fn prefix(&self) -> u8 {
+        self.prefix_len()
+    }
+}
+
+/// The default deny rules every sandbox should carry unless its profile names them exactly:
+/// host loopback and the cloud metadata endpoints, all ports.
+pub fn default_deny_rules() -> Vec<NetRule> {
+    let nets: [IpNet; 5] = [
+        Ipv4Net::new(Ipv4Addr::new(127, 0, 0, 0), 8)
+            .expect("valid")
+            .into(),
+        Ipv6Net::new(Ipv6Addr::LOCALHOST, 128)
+            .expect("valid")
+            .into(),
+        Ipv4Net::new(Ipv4Addr::new(169, 254, 169, 254), 32)
+            .expect("valid")
+            .into(),
+        Ipv6Net::new(Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254), 128)
+            .expect("valid")
+            .into(),
+        // Alibaba Cloud serves its metadata at 100.100.100.200.
+        Ipv4Net::new(Ipv4Addr::new(100, 100, 100, 200), 32)
+            .expect("valid")
+            .into(),
+    ];
+    nets.into_iter()
+        .map(|net| NetRule::new(net, PortRange::ALL))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(text: &str) -> IpNet {
+        text.parse().expect("valid network")
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().expect("valid address")
+    }
+
+    fn rules(allow: &[(&str, PortRange)], deny: &[(&str, PortRange)]) -> NetRules {
+        NetRules {
+            allow: allow
+                .iter()
+                .map(|(n, p)| NetRule::new(net(n), *p))
+                .collect(),
+            deny: deny.iter().map(|(n, p)| NetRule::new(net(n), *p)).collect(),
+            ..NetRules::default()
+        }
+    }
+
+    #[test]
+    fn nothing_allowed_denies_everything() {
+        let none = NetRules::default();
+        assert!(!verdict(&none, ip("1.2.3.4"), 443).unwrap());
+        assert!(!verdict(&none, ip("::1"), 443).unwrap());
+    }
+
+    #[test]
+    fn deny_wins_under_a_broad_allow() {
+        let r = rules(
+            &[("0.0.0.0/0", PortRange::ALL)],
+            &[("127.0.0.0/8", PortRange::ALL)],
+        );
+        assert!(verdict(&r, ip("8.8.8.8"), 53).unwrap());
+        assert!(!verdict(&r, ip("127.0.0.2"), 8080).unwrap());
+        // The /8 entry carries the /0 allow after its own deny.
+        let compiled = compile(&r).unwrap();
+        let (_, loopback) = compiled
+            .v4
+            .iter()
+            .find(|(n, _)| n.prefix_len() == 8)
+            .unwrap();
+        assert_eq!(loopback.count, 2);
+        assert_eq!((loopback.v[0].allow, loopback.v[0].prefixlen), (0, 8));
+        assert_eq!((loopback.v[1].allow, loopback.v[1].prefixlen), (1, 0));
+    }
+
+    #[test]
+    fn exact_allow_reopens_one_port_of_a_denied_net() {
+        let r = rules(
+            &[
+                ("0.0.0.0/0", PortRange::ALL),
+                ("127.0.0.2/32", PortRange::single(8080)),
+            ],
+            &[("127.0.0.0/8", PortRange::ALL)],
+        );
+        assert!(verdict(&r, ip("127.0.0.2"), 8080).unwrap());
+        assert!(!verdict(&r, ip("127.0.0.2"), 8081).unwrap());
+        assert!(!verdict(&r, ip("127.0.0.3"), 8080).unwrap());
+    }
+
+    #[test]
+    fn tie_goes_to_deny() {
+        let r = rules(
+            &[("10.0.0.0/8", PortRange::ALL)],
+            &[("10.0.0.0/8", PortRange::single(22))],
+        );
+        assert!(!verdict(&r, ip("10.1.1.1"), 22).unwrap());
+        assert!(verdict(&r, ip("10.1.1.1"), 23).unwrap());
+    }
+
+    #[test]
+    fn same_prefix_narrower_ports_win_and_full_ties_deny() {
+        let r = rules(
+            &[("127.0.0.2/32", PortRange::single(8080))],
+            &[("127.0.0.2/32", PortRange::ALL)],
+        );
+        assert!(verdict(&r, ip("127.0.0.2"), 8080).unwrap());
+        assert!(!verdict(&r, ip("127.0.0.2"), 8081).unwrap());
+        let r = rules(
+            &[("127.0.0.2/32", PortRange::single(8080))],
+            &[("127.0.0.2/32", PortRange::single(8080))],
+        );
+        assert!(!verdict(&r, ip("127.0.0.2"), 8080).unwrap());
+    }
+
+    #[test]
+    fn less_specific_ports_are_inherited() {
+        // A more specific deny on other ports must not hide the covering allow.
+        let r = rules(
+            &[("10.0.0.0/8", PortRange::single(443))],
+            &[("10.1.0.0/16", PortRange::single(22))],
+        );
+        assert!(verdict(&r, ip("10.1.2.3"), 443).unwrap());
+        assert!(!verdict(&r, ip("10.1.2.3"), 22).unwrap());
+        assert!(!verdict(&r, ip("10.1.2.3"), 80).unwrap());
+        assert!(verdict(&r, ip("10.2.0.1"), 443).unwrap());
+    }
+
+    #[test]
+    fn unrelated_entries_do_not_leak_ports() {
+        let r = rules(
+            &[
+                ("10.0.0.0/8", PortRange::single(443)),
+                ("192.168.0.0/16", PortRange::ALL),
+            ],
+            &[],
+        );
+        let compiled = compile(&r).unwrap();
+        let (_, ten) = compiled
+            .v4
+            .iter()
+            .find(|(n, _)| n.prefix_len() == 8)
+            .unwrap();
+        assert_eq!(ten.count, 1);
+        assert!(!verdict(&r, ip("10.0.0.1"), 80).unwrap());
+    }
+
+    #[test]
+    fn ipv4_mapped_rules_and_addresses_fold_into_ipv4() {
+        let r = rules(&[("::ffff:127.0.0.1/128", PortRange::single(80))], &[]);
+        let compiled = compile(&r).unwrap();
+        assert_eq!(compiled.v4.len(), 1);
+        assert!(compiled.v6.is_empty());
+        assert!(verdict(&r, ip("127.0.0.1"), 80).unwrap());
+        assert!(verdict(&r, ip("::ffff:127.0.0.1"), 80).unwrap());
+        assert!(!verdict(&r, ip("::1"), 80).unwrap());
+    }
+
+    #[test]
+    fn ipv6_rules() {
+        let mut r = rules(&[("::/0", PortRange::ALL)], &[]);
+        r.deny = default_deny_rules();
+        assert!(!verdict(&r, ip("::1"), 80).unwrap());
+        assert!(!verdict(&r, ip("fd00:ec2::254"), 80).unwrap());
+        assert!(verdict(&r, ip("2001:db8::1"), 80).unwrap());
+        // No IPv4 allow rule: IPv4 stays denied.
+        assert!(!verdict(&r, ip("8.8.8.8"), 53).unwrap());
+    }
+
+    #[test]
+    fn host_bits_are_ignored() {
+        let r = rules(&[("10.1.2.3/8", PortRange::ALL)], &[]);
+        let compiled = compile(&r).unwrap();
+        assert_eq!(
+            compiled.v4[0].0,
+            net("10.0.0.0/8").to_string().parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn too_many_covering_ranges_is_an_error() {
+        let allow: Vec<(String, PortRange)> = (0..=NET_VERDICTS_MAX as u16)
+            .map(|port| ("10.0.0.0/8".to_owned(), PortRange::single(port)))
+            .collect();
+        let allow: Vec<(&str, PortRange)> = allow.iter().map(|(n, p)| (n.as_str(), *p)).collect();
+        let err = compile(&rules(&allow, &[])).unwrap_err();
+        assert_eq!(err.needed, NET_VERDICTS_MAX + 1);
+    }
+}

@@ -1,0 +1,803 @@
+//! The sandbox runtime: programs loaded once and pinned under bpffs, per-sandbox state in
+//! maps keyed by sandbox id.
+//!
+//! Pin layout: `<pin_root>/<version>/{maps,progs,links}/<name>`, where `<version>` is a hash
+//! of the embedded object. The first [`Runtime::open`] of a version loads (verifies) the
+//! programs, attaches the global tracepoint observers and pins everything into a staging
+//! directory (`staging-*`) that is renamed into place, so a version directory is either complete or absent.
+//! Later opens only reopen the pins (no verification). A directory of another version is
+//! unpinned: programs and links still held by running supervisors stay alive by refcount.
+//! `flock` on the pin root serialises concurrent opens.
+
+use std::fs::{self, File};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use libbpf_rs::{Link, MapCore, MapFlags, MapHandle, MapType, ObjectBuilder, ProgramHandle};
+use sha2::{Digest, Sha256};
+
+use crate::events::EventStream;
+use crate::layout::*;
+use crate::rules::{compile, NetRules};
+use crate::{run_libbpf, Error, OBJECT, OBJECT_NAME};
+
+/// Where agentbox pins its programs and maps unless told otherwise.
+pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/agentbox";
+
+/// Prefix of a half-built pin directory (bpffs refuses names with a dot).
+const STAGING_PREFIX: &str = "staging-";
+const BPFFS_MOUNT: &str = "/sys/fs/bpf";
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// cgroup programs and their attach types, attached per sandbox cgroup.
+const CGROUP_PROGRAMS: [(&str, libbpf_rs::libbpf_sys::bpf_attach_type); 7] = [
+    (
+        "net_connect4",
+        libbpf_rs::libbpf_sys::BPF_CGROUP_INET4_CONNECT,
+    ),
+    (
+        "net_connect6",
+        libbpf_rs::libbpf_sys::BPF_CGROUP_INET6_CONNECT,
+    ),
+    (
+        "net_sendmsg4",
+        libbpf_rs::libbpf_sys::BPF_CGROUP_UDP4_SENDMSG,
+    ),
+    (
+        "net_sendmsg6",
+        libbpf_rs::libbpf_sys::BPF_CGROUP_UDP6_SENDMSG,
+    ),
+    ("net_bind4", libbpf_rs::libbpf_sys::BPF_CGROUP_INET4_BIND),
+    ("net_bind6", libbpf_rs::libbpf_sys::BPF_CGROUP_INET6_BIND),
+    (
+        "net_sock_create",
+        libbpf_rs::libbpf_sys::BPF_CGROUP_INET_SOCK_CREATE,
+    ),
+];
+
+/// Global observers (tp_btf), attached once per version and pinned.
+pub(crate) const TRACE_PROGRAMS: [&str; 5] = [
+    "observe_sys_enter",
+    "observe_sys_exit",
+    "observe_fork",
+    "observe_exec",
+    "observe_exit",
+];
+
+const MAP_SANDBOXES: &str = "sandboxes";
+const MAP_CGROUP_SANDBOX: &str = "cgroup_sandbox";
+const MAP_TASK_SANDBOX: &str = "task_sandbox";
+const MAP_NET4: &str = "net4_rules";
+const MAP_NET6: &str = "net6_rules";
+const MAP_VIOLATIONS: &str = "violations";
+const MAP_TRACE: &str = "trace";
+pub(crate) const RUNTIME_MAPS: [&str; 7] = [
+    MAP_SANDBOXES,
+    MAP_CGROUP_SANDBOX,
+    MAP_TASK_SANDBOX,
+    MAP_NET4,
+    MAP_NET6,
+    MAP_VIOLATIONS,
+    MAP_TRACE,
+];
+
+/// Default size of a sandbox's violations ring (never throttled).
+pub const DEFAULT_VIOLATIONS_RING_BYTES: u32 = 8 << 20;
+/// Default size of a sandbox's trace ring (fork/exec/exit, rate-limited).
+pub const DEFAULT_TRACE_RING_BYTES: u32 = 1 << 20;
+
+/// How [`Runtime::open`] found the pin directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadState {
+    /// Nothing was pinned: the programs were loaded, verified and pinned now.
+    Cold,
+    /// This version was pinned already: reopened without loading anything.
+    Warm,
+    /// Another version (or an incomplete one) was pinned: it was unpinned and this version
+    /// loaded. Its programs live on as long as running sandboxes hold them.
+    Replaced { old_version: String },
+}
+
+/// Loaded and pinned programs and maps of one object version.
+#[derive(Clone)]
+pub struct Runtime {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    version: String,
+    dir: PathBuf,
+    sandboxes: MapHandle,
+    cgroup_sandbox: MapHandle,
+    task_sandbox: MapHandle,
+    net4: MapHandle,
+    net6: MapHandle,
+    violations: MapHandle,
+    trace: MapHandle,
+    cgroup_programs: Vec<(ProgramHandle, libbpf_rs::libbpf_sys::bpf_attach_type)>,
+    /// The pinned observer links, held open so that unpinning this version (a newer agentbox
+    /// replacing it) does not detach the observers of sandboxes this process runs.
+    _observer_links: Vec<Link>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("version", &self.shared.version)
+            .field("dir", &self.shared.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Opens the runtime pinned under `pin_root` (normally [`DEFAULT_PIN_ROOT`]), loading and
+    /// pinning it first if this version is not pinned yet. Mounts bpffs at /sys/fs/bpf when
+    /// the pin root lies there and nothing is mounted (needs root).
+    pub fn open(pin_root: &Path) -> Result<(Runtime, LoadState), Error> {
+        ensure_bpffs(pin_root)?;
+        let version = object_version();
+        let root = File::open(pin_root).map_err(|source| Error::Pin {
+            path: pin_root.to_path_buf(),
+            source,
+        })?;
+        let _lock = DirLock::exclusive(&root, pin_root)?;
+
+        let dir = pin_root.join(&version);
+        let mut old_version = None;
+        for entry in fs::read_dir(pin_root).map_err(|source| Error::Pin {
+            path: pin_root.to_path_buf(),
+            source,
+        })? {
+            let entry = entry.map_err(|source| Error::Pin {
+                path: pin_root.to_path_buf(),
+                source,
+            })?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name == version {
+                continue;
+            }
+            remove_pins(&entry.path())?;
+            if !name.starts_with(STAGING_PREFIX) {
+                old_version = Some(name);
+            }
+        }
+
+        if dir.exists() {
+            match Shared::open_pinned(&dir, &version) {
+                Ok(shared) if old_version.is_none() => {
+                    return Ok((
+                        Runtime {
+                            shared: Arc::new(shared),
+                        },
+                        LoadState::Warm,
+                    ))
+                }
+                Ok(shared) => {
+                    let state = LoadState::Replaced {
+                        old_version: old_version.unwrap_or_default(),
+                    };
+                    return Ok((
+                        Runtime {
+                            shared: Arc::new(shared),
+                        },
+                        state,
+                    ));
+                }
+                Err(_) => {
+                    // Incomplete or damaged (someone removed pins): start over.
+                    remove_pins(&dir)?;
+                    old_version = Some(format!("{version} (incomplete)"));
+                }
+            }
+        }
+
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let staging = pin_root.join(format!("{STAGING_PREFIX}{}-{nanos}", std::process::id()));
+        if let Err(err) = load_and_pin(&staging) {
+            let _ = remove_pins(&staging);
+            return Err(err);
+        }
+        fs::rename(&staging, &dir).map_err(|source| {
+            let _ = remove_pins(&staging);
+            Error::Pin {
+                path: dir.clone(),
+                source,
+            }
+        })?;
+        let shared = Shared::open_pinned(&dir, &version)?;
+        let state = match old_version {
+            Some(old_version) => LoadState::Replaced { old_version },
+            None => LoadState::Cold,
+        };
+        Ok((
+            Runtime {
+                shared: Arc::new(shared),
+            },
+            state,
+        ))
+    }
+
+    /// The version directory name (hash of the embedded object).
+    pub fn version(&self) -> &str {
+        &self.shared.version
+    }
+
+    /// The pin directory of this version.
+    pub fn pin_dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Enters a sandbox into the maps and attaches the cgroup programs to its cgroup. The
+    /// rules are in force from the moment this returns; move the agent into the cgroup and
+    /// seed it ([`Sandbox::seed_task`]) afterwards.
+    pub fn register_sandbox(&self, cfg: &SandboxConfig) -> Result<Sandbox, Error> {
+        if cfg.id == 0 {
+            return Err(Error::Config("sandbox id 0 is reserved".into()));
+        }
+        if cfg.net.bind.len() > BIND_RANGES_MAX {
+            return Err(Error::Config(format!(
+                "{} bind port ranges; at most {BIND_RANGES_MAX} are supported",
+                cfg.net.bind.len()
+            )));
+        }
+        let compiled = compile(&cfg.net)?;
+        let cgroup = File::open(&cfg.cgroup_dir).map_err(|source| Error::Cgroup {
+            path: cfg.cgroup_dir.clone(),
+            source,
+        })?;
+        // On cgroup2 the cgroup id (what bpf_get_current_cgroup_id returns) is the inode
+        // number of the cgroup directory.
+        let cgroup_id = cgroup
+            .metadata()
+            .map_err(|source| Error::Cgroup {
+                path: cfg.cgroup_dir.clone(),
+                source,
+            })?
+            .ino();
+
+        let mut record = SandboxRecord {
+            cgroup_id,
+            trace_per_sec: cfg.trace_events_per_sec,
+            bind_count: cfg.net.bind.len() as u32,
+            ..SandboxRecord::default()
+        };
+        for (slot, range) in record.bind.iter_mut().zip(&cfg.net.bind) {
+            *slot = RawPortRange {
+                lo: range.lo,
+                hi: range.hi,
+            };
+        }
+        for (on, flag) in [
+            (cfg.kill_on_violation, SB_KILL_ON_VIOLATION),
+            (cfg.audit_only, SB_AUDIT_ONLY),
+            (cfg.net.allow_netlink, SB_ALLOW_NETLINK),
+            (cfg.net.allow_raw, SB_ALLOW_RAW),
+        ] {
+            if on {
+                record.flags |= flag;
+            }
+        }
+
+        let shared = &self.shared;
+        let id = cfg.id;
+        let step = |what: &str| format!("registering sandbox {id}: {what}");
+        // Every entry made below is recorded in `sandbox` first, so an error part-way
+        // through unwinds through Sandbox::drop.
+        let mut sandbox = Sandbox {
+            id,
+            cgroup_id,
+            shared: Arc::clone(shared),
+            links: Vec::new(),
+            v4_keys: Vec::new(),
+            v6_keys: Vec::new(),
+            record: false,
+            cgroup_entry: false,
+            rings: None,
+        };
+        run_libbpf(&step("sandbox record"), || {
+            shared
+                .sandboxes
+                .update(&id.to_ne_bytes(), bytes_of(&record), MapFlags::NO_EXIST)
+        })
+        .map_err(|err| match err.errno() {
+            Some(libc::EEXIST) => Error::SandboxExists(id),
+            _ => err,
+        })?;
+        sandbox.record = true;
+
+        let violations = create_ring("ab_violations", cfg.violations_ring_bytes)?;
+        let trace = create_ring("ab_trace", cfg.trace_ring_bytes)?;
+        for (outer, inner, name) in [
+            (&shared.violations, &violations, "violations ring"),
+            (&shared.trace, &trace, "trace ring"),
+        ] {
+            let fd = inner.as_fd().as_raw_fd() as u32;
+            run_libbpf(&step(name), || {
+                outer.update(&id.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::NO_EXIST)
+            })?;
+        }
+        sandbox.rings = Some((violations, trace));
+
+        for (net, verdicts) in &compiled.v4 {
+            let key = Net4Key {
+                prefixlen: 32 + u32::from(net.prefix_len()),
+                sandbox: id,
+                addr: net.network().octets(),
+            };
+            run_libbpf(&step(&format!("rule {net}")), || {
+                shared
+                    .net4
+                    .update(bytes_of(&key), bytes_of(verdicts), MapFlags::ANY)
+            })?;
+            sandbox.v4_keys.push(key);
+        }
+        for (net, verdicts) in &compiled.v6 {
+            let key = Net6Key {
+                prefixlen: 32 + u32::from(net.prefix_len()),
+                sandbox: id,
+                addr: net.network().octets(),
+            };
+            run_libbpf(&step(&format!("rule {net}")), || {
+                shared
+                    .net6
+                    .update(bytes_of(&key), bytes_of(verdicts), MapFlags::ANY)
+            })?;
+            sandbox.v6_keys.push(key);
+        }
+
+        run_libbpf(&step("cgroup id"), || {
+            shared.cgroup_sandbox.update(
+                &cgroup_id.to_ne_bytes(),
+                &id.to_ne_bytes(),
+                MapFlags::NO_EXIST,
+            )
+        })
+        .map_err(|err| match err.errno() {
+            Some(libc::EEXIST) => Error::Config(format!(
+                "cgroup {} already belongs to another sandbox",
+                cfg.cgroup_dir.display()
+            )),
+            _ => err,
+        })?;
+        sandbox.cgroup_entry = true;
+
+        for (program, attach_type) in &shared.cgroup_programs {
+            let link =
+                link_create(program.as_fd(), cgroup.as_fd(), *attach_type).map_err(|source| {
+                    Error::Bpf {
+                        step: step(&format!(
+                            "attaching {} to {}",
+                            program.name().to_string_lossy(),
+                            cfg.cgroup_dir.display()
+                        )),
+                        errno: source.raw_os_error(),
+                        message: source.to_string(),
+                    }
+                })?;
+            sandbox.links.push(link);
+        }
+        Ok(sandbox)
+    }
+}
+
+/// What [`Runtime::register_sandbox`] needs to know about one sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxConfig {
+    /// Non-zero, unique among the sandboxes running on this host.
+    pub id: u32,
+    /// The sandbox's own cgroup2 directory (the agent and only the agent runs in it).
+    pub cgroup_dir: PathBuf,
+    pub net: NetRules,
+    /// SIGKILL the process on any denial (sent by the sys_exit observer).
+    pub kill_on_violation: bool,
+    /// Report network denials but let the operations through.
+    pub audit_only: bool,
+    /// Budget of fork/exec/exit events per second; 0 turns them off.
+    pub trace_events_per_sec: u32,
+    /// Size of the violations ring (a power of two, at least one page).
+    pub violations_ring_bytes: u32,
+    /// Size of the trace ring (a power of two, at least one page).
+    pub trace_ring_bytes: u32,
+}
+
+impl SandboxConfig {
+    /// A sandbox with no network access at all, default ring sizes and 1000 trace events/s.
+    pub fn new(id: u32, cgroup_dir: impl Into<PathBuf>) -> Self {
+        SandboxConfig {
+            id,
+            cgroup_dir: cgroup_dir.into(),
+            net: NetRules::default(),
+            kill_on_violation: false,
+            audit_only: false,
+            trace_events_per_sec: 1000,
+            violations_ring_bytes: DEFAULT_VIOLATIONS_RING_BYTES,
+            trace_ring_bytes: DEFAULT_TRACE_RING_BYTES,
+        }
+    }
+}
+
+/// Per-sandbox counters from the kernel. Once every event was drained:
+/// `delivered == last_seq - lost_violations - lost_trace` (throttled trace events never
+/// take a sequence number).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// The last sequence number handed out (sequence numbers start at 1).
+    pub last_seq: u64,
+    /// Violations that could not be written (ring full).
+    pub lost_violations: u64,
+    /// Trace events that could not be written (ring full).
+    pub lost_trace: u64,
+    /// Trace events dropped by the per-second budget.
+    pub throttled_trace: u64,
+    /// Tasks whose task storage could not be created (still found by cgroup id).
+    pub lost_task_storage: u64,
+}
+
+/// A registered sandbox. Dropping it detaches the cgroup programs and removes its entries;
+/// drop it only after the cgroup is empty.
+pub struct Sandbox {
+    id: u32,
+    cgroup_id: u64,
+    shared: Arc<Shared>,
+    // Dropped first (see Drop): detaching before the entries go keeps the gap closed.
+    links: Vec<OwnedFd>,
+    v4_keys: Vec<Net4Key>,
+    v6_keys: Vec<Net6Key>,
+    record: bool,
+    cgroup_entry: bool,
+    rings: Option<(MapHandle, MapHandle)>,
+}
+
+impl Sandbox {
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The id of the sandbox cgroup (its inode number on cgroup2).
+    pub fn cgroup_id(&self) -> u64 {
+        self.cgroup_id
+    }
+
+    /// Tags a task (by pidfd) as belonging to this sandbox. Call it while the child waits
+    /// before exec; its descendants inherit the tag at fork.
+    pub fn seed_task(&self, pidfd: BorrowedFd<'_>) -> Result<(), Error> {
+        let value = TaskCtx {
+            sandbox: self.id,
+            nr: -1,
+            ..TaskCtx::default()
+        };
+        let key = pidfd.as_raw_fd();
+        let step = format!("seeding a task into sandbox {}", self.id);
+        let inserted = run_libbpf(&step, || {
+            self.shared
+                .task_sandbox
+                .update(bytes_of(&key), bytes_of(&value), MapFlags::NO_EXIST)
+        });
+        match inserted {
+            Err(err) if err.errno() == Some(libc::EEXIST) => {
+                // Already tagged (inherited): fine only if it is this sandbox.
+                let current = run_libbpf(&step, || {
+                    self.shared
+                        .task_sandbox
+                        .lookup(bytes_of(&key), MapFlags::ANY)
+                })?
+                .and_then(|bytes| from_bytes::<TaskCtx>(&bytes));
+                match current {
+                    Some(ctx) if ctx.sandbox == self.id => Ok(()),
+                    _ => Err(err),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// The kernel's counters for this sandbox.
+    pub fn counters(&self) -> Counters {
+        let record = self
+            .shared
+            .sandboxes
+            .lookup(&self.id.to_ne_bytes(), MapFlags::ANY)
+            .ok()
+            .flatten()
+            .and_then(|bytes| from_bytes::<SandboxRecord>(&bytes))
+            .unwrap_or_default();
+        Counters {
+            last_seq: record.seq,
+            lost_violations: record.lost_violations,
+            lost_trace: record.lost_trace,
+            throttled_trace: record.throttled_trace,
+            lost_task_storage: record.lost_task_storage,
+        }
+    }
+
+    /// A reader of this sandbox's ring buffers (one reader at a time).
+    pub fn events(&self) -> Result<EventStream, Error> {
+        let (violations, trace) = self
+            .rings
+            .as_ref()
+            .ok_or_else(|| Error::Config("sandbox has no ring buffers".into()))?;
+        EventStream::new(violations, trace)
+    }
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("id", &self.id)
+            .field("cgroup_id", &self.cgroup_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.links.clear();
+        let shared = &self.shared;
+        let id = self.id.to_ne_bytes();
+        if self.cgroup_entry {
+            let _ = shared.cgroup_sandbox.delete(&self.cgroup_id.to_ne_bytes());
+        }
+        for key in &self.v4_keys {
+            let _ = shared.net4.delete(bytes_of(key));
+        }
+        for key in &self.v6_keys {
+            let _ = shared.net6.delete(bytes_of(key));
+        }
+        if self.rings.is_some() {
+            let _ = shared.violations.delete(&id);
+            let _ = shared.trace.delete(&id);
+        }
+        if self.record {
+            let _ = shared.sandboxes.delete(&id);
+        }
+    }
+}
+
+impl Shared {
+    fn open_pinned(dir: &Path, version: &str) -> Result<Shared, Error> {
+        let map = |name: &str| {
+            let path = dir.join("maps").join(name);
+            run_libbpf(&format!("opening pinned map {}", path.display()), || {
+                MapHandle::from_pinned_path(&path)
+            })
+        };
+        let mut cgroup_programs = Vec::with_capacity(CGROUP_PROGRAMS.len());
+        for (name, attach_type) in CGROUP_PROGRAMS {
+            let path = dir.join("progs").join(name);
+            let program = run_libbpf(
+                &format!("opening pinned program {}", path.display()),
+                || ProgramHandle::from_pinned_path(&path),
+            )?;
+            cgroup_programs.push((program, attach_type));
+        }
+        let mut observer_links = Vec::with_capacity(TRACE_PROGRAMS.len());
+        for name in TRACE_PROGRAMS {
+            let path = dir.join("links").join(name);
+            observer_links.push(run_libbpf(
+                &format!("opening pinned link {}", path.display()),
+                || Link::open(&path),
+            )?);
+        }
+        Ok(Shared {
+            version: version.to_owned(),
+            dir: dir.to_path_buf(),
+            sandboxes: map(MAP_SANDBOXES)?,
+            cgroup_sandbox: map(MAP_CGROUP_SANDBOX)?,
+            task_sandbox: map(MAP_TASK_SANDBOX)?,
+            net4: map(MAP_NET4)?,
+            net6: map(MAP_NET6)?,
+            violations: map(MAP_VIOLATIONS)?,
+            trace: map(MAP_TRACE)?,
+            cgroup_programs,
+            _observer_links: observer_links,
+        })
+    }
+}
+
+/// Loads the runtime programs, attaches the observers and pins everything under `staging`.
+fn load_and_pin(staging: &Path) -> Result<(), Error> {
+    for sub in ["", "maps", "progs", "links"] {
+        let path = staging.join(sub);
+        fs::create_dir_all(&path).map_err(|source| Error::Pin { path, source })?;
+    }
+    let mut object = run_libbpf("loading the sandbox programs", || {
+        let mut builder = ObjectBuilder::default();
+        builder.name(OBJECT_NAME)?;
+        let mut open = builder.open_memory(OBJECT)?;
+        for mut program in open.progs_mut() {
+            let name = program.name().to_string_lossy().into_owned();
+            let wanted = CGROUP_PROGRAMS.iter().any(|(p, _)| *p == name)
+                || TRACE_PROGRAMS.contains(&name.as_str());
+            program.set_autoload(wanted);
+        }
+        for mut map in open.maps_mut() {
+            let name = map.name().to_string_lossy().into_owned();
+            if crate::UNCREATED_MAPS.contains(&name.as_str()) {
+                map.set_autocreate(false)?;
+            }
+        }
+        open.load()
+    })?;
+    for mut map in object.maps_mut() {
+        let name = map.name().to_string_lossy().into_owned();
+        if RUNTIME_MAPS.contains(&name.as_str()) {
+            let path = staging.join("maps").join(&name);
+            run_libbpf(&format!("pinning map {name}"), || map.pin(&path))?;
+        }
+    }
+    for program in object.progs_mut() {
+        let name = program.name().to_string_lossy().into_owned();
+        if CGROUP_PROGRAMS.iter().any(|(p, _)| *p == name) {
+            let path = staging.join("progs").join(&name);
+            let mut program = program;
+            run_libbpf(&format!("pinning program {name}"), || program.pin(&path))?;
+        }
+    }
+    for name in TRACE_PROGRAMS {
+        let program = object
+            .progs_mut()
+            .find(|program| program.name() == name)
+            .ok_or_else(|| Error::Bpf {
+                step: format!("attaching {name}"),
+                errno: None,
+                message: "program is not in the object".into(),
+            })?;
+        let mut link = run_libbpf(&format!("attaching {name}"), || program.attach())?;
+        let path = staging.join("links").join(name);
+        run_libbpf(&format!("pinning link {name}"), || link.pin(&path))?;
+    }
+    Ok(())
+}
+
+fn create_ring(name: &str, bytes: u32) -> Result<MapHandle, Error> {
+    let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
+        sz: size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
+        ..Default::default()
+    };
+    run_libbpf(&format!("creating a {bytes}-byte ring buffer"), || {
+        MapHandle::create(MapType::RingBuf, Some(name), 0, 0, bytes, &opts)
+    })
+}
+
+/// `bpf_link_create` for a cgroup attach: the returned fd owns the attachment (multi-attach,
+/// detached when the last fd closes). libbpf-rs only offers this for programs of an open
+/// object, not for a pinned [`ProgramHandle`].
+fn link_create(
+    program: BorrowedFd<'_>,
+    cgroup: BorrowedFd<'_>,
+    attach_type: libbpf_rs::libbpf_sys::bpf_attach_type,
+) -> std::io::Result<OwnedFd> {
+    // SAFETY: both fds are valid for the call; a null opts pointer means defaults.
+    let fd = unsafe {
+        libbpf_rs::libbpf_sys::bpf_link_create(
+            program.as_raw_fd(),
+            cgroup.as_raw_fd(),
+            attach_type,
+            std::ptr::null(),
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::from_raw_os_error(-fd));
+    }
+    // SAFETY: bpf_link_create returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Hash of the embedded object: a new build with different programs gets a new pin dir.
+pub(crate) fn object_version() -> String {
+    let digest = Sha256::digest(OBJECT);
+    hex::encode(&digest[..8])
+}
+
+fn statfs_magic(path: &Path) -> std::io::Result<i64> {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: an all-zero statfs is a valid out-parameter.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c_path is NUL-terminated and stat is writable.
+    if unsafe { libc::statfs(c_path.as_ptr(), &mut stat) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(stat.f_type as i64)
+}
+
+/// Makes sure `pin_root` exists on a bpffs, mounting bpffs at /sys/fs/bpf if needed.
+fn ensure_bpffs(pin_root: &Path) -> Result<(), Error> {
+    let mount_point = Path::new(BPFFS_MOUNT);
+    if pin_root.starts_with(mount_point)
+        && statfs_magic(mount_point).map_or(true, |magic| magic != BPF_FS_MAGIC)
+    {
+        // SAFETY: getuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(Error::Bpffs(format!(
+                "bpffs is not mounted at {BPFFS_MOUNT} and mounting it needs root \
+                 (run: mount -t bpf bpf {BPFFS_MOUNT})"
+            )));
+        }
+        let source = c"bpf";
+        let target = c"/sys/fs/bpf";
+        // SAFETY: all strings are NUL-terminated; no mount data.
+        let ret = unsafe {
+            libc::mount(
+                source.as_ptr(),
+                target.as_ptr(),
+                source.as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if ret != 0 {
+            return Err(Error::Bpffs(format!(
+                "mounting bpffs at {BPFFS_MOUNT}: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+    }
+    fs::create_dir_all(pin_root).map_err(|source| Error::Pin {
+        path: pin_root.to_path_buf(),
+        source,
+    })?;
+    match statfs_magic(pin_root) {
+        Ok(BPF_FS_MAGIC) => Ok(()),
+        Ok(_) => Err(Error::Bpffs(format!(
+            "{} is not on a bpf filesystem",
+            pin_root.display()
+        ))),
+        Err(source) => Err(Error::Pin {
+            path: pin_root.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Removes a pin directory tree. Unpinning never detaches what running processes hold.
+fn remove_pins(path: &Path) -> Result<(), Error> {
+    let result = if path.is_dir() {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    };
+    match result {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(Error::Pin {
+            path: path.to_path_buf(),
+            source: err,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// `flock(LOCK_EX)` on the pin root, released on drop (the fd's close).
+struct DirLock<'a> {
+    _dir: &'a File,
+}
+
+impl<'a> DirLock<'a> {
+    fn exclusive(dir: &'a File, path: &Path) -> Result<Self, Error> {
+        loop {
+            // SAFETY: dir is an open fd for the whole call.
+            if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                return Ok(DirLock { _dir: dir });
+            }
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EINTR) {
+                return Err(Error::Pin {
+                    path: path.to_path_buf(),
+                    source: err,
+                });
+            }
+        }
+    }
+}
+
+impl Drop for DirLock<'_> {
+    fn drop(&mut self) {
+        // SAFETY: the fd is still open (borrowed for our lifetime).
+        unsafe { libc::flock(self._dir.as_raw_fd(), libc::LOCK_UN) };
+    }
+}
