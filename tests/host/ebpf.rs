@@ -824,7 +824,7 @@ fn kill_on_violation_kills_from_the_kernel() {
     let (results, status, events, _) = run_sandboxed(&rt.runtime, killing, || {
         vec![
             landlock_deny_reads(),
-            open_read(&CString::new("/etc/hostname").unwrap()),
+            open_read(&CString::new("/etc/passwd").unwrap()),
         ]
     });
     assert!(

@@ -4,3 +4,7 @@
 mod doctor;
 mod lsm;
 mod smoke;
+
+// The host-tier eBPF tests run in the guest too: the same CO-RE object on 6.1.
+#[path = "../host/ebpf.rs"]
+mod ebpf_host;

@@ -105,15 +105,27 @@ static __always_inline __u32 net_sandbox(struct sandbox_record **sb)
 	return *sb ? id : 0;
 }
 
+/* Tasks whose current syscall a cgroup program already denied and reported, keyed by
+ * pid_tgid. Not sandbox identity (that is task storage + cgroup id): only a note for the
+ * sys_exit observer, which consumes it. Task storage would be the natural home, but cgroup
+ * programs may call bpf_task_storage_get only from 6.2 on, and the 6.1 guest must load this
+ * object. An evicted or stale entry costs at most one duplicate or one missing label for a
+ * denial that was enforced and reported anyway. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u8);
+} net_reported SEC(".maps");
+
 /* Marks the current task so that its sys_exit observer neither reports the same denial a
  * second time nor forgets to kill. */
 static __always_inline void net_mark_task(void)
 {
-	struct task_ctx *tctx;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u8 one = 1;
 
-	tctx = bpf_task_storage_get(&task_sandbox, bpf_get_current_task_btf(), 0, 0);
-	if (tctx)
-		tctx->flags |= TF_NET_EVENT_PENDING;
+	bpf_map_update_elem(&net_reported, &pid_tgid, &one, BPF_ANY);
 }
 
 static __always_inline int net_deny(struct sandbox_record *sb, __u32 id, __u8 hook,

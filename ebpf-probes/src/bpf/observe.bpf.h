@@ -288,6 +288,14 @@ int BPF_PROG(observe_sys_exit, struct pt_regs *regs, long ret)
 	if (!sb)
 		return 0;
 	kill = (sb->flags & SB_KILL_ON_VIOLATION) && !(sb->flags & SB_AUDIT_ONLY);
+	if (ret == -EPERM) {
+		__u64 pid_tgid = bpf_get_current_pid_tgid();
+
+		if (bpf_map_lookup_elem(&net_reported, &pid_tgid)) {
+			bpf_map_delete_elem(&net_reported, &pid_tgid);
+			flags |= TF_NET_EVENT_PENDING;
+		}
+	}
 	if (flags & TF_NET_EVENT_PENDING) {
 		/* A cgroup program denied this syscall and already reported it. */
 		if (kill)
