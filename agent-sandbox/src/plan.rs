@@ -1,1 +1,215 @@
 //! Plan: every layer's compiled artifact plus merged `Coverage`; the one fail-closed check.
+//!
+//! Layers compile independently; this module decides what a policy *needs* and refuses to
+//! launch when a needed guarantee is not delivered by any layer (unless the user asked for
+//! best effort, in which case the gaps are returned for the launch report).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use crate::layers::landlock::LandlockPlan;
+use crate::layers::seccomp::SeccompProgram;
+use crate::layers::{self, Coverage, Guarantee};
+use crate::policy::{NetRule, Policy};
+
+/// Everything the supervisor applies to one sandbox, compiled before fork.
+pub struct Plan {
+    pub policy: Policy,
+    /// Applied in init, before seccomp, with `restrict_self`.
+    pub landlock: LandlockPlan,
+    /// Installed in init, last, after no_new_privs.
+    pub seccomp: SeccompProgram,
+    /// What all layers deliver on this kernel with these privileges.
+    pub coverage: Coverage,
+    /// The guarantees this policy needs (see `required_guarantees`).
+    pub required: Vec<Guarantee>,
+}
+
+/// The guarantees a policy needs before agentbox may start the agent without `--best-effort`.
+///
+/// `FsDenyExact` is deliberately NOT required: at launch the Landlock layer enforces deny globs
+/// by omission (it never grants a path a deny glob matches, and refuses to compile when a glob
+/// cannot be expressed that way), so the globs hold for files that exist at start. Exactness
+/// for files created later inside an allowed tree needs BPF LSM, which most hosts lack;
+/// requiring it would make the default profile unusable almost everywhere. `doctor` and the
+/// launch event still report it.
+pub fn required_guarantees(policy: &Policy) -> Vec<Guarantee> {
+    let mut required = vec![
+        Guarantee::FsAllowList,
+        Guarantee::SyscallFilter,
+        // No allow rule means "deny all TCP", which is itself a port restriction to enforce.
+        Guarantee::NetTcpConnectPorts,
+        Guarantee::NetTcpBindPorts,
+        Guarantee::NetSocketFamilies,
+        Guarantee::ScopeSignals,
+        Guarantee::ScopeAbstractUnix,
+    ];
+    // An address in an allow rule needs address enforcement. An address in a deny rule needs
+    // it only when some allow rule would otherwise let that traffic through: with no allow
+    // rule everything is denied anyway (the default profile's metadata-endpoint denies).
+    let net = &policy.network;
+    let allow_names_address = net.allow.iter().any(|rule| !rule.is_port_only());
+    let deny_carves_allow = net
+        .deny
+        .iter()
+        .filter(|d| !d.is_port_only())
+        .any(|d| net.allow.iter().any(|a| overlaps(a, d)));
+    if allow_names_address || deny_carves_allow {
+        required.push(Guarantee::NetAddresses);
+    }
+    required.sort();
+    required
+}
+
+/// True when some (address, port) matches both rules.
+fn overlaps(a: &NetRule, b: &NetRule) -> bool {
+    let ports = a.ports.first <= b.ports.last && b.ports.first <= a.ports.last;
+    let nets = match (a.net, b.net) {
+        (Some(x), Some(y)) => x.contains(&y.network()) || y.contains(&x.network()),
+        _ => true,
+    };
+    ports && nets
+}
+
+impl Plan {
+    /// Compiles every layer. `protected` are paths the agent must never write (the audit log,
+    /// the profile file), whatever the policy allows.
+    pub fn build(policy: Policy, protected: &[PathBuf]) -> anyhow::Result<Plan> {
+        let (landlock, landlock_coverage) =
+            layers::landlock::compile(&policy, protected).context("landlock layer")?;
+        let (seccomp, seccomp_coverage) =
+            layers::seccomp::compile(&policy).context("seccomp layer")?;
+        let mut coverage = Coverage::default();
+        coverage.extend(landlock_coverage);
+        coverage.extend(seccomp_coverage);
+        let required = required_guarantees(&policy);
+        Ok(Plan {
+            policy,
+            landlock,
+            seccomp,
+            coverage,
+            required,
+        })
+    }
+
+    /// Required guarantees that no layer fully enforces, each with the reason.
+    pub fn gaps(&self) -> Vec<(Guarantee, String)> {
+        self.required
+            .iter()
+            .filter_map(|&g| self.coverage.gap(g).map(|reason| (g, reason)))
+            .collect()
+    }
+
+    /// The fail-closed check. Without `best_effort`, any gap is an error naming each missing
+    /// guarantee and why; with it, the gaps are returned for the caller to print and log.
+    pub fn check(&self, best_effort: bool) -> anyhow::Result<Vec<(Guarantee, String)>> {
+        let gaps = self.gaps();
+        if gaps.is_empty() || best_effort {
+            return Ok(gaps);
+        }
+        let mut msg = format!(
+            "refusing to start: profile '{}' needs guarantees this system cannot enforce:",
+            self.policy.name
+        );
+        for (g, reason) in &gaps {
+            msg.push_str(&format!("\n  - {} ({g:?}): {reason}", g.describe()));
+        }
+        msg.push_str(
+            "\nrun `agentbox doctor` for details, or pass --best-effort to run with what is \
+             enforced (the launch report and audit log list what is missing)",
+        );
+        anyhow::bail!(msg)
+    }
+
+    /// The state of every guarantee a layer reported or the policy requires, for the Launch
+    /// event: sorted, one entry per guarantee.
+    pub fn guarantee_states(&self) -> Vec<crate::audit::event::GuaranteeState> {
+        let mut all: Vec<Guarantee> = self.required.clone();
+        all.extend(self.coverage.entries.iter().map(|e| e.guarantee));
+        all.sort();
+        all.dedup();
+        all.into_iter()
+            .map(|g| {
+                let reason = self.coverage.gap(g);
+                crate::audit::event::GuaranteeState {
+                    guarantee: g,
+                    enforced: reason.is_none(),
+                    reason,
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::PortRange;
+
+    fn policy() -> Policy {
+        Policy {
+            name: "t".into(),
+            mode: Default::default(),
+            filesystem: Default::default(),
+            network: Default::default(),
+            process: Default::default(),
+            syscalls: Default::default(),
+            audit: Default::default(),
+        }
+    }
+
+    #[test]
+    fn ports_only_policy_does_not_need_addresses() {
+        let mut p = policy();
+        p.network.allow.push(NetRule {
+            net: None,
+            ports: PortRange::single(443),
+        });
+        let req = required_guarantees(&p);
+        assert!(!req.contains(&Guarantee::NetAddresses));
+        assert!(req.contains(&Guarantee::NetTcpConnectPorts));
+        assert!(req.contains(&Guarantee::FsAllowList));
+        assert!(!req.contains(&Guarantee::FsDenyExact));
+    }
+
+    #[test]
+    fn address_rules_need_addresses_only_when_they_matter() {
+        let metadata = NetRule {
+            net: Some("169.254.0.0/16".parse().unwrap()),
+            ports: PortRange::ANY,
+        };
+        let mut p = policy();
+        // A deny with nothing allowed is moot: all TCP is denied by port rules already.
+        p.network.deny.push(metadata);
+        assert!(!required_guarantees(&p).contains(&Guarantee::NetAddresses));
+        // An allow on a port the deny covers: only address enforcement keeps the deny.
+        p.network.allow.push(NetRule {
+            net: None,
+            ports: PortRange::single(80),
+        });
+        assert!(required_guarantees(&p).contains(&Guarantee::NetAddresses));
+        // An allow naming an address always needs it.
+        let mut q = policy();
+        q.network.allow.push(NetRule {
+            net: Some("10.0.0.0/8".parse().unwrap()),
+            ports: PortRange::single(443),
+        });
+        assert!(required_guarantees(&q).contains(&Guarantee::NetAddresses));
+        // Disjoint families or ports do not overlap.
+        let v6 = NetRule {
+            net: Some("fd00::/8".parse().unwrap()),
+            ports: PortRange::ANY,
+        };
+        assert!(!overlaps(&v6, &metadata));
+        let one = NetRule {
+            net: None,
+            ports: PortRange::single(1),
+        };
+        let two = NetRule {
+            net: Some("169.254.0.0/16".parse().unwrap()),
+            ports: PortRange::single(2),
+        };
+        assert!(!overlaps(&one, &two));
+    }
+}

@@ -1,1 +1,427 @@
 //! Shared helpers for agentbox integration tests.
+//!
+//! `Scenario` gives each test its own temporary HOME, workspace, TMPDIR and audit log paths
+//! (never the user's real files), runs the real `agentbox` binary as the current user or, when
+//! root, as `nobody`, and returns the exit status, output and parsed audit log. Every log a run
+//! leaves behind is checked with `agentbox audit verify`.
+
+use std::ffi::OsString;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// uid and gid of `nobody` / `nogroup` on Debian.
+pub const NOBODY: u32 = 65534;
+
+/// A clean PATH for agents: system directories only (a developer's ~/.pyenv shims or
+/// ~/.cargo/bin are outside every profile's exec list).
+pub const AGENT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// The `agentbox` binary: `$AGENTBOX_BIN`, else `target/<profile>/agentbox` next to this test
+/// executable's `deps` directory.
+pub fn agentbox_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("AGENTBOX_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in target/<profile>/deps")
+        .join("agentbox");
+    assert!(
+        bin.exists(),
+        "{} does not exist: run `cargo build -p agent-sandbox` first or set AGENTBOX_BIN",
+        bin.display()
+    );
+    bin
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail and has no side effects.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Who runs `agentbox` in a scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunAs {
+    /// Whoever runs the tests.
+    Current,
+    /// uid/gid 65534, dropped in the spawned child (needs root).
+    Nobody,
+}
+
+impl RunAs {
+    /// Both users when the tests run as root, else only the current one.
+    pub fn all() -> Vec<RunAs> {
+        if is_root() {
+            vec![RunAs::Current, RunAs::Nobody]
+        } else {
+            vec![RunAs::Current]
+        }
+    }
+
+    /// An unprivileged user: `Nobody` as root, else the current (unprivileged) user.
+    pub fn unprivileged() -> RunAs {
+        if is_root() {
+            RunAs::Nobody
+        } else {
+            RunAs::Current
+        }
+    }
+}
+
+/// One temporary world for one or more agentbox runs.
+pub struct Scenario {
+    root: tempfile::TempDir,
+    pub home: PathBuf,
+    pub workspace: PathBuf,
+    pub tmp: PathBuf,
+    pub run_as: RunAs,
+    /// Extra environment for agentbox (and thus, filtered by the profile, the agent).
+    pub env: Vec<(OsString, OsString)>,
+    runs: AtomicU32,
+}
+
+/// What one run produced.
+#[derive(Debug)]
+pub struct RunResult {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    /// The audit log, when the run wrote one.
+    pub log: Option<PathBuf>,
+    /// Every record of the log, parsed.
+    pub records: Vec<Value>,
+}
+
+impl RunResult {
+    /// agentbox's exit code (None if agentbox itself was killed by a signal).
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+
+    /// The denial records.
+    pub fn denials(&self) -> Vec<&Value> {
+        self.records
+            .iter()
+            .filter(|r| r["type"] == "denial")
+            .collect()
+    }
+
+    /// The first record of type `t`.
+    pub fn record(&self, t: &str) -> Option<&Value> {
+        self.records.iter().find(|r| r["type"] == t)
+    }
+
+    /// Panics with the whole run output, for assertion messages.
+    pub fn dump(&self) -> String {
+        format!(
+            "status: {:?}\n--- stdout\n{}\n--- stderr\n{}\n--- log ({} records)\n{}",
+            self.status,
+            self.stdout,
+            self.stderr,
+            self.records.len(),
+            self.records
+                .iter()
+                .map(|r| r.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    }
+}
+
+impl Scenario {
+    pub fn new(run_as: RunAs) -> Scenario {
+        let root = tempfile::Builder::new()
+            .prefix("agentbox-test-")
+            .tempdir()
+            .expect("tempdir");
+        let home = root.path().join("home");
+        let workspace = root.path().join("workspace");
+        let tmp = root.path().join("tmp");
+        for d in [&home, &workspace, &tmp, &root.path().join("logs")] {
+            fs::create_dir_all(d).expect("create scenario dir");
+        }
+        let s = Scenario {
+            root,
+            home,
+            workspace,
+            tmp,
+            run_as,
+            env: Vec::new(),
+            runs: AtomicU32::new(0),
+        };
+        s.fix_ownership();
+        s
+    }
+
+    /// The scenario's root directory (holds home/, workspace/, tmp/, logs/, profiles).
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// Hands the whole tree to `nobody` when running as nobody (so HOME and the workspace are
+    /// its own); the root dir must be traversable by it either way.
+    pub fn fix_ownership(&self) {
+        fs::set_permissions(self.root(), fs::Permissions::from_mode(0o755)).expect("chmod root");
+        if self.run_as == RunAs::Nobody {
+            chown_tree(self.root(), NOBODY, NOBODY);
+        }
+    }
+
+    /// Writes `content` at `rel` under HOME (parents created), owned by the run-as user.
+    pub fn plant_in_home(&self, rel: &str, content: &str) -> PathBuf {
+        self.plant(&self.home, rel, content)
+    }
+
+    /// Writes `content` at `rel` under the workspace.
+    pub fn plant_in_workspace(&self, rel: &str, content: &str) -> PathBuf {
+        self.plant(&self.workspace, rel, content)
+    }
+
+    fn plant(&self, base: &Path, rel: &str, content: &str) -> PathBuf {
+        let p = base.join(rel);
+        fs::create_dir_all(p.parent().expect("has parent")).expect("mkdir");
+        fs::write(&p, content).expect("write planted file");
+        self.fix_ownership();
+        p
+    }
+
+    /// Writes a profile file (outside the workspace) and returns its path.
+    pub fn profile(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.root().join(format!("{name}.toml"));
+        fs::write(&p, text).expect("write profile");
+        self.fix_ownership();
+        p
+    }
+
+    /// A fresh audit log path for the next run (agentbox never reuses a log file).
+    pub fn next_log(&self) -> PathBuf {
+        let n = self.runs.fetch_add(1, Ordering::Relaxed);
+        self.root().join("logs").join(format!("audit-{n}.jsonl"))
+    }
+
+    /// `agentbox run --log LOG ARGS... -- CMD...`, with a clean environment (PATH, HOME, USER,
+    /// TMPDIR, plus `self.env`), the workspace as cwd, stdin closed, as the scenario's user.
+    pub fn command(&self, args: &[&str], cmd: &[&str], log: &Path) -> Command {
+        let mut c = Command::new(agentbox_bin());
+        c.arg("run")
+            .arg("--log")
+            .arg(log)
+            .args(args)
+            .arg("--")
+            .args(cmd);
+        c.env_clear()
+            .env("PATH", AGENT_PATH)
+            .env("HOME", &self.home)
+            .env("TMPDIR", &self.tmp)
+            .env(
+                "USER",
+                if self.run_as == RunAs::Nobody {
+                    "nobody"
+                } else {
+                    "tester"
+                },
+            )
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&self.workspace)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if self.run_as == RunAs::Nobody {
+            // std calls setgroups(0), setgid, then setuid in the child before exec (the same
+            // as a pre_exec hook would); setuid from root clears every capability.
+            c.uid(NOBODY).gid(NOBODY);
+        }
+        c
+    }
+
+    /// Runs agentbox to completion (60 s at most) and collects everything.
+    pub fn run(&self, args: &[&str], cmd: &[&str]) -> RunResult {
+        let log = self.next_log();
+        let child = self
+            .command(args, cmd, &log)
+            .spawn()
+            .expect("spawn agentbox");
+        self.finish(child, &log, Duration::from_secs(60))
+    }
+
+    /// Spawns agentbox without waiting; pair with `finish`.
+    pub fn spawn(&self, args: &[&str], cmd: &[&str]) -> (Child, PathBuf) {
+        let log = self.next_log();
+        let child = self
+            .command(args, cmd, &log)
+            .spawn()
+            .expect("spawn agentbox");
+        (child, log)
+    }
+
+    /// Waits for a spawned agentbox (killing it after `timeout`), reads its output, parses its
+    /// log and checks that the log verifies.
+    pub fn finish(&self, mut child: Child, log: &Path, timeout: Duration) -> RunResult {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(st) = child.try_wait().expect("try_wait") {
+                break st;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let st = child.wait().expect("wait");
+                panic!("agentbox did not finish within {timeout:?} (killed: {st:?})");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        // Surviving processes (the bug some tests look for) may hold the pipes open: read in
+        // threads and give up after a while instead of hanging the test.
+        let stdout = read_in_thread(child.stdout.take());
+        let stderr = read_in_thread(child.stderr.take());
+        let stdout = join_output(stdout);
+        let stderr = join_output(stderr);
+        let (log, records) = if log.exists() {
+            let text = fs::read_to_string(log).expect("read audit log");
+            let records = text
+                .lines()
+                .map(|l| {
+                    serde_json::from_str(l).unwrap_or_else(|e| panic!("bad log line {l:?}: {e}"))
+                })
+                .collect();
+            verify_log(log);
+            (Some(log.to_path_buf()), records)
+        } else {
+            (None, Vec::new())
+        };
+        RunResult {
+            status,
+            stdout,
+            stderr,
+            log,
+            records,
+        }
+    }
+}
+
+fn read_in_thread(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut out = String::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_string(&mut out);
+        }
+        out
+    })
+}
+
+fn join_output(h: std::thread::JoinHandle<String>) -> String {
+    if wait_until(Duration::from_secs(5), || h.is_finished()) {
+        h.join().unwrap_or_default()
+    } else {
+        "<output pipe still held open by a surviving process>".to_string()
+    }
+}
+
+/// `agentbox audit verify LOG` must succeed.
+pub fn verify_log(log: &Path) {
+    let out = Command::new(agentbox_bin())
+        .args(["audit", "verify"])
+        .arg(log)
+        .output()
+        .expect("run agentbox audit verify");
+    assert!(
+        out.status.success(),
+        "audit verify {} failed: {}{}",
+        log.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn chown_tree(path: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).expect("chown");
+    if path.is_dir() && !path.is_symlink() {
+        for entry in fs::read_dir(path).expect("read_dir").flatten() {
+            chown_tree(&entry.path(), uid, gid);
+        }
+    }
+}
+
+/// Every live descendant of `pid` (from /proc, by parent pid), depth first.
+pub fn descendants(pid: i32) -> Vec<i32> {
+    let mut parents: Vec<(i32, i32)> = Vec::new();
+    for entry in fs::read_dir("/proc").expect("read /proc").flatten() {
+        let Some(p) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if let Some((ppid, _)) = stat(p) {
+            parents.push((p, ppid));
+        }
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![pid];
+    while let Some(cur) = stack.pop() {
+        for &(p, pp) in &parents {
+            if pp == cur {
+                out.push(p);
+                stack.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// (parent pid, state letter) of a process, from /proc/PID/stat.
+fn stat(pid: i32) -> Option<(i32, char)> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may contain anything: split after the last ')'.
+    let rest = &s[s.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((ppid, state))
+}
+
+/// True while `pid` exists and is not a zombie (a zombie has already released everything).
+pub fn is_alive(pid: i32) -> bool {
+    matches!(stat(pid), Some((_, state)) if state != 'Z' && state != 'X')
+}
+
+/// Polls `cond` every 10 ms until it holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Sends `sig` to `pid`.
+pub fn kill(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill has no memory side effects; the pid is a child the test spawned.
+    let r = unsafe { libc::kill(pid as libc::pid_t, sig) };
+    assert_eq!(
+        r,
+        0,
+        "kill({pid}, {sig}): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// The signal that killed a process, if any.
+pub fn signal_of(status: &ExitStatus) -> Option<i32> {
+    status.signal()
+}

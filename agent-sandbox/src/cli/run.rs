@@ -1,8 +1,183 @@
+//! `agentbox run`: profile → policy (+ command-line overrides) → plan → fail-closed check →
+//! sandbox → exit code.
+
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-#[derive(Debug, clap::Args)]
-pub struct RunArgs {}
+use anyhow::{anyhow, Context};
 
-pub fn exec(_args: RunArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+use crate::audit::{self, AuditLog, TerminalSink};
+use crate::plan::Plan;
+use crate::profile::{self, LoadOptions};
+use crate::supervisor::{Isolation, LaunchOptions, Sandbox};
+
+const AFTER_HELP: &str = "\
+Examples:
+  agentbox run -- python3 agent.py
+      the built-in `default` profile: workspace (the current directory) read-write, system
+      read-only, no home directory, no network, secrets and secret variables denied
+  agentbox run --profile strict --workspace ~/src/app -- ./agent
+  agentbox run --allow-read ~/datasets --allow-net '*:443' -- python3 agent.py
+  agentbox run --profile ./my-profile.toml --log run.jsonl -- sh -c 'make test'
+
+Fail closed: when this kernel or these privileges cannot enforce a guarantee the profile
+needs (`agentbox doctor` lists them), agentbox refuses to start the command. --best-effort
+starts it anyway with what can be enforced, prints what is NOT enforced before the command
+starts, and records it in the audit log's launch record.
+
+Audit log: every denial is one line of a hash-chained JSON Lines file, by default
+${XDG_STATE_HOME:-~/.local/state}/agentbox/logs/<sandbox-id>.jsonl (named in the summary).
+Check it with `agentbox audit verify FILE`.
+
+Exit status:
+  N        the command's own exit status
+  128+N    the command was killed by signal N (143: SIGTERM, 137: SIGKILL)
+  125      agentbox itself failed (bad profile, missing guarantee, setup error)
+  126      the command was found but could not be executed
+  127      the command was not found";
+
+/// Run a command inside a sandbox.
+#[derive(Debug, clap::Args)]
+#[command(after_help = AFTER_HELP)]
+pub struct RunArgs {
+    /// Profile: a built-in name (default, offline, python, node, ci, strict) or a TOML file.
+    #[arg(long, short = 'p', value_name = "NAME|FILE", default_value = "default")]
+    pub profile: String,
+
+    /// Also allow reading (and listing) this tree. Repeatable.
+    #[arg(long = "allow-read", value_name = "PATH")]
+    pub allow_read: Vec<PathBuf>,
+
+    /// Also allow reading and writing this tree. Repeatable.
+    #[arg(long = "allow-write", value_name = "PATH")]
+    pub allow_write: Vec<PathBuf>,
+
+    /// Also allow outgoing connections to `host-or-cidr:port-or-range`, e.g. `*:443`,
+    /// `10.0.0.0/8:*`, `[::1]:8000-8100`, `localhost:3000`. Repeatable.
+    #[arg(long = "allow-net", value_name = "ENTRY")]
+    pub allow_net: Vec<String>,
+
+    /// Start even if some guarantee the profile needs cannot be enforced here; what is missing
+    /// is printed before the command starts and recorded in the audit log.
+    #[arg(long)]
+    pub best_effort: bool,
+
+    /// Write the audit log to FILE (must not exist yet) instead of the per-run default.
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+
+    /// No live denial lines and no summary on stderr (the audit log is still written).
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+
+    /// The workspace (`${WORKSPACE}` in profiles). Default: the current directory.
+    #[arg(long, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
+    std::path::absolute(p).with_context(|| format!("cannot make {} absolute", p.display()))
+}
+
+/// `${XDG_STATE_HOME:-$HOME/.local/state}/agentbox/logs/<id>.jsonl`
+fn default_log_path(home: &Path, sandbox: &str) -> PathBuf {
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .unwrap_or_else(|| home.join(".local/state"));
+    state.join("agentbox/logs").join(format!("{sandbox}.jsonl"))
+}
+
+/// A profile given as a file (same rule as `profile::load`), for protection from the agent.
+fn profile_file(spec: &str) -> Option<PathBuf> {
+    let is_file = spec.contains('/') || spec.ends_with(".toml");
+    is_file.then(|| {
+        std::fs::canonicalize(spec)
+            .or_else(|_| absolute(Path::new(spec)).map_err(|_| ()))
+            .ok()
+    })?
+}
+
+fn errno_text(errno: i32) -> String {
+    let s = std::io::Error::from_raw_os_error(errno).to_string();
+    s.split(" (os error").next().unwrap_or(&s).to_string()
+}
+
+pub fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let mut opts = LoadOptions::from_env()?;
+    if let Some(ws) = &args.workspace {
+        opts.workspace = absolute(ws)?;
+    }
+    let mut policy = profile::load(&args.profile, &opts).map_err(|e| anyhow!("{e}"))?;
+    for p in &args.allow_read {
+        policy.filesystem.read.push(absolute(p)?);
+    }
+    for p in &args.allow_write {
+        policy.filesystem.write.push(absolute(p)?);
+    }
+    for entry in &args.allow_net {
+        let rules =
+            profile::parse_net_entry(entry).map_err(|e| anyhow!("--allow-net {entry}: {e}"))?;
+        policy.network.allow.extend(rules);
+    }
+    if let Some(log) = &args.log {
+        policy.audit.log = Some(absolute(log)?);
+    }
+
+    let sandbox_id = audit::new_sandbox_id();
+    let log_path = match &policy.audit.log {
+        Some(p) => p.clone(),
+        None => default_log_path(&opts.home, &sandbox_id),
+    };
+    let mut protected = vec![log_path.clone()];
+    protected.extend(profile_file(&args.profile));
+
+    let mut log = AuditLog::create(&log_path, &sandbox_id)?;
+    // Until the Launch record is in, a failure leaves nothing worth keeping: remove the
+    // empty file rather than litter the log directory with records of runs that never began.
+    let discard = |e: anyhow::Error| {
+        let _ = std::fs::remove_file(&log_path);
+        e
+    };
+
+    let plan = Plan::build(policy, &protected).map_err(discard)?;
+    let gaps = plan.check(args.best_effort).map_err(discard)?;
+    if !gaps.is_empty() {
+        eprintln!("agentbox: --best-effort: starting WITHOUT these guarantees:");
+        for (g, reason) in &gaps {
+            eprintln!("agentbox:   - {}: {reason}", g.describe());
+        }
+    }
+    if !args.quiet {
+        log.add_sink(Box::new(TerminalSink::stderr()));
+    }
+
+    let launch = LaunchOptions {
+        command: args.command.clone(),
+        best_effort: args.best_effort,
+        env: None,
+    };
+    let sandbox = Sandbox::launch(plan, log, launch).map_err(discard)?;
+    if let Isolation::Subreaper { reason } = sandbox.isolation() {
+        eprintln!(
+            "agentbox: warning: {reason}; the agent's process tree is contained by a subreaper \
+             and its process group only (descendants that start a new session can outlive it)"
+        );
+    }
+    let outcome = sandbox.wait()?;
+    if let Some(errno) = outcome.exec_error {
+        eprintln!(
+            "agentbox: cannot run '{}': {}",
+            args.command[0],
+            errno_text(errno)
+        );
+    }
+    if !args.quiet {
+        eprintln!("{}", outcome.summary);
+    }
+    Ok(ExitCode::from(outcome.exit_code()))
 }

@@ -1,2 +1,573 @@
 //! Supervisor: fork, place, confine and exec the agent; forward signals; read events; reap.
+//!
+//! Process structure (robust tree teardown without cgroups):
+//!
+//! ```text
+//! agentbox (supervisor) ──clone(NEWPID[|NEWUSER])──▶ init (pid 1, confined) ──fork──▶ agent (exec)
+//! ```
+//!
+//! When pid 1 of a pid namespace dies, the kernel kills everything in it. Init dies with the
+//! supervisor (PR_SET_PDEATHSIG, lifeline pipe), so SIGKILLing agentbox takes the whole agent
+//! tree down. Init forwards signals, reaps orphans and reports the agent's wait status over
+//! the control socket (proto.rs). The parent side runs a tokio current_thread runtime created
+//! after the fork: signal forwarding, the seccomp notifier, and the control socket.
+//!
+//! Without namespaces (an unprivileged user where user namespaces are disabled), init is a
+//! child subreaper in its own session instead: weaker, reported by `Sandbox::isolation`.
+
+mod caps;
+mod child;
+mod command;
+mod init;
 pub mod notify;
+mod proto;
+mod signals;
+
+pub use caps::number as capability_number;
+pub use signals::FORWARDED as FORWARDED_SIGNALS;
+
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context};
+use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+use crate::audit::{AuditLog, Event};
+use crate::plan::Plan;
+use crate::policy::{Policy, Rlimit};
+use notify::{Notifier, Readiness};
+
+/// What the caller asks of one launch.
+#[derive(Debug, Clone)]
+pub struct LaunchOptions {
+    /// Program and arguments; the program is searched in the agent's PATH.
+    pub command: Vec<String>,
+    /// Recorded in the Launch event; the caller already ran `Plan::check`.
+    pub best_effort: bool,
+    /// The caller's environment; the policy filters it. `None`: this process's environment.
+    pub env: Option<Vec<(OsString, OsString)>>,
+}
+
+/// How the agent's process tree is contained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Isolation {
+    /// Init is pid 1 of a new pid namespace: the whole tree dies with it.
+    PidNamespace { user_namespace: bool },
+    /// No pid namespace (why in `reason`): init is a subreaper in its own session and kills
+    /// its process group at the end; descendants that leave the group can survive.
+    Subreaper { reason: String },
+}
+
+/// How the agent ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Exit code, when the agent exited.
+    pub code: Option<i32>,
+    /// Signal number, when a signal killed it.
+    pub signal: Option<i32>,
+    /// errno of a failed execve (the agent never ran).
+    pub exec_error: Option<i32>,
+    /// One-line summary from the audit log (`agentbox: exit 0 after 1.2s — ...`).
+    pub summary: String,
+}
+
+impl Outcome {
+    /// The agent's own code; 128+N for signal N; 127 not found, 126 cannot execute.
+    pub fn exit_code(&self) -> u8 {
+        if let Some(errno) = self.exec_error {
+            return if errno == libc::ENOENT || errno == libc::ENOTDIR {
+                127
+            } else {
+                126
+            };
+        }
+        match (self.code, self.signal) {
+            (Some(code), _) => code as u8,
+            (None, Some(sig)) => (128 + sig) as u8,
+            (None, None) => 125,
+        }
+    }
+}
+
+/// A running sandbox: the agent has been started (or its exec is in flight).
+pub struct Sandbox {
+    init: libc::pid_t,
+    agent_pid: i32,
+    ctl: OwnedFd,
+    notifier: Notifier,
+    /// Write end of the lifeline; init sees EOF when this process dies.
+    _lifeline: OwnedFd,
+    audit: AuditLog,
+    started: Instant,
+    isolation: Isolation,
+    saved_mask: libc::sigset_t,
+}
+
+/// Kills and reaps init; used on every error path after clone.
+struct InitGuard(libc::pid_t);
+
+impl InitGuard {
+    fn disarm(self) -> libc::pid_t {
+        let pid = self.0;
+        std::mem::forget(self);
+        pid
+    }
+}
+
+impl Drop for InitGuard {
+    fn drop(&mut self) {
+        kill_and_reap(self.0);
+    }
+}
+
+fn kill_and_reap(pid: libc::pid_t) {
+    // SAFETY: `pid` is our unreaped child, so it cannot name another process.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let _ = wait_status(pid);
+}
+
+fn wait_status(pid: libc::pid_t) -> io::Result<i32> {
+    let mut status = 0;
+    loop {
+        // SAFETY: `status` is a live int.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            return Ok(status);
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINTR) {
+            return Err(err);
+        }
+    }
+}
+
+fn decode_status(status: i32) -> (Option<i32>, Option<i32>) {
+    if libc::WIFEXITED(status) {
+        (Some(libc::WEXITSTATUS(status)), None)
+    } else if libc::WIFSIGNALED(status) {
+        (None, Some(libc::WTERMSIG(status)))
+    } else {
+        (None, None)
+    }
+}
+
+fn errno_text(errno: i32) -> String {
+    let s = io::Error::from_raw_os_error(errno).to_string();
+    // "No such file or directory (os error 2)" → "No such file or directory"
+    s.split(" (os error").next().unwrap_or(&s).to_string()
+}
+
+/// Fork is only sound with one thread: refuse otherwise.
+fn ensure_single_threaded() -> anyhow::Result<()> {
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let threads = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .context("no Threads: line in /proc/self/status")?;
+    if threads != 1 {
+        bail!("internal error: the supervisor has {threads} threads at fork time (must be 1)");
+    }
+    Ok(())
+}
+
+/// rlimits to set: the policy's own, plus the weak fallbacks for the pids and memory caps
+/// until the cgroup layer lands (RLIMIT_NPROC counts every process of the user, system-wide,
+/// and does not bind root; RLIMIT_AS bounds address space, not resident memory).
+fn rlimits(policy: &Policy) -> Vec<(libc::__rlimit_resource_t, u64)> {
+    let mut out: Vec<(libc::__rlimit_resource_t, u64)> = policy
+        .process
+        .rlimits
+        .iter()
+        .map(|(r, v)| {
+            let res = match r {
+                Rlimit::Nofile => libc::RLIMIT_NOFILE,
+                Rlimit::Core => libc::RLIMIT_CORE,
+                Rlimit::Cpu => libc::RLIMIT_CPU,
+                Rlimit::Fsize => libc::RLIMIT_FSIZE,
+                Rlimit::Stack => libc::RLIMIT_STACK,
+                Rlimit::Nproc => libc::RLIMIT_NPROC,
+                Rlimit::As => libc::RLIMIT_AS,
+            };
+            (res, *v)
+        })
+        .collect();
+    let mut fallback = |res, value: Option<u64>| {
+        if let Some(v) = value {
+            match out.iter_mut().find(|(r, _)| *r == res) {
+                Some(entry) => entry.1 = entry.1.min(v),
+                None => out.push((res, v)),
+            }
+        }
+    };
+    fallback(libc::RLIMIT_NPROC, policy.process.max_processes);
+    fallback(libc::RLIMIT_AS, policy.process.memory_max);
+    out
+}
+
+/// clone(2) with fork semantics (no new stack: the child continues on a copy of ours).
+/// Hand-written: std and nix offer fork, or clone with a callback on a separate stack, but
+/// not "fork into new namespaces".
+fn clone_fork(flags: libc::c_int) -> io::Result<libc::pid_t> {
+    // SAFETY: raw clone with a NULL stack behaves like fork; the caller is single-threaded
+    // (checked) and the child only runs async-signal-safe code before _exit or exec.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r as libc::pid_t)
+}
+
+fn write_id_maps(pid: libc::pid_t) -> anyhow::Result<()> {
+    // SAFETY: getuid/getgid cannot fail.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let write = |file: &str, content: String| {
+        let path = format!("/proc/{pid}/{file}");
+        std::fs::write(&path, content).with_context(|| format!("writing {path}"))
+    };
+    write("setgroups", "deny".to_string())?;
+    write("uid_map", format!("{uid} {uid} 1\n"))?;
+    write("gid_map", format!("{gid} {gid} 1\n"))?;
+    Ok(())
+}
+
+impl Sandbox {
+    /// Starts the agent under `plan`. On return the Launch event is the log's first record
+    /// and the agent has reached its execve. The caller must not have spawned threads.
+    pub fn launch(plan: Plan, mut audit: AuditLog, opts: LaunchOptions) -> anyhow::Result<Sandbox> {
+        let Plan {
+            policy,
+            landlock,
+            seccomp,
+            ..
+        } = &plan;
+        let env = opts
+            .env
+            .clone()
+            .unwrap_or_else(|| std::env::vars_os().collect());
+        let env = command::build_env(&policy.process, env)?;
+        let exec = command::ExecSpec::new(&opts.command, env)?;
+        let limits = rlimits(policy);
+        let cap_plan = caps::CapPlan::from_names(&policy.process.capabilities)?;
+        let guarantees = plan.guarantee_states();
+
+        let (sup_end, init_end) = socket::socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .context("control socketpair")?;
+        socket::setsockopt(&sup_end, sockopt::PassCred, &true).context("SO_PASSCRED")?;
+        let (lifeline_read, lifeline_write) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("lifeline pipe")?;
+
+        ensure_single_threaded()?;
+        // Blocked until the tokio handlers exist (see signals.rs); init inherits the block.
+        let saved_mask = signals::block(&signals::forwarded_set(false))
+            .map_err(io::Error::from_raw_os_error)
+            .context("blocking signals")?;
+        let restore = |e: anyhow::Error| {
+            let _ = signals::set_mask(&saved_mask);
+            e
+        };
+
+        // SAFETY: geteuid cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
+        let ns_flags = libc::CLONE_NEWPID | if root { 0 } else { libc::CLONE_NEWUSER };
+        let (pid, isolation) = match clone_fork(ns_flags) {
+            Ok(pid) => (
+                pid,
+                Isolation::PidNamespace {
+                    user_namespace: !root,
+                },
+            ),
+            Err(e) => {
+                let reason = format!("cannot create a pid namespace: {e}");
+                match clone_fork(0) {
+                    Ok(pid) => (pid, Isolation::Subreaper { reason }),
+                    Err(e) => return Err(restore(anyhow!("fork: {e}"))),
+                }
+            }
+        };
+        if pid == 0 {
+            let ctx = child::ChildContext {
+                ctl: init_end.as_raw_fd(),
+                lifeline: lifeline_read.as_raw_fd(),
+                parent_ends: [sup_end.as_raw_fd(), lifeline_write.as_raw_fd()],
+                new_session: !policy.process.share_tty,
+                pid_namespace: matches!(isolation, Isolation::PidNamespace { .. }),
+                rlimits: &limits,
+                caps: cap_plan,
+                // SAFETY: this is the child's private copy of `plan`; the landlock plan is read
+                // out exactly once and the original is never used or dropped here (run_init
+                // never returns, the process ends with _exit or exec).
+                landlock: unsafe { std::ptr::read(landlock) },
+                seccomp,
+                exec: &exec,
+            };
+            child::run_init(ctx);
+        }
+        let guard = InitGuard(pid);
+        drop(init_end);
+        drop(lifeline_read);
+        let started = Instant::now();
+
+        let setup = (|| -> anyhow::Result<(OwnedFd, i32)> {
+            if isolation
+                == (Isolation::PidNamespace {
+                    user_namespace: true,
+                })
+            {
+                write_id_maps(pid).context("setting up the user namespace")?;
+            }
+            proto::send(sup_end.as_raw_fd(), proto::TAG_GO, 0, 0)
+                .map_err(io::Error::from_raw_os_error)
+                .context("starting init")?;
+            let mut listener = None;
+            loop {
+                let msg = proto::recv(sup_end.as_raw_fd()).context("control socket")?;
+                let Some(msg) = msg else {
+                    let status = wait_status(pid).unwrap_or(0);
+                    bail!("sandbox init ended during setup (wait status {status:#x})");
+                };
+                match msg.tag {
+                    proto::TAG_LISTENER => {
+                        listener = Some(msg.fd.context("listener message without an fd")?);
+                    }
+                    proto::TAG_STARTED => {
+                        let listener = listener
+                            .context("agent started before the seccomp listener arrived")?;
+                        let agent = msg
+                            .pid
+                            .context("no sender credentials on the control socket")?;
+                        return Ok((listener, agent));
+                    }
+                    proto::TAG_SETUP_FAILED => {
+                        let step = proto::Step::from_u8(msg.step)
+                            .map_or("an unknown step", |s| s.describe());
+                        bail!(
+                            "sandbox setup failed while {step}: {}",
+                            errno_text(msg.value)
+                        );
+                    }
+                    other => bail!("unexpected control message {other:#x} during setup"),
+                }
+            }
+        })();
+        let (listener, agent_pid) = setup.map_err(restore)?;
+
+        let notifier = Notifier::new(listener, seccomp, policy.mode, policy.process.on_violation)
+            .context("seccomp notifier")
+            .map_err(restore)?;
+
+        let launch = Event::Launch {
+            profile: policy.name.clone(),
+            policy_hash: crate::audit::policy_hash(policy),
+            mode: policy.mode,
+            best_effort: opts.best_effort,
+            command: opts.command.clone(),
+            pid: agent_pid,
+            guarantees,
+        };
+        audit
+            .append(launch)
+            .context("writing the Launch event (the agent is stopped: no unaudited runs)")
+            .map_err(restore)?;
+
+        let init = guard.disarm();
+        Ok(Sandbox {
+            init,
+            agent_pid,
+            ctl: sup_end,
+            notifier,
+            _lifeline: lifeline_write,
+            audit,
+            started,
+            isolation,
+            saved_mask,
+        })
+    }
+
+    /// The agent's pid in agentbox's pid namespace.
+    pub fn agent_pid(&self) -> i32 {
+        self.agent_pid
+    }
+
+    /// Init's pid in agentbox's pid namespace.
+    pub fn init_pid(&self) -> i32 {
+        self.init
+    }
+
+    pub fn isolation(&self) -> &Isolation {
+        &self.isolation
+    }
+
+    pub fn audit_log(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// Forwards signals and logs denials until the agent ends; writes the Exit event.
+    pub fn wait(self) -> anyhow::Result<Outcome> {
+        let Sandbox {
+            init,
+            ctl,
+            notifier,
+            _lifeline,
+            mut audit,
+            started,
+            saved_mask,
+            ..
+        } = self;
+        let guard = InitGuard(init);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("tokio runtime")?;
+        let result = runtime.block_on(async {
+            signals::spawn_forwarders(init).context("signal handlers")?;
+            signals::set_mask(&saved_mask).context("unblocking signals")?;
+            event_loop(&ctl, notifier, &mut audit).await
+        });
+        drop(runtime);
+        let (status, exec_error) = result?;
+
+        // Init exits right after reporting; without a report, its own status says why.
+        let init_status = wait_status(guard.disarm()).ok();
+        let (code, signal) = match (status, init_status) {
+            (Some(st), _) => decode_status(st),
+            (None, Some(st)) => {
+                let (c, s) = decode_status(st);
+                audit
+                    .append(Event::Anomaly {
+                        detail: format!(
+                            "sandbox init ended without reporting the agent's status (init: code {c:?}, signal {s:?})"
+                        ),
+                    })
+                    .context("audit log")?;
+                (None, s.or(Some(libc::SIGKILL)))
+            }
+            (None, None) => (None, Some(libc::SIGKILL)),
+        };
+        audit
+            .append(Event::Exit {
+                code,
+                signal,
+                denials: audit.denials(),
+                duration_ms: started.elapsed().as_millis() as u64,
+            })
+            .context("writing the Exit event")?;
+        Ok(Outcome {
+            code,
+            signal,
+            exec_error,
+            summary: audit.summary(),
+        })
+    }
+}
+
+/// Raw fd wrapper so tokio can watch a socket we keep owning elsewhere.
+struct Watched(RawFd);
+
+impl AsRawFd for Watched {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+/// Runs until init reports the agent's status (or the control socket closes). Returns the raw
+/// wait status and the errno of a failed exec.
+async fn event_loop(
+    ctl: &OwnedFd,
+    notifier: Notifier,
+    audit: &mut AuditLog,
+) -> anyhow::Result<(Option<i32>, Option<i32>)> {
+    nix::fcntl::fcntl(
+        ctl,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )
+    .context("control socket")?;
+    // SAFETY: `ctl` outlives `ctl_fd` (both live for this function; `ctl` is borrowed) and
+    // nobody closes or replaces the fd meanwhile.
+    let ctl_fd =
+        unsafe { AsyncFd::register_with_interest(Watched(ctl.as_raw_fd()), Interest::READABLE)? };
+    // SAFETY: the notifier owns its listener fd and is moved into the AsyncFd, which drops it.
+    let mut notifier =
+        Some(unsafe { AsyncFd::register_with_interest(notifier, Interest::READABLE)? });
+    let mut exec_error = None;
+
+    loop {
+        tokio::select! {
+            guard = ctl_fd.readable() => {
+                let mut guard = guard?;
+                loop {
+                    match proto::recv(ctl.as_raw_fd()) {
+                        Ok(Some(msg)) => match msg.tag {
+                            proto::TAG_EXEC_FAILED => exec_error = Some(msg.value),
+                            proto::TAG_EXITED => {
+                                drain(&mut notifier, audit)?;
+                                return Ok((Some(msg.value), exec_error));
+                            }
+                            _ => {}
+                        },
+                        Ok(None) => {
+                            drain(&mut notifier, audit)?;
+                            return Ok((None, exec_error));
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            guard.clear_ready();
+                            break;
+                        }
+                        Err(e) => return Err(e).context("control socket"),
+                    }
+                }
+            }
+            guard = async { notifier.as_ref().expect("checked by the branch condition").readable().await },
+                if notifier.is_some() => {
+                // Clear before draining: a notification arriving after the drain's last check
+                // then raises a new readiness event instead of being missed.
+                let mut guard = guard?;
+                guard.clear_ready();
+                drop(guard);
+                drain(&mut notifier, audit)?;
+            }
+        }
+    }
+}
+
+/// Handles every pending seccomp notification; drops the notifier on hangup (no task left).
+fn drain(notifier: &mut Option<AsyncFd<Notifier>>, audit: &mut AuditLog) -> anyhow::Result<()> {
+    let Some(afd) = notifier.as_mut() else {
+        return Ok(());
+    };
+    loop {
+        match afd.get_ref().wait(Some(std::time::Duration::ZERO))? {
+            Readiness::Ready => {
+                if let Some(denial) = afd.get_mut().handle_one()? {
+                    audit
+                        .append(Event::Denial(denial))
+                        .context("audit log write failed; stopping the sandbox")?;
+                }
+            }
+            Readiness::Idle => return Ok(()),
+            Readiness::Hangup => {
+                *notifier = None;
+                return Ok(());
+            }
+        }
+    }
+}

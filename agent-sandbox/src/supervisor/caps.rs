@@ -1,0 +1,220 @@
+//! Capabilities: the agent holds none unless its profile grants one by name.
+//!
+//! Parent side: `CapPlan::from_names` resolves names (unknown name = error, before fork).
+//! Child side: `apply` drops the bounding set, locks the securebits that stop root from
+//! regaining capabilities at exec, clears the ambient set and sets effective, permitted and
+//! inheritable to exactly the granted capabilities (raised into ambient so they survive exec).
+//! Hand-written on libc: capset/prctl are a handful of calls, and the `caps` crate allocates.
+
+/// Capability numbers from linux/capability.h, by name.
+const NAMES: [&str; 41] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+const CAP_SETPCAP: u32 = 8;
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// Looks a capability up by name (`CAP_NET_RAW` or `net_raw`, any case).
+pub fn number(name: &str) -> Option<u32> {
+    let upper = name.to_ascii_uppercase();
+    let full = if upper.starts_with("CAP_") {
+        upper
+    } else {
+        format!("CAP_{upper}")
+    };
+    NAMES.iter().position(|n| *n == full).map(|i| i as u32)
+}
+
+/// The granted capabilities as a bit mask, resolved before fork.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CapPlan {
+    pub keep: u64,
+}
+
+impl CapPlan {
+    pub fn from_names(names: &[String]) -> anyhow::Result<CapPlan> {
+        let mut keep = 0u64;
+        for name in names {
+            let nr = number(name).ok_or_else(|| {
+                anyhow::anyhow!("unknown capability '{name}' in process.capabilities")
+            })?;
+            keep |= 1 << nr;
+        }
+        Ok(CapPlan { keep })
+    }
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+fn last_errno() -> i32 {
+    super::proto::errno()
+}
+
+fn capget() -> Result<(u64, u64), i32> {
+    let mut hdr = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: header and a two-element data array, the layout capget(2) expects for version 3.
+    let r = unsafe { libc::syscall(libc::SYS_capget, &mut hdr, data.as_mut_ptr()) };
+    if r != 0 {
+        return Err(last_errno());
+    }
+    let eff = u64::from(data[0].effective) | (u64::from(data[1].effective) << 32);
+    let prm = u64::from(data[0].permitted) | (u64::from(data[1].permitted) << 32);
+    Ok((eff, prm))
+}
+
+fn capset(mask: u64) -> Result<(), i32> {
+    let mut hdr = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let lo = mask as u32;
+    let hi = (mask >> 32) as u32;
+    let data = [
+        CapData {
+            effective: lo,
+            permitted: lo,
+            inheritable: lo,
+        },
+        CapData {
+            effective: hi,
+            permitted: hi,
+            inheritable: hi,
+        },
+    ];
+    // SAFETY: header and a two-element data array, the layout capset(2) expects for version 3.
+    let r = unsafe { libc::syscall(libc::SYS_capset, &mut hdr, data.as_ptr()) };
+    if r != 0 {
+        return Err(last_errno());
+    }
+    Ok(())
+}
+
+fn prctl(op: libc::c_int, a: libc::c_ulong, b: libc::c_ulong) -> Result<(), i32> {
+    // SAFETY: prctl with integer arguments only; no memory is passed.
+    let r = unsafe { libc::prctl(op, a, b, 0 as libc::c_ulong, 0 as libc::c_ulong) };
+    if r < 0 {
+        return Err(last_errno());
+    }
+    Ok(())
+}
+
+/// Child side (init, before Landlock and seccomp). Async-signal-safe, no allocation.
+///
+/// Without CAP_SETPCAP (an unprivileged run without a user namespace) the bounding set and
+/// securebits cannot change, but then there is nothing to drop either: effective and permitted
+/// are already empty, and no_new_privs stops setuid/file capabilities at exec.
+pub(crate) fn apply(plan: &CapPlan) -> Result<(), i32> {
+    let (effective, permitted) = capget()?;
+    if effective & (1 << CAP_SETPCAP) != 0 {
+        for cap in 0..64u32 {
+            if plan.keep & (1 << cap) != 0 {
+                continue;
+            }
+            match prctl(libc::PR_CAPBSET_DROP, cap.into(), 0) {
+                Ok(()) => {}
+                // Past the kernel's last capability.
+                Err(libc::EINVAL) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        let bits = libc::SECBIT_NOROOT
+            | libc::SECBIT_NOROOT_LOCKED
+            | libc::SECBIT_NO_SETUID_FIXUP
+            | libc::SECBIT_NO_SETUID_FIXUP_LOCKED;
+        prctl(libc::PR_SET_SECUREBITS, bits as libc::c_ulong, 0)?;
+    }
+    prctl(
+        libc::PR_CAP_AMBIENT,
+        libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+        0,
+    )?;
+    // A granted capability we do not hold cannot be given: refuse rather than run without it.
+    if plan.keep & !permitted != 0 {
+        return Err(libc::EPERM);
+    }
+    capset(plan.keep)?;
+    for cap in 0..64u32 {
+        if plan.keep & (1 << cap) != 0 {
+            prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+                cap.into(),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_resolve() {
+        assert_eq!(number("CAP_NET_BIND_SERVICE"), Some(10));
+        assert_eq!(number("net_raw"), Some(13));
+        assert_eq!(number("CAP_CHECKPOINT_RESTORE"), Some(40));
+        assert_eq!(number("CAP_NOPE"), None);
+        assert!(CapPlan::from_names(&["CAP_BOGUS".into()]).is_err());
+        assert_eq!(
+            CapPlan::from_names(&["CAP_KILL".into()]).unwrap().keep,
+            1 << 5
+        );
+    }
+}

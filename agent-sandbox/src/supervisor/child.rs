@@ -1,0 +1,274 @@
+//! Everything between fork and exec, in one fixed order.
+//!
+//! Runs in the sandbox's init (a clone of the supervisor, pid 1 of a new pid namespace) and in
+//! the agent (forked by init). Nothing here allocates, takes a lock or returns into the
+//! caller's code: the supervisor forks single-threaded, but these paths are kept
+//! async-signal-safe anyway, and every failure is reported over the control socket and ends
+//! the process with `_exit` (fail closed: the agent is never started half-confined).
+//!
+//! Init, in order:
+//!  1. fds: init is a clone without exec, so it holds copies of everything the supervisor has
+//!     open. Close the supervisor's ends of the control socket and the lifeline at once (or
+//!     EOF could never signal the supervisor's death), and mark every other fd >= 3 CLOEXEC
+//!     except the two init needs: the Landlock ruleset fd must survive until step 10, so the
+//!     rest are really closed only after step 11;
+//!  2. wait for "go": the supervisor writes uid/gid maps first when it made a user namespace
+//!     (EOF here means the supervisor died);
+//!  3. setsid(), so neither init nor the agent has a controlling terminal (TIOCSTI), unless
+//!     the profile shares the tty;
+//!  4. PR_SET_PDEATHSIG(SIGKILL), then poll the lifeline: its write end lives only in the
+//!     supervisor, so EOF means the supervisor died before the prctl took effect;
+//!  5. PR_SET_DUMPABLE(0): the agent runs as the same user and must not reach init through
+//!     /proc/1/mem or ptrace (the agent becomes dumpable again at exec);
+//!  6. PR_SET_NO_NEW_PRIVS: setuid binaries and file capabilities gain nothing; also what lets
+//!     an unprivileged process apply Landlock and seccomp;
+//!  7. environment: nothing to do here, the envp handed to execve was built in the parent;
+//!  8. rlimits (the policy's, plus NPROC/AS fallbacks for the pids/memory caps);
+//!  9. capabilities: bounding set, securebits, ambient, then capset (caps.rs);
+//! 10. Landlock restrict_self (init is confined too; the agent inherits the domain);
+//! 11. seccomp, LAST (it may deny syscalls the steps above need), then pass the listener fd to
+//!     the supervisor, and close every fd init does not need (the audit log, ...);
+//! 12. block SIGCHLD and the forwarded signals into a signalfd, become a child subreaper when
+//!     there is no pid namespace, fork the agent, and run the init loop (init.rs).
+//!
+//! Agent, in order: close the fds only init needs, reset signal dispositions and mask, tell
+//! the supervisor its pid (message credentials), execve; on failure report errno and exit
+//! 127 (not found) or 126 (cannot execute).
+
+use std::os::fd::{AsRawFd, RawFd};
+
+use super::caps::{self, CapPlan};
+use super::command::ExecSpec;
+use super::proto::{self, Step};
+use super::{init, signals};
+use crate::layers::landlock::LandlockPlan;
+use crate::layers::seccomp::SeccompProgram;
+
+/// Exit code of init or agent when setup fails (the supervisor reports the step).
+const SETUP_FAILED: i32 = 125;
+
+/// Everything the child side needs, prepared in the parent before fork.
+pub(crate) struct ChildContext<'a> {
+    /// Init's end of the control socket (CLOEXEC: the agent loses it at exec).
+    pub ctl: RawFd,
+    /// Read end of the lifeline pipe; EOF means the supervisor is gone.
+    pub lifeline: RawFd,
+    /// The supervisor's ends of the control socket and the lifeline: closed first thing.
+    pub parent_ends: [RawFd; 2],
+    pub new_session: bool,
+    /// Init is pid 1 of its own pid namespace (false: subreaper fallback).
+    pub pid_namespace: bool,
+    pub rlimits: &'a [(libc::__rlimit_resource_t, u64)],
+    pub caps: CapPlan,
+    pub landlock: LandlockPlan,
+    pub seccomp: &'a SeccompProgram,
+    pub exec: &'a ExecSpec,
+}
+
+/// Reports `step` failed with `errno` and exits. Never returns.
+fn fail(ctl: RawFd, step: Step, errno: i32) -> ! {
+    let _ = proto::send(ctl, proto::TAG_SETUP_FAILED, step as u8, errno);
+    // SAFETY: _exit ends the process without running the parent's atexit handlers or
+    // flushing its stdio buffers, which belong to the supervisor.
+    unsafe { libc::_exit(SETUP_FAILED) }
+}
+
+fn check(ctl: RawFd, step: Step, r: libc::c_int) {
+    if r < 0 {
+        fail(ctl, step, proto::errno());
+    }
+}
+
+fn prctl(op: libc::c_int, arg: libc::c_ulong) -> libc::c_int {
+    // SAFETY: prctl with integer arguments only.
+    unsafe {
+        libc::prctl(
+            op,
+            arg,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    }
+}
+
+/// Closes (or with `cloexec`, marks close-on-exec) every fd >= 3 except `keep`. Uses
+/// close_range (Linux 5.9+; CLOEXEC since 5.11) over the gaps, falling back to per-fd calls up
+/// to the fd limit.
+fn close_fds_except(keep: &mut [RawFd], cloexec: bool) -> Result<(), i32> {
+    keep.sort_unstable();
+    let mut next: u32 = 3;
+    for &fd in keep.iter() {
+        if fd < 3 {
+            continue;
+        }
+        let fd = fd as u32;
+        if fd > next {
+            close_range(next, fd - 1, cloexec)?;
+        }
+        next = fd + 1;
+    }
+    close_range(next, u32::MAX, cloexec)
+}
+
+fn close_range(first: u32, last: u32, cloexec: bool) -> Result<(), i32> {
+    let flags = if cloexec {
+        libc::CLOSE_RANGE_CLOEXEC as libc::c_int
+    } else {
+        0
+    };
+    // SAFETY: close_range only closes (or flags) descriptors; closed ones are not used again.
+    if unsafe { libc::close_range(first, last, flags) } == 0 {
+        return Ok(());
+    }
+    let err = proto::errno();
+    if err != libc::ENOSYS && err != libc::EINVAL {
+        return Err(err);
+    }
+    // SAFETY: sysconf has no memory side effects.
+    let max = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) };
+    let max = if max < 0 { 65536 } else { max as u32 };
+    for fd in first..=last.min(max) {
+        // SAFETY: closing or flagging a descriptor we will not use again (or that is not
+        // open: EBADF is fine).
+        unsafe {
+            if cloexec {
+                libc::fcntl(fd as RawFd, libc::F_SETFD, libc::FD_CLOEXEC);
+            } else {
+                libc::close(fd as RawFd);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Init's entry point, right after clone. Never returns.
+pub(crate) fn run_init(ctx: ChildContext<'_>) -> ! {
+    let ctl = ctx.ctl;
+
+    // 1. fds.
+    for fd in ctx.parent_ends {
+        // SAFETY: our copies of the supervisor's ends; never used in this process.
+        unsafe { libc::close(fd) };
+    }
+    if let Err(e) = close_fds_except(&mut [ctx.ctl, ctx.lifeline], true) {
+        fail(ctl, Step::CloseFds, e);
+    }
+    // 2. go.
+    if proto::recv_tag(ctl) != Some(proto::TAG_GO) {
+        // SAFETY: see `fail`; the supervisor is gone, nobody to report to.
+        unsafe { libc::_exit(SETUP_FAILED) }
+    }
+    // 3. session.
+    if ctx.new_session {
+        // SAFETY: setsid has no memory side effects.
+        check(ctl, Step::NewSession, unsafe { libc::setsid() });
+    }
+    // 4. parent death, then close the race with the lifeline.
+    check(
+        ctl,
+        Step::ParentDeathSignal,
+        prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as _),
+    );
+    let mut pfd = libc::pollfd {
+        fd: ctx.lifeline,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one live pollfd, zero timeout.
+    let r = unsafe { libc::poll(&mut pfd, 1, 0) };
+    if r != 0 {
+        // Readable (EOF: the supervisor died) or poll failed: either way, stop here.
+        // SAFETY: see `fail`.
+        unsafe { libc::_exit(SETUP_FAILED) }
+    }
+    // 5. not dumpable.
+    check(ctl, Step::NotDumpable, prctl(libc::PR_SET_DUMPABLE, 0));
+    // 6. no_new_privs.
+    check(ctl, Step::NoNewPrivs, prctl(libc::PR_SET_NO_NEW_PRIVS, 1));
+    // 8. rlimits.
+    for &(resource, value) in ctx.rlimits {
+        let lim = libc::rlimit {
+            rlim_cur: value,
+            rlim_max: value,
+        };
+        // SAFETY: `lim` is a live rlimit.
+        check(ctl, Step::Rlimits, unsafe {
+            libc::setrlimit(resource, &lim)
+        });
+    }
+    // 9. capabilities.
+    if let Err(e) = caps::apply(&ctx.caps) {
+        fail(ctl, Step::Capabilities, e);
+    }
+    // 10. Landlock.
+    if let Err(e) = ctx.landlock.restrict_self() {
+        fail(ctl, Step::Landlock, e.raw_os_error().unwrap_or(libc::EPERM));
+    }
+    // 11. seccomp, last; hand the listener to the supervisor and drop our copy.
+    let listener = match ctx.seccomp.install() {
+        Ok(fd) => fd,
+        Err(e) => fail(ctl, Step::Seccomp, e.raw_os_error().unwrap_or(libc::EPERM)),
+    };
+    if let Err(e) = proto::send_fd(ctl, listener.as_raw_fd()) {
+        fail(ctl, Step::SendListener, e);
+    }
+    drop(listener);
+    if let Err(e) = close_fds_except(&mut [ctx.ctl, ctx.lifeline], false) {
+        fail(ctl, Step::CloseFds, e);
+    }
+    // 12. signals, subreaper, agent.
+    let set = signals::forwarded_set(true);
+    if let Err(e) = signals::block(&set) {
+        fail(ctl, Step::BlockSignals, e);
+    }
+    // SAFETY: `set` is a valid sigset_t; -1 asks for a new signalfd.
+    let sfd = unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC) };
+    check(ctl, Step::BlockSignals, sfd);
+    if !ctx.pid_namespace {
+        check(
+            ctl,
+            Step::BlockSignals,
+            prctl(libc::PR_SET_CHILD_SUBREAPER, 1),
+        );
+    }
+    // SAFETY: init is single-threaded; the child only runs the async-signal-safe code below.
+    let agent = unsafe { libc::fork() };
+    if agent < 0 {
+        fail(ctl, Step::ForkAgent, proto::errno());
+    }
+    if agent == 0 {
+        run_agent(ctl, &[ctx.lifeline, sfd], ctx.exec);
+    }
+    init::supervise(init::InitState {
+        ctl,
+        lifeline: ctx.lifeline,
+        signalfd: sfd,
+        agent,
+        pid_namespace: ctx.pid_namespace,
+        new_session: ctx.new_session,
+    })
+}
+
+/// The agent's side, between init's fork and exec. Never returns.
+fn run_agent(ctl: RawFd, close: &[RawFd], exec: &ExecSpec) -> ! {
+    for &fd in close {
+        // SAFETY: fds only init uses; the agent never touches them again.
+        unsafe { libc::close(fd) };
+    }
+    if let Err(e) = signals::reset_for_exec() {
+        fail(ctl, Step::ResetSignals, e);
+    }
+    if let Err(e) = proto::send(ctl, proto::TAG_STARTED, 0, 0) {
+        fail(ctl, Step::Exec, e);
+    }
+    let errno = exec.exec();
+    let _ = proto::send(ctl, proto::TAG_EXEC_FAILED, Step::Exec as u8, errno);
+    let code = if errno == libc::ENOENT || errno == libc::ENOTDIR {
+        127
+    } else {
+        126
+    };
+    // SAFETY: see `fail`.
+    unsafe { libc::_exit(code) }
+}

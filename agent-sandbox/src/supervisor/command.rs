@@ -1,0 +1,201 @@
+//! The agent's command line and environment, built in the parent before fork so that the child
+//! only passes ready pointers to execve.
+
+use std::ffi::{CString, OsStr, OsString};
+use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use globset::{Glob, GlobSet, GlobSetBuilder};
+
+use crate::policy::ProcessPolicy;
+
+/// Where execvp looks when PATH is unset (glibc's default, minus the cwd).
+const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// Everything execve needs, with NULL-terminated pointer arrays into owned strings.
+pub(crate) struct ExecSpec {
+    pub path: CString,
+    _argv: Vec<CString>,
+    _envp: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    envp_ptrs: Vec<*const libc::c_char>,
+}
+
+impl ExecSpec {
+    pub fn new(command: &[String], env: Vec<(OsString, OsString)>) -> anyhow::Result<ExecSpec> {
+        let program = command.first().context("no command given")?;
+        let env_path = env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.clone());
+        let path = resolve(program, env_path.as_deref());
+        let path = CString::new(path.into_os_string().into_vec())
+            .context("command contains a NUL byte")?;
+        let argv = command
+            .iter()
+            .map(|a| CString::new(a.as_bytes()))
+            .collect::<Result<Vec<_>, _>>()
+            .context("argument contains a NUL byte")?;
+        let envp = env
+            .into_iter()
+            .map(|(k, v)| {
+                let mut kv = k.into_vec();
+                kv.push(b'=');
+                kv.extend(v.into_vec());
+                CString::new(kv)
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .context("environment contains a NUL byte")?;
+        let argv_ptrs = argv
+            .iter()
+            .map(|a| a.as_ptr())
+            .chain([std::ptr::null()])
+            .collect();
+        let envp_ptrs = envp
+            .iter()
+            .map(|a| a.as_ptr())
+            .chain([std::ptr::null()])
+            .collect();
+        Ok(ExecSpec {
+            path,
+            _argv: argv,
+            _envp: envp,
+            argv_ptrs,
+            envp_ptrs,
+        })
+    }
+
+    /// Child side: execve; returns only on failure, with errno.
+    pub fn exec(&self) -> i32 {
+        // SAFETY: every pointer refers to a NUL-terminated string owned by `self`, and both
+        // arrays end with NULL; `self` outlives the call (which only returns on failure).
+        unsafe {
+            libc::execve(
+                self.path.as_ptr(),
+                self.argv_ptrs.as_ptr(),
+                self.envp_ptrs.as_ptr(),
+            )
+        };
+        super::proto::errno()
+    }
+}
+
+/// execvp's search, done in the parent: a name with a slash is used as is; otherwise the first
+/// PATH entry holding an executable regular file wins. When nothing matches, the bare name is
+/// returned so that execve itself reports ENOENT (or EACCES for a non-executable match).
+fn resolve(program: &str, path_var: Option<&OsStr>) -> PathBuf {
+    if program.contains('/') {
+        return PathBuf::from(program);
+    }
+    let search = path_var.unwrap_or(OsStr::new(DEFAULT_PATH));
+    let mut first_non_exec = None;
+    for dir in std::env::split_paths(search) {
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
+        let candidate = dir.join(program);
+        match std::fs::metadata(&candidate) {
+            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => return candidate,
+            Ok(m) if m.is_file() => {
+                first_non_exec.get_or_insert(candidate);
+            }
+            _ => {}
+        }
+    }
+    first_non_exec.unwrap_or_else(|| Path::new(program).to_path_buf())
+}
+
+fn globset(patterns: &[String], what: &str) -> anyhow::Result<GlobSet> {
+    let mut b = GlobSetBuilder::new();
+    for p in patterns {
+        b.add(Glob::new(p).with_context(|| format!("bad {what} pattern '{p}'"))?);
+    }
+    Ok(b.build()?)
+}
+
+/// The agent's environment: the caller's, minus `env_deny` matches, minus anything not matching
+/// `env_allow` when that is non-empty, plus `env_set` (which wins).
+pub(crate) fn build_env(
+    process: &ProcessPolicy,
+    inherited: impl IntoIterator<Item = (OsString, OsString)>,
+) -> anyhow::Result<Vec<(OsString, OsString)>> {
+    let deny = globset(&process.env_deny, "process.env-deny")?;
+    let allow = globset(&process.env_allow, "process.env-allow")?;
+    let mut env: Vec<(OsString, OsString)> = inherited
+        .into_iter()
+        .filter(|(k, _)| {
+            let name = Path::new(k);
+            !deny.is_match(name) && (process.env_allow.is_empty() || allow.is_match(name))
+        })
+        .filter(|(k, _)| !process.env_set.contains_key(&*k.to_string_lossy()))
+        .collect();
+    env.extend(
+        process
+            .env_set
+            .iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v))),
+    );
+    Ok(env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(v: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
+        v.iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+            .collect()
+    }
+
+    #[test]
+    fn deny_wins_and_set_overrides() {
+        let p = ProcessPolicy {
+            env_deny: vec!["*_TOKEN".into(), "AWS_*".into()],
+            env_set: [("LANG".to_string(), "C".to_string())].into(),
+            ..Default::default()
+        };
+        let env = build_env(
+            &p,
+            vars(&[
+                ("FOO_TOKEN", "s"),
+                ("AWS_SECRET", "s"),
+                ("HOME", "/h"),
+                ("LANG", "fr"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(env, vars(&[("HOME", "/h"), ("LANG", "C")]));
+    }
+
+    #[test]
+    fn allow_list_keeps_only_matches() {
+        let p = ProcessPolicy {
+            env_allow: vec!["PATH".into(), "LC_*".into()],
+            ..Default::default()
+        };
+        let env = build_env(
+            &p,
+            vars(&[("PATH", "/bin"), ("LC_ALL", "C"), ("HOME", "/h")]),
+        )
+        .unwrap();
+        assert_eq!(env, vars(&[("PATH", "/bin"), ("LC_ALL", "C")]));
+    }
+
+    #[test]
+    fn resolves_through_path() {
+        assert_eq!(
+            resolve("sh", Some(OsStr::new("/nonexistent:/bin"))),
+            PathBuf::from("/bin/sh")
+        );
+        assert_eq!(
+            resolve("no-such-cmd-xyz", Some(OsStr::new("/bin"))),
+            PathBuf::from("no-such-cmd-xyz")
+        );
+        assert_eq!(resolve("./x", None), PathBuf::from("./x"));
+    }
+}

@@ -1,0 +1,233 @@
+//! The control socket between the supervisor and the sandbox's init and agent processes.
+//!
+//! One `SOCK_SEQPACKET` socketpair, `SOCK_CLOEXEC`, so the agent loses its end at exec. Every
+//! message is 8 bytes: tag, step, two pad bytes, a native-endian i32. The supervisor's end has
+//! `SO_PASSCRED`, so the kernel stamps each message with the sender's pid translated into the
+//! supervisor's pid namespace: that is how the supervisor learns the agent's real pid although
+//! the agent lives in a child pid namespace.
+//!
+//! The child-side senders call libc directly with stack buffers: `nix::sys::socket::sendmsg`
+//! allocates its control buffer, and nothing between fork and exec may allocate.
+
+use std::io::{self, IoSliceMut};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
+
+pub(crate) const MSG_LEN: usize = 8;
+
+/// Supervisor → init: identity maps are written, go on.
+pub(crate) const TAG_GO: u8 = b'G';
+/// Init → supervisor: the seccomp listener fd rides along (SCM_RIGHTS).
+pub(crate) const TAG_LISTENER: u8 = b'L';
+/// Agent → supervisor, right before exec: the message's credentials carry the agent's pid.
+pub(crate) const TAG_STARTED: u8 = b'P';
+/// Agent → supervisor: execve failed with errno `value`.
+pub(crate) const TAG_EXEC_FAILED: u8 = b'E';
+/// Init or agent → supervisor: setup step `step` failed with errno `value`.
+pub(crate) const TAG_SETUP_FAILED: u8 = b'F';
+/// Init → supervisor: the agent ended; `value` is its raw wait status.
+pub(crate) const TAG_EXITED: u8 = b'X';
+
+/// The child-side setup steps, in the order they run (see child.rs), for error reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Step {
+    CloseFds = 1,
+    WaitForGo,
+    NewSession,
+    ParentDeathSignal,
+    Lifeline,
+    NotDumpable,
+    NoNewPrivs,
+    Rlimits,
+    Capabilities,
+    Landlock,
+    Seccomp,
+    SendListener,
+    BlockSignals,
+    ForkAgent,
+    ResetSignals,
+    Exec,
+}
+
+impl Step {
+    const ALL: [Step; 16] = [
+        Step::CloseFds,
+        Step::WaitForGo,
+        Step::NewSession,
+        Step::ParentDeathSignal,
+        Step::Lifeline,
+        Step::NotDumpable,
+        Step::NoNewPrivs,
+        Step::Rlimits,
+        Step::Capabilities,
+        Step::Landlock,
+        Step::Seccomp,
+        Step::SendListener,
+        Step::BlockSignals,
+        Step::ForkAgent,
+        Step::ResetSignals,
+        Step::Exec,
+    ];
+
+    pub(crate) fn from_u8(v: u8) -> Option<Step> {
+        Step::ALL.iter().copied().find(|s| *s as u8 == v)
+    }
+
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            Step::CloseFds => "closing inherited file descriptors",
+            Step::WaitForGo => "waiting for the supervisor",
+            Step::NewSession => "starting a new session (setsid)",
+            Step::ParentDeathSignal => "setting the parent-death signal",
+            Step::Lifeline => "checking the supervisor is alive",
+            Step::NotDumpable => "making init non-dumpable",
+            Step::NoNewPrivs => "setting no_new_privs",
+            Step::Rlimits => "setting resource limits",
+            Step::Capabilities => "dropping capabilities",
+            Step::Landlock => "applying the Landlock ruleset",
+            Step::Seccomp => "installing the seccomp filter",
+            Step::SendListener => "passing the seccomp listener to the supervisor",
+            Step::BlockSignals => "setting up signal forwarding",
+            Step::ForkAgent => "forking the agent",
+            Step::ResetSignals => "resetting the agent's signal state",
+            Step::Exec => "executing the command",
+        }
+    }
+}
+
+fn encode(tag: u8, step: u8, value: i32) -> [u8; MSG_LEN] {
+    let v = value.to_ne_bytes();
+    [tag, step, 0, 0, v[0], v[1], v[2], v[3]]
+}
+
+/// Child side: sends one message. Async-signal-safe, no allocation.
+pub(crate) fn send(fd: RawFd, tag: u8, step: u8, value: i32) -> Result<(), i32> {
+    let buf = encode(tag, step, value);
+    // SAFETY: `buf` is a live stack array of MSG_LEN bytes; send does not retain the pointer.
+    let n = unsafe { libc::send(fd, buf.as_ptr().cast(), MSG_LEN, libc::MSG_NOSIGNAL) };
+    if n == MSG_LEN as isize {
+        Ok(())
+    } else {
+        Err(errno())
+    }
+}
+
+/// Child side: sends `TAG_LISTENER` with `passed` attached as SCM_RIGHTS. No allocation.
+pub(crate) fn send_fd(fd: RawFd, passed: RawFd) -> Result<(), i32> {
+    /// Room for one cmsghdr plus one int, aligned like cmsghdr.
+    #[repr(C, align(8))]
+    struct CmsgBuf([u8; 64]);
+
+    let mut payload = encode(TAG_LISTENER, 0, 0);
+    let mut cmsg_buf = CmsgBuf([0; 64]);
+    let mut iov = libc::iovec {
+        iov_base: payload.as_mut_ptr().cast(),
+        iov_len: MSG_LEN,
+    };
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    if space > cmsg_buf.0.len() {
+        return Err(libc::EINVAL);
+    }
+    // SAFETY: msghdr is plain data; all-zero is a valid empty header we fill in below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cmsg_buf.0.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: msg_control points at `space` writable, cmsghdr-aligned bytes, so the first
+    // header and its data (one int) lie inside the buffer; `msg` outlives every use.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), passed);
+    }
+    // SAFETY: `msg` and everything it points to are live for the call.
+    let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) };
+    if n == MSG_LEN as isize {
+        Ok(())
+    } else {
+        Err(errno())
+    }
+}
+
+/// Child side: blocks for one message; returns its tag, or `None` on EOF or error.
+pub(crate) fn recv_tag(fd: RawFd) -> Option<u8> {
+    let mut buf = [0u8; MSG_LEN];
+    loop {
+        // SAFETY: `buf` is a live, writable stack array of MSG_LEN bytes.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), MSG_LEN, 0) };
+        if n == MSG_LEN as isize {
+            return Some(buf[0]);
+        }
+        if n < 0 && errno() == libc::EINTR {
+            continue;
+        }
+        return None;
+    }
+}
+
+pub(crate) fn errno() -> i32 {
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+/// One message as the supervisor receives it.
+#[derive(Debug)]
+pub(crate) struct Message {
+    pub tag: u8,
+    pub step: u8,
+    pub value: i32,
+    /// Sender's pid in the supervisor's pid namespace (from SCM_CREDENTIALS).
+    pub pid: Option<i32>,
+    pub fd: Option<OwnedFd>,
+}
+
+/// Supervisor side: receives one message. `Ok(None)` on EOF (every sender has exited);
+/// `ErrorKind::WouldBlock` when the socket is non-blocking and nothing is queued.
+pub(crate) fn recv(fd: RawFd) -> io::Result<Option<Message>> {
+    let mut buf = [0u8; MSG_LEN];
+    let mut cmsg = nix::cmsg_space!(libc::ucred, [RawFd; 4]);
+    let (len, pid, fds) = {
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let msg = recvmsg::<UnixAddr>(fd, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
+            .map_err(io::Error::from)?;
+        let mut pid = None;
+        let mut fds = Vec::new();
+        for c in msg.cmsgs().map_err(io::Error::from)? {
+            match c {
+                ControlMessageOwned::ScmCredentials(cred) => pid = Some(cred.pid()),
+                ControlMessageOwned::ScmRights(received) => fds.extend(received),
+                _ => {}
+            }
+        }
+        (msg.bytes, pid, fds)
+    };
+    // SAFETY: the kernel just installed these descriptors in our table; we own them now.
+    let mut owned: Vec<OwnedFd> = fds
+        .into_iter()
+        .map(|f| unsafe { OwnedFd::from_raw_fd(f) })
+        .collect();
+    if len == 0 {
+        return Ok(None);
+    }
+    if len != MSG_LEN {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "short control message",
+        ));
+    }
+    let value = i32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]);
+    Ok(Some(Message {
+        tag: buf[0],
+        step: buf[1],
+        value,
+        pid,
+        fd: owned.pop(),
+    }))
+}
