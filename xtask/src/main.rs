@@ -3,6 +3,7 @@
 //! std + serde_json only, so it compiles in seconds on a fresh machine.
 
 mod cpio;
+mod demo;
 mod setup;
 mod test;
 mod vm;
@@ -33,7 +34,7 @@ const TASKS: &[(&str, &str)] = &[
     ),
     (
         "demo",
-        "build agentbox and show what it does on this machine",
+        "setup, then run examples/agent.py under the default profile in a throwaway HOME",
     ),
     ("help", "this list"),
 ];
@@ -47,7 +48,7 @@ fn main() -> ExitCode {
         "test" => test::test(&rest),
         "vm-test" => vm::vm_test_cli(&rest),
         "doctor" => return doctor(&rest),
-        "demo" => return demo(),
+        "demo" => demo::demo(),
         "help" | "-h" | "--help" => {
             help();
             Ok(())
@@ -79,11 +80,6 @@ fn help() {
 
 fn doctor(args: &[String]) -> ExitCode {
     run_agentbox("doctor", args)
-}
-
-/// Placeholder until the real demo lands: shows what agentbox can guarantee here.
-fn demo() -> ExitCode {
-    run_agentbox("doctor", &[])
 }
 
 fn run_agentbox(subcommand: &str, args: &[String]) -> ExitCode {
