@@ -330,7 +330,18 @@ impl Walk<'_> {
         // type comes from getdents (d_type); only directories to descend into are stat'ed.
         let mut children: BTreeMap<std::ffi::OsString, (fs::FileType, Option<Keep>)> =
             BTreeMap::new();
-        for entry in fs::read_dir(real).with_context(|| format!("listing {}", real.display()))? {
+        let listing = match fs::read_dir(real) {
+            Ok(listing) => listing,
+            // A directory this process may neither list nor search is just as closed to the
+            // agent, which runs with the same uid and fewer capabilities: nothing below it
+            // needs omitting. One that is searchable but not listable could hide a match we
+            // cannot see, so that still refuses.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && !searchable(real) => {
+                return Ok(Visit::Whole);
+            }
+            Err(e) => return Err(e).with_context(|| format!("listing {}", real.display())),
+        };
+        for entry in listing {
             let entry = entry.with_context(|| format!("listing {}", real.display()))?;
             self.entries += 1;
             if self.entries > self.limits.max_entries {
@@ -455,6 +466,11 @@ fn literal_prefix(pattern: &str) -> Option<PathBuf> {
         prefix.push(component);
     }
     Some(prefix)
+}
+
+/// Whether this process may search (traverse) `dir`: access(2) with X_OK.
+fn searchable(dir: &Path) -> bool {
+    nix::unistd::access(dir, nix::unistd::AccessFlags::X_OK).is_ok()
 }
 
 #[cfg(test)]

@@ -662,3 +662,60 @@ fn default_like_profile_compiles_fast_and_denies_system_secrets() {
         Err(EACCES)
     );
 }
+
+/// Runs `f` in a child that has become `nobody` (65534); the child's exit status says whether
+/// `f` returned true. Needs root; without it the check runs as the current user.
+fn as_nobody(f: impl FnOnce() -> bool) -> bool {
+    // SAFETY: the child only runs `f` (test code) and exits; the parent waits for it.
+    match unsafe { libc::fork() } {
+        0 => {
+            // SAFETY: plain syscalls in the child.
+            unsafe {
+                if libc::geteuid() == 0 && (libc::setgid(65534) != 0 || libc::setuid(65534) != 0) {
+                    libc::_exit(3);
+                }
+            }
+            let ok = f();
+            // SAFETY: exit without running the parent's atexit handlers.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+        }
+        pid => {
+            let mut status = 0;
+            // SAFETY: waiting for our own child.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+        }
+    }
+}
+
+#[test]
+fn closed_directories_need_no_omission_but_searchable_ones_refuse() {
+    use std::os::unix::fs::PermissionsExt;
+    // Another user's private directory inside a writable tree (a shared /tmp): the walker,
+    // like the agent, can neither list nor enter it.
+    let ws = tempfile::tempdir().unwrap();
+    fs::set_permissions(ws.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    let closed = ws.path().join("someone-elses");
+    fs::create_dir(&closed).unwrap();
+    write_file(&closed.join(".env"), "SECRET=1");
+    fs::set_permissions(&closed, fs::Permissions::from_mode(0o700)).unwrap();
+    let deny = vec!["**/.env".to_string()];
+    let p = policy(
+        fs_policy(&[], &[ws.path()], &[], &deny),
+        NetPolicy::default(),
+    );
+    if !crate::kernel::is_root() {
+        return; // Root is needed to own a directory the test user cannot enter.
+    }
+    assert!(
+        as_nobody(|| compile(&p, &[]).is_ok()),
+        "a closed directory must not stop the launch"
+    );
+
+    // Searchable but not listable: a `.env` could hide inside under a known name.
+    fs::set_permissions(&closed, fs::Permissions::from_mode(0o711)).unwrap();
+    assert!(
+        as_nobody(|| compile(&p, &[]).is_err_and(|e| format!("{e:#}").contains("someone-elses"))),
+        "a searchable, unlistable directory must refuse, naming it"
+    );
+}
