@@ -5,6 +5,7 @@ mod audit_cmd;
 mod doctor_cmd;
 mod profile_cmd;
 mod run;
+mod selftest_cmd;
 
 use std::process::ExitCode;
 
@@ -37,6 +38,8 @@ enum Command {
     /// Work with audit logs.
     #[command(subcommand)]
     Audit(audit_cmd::AuditCmd),
+    /// Attack this machine's sandbox with the built-in escape suite and report what holds.
+    Selftest(selftest_cmd::SelftestArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -46,6 +49,7 @@ pub fn main() -> ExitCode {
         Command::Doctor(args) => doctor_cmd::exec(args),
         Command::Profile(cmd) => profile_cmd::exec(cmd),
         Command::Audit(cmd) => audit_cmd::exec(cmd),
+        Command::Selftest(args) => selftest_cmd::exec(args),
     };
     match result {
         Ok(code) => code,
