@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use libbpf_rs::{MapHandle, RingBuffer, RingBufferBuilder};
 
 use crate::layout::*;
+use crate::lsm::{LsmHook, LsmReason};
 use crate::{run_libbpf, Error};
 
 /// The hook of a network denial.
@@ -114,6 +115,51 @@ pub enum KernelEvent {
         /// Wait status as the kernel keeps it: `code << 8 | signal`.
         code: i32,
     },
+    /// A BPF LSM program refused (or, in audit-only mode, would have refused) an operation.
+    LsmDenied {
+        sandbox: u32,
+        seq: u64,
+        pid: u32,
+        tgid: u32,
+        ppid: u32,
+        comm: String,
+        hook: LsmHook,
+        reason: LsmReason,
+        /// The object's path as the kernel walked it (relative to its filesystem's root for
+        /// inode_create, inode_setattr and the xattr hooks); the module name of a module
+        /// request.
+        path: Option<String>,
+        /// True when the path was cut short (buffer, component or walk bound).
+        path_truncated: bool,
+        /// The object's device (`st_dev` encoding) and inode; 0 when there is none.
+        dev: u64,
+        ino: u64,
+        /// connect/sendmsg destination.
+        addr: Option<(IpAddr, u16)>,
+        /// task_kill/ptrace target (its process id).
+        target_pid: Option<i32>,
+        /// Hook-specific: open flags, create mode, iattr valid mask, mmap prot, signal,
+        /// ptrace mode, bpf command, mount flags.
+        detail: u32,
+        /// False in audit-only mode: the operation went through.
+        enforced: bool,
+        killed: bool,
+    },
+    /// The BPF LSM and cgroup-BPF layers reached different verdicts on one network operation
+    /// (the task's identity and its cgroup name different sandboxes).
+    LsmAnomaly {
+        sandbox: u32,
+        seq: u64,
+        pid: u32,
+        tgid: u32,
+        comm: String,
+        hook: LsmHook,
+        addr: Option<(IpAddr, u16)>,
+        lsm_allowed: bool,
+        cgroup_allowed: bool,
+        /// The sandbox of the task's cgroup (0: none).
+        cgroup_sandbox: u32,
+    },
 }
 
 impl KernelEvent {
@@ -123,7 +169,9 @@ impl KernelEvent {
             | KernelEvent::SyscallDenied { sandbox, .. }
             | KernelEvent::Exec { sandbox, .. }
             | KernelEvent::Fork { sandbox, .. }
-            | KernelEvent::Exit { sandbox, .. } => *sandbox,
+            | KernelEvent::Exit { sandbox, .. }
+            | KernelEvent::LsmDenied { sandbox, .. }
+            | KernelEvent::LsmAnomaly { sandbox, .. } => *sandbox,
         }
     }
 
@@ -133,7 +181,9 @@ impl KernelEvent {
             | KernelEvent::SyscallDenied { seq, .. }
             | KernelEvent::Exec { seq, .. }
             | KernelEvent::Fork { seq, .. }
-            | KernelEvent::Exit { seq, .. } => *seq,
+            | KernelEvent::Exit { seq, .. }
+            | KernelEvent::LsmDenied { seq, .. }
+            | KernelEvent::LsmAnomaly { seq, .. } => *seq,
         }
     }
 }
@@ -192,6 +242,14 @@ fn ip_of(raw: &RawEvent) -> Option<IpAddr> {
         libc::AF_INET6 => Some(IpAddr::V6(Ipv6Addr::from(raw.addr))),
         _ => None,
     }
+}
+
+/// The kernel's `dev_t` (`major << 20 | minor`) in `stat()`'s encoding; 0 stays 0.
+fn user_dev(kernel: u64) -> u64 {
+    if kernel == 0 {
+        return 0;
+    }
+    libc::makedev((kernel >> 20) as u32, (kernel & 0xf_ffff) as u32)
 }
 
 fn path_of(raw: &RawEvent) -> Option<String> {
@@ -272,6 +330,37 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<KernelEvent> {
             pid: raw.pid,
             tgid: raw.tgid,
             code: raw.err,
+        },
+        EV_LSM_DENIED => KernelEvent::LsmDenied {
+            sandbox: raw.sandbox,
+            seq: raw.seq,
+            pid: raw.pid,
+            tgid: raw.tgid,
+            ppid: raw.ppid,
+            comm,
+            hook: LsmHook::from_raw(raw.hook),
+            reason: LsmReason::from_raw(raw.reason),
+            path: path_of(&raw),
+            path_truncated: raw.flags & EVF_PATH_TRUNC != 0,
+            dev: user_dev(raw.dev),
+            ino: raw.ino,
+            addr: ip_of(&raw).map(|ip| (ip, raw.port)),
+            target_pid: (raw.flags & EVF_HAS_TARGET != 0).then_some(raw.target_pid),
+            detail: raw.detail,
+            enforced: raw.flags & EVF_ENFORCED != 0,
+            killed: raw.flags & EVF_KILLED != 0,
+        },
+        EV_LSM_ANOMALY => KernelEvent::LsmAnomaly {
+            sandbox: raw.sandbox,
+            seq: raw.seq,
+            pid: raw.pid,
+            tgid: raw.tgid,
+            comm,
+            hook: LsmHook::from_raw(raw.hook),
+            addr: ip_of(&raw).map(|ip| (ip, raw.port)),
+            lsm_allowed: raw.reason & ANOMALY_LSM_ALLOWED != 0,
+            cgroup_allowed: raw.reason & ANOMALY_CGROUP_ALLOWED != 0,
+            cgroup_sandbox: raw.detail,
         },
         _ => return None,
     };
@@ -440,6 +529,38 @@ mod tests {
                 assert_eq!(syscall_name(syscall), Some("openat"));
                 assert_eq!(errno, libc::EACCES);
                 assert_eq!(path.as_deref(), Some("/etc/shadow"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn decodes_an_lsm_denial() {
+        let mut raw = zeroed();
+        raw.kind = EV_LSM_DENIED;
+        raw.sandbox = 4;
+        raw.seq = 9;
+        raw.hook = 1;
+        raw.reason = 2;
+        raw.flags = EVF_HAS_PATH | EVF_ENFORCED;
+        raw.path[..10].copy_from_slice(b"/h/.ssh/id");
+        raw.dev = (8 << 20) | 1;
+        raw.ino = 42;
+        match decode(&raw_bytes(&raw)).expect("decodes") {
+            KernelEvent::LsmDenied {
+                sandbox: 4,
+                seq: 9,
+                hook: LsmHook::FileOpen,
+                reason: LsmReason::DenyTree,
+                path: Some(path),
+                dev,
+                ino: 42,
+                enforced: true,
+                killed: false,
+                ..
+            } => {
+                assert_eq!(path, "/h/.ssh/id");
+                assert_eq!(dev, libc::makedev(8, 1));
             }
             other => panic!("unexpected {other:?}"),
         }

@@ -18,6 +18,12 @@ pub(crate) const EV_SYSCALL_DENIED: u32 = 2;
 pub(crate) const EV_EXEC: u32 = 3;
 pub(crate) const EV_FORK: u32 = 4;
 pub(crate) const EV_EXIT: u32 = 5;
+pub(crate) const EV_LSM_DENIED: u32 = 6;
+pub(crate) const EV_LSM_ANOMALY: u32 = 7;
+
+/// `EV_LSM_ANOMALY` reason bits (lsm.bpf.h).
+pub(crate) const ANOMALY_LSM_ALLOWED: u8 = 0x01;
+pub(crate) const ANOMALY_CGROUP_ALLOWED: u8 = 0x02;
 
 pub(crate) const EVF_KILLED: u8 = 0x01;
 pub(crate) const EVF_ENFORCED: u8 = 0x02;
@@ -57,7 +63,9 @@ pub(crate) struct RawEvent {
     pub target_pid: i32,
     pub child: u32,
     pub path: [u8; EVENT_PATH_MAX],
-    pub _tail: [u8; 4],
+    pub detail: u32,
+    pub dev: u64,
+    pub ino: u64,
 }
 
 impl RawEvent {
@@ -147,6 +155,49 @@ pub(crate) struct Net6Key {
     pub addr: [u8; 16],
 }
 
+/// `CHILD_NAME_MAX` in lsm.bpf.h.
+pub(crate) const CHILD_NAME_MAX: usize = 64;
+/// `NAME_RULE_MAX` in lsm.bpf.h.
+pub(crate) const NAME_RULE_MAX: usize = 248;
+
+/// `struct lsm_config`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct LsmConfig {
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// `struct lsm_inode_key`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct LsmInodeKey {
+    pub sandbox: u32,
+    pub _pad: u32,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+/// `struct lsm_child_key`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct LsmChildKey {
+    pub sandbox: u32,
+    pub _pad: u32,
+    pub dev: u64,
+    pub ino: u64,
+    pub name: [u8; CHILD_NAME_MAX],
+}
+
+/// `struct lsm_name_key`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct LsmNameKey {
+    pub prefixlen: u32,
+    pub sandbox: u32,
+    pub name: [u8; NAME_RULE_MAX],
+}
+
 /// Marker for the structs above: `#[repr(C)]`, no implicit padding, every bit pattern valid.
 pub(crate) trait Pod: Copy + 'static {}
 impl Pod for SandboxRecord {}
@@ -154,6 +205,10 @@ impl Pod for TaskCtx {}
 impl Pod for NetVerdicts {}
 impl Pod for Net4Key {}
 impl Pod for Net6Key {}
+impl Pod for LsmConfig {}
+impl Pod for LsmInodeKey {}
+impl Pod for LsmChildKey {}
+impl Pod for LsmNameKey {}
 impl Pod for u32 {}
 impl Pod for u64 {}
 impl Pod for i32 {}
@@ -231,7 +286,31 @@ mod tests {
             size_of::<RawEvent>(),
             fields!(RawEvent: kind, sandbox, seq, ts_ns, pid, tgid, ppid, err, syscall, comm,
                 addr, family, port, sock_type, proto, hook, reason, flags, path_len,
-                target_pid, child, path),
+                target_pid, child, path, detail, dev, ino),
+        );
+        check(
+            &btf,
+            "lsm_config",
+            size_of::<LsmConfig>(),
+            fields!(LsmConfig: flags, _pad),
+        );
+        check(
+            &btf,
+            "lsm_inode_key",
+            size_of::<LsmInodeKey>(),
+            fields!(LsmInodeKey: sandbox, _pad, dev, ino),
+        );
+        check(
+            &btf,
+            "lsm_child_key",
+            size_of::<LsmChildKey>(),
+            fields!(LsmChildKey: sandbox, _pad, dev, ino, name),
+        );
+        check(
+            &btf,
+            "lsm_name_key",
+            size_of::<LsmNameKey>(),
+            fields!(LsmNameKey: prefixlen, sandbox, name),
         );
         check(
             &btf,

@@ -5,7 +5,10 @@
 //!   loaded once and pinned under bpffs; [`Sandbox`] is one registered sandbox and
 //!   [`EventStream`] reads its events ([`KernelEvent`]).
 //! - [`probe`]: doctor's per-program-type load checks.
-//! - [`FileOpenGuard`]: BPF LSM `file_open` inode deny (kernels with BPF LSM).
+//! - [`LsmRules`]: a sandbox's BPF LSM rules (deny globs at access time, metadata, exec,
+//!   network, signal/ptrace scope, kernel operations), enforced by LSM programs the runtime
+//!   attaches where BPF LSM loads ([`Runtime::lsm_error`] says why not elsewhere).
+//! - [`FileOpenGuard`]: BPF LSM `file_open` inode deny (kernels with BPF LSM), system-wide.
 //!
 //! Every loader opens the same object and turns autoload off for every program it does not
 //! need, so one object serves kernels with and without BPF LSM. All loading goes through
@@ -22,12 +25,17 @@ use libbpf_rs::{Link, MapCore, MapFlags, Object, ObjectBuilder, PrintLevel};
 
 mod events;
 mod layout;
+mod lsm;
 mod rules;
 mod runtime;
 
 pub use events::{syscall_name, EventStream, KernelEvent, NetHook, NetVerdictReason};
 /// Re-exported so callers build [`NetRule`]s with the same `IpNet` type.
 pub use ipnet;
+pub use lsm::{
+    ChildName, InodeId, LsmHook, LsmReason, LsmRules, NamePattern, CHILD_NAME_LEN_MAX,
+    NAME_PATTERN_LEN_MAX,
+};
 pub use rules::{default_deny_rules, verdict, NetRule, NetRules, PortRange, TooManyRanges};
 pub use runtime::{
     Counters, LoadState, Runtime, Sandbox, SandboxConfig, DEFAULT_PIN_ROOT,
@@ -382,7 +390,8 @@ mod tests {
             .iter()
             .map(|kind| kind.probe_program())
             .chain(runtime_program_names())
-            .chain([FILE_OPEN_PROGRAM])
+            .chain(lsm::LSM_PROGRAMS)
+            .chain([lsm::LSM_TASK_ALLOC, FILE_OPEN_PROGRAM])
             .collect();
         expected.sort();
         assert_eq!(names, expected);

@@ -21,8 +21,9 @@ use sha2::{Digest, Sha256};
 
 use crate::events::EventStream;
 use crate::layout::*;
+use crate::lsm::{self, LsmRules, LSM_PROGRAMS, LSM_TASK_ALLOC};
 use crate::rules::{compile, NetRules};
-use crate::{run_libbpf, Error, OBJECT, OBJECT_NAME};
+use crate::{probe, run_libbpf, Error, ProgramKind, OBJECT, OBJECT_NAME};
 
 /// Where agentbox pins its programs and maps unless told otherwise.
 pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/agentbox";
@@ -74,7 +75,11 @@ const MAP_NET4: &str = "net4_rules";
 const MAP_NET6: &str = "net6_rules";
 const MAP_VIOLATIONS: &str = "violations";
 const MAP_TRACE: &str = "trace";
-pub(crate) const RUNTIME_MAPS: [&str; 7] = [
+const MAP_LSM_SANDBOXES: &str = "lsm_sandboxes";
+const MAP_LSM_INODES: &str = "lsm_inodes";
+const MAP_LSM_CHILDREN: &str = "lsm_children";
+const MAP_LSM_NAMES: &str = "lsm_names";
+pub(crate) const RUNTIME_MAPS: [&str; 11] = [
     MAP_SANDBOXES,
     MAP_CGROUP_SANDBOX,
     MAP_TASK_SANDBOX,
@@ -82,7 +87,16 @@ pub(crate) const RUNTIME_MAPS: [&str; 7] = [
     MAP_NET6,
     MAP_VIOLATIONS,
     MAP_TRACE,
+    MAP_LSM_SANDBOXES,
+    MAP_LSM_INODES,
+    MAP_LSM_CHILDREN,
+    MAP_LSM_NAMES,
 ];
+
+/// Every LSM program, in attach order (identity inheritance first).
+fn lsm_program_names() -> impl Iterator<Item = &'static str> {
+    std::iter::once(LSM_TASK_ALLOC).chain(LSM_PROGRAMS)
+}
 
 /// Default size of a sandbox's violations ring (never throttled).
 pub const DEFAULT_VIOLATIONS_RING_BYTES: u32 = 8 << 20;
@@ -117,6 +131,14 @@ struct Shared {
     net6: MapHandle,
     violations: MapHandle,
     trace: MapHandle,
+    lsm_sandboxes: MapHandle,
+    lsm_inodes: MapHandle,
+    lsm_children: MapHandle,
+    lsm_names: MapHandle,
+    /// Why the LSM programs are not attached; `None` when they are.
+    lsm_error: Option<String>,
+    /// The pinned LSM links, held like the observer links.
+    _lsm_links: Vec<Link>,
     cgroup_programs: Vec<(ProgramHandle, libbpf_rs::libbpf_sys::bpf_attach_type)>,
     /// The pinned observer links, held open so that unpinning this version (a newer agentbox
     /// replacing it) does not detach the observers of sandboxes this process runs.
@@ -166,7 +188,7 @@ impl Runtime {
         }
 
         if dir.exists() {
-            match Shared::open_pinned(&dir, &version) {
+            match Shared::open_pinned(&dir, &version, None) {
                 Ok(shared) if old_version.is_none() => {
                     return Ok((
                         Runtime {
@@ -199,10 +221,13 @@ impl Runtime {
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
         let staging = pin_root.join(format!("{STAGING_PREFIX}{}-{nanos}", std::process::id()));
-        if let Err(err) = load_and_pin(&staging) {
-            let _ = remove_pins(&staging);
-            return Err(err);
-        }
+        let lsm_error = match load_and_pin(&staging) {
+            Ok(lsm_error) => lsm_error,
+            Err(err) => {
+                let _ = remove_pins(&staging);
+                return Err(err);
+            }
+        };
         fs::rename(&staging, &dir).map_err(|source| {
             let _ = remove_pins(&staging);
             Error::Pin {
@@ -210,7 +235,7 @@ impl Runtime {
                 source,
             }
         })?;
-        let shared = Shared::open_pinned(&dir, &version)?;
+        let shared = Shared::open_pinned(&dir, &version, lsm_error)?;
         let state = match old_version {
             Some(old_version) => LoadState::Replaced { old_version },
             None => LoadState::Cold,
@@ -233,6 +258,12 @@ impl Runtime {
         &self.shared.dir
     }
 
+    /// Why the BPF LSM programs are not attached (the kernel refused BPF LSM, or they failed
+    /// to load); `None` when they are and [`SandboxConfig::lsm`] rules are enforced.
+    pub fn lsm_error(&self) -> Option<&str> {
+        self.shared.lsm_error.as_deref()
+    }
+
     /// Enters a sandbox into the maps and attaches the cgroup programs to its cgroup. The
     /// rules are in force from the moment this returns; move the agent into the cgroup and
     /// seed it ([`Sandbox::seed_task`]) afterwards.
@@ -247,6 +278,15 @@ impl Runtime {
             )));
         }
         let compiled = compile(&cfg.net)?;
+        let lsm_entries = match (&cfg.lsm, &self.shared.lsm_error) {
+            (None, _) => None,
+            (Some(_), Some(reason)) => {
+                return Err(Error::Config(format!(
+                    "BPF LSM rules were given, but the LSM programs are not attached: {reason}"
+                )))
+            }
+            (Some(rules), None) => Some(lsm::compile(cfg.id, rules)?),
+        };
         let cgroup = File::open(&cfg.cgroup_dir).map_err(|source| Error::Cgroup {
             path: cfg.cgroup_dir.clone(),
             source,
@@ -299,6 +339,10 @@ impl Runtime {
             record: false,
             cgroup_entry: false,
             rings: None,
+            lsm_inode_keys: Vec::new(),
+            lsm_child_keys: Vec::new(),
+            lsm_name_keys: Vec::new(),
+            lsm_config: false,
         };
         run_libbpf(&step("sandbox record"), || {
             shared
@@ -349,6 +393,40 @@ impl Runtime {
                     .update(bytes_of(&key), bytes_of(verdicts), MapFlags::ANY)
             })?;
             sandbox.v6_keys.push(key);
+        }
+
+        if let Some(entries) = &lsm_entries {
+            for (key, flags) in &entries.inodes {
+                run_libbpf(&step("LSM inode rule"), || {
+                    shared
+                        .lsm_inodes
+                        .update(bytes_of(key), bytes_of(flags), MapFlags::ANY)
+                })?;
+                sandbox.lsm_inode_keys.push(*key);
+            }
+            for (key, flags) in &entries.children {
+                run_libbpf(&step("LSM name-in-directory rule"), || {
+                    shared
+                        .lsm_children
+                        .update(bytes_of(key), bytes_of(flags), MapFlags::ANY)
+                })?;
+                sandbox.lsm_child_keys.push(*key);
+            }
+            for key in &entries.names {
+                run_libbpf(&step("LSM basename rule"), || {
+                    shared.lsm_names.update(bytes_of(key), &[1], MapFlags::ANY)
+                })?;
+                sandbox.lsm_name_keys.push(*key);
+            }
+            // Last: the programs act on the sandbox once its config exists.
+            run_libbpf(&step("LSM config"), || {
+                shared.lsm_sandboxes.update(
+                    &id.to_ne_bytes(),
+                    bytes_of(&entries.config),
+                    MapFlags::NO_EXIST,
+                )
+            })?;
+            sandbox.lsm_config = true;
         }
 
         run_libbpf(&step("cgroup id"), || {
@@ -404,6 +482,9 @@ pub struct SandboxConfig {
     pub violations_ring_bytes: u32,
     /// Size of the trace ring (a power of two, at least one page).
     pub trace_ring_bytes: u32,
+    /// BPF LSM rules; `None` (the default): the LSM programs leave this sandbox alone. Needs
+    /// [`Runtime::lsm_error`] to be `None`, else registration fails.
+    pub lsm: Option<LsmRules>,
 }
 
 impl SandboxConfig {
@@ -418,6 +499,7 @@ impl SandboxConfig {
             trace_events_per_sec: 1000,
             violations_ring_bytes: DEFAULT_VIOLATIONS_RING_BYTES,
             trace_ring_bytes: DEFAULT_TRACE_RING_BYTES,
+            lsm: None,
         }
     }
 }
@@ -452,6 +534,10 @@ pub struct Sandbox {
     record: bool,
     cgroup_entry: bool,
     rings: Option<(MapHandle, MapHandle)>,
+    lsm_inode_keys: Vec<LsmInodeKey>,
+    lsm_child_keys: Vec<LsmChildKey>,
+    lsm_name_keys: Vec<LsmNameKey>,
+    lsm_config: bool,
 }
 
 impl Sandbox {
@@ -540,6 +626,18 @@ impl Drop for Sandbox {
         self.links.clear();
         let shared = &self.shared;
         let id = self.id.to_ne_bytes();
+        if self.lsm_config {
+            let _ = shared.lsm_sandboxes.delete(&id);
+        }
+        for key in &self.lsm_inode_keys {
+            let _ = shared.lsm_inodes.delete(bytes_of(key));
+        }
+        for key in &self.lsm_child_keys {
+            let _ = shared.lsm_children.delete(bytes_of(key));
+        }
+        for key in &self.lsm_name_keys {
+            let _ = shared.lsm_names.delete(bytes_of(key));
+        }
         if self.cgroup_entry {
             let _ = shared.cgroup_sandbox.delete(&self.cgroup_id.to_ne_bytes());
         }
@@ -560,7 +658,8 @@ impl Drop for Sandbox {
 }
 
 impl Shared {
-    fn open_pinned(dir: &Path, version: &str) -> Result<Shared, Error> {
+    /// `lsm_error`: why the loader did not attach the LSM programs, when it just ran.
+    fn open_pinned(dir: &Path, version: &str, lsm_error: Option<String>) -> Result<Shared, Error> {
         let map = |name: &str| {
             let path = dir.join("maps").join(name);
             run_libbpf(&format!("opening pinned map {}", path.display()), || {
@@ -584,6 +683,37 @@ impl Shared {
                 || Link::open(&path),
             )?);
         }
+        let lsm_paths: Vec<PathBuf> = lsm_program_names()
+            .map(|name| dir.join("links").join(name))
+            .collect();
+        let pinned = lsm_paths.iter().filter(|path| path.exists()).count();
+        let mut lsm_links = Vec::new();
+        let lsm_error = if pinned == lsm_paths.len() {
+            for path in &lsm_paths {
+                lsm_links.push(run_libbpf(
+                    &format!("opening pinned link {}", path.display()),
+                    || Link::open(path),
+                )?);
+            }
+            None
+        } else if pinned > 0 {
+            return Err(Error::Pin {
+                path: dir.join("links"),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "some LSM links are pinned, others are missing",
+                ),
+            });
+        } else {
+            Some(lsm_error.unwrap_or_else(|| match probe(ProgramKind::Lsm) {
+                Err(err) => err.to_string(),
+                Ok(()) => format!(
+                    "BPF LSM loads here, but {} was pinned without the LSM programs \
+                     (they failed to load then); remove it to retry",
+                    dir.display()
+                ),
+            }))
+        };
         Ok(Shared {
             version: version.to_owned(),
             dir: dir.to_path_buf(),
@@ -594,26 +724,29 @@ impl Shared {
             net6: map(MAP_NET6)?,
             violations: map(MAP_VIOLATIONS)?,
             trace: map(MAP_TRACE)?,
+            lsm_sandboxes: map(MAP_LSM_SANDBOXES)?,
+            lsm_inodes: map(MAP_LSM_INODES)?,
+            lsm_children: map(MAP_LSM_CHILDREN)?,
+            lsm_names: map(MAP_LSM_NAMES)?,
+            lsm_error,
+            _lsm_links: lsm_links,
             cgroup_programs,
             _observer_links: observer_links,
         })
     }
 }
 
-/// Loads the runtime programs, attaches the observers and pins everything under `staging`.
-fn load_and_pin(staging: &Path) -> Result<(), Error> {
-    for sub in ["", "maps", "progs", "links"] {
-        let path = staging.join(sub);
-        fs::create_dir_all(&path).map_err(|source| Error::Pin { path, source })?;
-    }
-    let mut object = run_libbpf("loading the sandbox programs", || {
+/// Loads the sandbox programs (with the LSM programs where BPF LSM loads).
+fn load_runtime_object(with_lsm: bool) -> Result<libbpf_rs::Object, Error> {
+    run_libbpf("loading the sandbox programs", || {
         let mut builder = ObjectBuilder::default();
         builder.name(OBJECT_NAME)?;
         let mut open = builder.open_memory(OBJECT)?;
         for mut program in open.progs_mut() {
             let name = program.name().to_string_lossy().into_owned();
             let wanted = CGROUP_PROGRAMS.iter().any(|(p, _)| *p == name)
-                || TRACE_PROGRAMS.contains(&name.as_str());
+                || TRACE_PROGRAMS.contains(&name.as_str())
+                || (with_lsm && lsm_program_names().any(|p| p == name));
             program.set_autoload(wanted);
         }
         for mut map in open.maps_mut() {
@@ -623,7 +756,28 @@ fn load_and_pin(staging: &Path) -> Result<(), Error> {
             }
         }
         open.load()
-    })?;
+    })
+}
+
+/// Loads the runtime programs, attaches the observers (and the LSM programs where BPF LSM
+/// loads) and pins everything under `staging`. Returns why the LSM programs are not
+/// attached, if they are not: the rest of the runtime works without them.
+fn load_and_pin(staging: &Path) -> Result<Option<String>, Error> {
+    for sub in ["", "maps", "progs", "links"] {
+        let path = staging.join(sub);
+        fs::create_dir_all(&path).map_err(|source| Error::Pin { path, source })?;
+    }
+    let (mut object, lsm_error) = match probe(ProgramKind::Lsm) {
+        Err(err) => (load_runtime_object(false)?, Some(err.to_string())),
+        Ok(()) => match load_runtime_object(true) {
+            Ok(object) => (object, None),
+            // A verifier refusal of an LSM program must not take the network layer down.
+            Err(err) => (
+                load_runtime_object(false)?,
+                Some(format!("the LSM programs failed to load: {err}")),
+            ),
+        },
+    };
     for mut map in object.maps_mut() {
         let name = map.name().to_string_lossy().into_owned();
         if RUNTIME_MAPS.contains(&name.as_str()) {
@@ -652,7 +806,22 @@ fn load_and_pin(staging: &Path) -> Result<(), Error> {
         let path = staging.join("links").join(name);
         run_libbpf(&format!("pinning link {name}"), || link.pin(&path))?;
     }
-    Ok(())
+    if lsm_error.is_none() {
+        for name in lsm_program_names() {
+            let program = object
+                .progs_mut()
+                .find(|program| program.name() == name)
+                .ok_or_else(|| Error::Bpf {
+                    step: format!("attaching {name}"),
+                    errno: None,
+                    message: "program is not in the object".into(),
+                })?;
+            let mut link = run_libbpf(&format!("attaching {name}"), || program.attach_lsm())?;
+            let path = staging.join("links").join(name);
+            run_libbpf(&format!("pinning link {name}"), || link.pin(&path))?;
+        }
+    }
+    Ok(lsm_error)
 }
 
 fn create_ring(name: &str, bytes: u32) -> Result<MapHandle, Error> {

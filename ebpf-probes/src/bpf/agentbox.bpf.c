@@ -10,6 +10,7 @@
  * common.bpf.h: event layout, sandbox record, task identity, ring buffers.
  * net.bpf.h: cgroup-BPF network enforcement (per sandbox cgroup).
  * observe.bpf.h: global tracepoint observers (identity inheritance, denial labels, kill).
+ * lsm.bpf.h: BPF LSM programs (deny globs, metadata, exec, network, scope, kernel ops).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -20,6 +21,7 @@
 #include "common.bpf.h"
 #include "net.bpf.h"
 #include "observe.bpf.h"
+#include "lsm.bpf.h"
 
 /* Upper bound of entries per deny table; the Rust side reports E2BIG past it. */
 #define DENY_TABLE_MAX 4096

@@ -25,6 +25,8 @@
 #define EV_EXEC 3
 #define EV_FORK 4
 #define EV_EXIT 5
+#define EV_LSM_DENIED 6  /* a BPF LSM program refused (or would refuse) an operation */
+#define EV_LSM_ANOMALY 7 /* the LSM and cgroup layers judged one operation differently */
 
 /* Network hooks (`RawEvent::hook`). */
 #define HOOK_CONNECT 1
@@ -73,6 +75,9 @@ struct ab_event {
 	__s32 target_pid; /* kill/tkill/tgkill target */
 	__u32 child;	/* fork: the child's thread id */
 	char path[EVENT_PATH_MAX];
+	__u32 detail;	/* LSM: hook-specific value (flags, prot, signal, cmd, ...) */
+	__u64 dev;	/* LSM: kernel dev_t of the object's superblock, 0 when none */
+	__u64 ino;	/* LSM: the object's inode number, 0 when none */
 };
 
 /* Only puts `struct ab_event` into the object's BTF, for the layout test and the skeleton;
@@ -118,7 +123,7 @@ struct sandbox_record {
 };
 
 /* Task flags (`task_ctx::flags`). */
-#define TF_NET_EVENT_PENDING 0x01 /* a cgroup program already reported this syscall */
+#define TF_NET_EVENT_PENDING 0x01 /* a cgroup or LSM program already reported this syscall */
 
 #define STASH_ARGS 6
 
