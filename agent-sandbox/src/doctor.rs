@@ -70,7 +70,12 @@ enum Provider {
 fn implemented(p: Provider) -> bool {
     matches!(
         p,
-        Provider::Landlock(_) | Provider::Seccomp | Provider::SeccompNotify
+        Provider::Landlock(_)
+            | Provider::Seccomp
+            | Provider::SeccompNotify
+            | Provider::CgroupBpf
+            | Provider::Tracepoints
+            | Provider::CgroupLimits
     )
 }
 
@@ -233,7 +238,12 @@ pub fn probe() -> Report {
 
     let bpf: Vec<(ProgramKind, Result<(), String>)> = ProgramKind::ALL
         .iter()
-        .map(|&k| (k, ebpf_probes::probe(k).map_err(|e| first_line(&e.to_string()))))
+        .map(|&k| {
+            (
+                k,
+                ebpf_probes::probe(k).map_err(|e| first_line(&e.to_string())),
+            )
+        })
         .collect();
     for (kind, result) in &bpf {
         let hint = if result.is_err() && !privileges.root && !privileges.cap_bpf {

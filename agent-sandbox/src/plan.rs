@@ -8,10 +8,12 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
+use crate::layers::cgroup::CgroupPlan;
 use crate::layers::landlock::LandlockPlan;
+use crate::layers::observe::ObservePlan;
 use crate::layers::seccomp::SeccompProgram;
-use crate::layers::{self, Coverage, Guarantee};
-use crate::policy::{NetRule, Policy};
+use crate::layers::{self, Coverage, Guarantee, Status};
+use crate::policy::{NetRule, Policy, PortRange};
 
 /// Everything the supervisor applies to one sandbox, compiled before fork.
 pub struct Plan {
@@ -20,6 +22,11 @@ pub struct Plan {
     pub landlock: LandlockPlan,
     /// Installed in init, last, after no_new_privs.
     pub seccomp: SeccompProgram,
+    /// The sandbox's cgroups (limits, teardown) and cgroup-BPF network rules: created by the
+    /// supervisor, init moved in before it is released.
+    pub cgroup: CgroupPlan,
+    /// The eBPF observers (denials with paths, process tree).
+    pub observe: ObservePlan,
     /// What all layers deliver on this kernel with these privileges.
     pub coverage: Coverage,
     /// The guarantees this policy needs (see `required_guarantees`).
@@ -76,18 +83,30 @@ impl Plan {
     /// Compiles every layer. `protected` are paths the agent must never write (the audit log,
     /// the profile file), whatever the policy allows.
     pub fn build(policy: Policy, protected: &[PathBuf]) -> anyhow::Result<Plan> {
-        let (landlock, landlock_coverage) =
-            layers::landlock::compile(&policy, protected).context("landlock layer")?;
+        let (cgroup, cgroup_coverage) = layers::cgroup::compile(&policy).context("cgroup layer")?;
+        let (observe, observe_coverage) = layers::observe::compile(&cgroup);
+        let (landlock, landlock_coverage) = if cgroup.enforces_network() {
+            let (plan, coverage) =
+                layers::landlock::compile(&tcp_left_to_cgroup_bpf(&policy), protected)
+                    .context("landlock layer")?;
+            (plan, delegated_tcp_coverage(coverage))
+        } else {
+            layers::landlock::compile(&policy, protected).context("landlock layer")?
+        };
         let (seccomp, seccomp_coverage) =
             layers::seccomp::compile(&policy).context("seccomp layer")?;
         let mut coverage = Coverage::default();
         coverage.extend(landlock_coverage);
         coverage.extend(seccomp_coverage);
+        coverage.extend(cgroup_coverage);
+        coverage.extend(observe_coverage);
         let required = required_guarantees(&policy);
         Ok(Plan {
             policy,
             landlock,
             seccomp,
+            cgroup,
+            observe,
             coverage,
             required,
         })
@@ -142,6 +161,48 @@ impl Plan {
     }
 }
 
+/// The policy Landlock compiles when cgroup-BPF filters the network: TCP connect and bind
+/// left open (not handled), the rest unchanged.
+///
+/// Landlock's TCP rules are ports without addresses, and its hook runs before the cgroup
+/// programs: kept, it would refuse `127.0.0.1:OTHER` under `--allow-net 127.0.0.1:PORT` itself
+/// (as EACCES, without the address rule that decided) and open PORT on every address for
+/// anything it lets through. cgroup-BPF sees every TCP and UDP connect, sendmsg and bind of
+/// the sandbox's cgroup with address and port, so it alone decides, and names the rule.
+fn tcp_left_to_cgroup_bpf(policy: &Policy) -> Policy {
+    let mut landlock_view = policy.clone();
+    landlock_view.network.allow = vec![NetRule {
+        net: None,
+        ports: PortRange::ANY,
+    }];
+    landlock_view.network.deny.clear();
+    landlock_view.network.bind = vec![PortRange::ANY];
+    landlock_view
+}
+
+/// Landlock's network entries, restated for a Landlock that leaves TCP to cgroup-BPF.
+fn delegated_tcp_coverage(landlock: Coverage) -> Coverage {
+    let delegated = [
+        Guarantee::NetTcpConnectPorts,
+        Guarantee::NetTcpBindPorts,
+        Guarantee::NetAddresses,
+    ];
+    let entries = landlock
+        .entries
+        .into_iter()
+        .map(|mut e| {
+            if delegated.contains(&e.guarantee) {
+                e.status = Status::Missing(format!(
+                    "left to {} (filters by address and port)",
+                    layers::cgroup::NET_LAYER
+                ));
+            }
+            e
+        })
+        .collect();
+    Coverage { entries }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,6 +218,32 @@ mod tests {
             syscalls: Default::default(),
             audit: Default::default(),
         }
+    }
+
+    #[test]
+    fn landlock_leaves_tcp_to_cgroup_bpf_when_it_filters_addresses() {
+        let mut p = policy();
+        p.network.allow.push(NetRule {
+            net: Some("127.0.0.1/32".parse().unwrap()),
+            ports: PortRange::single(8080),
+        });
+        p.network.bind.push(PortRange::single(8000));
+        let view = tcp_left_to_cgroup_bpf(&p);
+        assert_eq!(view.network.allow.len(), 1);
+        assert!(view.network.allow[0].is_port_only() && view.network.allow[0].ports.is_any());
+        assert_eq!(view.network.bind, vec![PortRange::ANY]);
+        assert_eq!(view.filesystem, p.filesystem);
+
+        let mut landlock = Coverage::default();
+        landlock.push("landlock", Guarantee::NetTcpConnectPorts, Status::Enforced);
+        landlock.push("landlock", Guarantee::FsAllowList, Status::Enforced);
+        let restated = delegated_tcp_coverage(landlock);
+        assert!(!restated.enforces(Guarantee::NetTcpConnectPorts));
+        assert!(restated.enforces(Guarantee::FsAllowList));
+        assert!(restated
+            .gap(Guarantee::NetTcpConnectPorts)
+            .unwrap()
+            .contains("cgroup-bpf"));
     }
 
     #[test]

@@ -1,4 +1,6 @@
 //! Host tier: real agents under real profiles on the host kernel.
 
 mod ebpf;
+mod net;
+mod observe;
 mod run;

@@ -244,9 +244,10 @@ fn run_network_denied_by_default_allowed_by_flag() {
         );
         assert!(r.stderr.contains("PermissionError"), "{}", r.dump());
 
-        // The default profile's metadata-endpoint deny needs address filtering once a port is
-        // open; without a layer for it here, the run is refused unless best effort.
-        let allow = format!("*:{port}");
+        // Host loopback is denied by default unless an allow entry names it exactly (`*:PORT`
+        // does not). Address rules need address filtering (cgroup-BPF, root); without it the
+        // run is refused unless best effort, and Landlock then opens the port on any address.
+        let allow = format!("127.0.0.1:{port}");
         let r = s.run(
             &["-q", "--allow-net", &allow],
             &[PYTHON, "-c", &connect_script(port)],

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod bpf;
+
 /// uid and gid of `nobody` / `nogroup` on Debian.
 pub const NOBODY: u32 = 65534;
 
@@ -119,6 +121,49 @@ impl RunResult {
     /// The first record of type `t`.
     pub fn record(&self, t: &str) -> Option<&Value> {
         self.records.iter().find(|r| r["type"] == t)
+    }
+
+    /// Every record of type `t`.
+    pub fn records_of(&self, t: &str) -> Vec<&Value> {
+        self.records.iter().filter(|r| r["type"] == t).collect()
+    }
+
+    /// The denial records of one layer.
+    pub fn denials_of(&self, layer: &str) -> Vec<&Value> {
+        self.records
+            .iter()
+            .filter(|r| r["type"] == "denial" && r["layer"] == layer)
+            .collect()
+    }
+
+    /// The run's sandbox id (from the first record).
+    pub fn sandbox_id(&self) -> Option<&str> {
+        self.records.first().and_then(|r| r["sandbox"].as_str())
+    }
+
+    /// Lines `LABEL ok` / `LABEL err ERRNO` printed by a `probe_script`, as label → result.
+    pub fn attempts(&self) -> std::collections::BTreeMap<String, Attempt> {
+        self.stdout
+            .lines()
+            .filter_map(|l| {
+                let mut parts = l.split_whitespace();
+                let label = parts.next()?.to_string();
+                let result = match (parts.next()?, parts.next()) {
+                    ("ok", _) => Attempt::Ok,
+                    ("err", Some(n)) => Attempt::Err(n.parse().ok()?),
+                    _ => return None,
+                };
+                Some((label, result))
+            })
+            .collect()
+    }
+
+    /// The result of attempt `label`; panics with the run's output when it is missing.
+    pub fn attempt(&self, label: &str) -> Attempt {
+        *self
+            .attempts()
+            .get(label)
+            .unwrap_or_else(|| panic!("no attempt {label}: {}", self.dump()))
     }
 
     /// Panics with the whole run output, for assertion messages.
@@ -252,6 +297,13 @@ impl Scenario {
             .spawn()
             .expect("spawn agentbox");
         self.finish(child, &log, Duration::from_secs(60))
+    }
+
+    /// Runs a `probe_script` (Python attempts after `PROBE_PRELUDE`) under agentbox.
+    pub fn run_probe(&self, args: &[&str], body: &str) -> RunResult {
+        let cmd = probe_script(body);
+        let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
+        self.run(args, &cmd)
     }
 
     /// Spawns agentbox without waiting; pair with `finish`.
@@ -424,4 +476,107 @@ pub fn kill(pid: u32, sig: libc::c_int) {
 /// The signal that killed a process, if any.
 pub fn signal_of(status: &ExitStatus) -> Option<i32> {
     status.signal()
+}
+
+/// One attempt of a `probe_script`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    Ok,
+    Err(i32),
+}
+
+/// A Python prelude for agents that try things: `attempt(label, fn)` prints `label ok` or
+/// `label err ERRNO`, and never raises. Append the attempts after it.
+pub const PROBE_PRELUDE: &str = "\
+import errno, os, socket, sys, threading, time
+def attempt(label, fn):
+    try:
+        fn()
+        print(label, 'ok', flush=True)
+    except OSError as e:
+        print(label, 'err', e.errno, flush=True)
+def connect(host, port, family=socket.AF_INET):
+    def go():
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.settimeout(3)
+            s.connect((host, port))
+    return go
+";
+
+/// `/usr/bin/python3 -c PRELUDE+body`, as the command of a run.
+pub fn probe_script(body: &str) -> Vec<String> {
+    vec![
+        "/usr/bin/python3".to_string(),
+        "-c".to_string(),
+        format!("{PROBE_PRELUDE}{body}"),
+    ]
+}
+
+/// A TCP listener on a loopback address that accepts (and counts) connections in a thread
+/// until dropped.
+pub struct TcpServer {
+    pub port: u16,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TcpServer {
+    /// Listens on `ip` (`127.0.0.1`, `127.0.0.2`, `::1`), port chosen by the kernel.
+    pub fn start(ip: &str) -> TcpServer {
+        use std::sync::atomic::{AtomicBool, AtomicUsize};
+        use std::sync::Arc;
+        let ip: std::net::IpAddr = ip.parse().expect("ip");
+        let l = std::net::TcpListener::bind((ip, 0)).expect("bind test server");
+        let port = l.local_addr().expect("local addr").port();
+        l.set_nonblocking(true).expect("nonblocking");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (a, st) = (Arc::clone(&accepted), Arc::clone(&stop));
+        let thread = std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok(_) => {
+                        a.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        TcpServer {
+            port,
+            accepted,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for TcpServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// True when the eBPF layers (cgroup-BPF, observers, cgroups) can run: agentbox as root.
+/// Prints why a test is skipped otherwise.
+pub fn ebpf_tier(test: &str) -> bool {
+    if !is_root() {
+        eprintln!("skipping {test}: the eBPF layers need root");
+        return false;
+    }
+    true
+}
+
+/// Where the sandbox's cgroup2 group lives (`<cgroup2 mount>/agentbox/<sandbox id>`).
+pub fn sandbox_cgroup(sandbox: &str) -> Option<PathBuf> {
+    agent_sandbox::kernel::cgroup2_mount().map(|m| m.join("agentbox").join(sandbox))
 }

@@ -4,8 +4,16 @@ use std::process::Command;
 
 fn doctor(args: &[&str]) -> String {
     let bin = std::env::var("AGENTBOX_BIN").expect("AGENTBOX_BIN is set by the VM's /init");
-    let out = Command::new(bin).arg("doctor").args(args).output().expect("run agentbox doctor");
-    assert!(out.status.success(), "doctor failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(bin)
+        .arg("doctor")
+        .args(args)
+        .output()
+        .expect("run agentbox doctor");
+    assert!(
+        out.status.success(),
+        "doctor failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).expect("utf-8 report")
 }
 
@@ -20,9 +28,19 @@ fn doctor_reports_bpf_lsm_available_in_the_guest() {
         .iter()
         .find(|m| m["area"] == "bpf" && m["name"] == "lsm program")
         .expect("an lsm program row");
-    assert_eq!(lsm["available"], true, "BPF LSM must load in the guest: {lsm}");
-    for kind in ["tracepoint program", "tp_btf program", "cgroup_sock_addr program"] {
+    assert_eq!(
+        lsm["available"], true,
+        "BPF LSM must load in the guest: {lsm}"
+    );
+    for kind in [
+        "tracepoint program",
+        "tp_btf program",
+        "cgroup_sock_addr program",
+    ] {
         let row = mechanisms.iter().find(|m| m["name"] == kind).expect(kind);
-        assert_eq!(row["available"], true, "{kind} must load in the guest: {row}");
+        assert_eq!(
+            row["available"], true,
+            "{kind} must load in the guest: {row}"
+        );
     }
 }

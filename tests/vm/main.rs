@@ -3,6 +3,13 @@
 
 mod doctor;
 mod lsm;
+mod lsm_exec;
+mod lsm_files;
+mod lsm_kernel;
+mod lsm_metadata;
+mod lsm_net;
+mod lsm_scope;
+mod lsm_support;
 mod smoke;
 
 // The host-tier eBPF tests run in the guest too: the same CO-RE object on 6.1.

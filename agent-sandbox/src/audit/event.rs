@@ -33,6 +33,9 @@ pub enum Event {
     },
     /// Two layers disagreed about one operation.
     Anomaly { detail: String },
+    /// A process of the sandbox started a program, forked (or made a thread) or ended, as the
+    /// kernel observers saw it. Pids are in agentbox's pid namespace.
+    Process(ProcessEvent),
     /// The agent's first process ended; the sandbox is torn down.
     Exit {
         /// Exit code, when it exited.
@@ -43,6 +46,40 @@ pub enum Event {
         denials: u64,
         duration_ms: u64,
     },
+}
+
+/// One process lifecycle record (`type: process`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessEvent {
+    pub kind: ProcessKind,
+    /// exec, exit: the process; fork: the new process (or thread id, with `thread`).
+    pub pid: i32,
+    /// exec: the parent process; fork: the forking thread.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub ppid: Option<i32>,
+    /// exec: the file name passed to execve; fork, exit: unset.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub exe: Option<String>,
+    /// The kernel's short task name (`comm`) when known.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub comm: Option<String>,
+    /// fork: a new thread (CLONE_THREAD) rather than a new process.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub thread: bool,
+    /// exit: the exit code, when the process exited.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub code: Option<i32>,
+    /// exit: the signal that killed it, when one did.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub signal: Option<i32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProcessKind {
+    Exec,
+    Fork,
+    Exit,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -191,7 +191,7 @@ impl AuditLog {
                 duration_ms,
                 ..
             } => self.exit = Some((*code, *signal, *duration_ms)),
-            Event::Launch { .. } | Event::Anomaly { .. } => {}
+            Event::Launch { .. } | Event::Anomaly { .. } | Event::Process(_) => {}
         }
     }
 

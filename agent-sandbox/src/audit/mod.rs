@@ -16,7 +16,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
-pub use event::{Action, Denial, Event, GuaranteeState, Object, Record, SCHEMA_VERSION};
+pub use event::{
+    Action, Denial, Event, GuaranteeState, Object, ProcessEvent, ProcessKind, Record,
+    SCHEMA_VERSION,
+};
 pub use log::AuditLog;
 pub use terminal::{denial_line, describe, sanitize, TerminalSink};
 pub use verify::{verify, verify_with_head, VerifyError, VerifyReport};

@@ -50,7 +50,7 @@ fn live_line(rec: &Record, colour: bool) -> Option<String> {
     match &rec.event {
         Event::Denial(d) => Some(denial_line(d, colour)),
         Event::Loss { .. } | Event::Anomaly { .. } => Some(describe(rec, colour)),
-        Event::Launch { .. } | Event::Exit { .. } => None,
+        Event::Launch { .. } | Event::Exit { .. } | Event::Process(_) => None,
     }
 }
 
@@ -93,6 +93,22 @@ pub fn describe(rec: &Record, colour: bool) -> String {
         ),
         Event::Anomaly { detail } => {
             paint(colour, YELLOW, &format!("anomaly: {}", sanitize(detail)))
+        }
+        Event::Process(p) => {
+            let mut s = format!("{} pid {}", serde_plain(&p.kind), p.pid);
+            if let Some(ppid) = p.ppid {
+                s.push_str(&format!(" ppid {ppid}"));
+            }
+            if p.thread {
+                s.push_str(" (thread)");
+            }
+            if let Some(exe) = p.exe.as_ref().or(p.comm.as_ref()) {
+                s.push_str(&format!(" {}", sanitize(exe)));
+            }
+            if p.code.is_some() || p.signal.is_some() {
+                s.push_str(&format!(": {}", exit_status(p.code, p.signal)));
+            }
+            s
         }
         Event::Exit {
             code,

@@ -108,6 +108,14 @@ fn errno_text(errno: i32) -> String {
 }
 
 pub fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
+    // `AGENTBOX_LOG=debug` (an env-filter): diagnostics on stderr, e.g. whether the eBPF
+    // programs were loaded now (cold) or reopened from their pins (warm).
+    if let Some(filter) = std::env::var_os("AGENTBOX_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter.to_string_lossy()))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let mut opts = LoadOptions::from_env()?;
     if let Some(ws) = &args.workspace {
         opts.workspace = absolute(ws)?;

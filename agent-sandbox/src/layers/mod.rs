@@ -4,7 +4,10 @@
 //! (which guarantees it provides on this kernel with these privileges, and why not) and hands
 //! the supervisor an artifact to apply. Adding a layer touches its module and `plan.rs`.
 
+pub mod cgroup;
 pub mod landlock;
+pub mod lsm;
+pub mod observe;
 pub mod seccomp;
 
 use serde::{Deserialize, Serialize};
