@@ -32,7 +32,8 @@
 //!     there is no pid namespace, fork the agent, and run the init loop (init.rs).
 //!
 //! Agent, in order: close the fds only init needs, reset signal dispositions and mask, tell
-//! the supervisor its pid (message credentials), execve; on failure report errno and exit
+//! the supervisor its pid (message credentials), wait until the supervisor has logged the
+//! Launch record, execve; on failure report errno and exit
 //! 127 (not found) or 126 (cannot execute).
 
 use std::os::fd::{AsRawFd, RawFd};
@@ -261,6 +262,13 @@ fn run_agent(ctl: RawFd, close: &[RawFd], exec: &ExecSpec) -> ! {
     }
     if let Err(e) = proto::send(ctl, proto::TAG_STARTED, 0, 0) {
         fail(ctl, Step::Exec, e);
+    }
+    // The supervisor answers once the Launch record is in the log: no agent code runs before
+    // the log says what confines it (a SIGKILLed supervisor never leaves an empty log behind
+    // a process that already ran).
+    if proto::recv_tag(ctl) != Some(proto::TAG_GO) {
+        // SAFETY: see `fail`; the supervisor is gone, nobody to report to.
+        unsafe { libc::_exit(SETUP_FAILED) }
     }
     let errno = exec.exec();
     let _ = proto::send(ctl, proto::TAG_EXEC_FAILED, Step::Exec as u8, errno);

@@ -14,11 +14,17 @@
 //!
 //! Without namespaces (an unprivileged user where user namespaces are disabled), init is a
 //! child subreaper in its own session instead: weaker, reported by `Sandbox::isolation`.
+//!
+//! As root, init is also moved into the sandbox's cgroups before it is released
+//! (`layers::cgroup`, docs/cgroups.md): limits, cgroup-BPF network rules, and a final
+//! `cgroup.kill` of anything left. The eBPF event rings are read in the same runtime as the
+//! seccomp notifier and mapped into audit events by `kernel_events`.
 
 mod caps;
 mod child;
 mod command;
 mod init;
+pub mod kernel_events;
 pub mod notify;
 mod proto;
 mod signals;
@@ -37,8 +43,10 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
 use crate::audit::{AuditLog, Event};
+use crate::layers::cgroup::SandboxGroup;
 use crate::plan::Plan;
 use crate::policy::{Policy, Rlimit};
+use kernel_events::Mapper;
 use notify::{Notifier, Readiness};
 
 /// What the caller asks of one launch.
@@ -105,6 +113,16 @@ pub struct Sandbox {
     started: Instant,
     isolation: Isolation,
     saved_mask: libc::sigset_t,
+    /// The sandbox's cgroups and eBPF registration (root only); torn down after the agent.
+    group: Option<SandboxGroup>,
+    /// Kernel events of this sandbox and their mapping into audit events.
+    kernel: Option<KernelEvents>,
+}
+
+/// The eBPF event rings of one sandbox, read next to the seccomp notifier.
+struct KernelEvents {
+    stream: ebpf_probes::EventStream,
+    mapper: Mapper,
 }
 
 /// Kills and reaps init; used on every error path after clone.
@@ -177,9 +195,13 @@ fn ensure_single_threaded() -> anyhow::Result<()> {
 }
 
 /// rlimits to set: the policy's own, plus the weak fallbacks for the pids and memory caps
-/// until the cgroup layer lands (RLIMIT_NPROC counts every process of the user, system-wide,
+/// where no cgroup holds them (RLIMIT_NPROC counts every process of the user, system-wide,
 /// and does not bind root; RLIMIT_AS bounds address space, not resident memory).
-fn rlimits(policy: &Policy) -> Vec<(libc::__rlimit_resource_t, u64)> {
+fn rlimits(
+    policy: &Policy,
+    cgroup_pids: bool,
+    cgroup_memory: bool,
+) -> Vec<(libc::__rlimit_resource_t, u64)> {
     let mut out: Vec<(libc::__rlimit_resource_t, u64)> = policy
         .process
         .rlimits
@@ -205,8 +227,12 @@ fn rlimits(policy: &Policy) -> Vec<(libc::__rlimit_resource_t, u64)> {
             }
         }
     };
-    fallback(libc::RLIMIT_NPROC, policy.process.max_processes);
-    fallback(libc::RLIMIT_AS, policy.process.memory_max);
+    if !cgroup_pids {
+        fallback(libc::RLIMIT_NPROC, policy.process.max_processes);
+    }
+    if !cgroup_memory {
+        fallback(libc::RLIMIT_AS, policy.process.memory_max);
+    }
     out
 }
 
@@ -261,7 +287,11 @@ impl Sandbox {
             .unwrap_or_else(|| std::env::vars_os().collect());
         let env = command::build_env(&policy.process, env)?;
         let exec = command::ExecSpec::new(&opts.command, env)?;
-        let limits = rlimits(policy);
+        let limits = rlimits(
+            policy,
+            plan.cgroup.holds("pids"),
+            plan.cgroup.holds("memory"),
+        );
         let cap_plan = caps::CapPlan::from_names(&policy.process.capabilities)?;
         let guarantees = plan.guarantee_states();
 
@@ -275,6 +305,29 @@ impl Sandbox {
         socket::setsockopt(&sup_end, sockopt::PassCred, &true).context("SO_PASSCRED")?;
         let (lifeline_read, lifeline_write) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("lifeline pipe")?;
+
+        // Created before init exists: the network rules are in force before anything enters
+        // the group, and init is moved in (below) before it confines itself and forks.
+        let group = SandboxGroup::create(&plan.cgroup, plan.observe.config(), audit.sandbox())
+            .context("creating the sandbox cgroup")?;
+        let kernel = match &group {
+            Some(g) if plan.observe.enabled => match (g.events()?, g.bpf_id()) {
+                (Some(stream), Some(id)) => Some(KernelEvents {
+                    stream,
+                    mapper: Mapper::new(
+                        id,
+                        std::sync::Arc::clone(seccomp.table()),
+                        plan.cgroup.net_rules().clone(),
+                    ),
+                }),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some((runtime, state)) = plan.cgroup.runtime() {
+            let dir = group.as_ref().and_then(|g| g.dir());
+            tracing::debug!(version = runtime.version(), ?state, ?dir, "eBPF runtime");
+        }
 
         ensure_single_threaded()?;
         // Blocked until the tokio handlers exist (see signals.rs); init inherits the block.
@@ -335,6 +388,11 @@ impl Sandbox {
             {
                 write_id_maps(pid).context("setting up the user namespace")?;
             }
+            if let Some(group) = &group {
+                group
+                    .place(pid)
+                    .context("moving the sandbox init into its cgroup")?;
+            }
             proto::send(sup_end.as_raw_fd(), proto::TAG_GO, 0, 0)
                 .map_err(io::Error::from_raw_os_error)
                 .context("starting init")?;
@@ -388,6 +446,11 @@ impl Sandbox {
             .append(launch)
             .context("writing the Launch event (the agent is stopped: no unaudited runs)")
             .map_err(restore)?;
+        // Only now may the agent exec (child.rs waits for this second go).
+        proto::send(sup_end.as_raw_fd(), proto::TAG_GO, 0, 0)
+            .map_err(io::Error::from_raw_os_error)
+            .context("releasing the agent")
+            .map_err(restore)?;
 
         let init = guard.disarm();
         Ok(Sandbox {
@@ -400,6 +463,8 @@ impl Sandbox {
             started,
             isolation,
             saved_mask,
+            group,
+            kernel,
         })
     }
 
@@ -431,6 +496,8 @@ impl Sandbox {
             mut audit,
             started,
             saved_mask,
+            group,
+            mut kernel,
             ..
         } = self;
         let guard = InitGuard(init);
@@ -441,13 +508,48 @@ impl Sandbox {
         let result = runtime.block_on(async {
             signals::spawn_forwarders(init).context("signal handlers")?;
             signals::set_mask(&saved_mask).context("unblocking signals")?;
-            event_loop(&ctl, notifier, &mut audit).await
+            event_loop(&ctl, notifier, kernel.as_mut(), &mut audit).await
         });
         drop(runtime);
         let (status, exec_error) = result?;
 
         // Init exits right after reporting; without a report, its own status says why.
         let init_status = wait_status(guard.disarm()).ok();
+        // Whatever left init's reach (subreaper mode: a new session) dies with the group.
+        // Only then are the kernel's books closed: no task of the sandbox can add events.
+        if let Some(group) = &group {
+            let left = group.kill_all(std::time::Duration::from_secs(5));
+            match left {
+                Ok(pids) if !pids.is_empty() => {
+                    tracing::debug!(?pids, "killed processes left in the sandbox cgroup")
+                }
+                Ok(_) => {}
+                Err(e) => audit
+                    .append(Event::Anomaly {
+                        detail: format!("sandbox cgroup did not empty: {e:#}"),
+                    })
+                    .map(drop)
+                    .context("audit log")?,
+            }
+            if let Some(k) = kernel.as_mut() {
+                drain_kernel(k, &mut audit)?;
+                if let Some(counters) = group.counters() {
+                    for event in k.mapper.closing_records(&counters, k.stream.undecodable()) {
+                        audit.append(event).context("audit log")?;
+                    }
+                }
+            }
+        }
+        drop(kernel);
+        if let Some(group) = group {
+            if let Err(e) = group.teardown() {
+                audit
+                    .append(Event::Anomaly {
+                        detail: format!("{e:#}"),
+                    })
+                    .context("audit log")?;
+            }
+        }
         let (code, signal) = match (status, init_status) {
             (Some(st), _) => decode_status(st),
             (None, Some(st)) => {
@@ -494,6 +596,7 @@ impl AsRawFd for Watched {
 async fn event_loop(
     ctl: &OwnedFd,
     notifier: Notifier,
+    mut kernel: Option<&mut KernelEvents>,
     audit: &mut AuditLog,
 ) -> anyhow::Result<(Option<i32>, Option<i32>)> {
     nix::fcntl::fcntl(
@@ -509,9 +612,34 @@ async fn event_loop(
     let mut notifier =
         Some(unsafe { AsyncFd::register_with_interest(notifier, Interest::READABLE)? });
     let mut exec_error = None;
+    // SAFETY: the epoll fd is owned by the EventStream, which `kernel` borrows for this whole
+    // function, so the fd outlives `kernel_fd` and is not closed meanwhile.
+    let kernel_fd = match &kernel {
+        Some(k) => Some(unsafe {
+            AsyncFd::register_with_interest(Watched(k.stream.as_raw_fd()), Interest::READABLE)?
+        }),
+        None => None,
+    };
+    // A slow tick drains the rings even if a wakeup was missed (the kernel only signals a
+    // ring whose reader has caught up).
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
 
     loop {
         tokio::select! {
+            guard = async { kernel_fd.as_ref().expect("checked by the branch condition").readable().await },
+                if kernel_fd.is_some() => {
+                let mut guard = guard?;
+                guard.clear_ready();
+                drop(guard);
+                if let Some(k) = kernel.as_deref_mut() {
+                    drain_kernel(k, audit)?;
+                }
+            }
+            _ = tick.tick(), if kernel_fd.is_some() => {
+                if let Some(k) = kernel.as_deref_mut() {
+                    drain_kernel(k, audit)?;
+                }
+            }
             guard = ctl_fd.readable() => {
                 let mut guard = guard?;
                 loop {
@@ -520,12 +648,18 @@ async fn event_loop(
                             proto::TAG_EXEC_FAILED => exec_error = Some(msg.value),
                             proto::TAG_EXITED => {
                                 drain(&mut notifier, audit)?;
+                                if let Some(k) = kernel.as_deref_mut() {
+                                    drain_kernel(k, audit)?;
+                                }
                                 return Ok((Some(msg.value), exec_error));
                             }
                             _ => {}
                         },
                         Ok(None) => {
                             drain(&mut notifier, audit)?;
+                            if let Some(k) = kernel.as_deref_mut() {
+                                drain_kernel(k, audit)?;
+                            }
                             return Ok((None, exec_error));
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -547,6 +681,26 @@ async fn event_loop(
             }
         }
     }
+}
+
+/// Writes every kernel event available now into the audit log.
+fn drain_kernel(kernel: &mut KernelEvents, audit: &mut AuditLog) -> anyhow::Result<()> {
+    let mut events = Vec::new();
+    kernel
+        .stream
+        .drain(|event| events.push(event))
+        .context("reading the kernel event rings")?;
+    // The two rings are read one after the other; the kernel's per-sandbox sequence number
+    // restores the order (an exec before the denial of the program it started).
+    events.sort_by_key(|event| event.seq());
+    for event in events {
+        if let Some(event) = kernel.mapper.map(event) {
+            audit
+                .append(event)
+                .context("audit log write failed; stopping the sandbox")?;
+        }
+    }
+    Ok(())
 }
 
 /// Handles every pending seccomp notification; drops the notifier on hangup (no task left).
