@@ -5,142 +5,23 @@
 //! Every test pins under its own /sys/fs/bpf/agentbox-test-* root and removes it; children
 //! only talk to loopback listeners the test opened itself.
 
-use std::collections::BTreeSet;
 use std::ffi::CString;
 use std::fs;
-use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::path::Path;
+use std::time::{Duration, Instant};
 
+use agentbox_tests::bpf::{
+    assert_gapless, errno_now, errno_of, next_sandbox_id, run_sandboxed, Child, PinRoot,
+    SandboxRun, TempCgroup, TestRuntime,
+};
+use agentbox_tests::is_root;
 use ebpf_probes::{
     default_deny_rules, probe, syscall_name, KernelEvent, LoadState, NetHook, NetRule, NetRules,
     NetVerdictReason, PortRange, ProgramKind, Runtime, Sandbox, SandboxConfig,
 };
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::Pid;
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-/// The first cgroup2 mount in /proc/self/mountinfo (hybrid hosts: /sys/fs/cgroup/unified).
-fn cgroup2_mount() -> PathBuf {
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo").expect("read mountinfo");
-    mountinfo
-        .lines()
-        .find_map(|line| {
-            let (mount, fs) = line.split_once(" - ")?;
-            if fs.split(' ').next()? != "cgroup2" {
-                return None;
-            }
-            mount.split(' ').nth(4).map(unescape_mountinfo)
-        })
-        .expect("a cgroup2 mount (pure v2 or hybrid)")
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape_mountinfo(field: &str) -> PathBuf {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .and_then(|digits| u8::from_str_radix(std::str::from_utf8(digits).ok()?, 8).ok());
-        match (bytes[i], octal) {
-            (b'\\', Some(byte)) => {
-                out.push(byte);
-                i += 4;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    PathBuf::from(String::from_utf8(out).expect("utf-8 mount point"))
-}
-
-/// A fresh cgroup2 directory, removed on drop (also when the test panics).
-struct TempCgroup {
-    path: PathBuf,
-}
-
-impl TempCgroup {
-    fn create() -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("clock after 1970")
-            .subsec_nanos();
-        let name = format!("agentbox-test-ebpf-{}-{nanos}", std::process::id());
-        let path = cgroup2_mount().join(name);
-        fs::create_dir(&path).unwrap_or_else(|err| panic!("mkdir {}: {err}", path.display()));
-        TempCgroup { path }
-    }
-}
-
-impl Drop for TempCgroup {
-    fn drop(&mut self) {
-        // Children in it have been reaped by now, so the group is empty.
-        if let Err(err) = fs::remove_dir(&self.path) {
-            eprintln!("warning: rmdir {}: {err}", self.path.display());
-        }
-    }
-}
-
-/// A pin root of its own under /sys/fs/bpf, removed on drop (after the runtimes using it).
-struct PinRoot {
-    path: PathBuf,
-}
-
-impl PinRoot {
-    fn create(tag: &str) -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("clock after 1970")
-            .subsec_nanos();
-        let path = PathBuf::from(format!(
-            "/sys/fs/bpf/agentbox-test-{tag}-{}-{nanos}",
-            std::process::id()
-        ));
-        PinRoot { path }
-    }
-}
-
-impl Drop for PinRoot {
-    fn drop(&mut self) {
-        if self.path.exists() {
-            if let Err(err) = fs::remove_dir_all(&self.path) {
-                eprintln!("warning: removing {}: {err}", self.path.display());
-            }
-        }
-    }
-}
-
-/// A runtime on a fresh pin root. Field order: the runtime closes before the pins go.
-struct TestRuntime {
-    runtime: Runtime,
-    _root: PinRoot,
-}
-
-fn test_runtime(tag: &str) -> TestRuntime {
-    let root = PinRoot::create(tag);
-    let (runtime, state) = Runtime::open(&root.path).expect("Runtime::open");
-    assert_eq!(state, LoadState::Cold);
-    TestRuntime {
-        runtime,
-        _root: root,
-    }
-}
-
-fn next_sandbox_id() -> u32 {
-    static NEXT: AtomicU32 = AtomicU32::new(1);
-    NEXT.fetch_add(1, Ordering::Relaxed)
-}
 
 fn net(text: &str) -> ebpf_probes::ipnet::IpNet {
     text.parse().expect("network")
@@ -150,113 +31,6 @@ fn listener(addr: &str) -> (TcpListener, u16) {
     let listener = TcpListener::bind(addr).expect("bind listener");
     let port = listener.local_addr().expect("addr").port();
     (listener, port)
-}
-
-fn errno_now() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)
-}
-
-fn pipe() -> (OwnedFd, OwnedFd) {
-    let mut fds = [0; 2];
-    // SAFETY: fds has room for the two descriptors pipe2 writes.
-    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-    // SAFETY: pipe2 succeeded, so both fds are open and owned only here.
-    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
-}
-
-/// A forked child that waits until the parent placed it in the sandbox (cgroup + task tag),
-/// runs its scenario and reports one i32 per step. glibc's fork() resets the malloc locks,
-/// so the scenario may allocate; it must not print.
-struct Child {
-    pid: Pid,
-    go: Option<OwnedFd>,
-    report: OwnedFd,
-}
-
-impl Child {
-    fn spawn(scenario: impl FnOnce() -> Vec<i32>) -> Child {
-        let (go_read, go_write) = pipe();
-        let (report_read, report_write) = pipe();
-        // SAFETY: the child runs the scenario and leaves with _exit, never returning here.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
-        if pid == 0 {
-            drop(go_write);
-            drop(report_read);
-            let mut byte = [0u8; 1];
-            let mut go = fs::File::from(go_read);
-            if go.read_exact(&mut byte).is_err() {
-                // SAFETY: leaving the forked child.
-                unsafe { libc::_exit(2) };
-            }
-            let results = scenario();
-            let bytes: Vec<u8> = results.iter().flat_map(|r| r.to_ne_bytes()).collect();
-            let _ = fs::File::from(report_write).write_all(&bytes);
-            // SAFETY: leaving the forked child without running the parent's destructors.
-            unsafe { libc::_exit(0) };
-        }
-        Child {
-            pid: Pid::from_raw(pid),
-            go: Some(go_write),
-            report: report_read,
-        }
-    }
-
-    /// Moves the child into `cgroup`, tags it for `sandbox` and lets it run.
-    fn release(&mut self, cgroup: &Path, sandbox: &Sandbox) {
-        fs::write(cgroup.join("cgroup.procs"), self.pid.to_string()).expect("join cgroup");
-        // SAFETY: plain syscall; the returned fd is owned below.
-        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, self.pid.as_raw(), 0) };
-        assert!(
-            pidfd >= 0,
-            "pidfd_open: {}",
-            std::io::Error::last_os_error()
-        );
-        // SAFETY: pidfd_open returned a new fd owned by nobody else.
-        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
-        sandbox.seed_task(pidfd.as_fd()).expect("seed task");
-        let go = self.go.take().expect("released once");
-        fs::File::from(go).write_all(b"g").expect("release child");
-    }
-
-    /// Waits for the child; returns its report and exit status.
-    fn finish(self) -> (Vec<i32>, WaitStatus) {
-        let mut bytes = Vec::new();
-        fs::File::from(self.report)
-            .read_to_end(&mut bytes)
-            .expect("read report");
-        let status = waitpid(self.pid, None).expect("waitpid");
-        let results = bytes
-            .chunks_exact(4)
-            .map(|c| i32::from_ne_bytes(c.try_into().expect("4 bytes")))
-            .collect();
-        (results, status)
-    }
-}
-
-/// Runs `scenario` in a child placed in a fresh sandbox; returns the child's results, its
-/// exit status, every event of the sandbox and the sandbox's final counters.
-fn run_sandboxed(
-    runtime: &Runtime,
-    cfg_for: impl FnOnce(u32, &Path) -> SandboxConfig,
-    scenario: impl FnOnce() -> Vec<i32>,
-) -> (
-    Vec<i32>,
-    WaitStatus,
-    Vec<KernelEvent>,
-    ebpf_probes::Counters,
-) {
-    let cgroup = TempCgroup::create();
-    let cfg = cfg_for(next_sandbox_id(), &cgroup.path);
-    let sandbox = runtime.register_sandbox(&cfg).expect("register sandbox");
-    let mut stream = sandbox.events().expect("event stream");
-    let mut child = Child::spawn(scenario);
-    child.release(&cgroup.path, &sandbox);
-    let (results, status) = child.finish();
-    let mut events = Vec::new();
-    stream.drain(|e| events.push(e)).expect("drain");
-    let counters = sandbox.counters();
-    (results, status, events, counters)
 }
 
 fn sockaddr4(ip: Ipv4Addr, port: u16) -> libc::sockaddr_in {
@@ -290,7 +64,7 @@ fn with_socket(domain: i32, kind: i32, proto: i32, op: impl FnOnce(i32) -> i32) 
         return errno_now();
     }
     let ret = op(fd);
-    let result = if ret < 0 { errno_now() } else { 0 };
+    let result = errno_of(ret.into());
     // SAFETY: fd is the socket opened above.
     unsafe { libc::close(fd) };
     result
@@ -365,24 +139,13 @@ fn net_denials(events: &[KernelEvent]) -> Vec<(NetHook, Option<IpAddr>, u16, Net
         })
         .collect()
 }
-
-fn assert_gapless(events: &[KernelEvent], counters: &ebpf_probes::Counters) {
-    let seqs: BTreeSet<u64> = events.iter().map(KernelEvent::seq).collect();
-    assert_eq!(seqs.len(), events.len(), "sequence numbers are unique");
-    assert_eq!(
-        events.len() as u64 + counters.lost_violations + counters.lost_trace,
-        counters.last_seq,
-        "delivered + lost == last seq: {counters:?}"
-    );
-}
-
 #[test]
 fn network_rules_deny_with_events() {
     if !is_root() {
         eprintln!("skipped: needs root to load BPF programs and create cgroups");
         return;
     }
-    let rt = test_runtime("net");
+    let rt = TestRuntime::open("net");
     let (_allowed, allowed) = listener("127.0.0.1:0");
     let (_denied, denied) = listener("127.0.0.1:0");
     let (_allowed6, allowed6) = listener("[::1]:0");
@@ -408,7 +171,13 @@ fn network_rules_deny_with_events() {
         };
         cfg
     };
-    let (results, status, events, counters) = run_sandboxed(&rt.runtime, cfg_for, move || {
+    let SandboxRun {
+        results,
+        status,
+        events,
+        counters,
+        ..
+    } = run_sandboxed(&rt.runtime, cfg_for, move || {
         vec![
             connect_to(v4(allowed)),
             connect_to(v4(denied)),
@@ -484,7 +253,7 @@ fn most_specific_rule_wins_and_sandboxes_run_side_by_side() {
         eprintln!("skipped: needs root to load BPF programs and create cgroups");
         return;
     }
-    let rt = test_runtime("side");
+    let rt = TestRuntime::open("side");
     let (_two, port) = listener("127.0.0.2:0");
     let target = SocketAddr::from((Ipv4Addr::new(127, 0, 0, 2), port));
     let base = |id, cgroup: &Path| {
@@ -495,8 +264,8 @@ fn most_specific_rule_wins_and_sandboxes_run_side_by_side() {
     };
 
     // Two sandboxes registered at once: A denies 127.0.0.2, B allows exactly PORT on it.
-    let cgroup_a = TempCgroup::create();
-    let cgroup_b = TempCgroup::create();
+    let cgroup_a = TempCgroup::create("ebpf");
+    let cgroup_b = TempCgroup::create("ebpf");
     let cfg_a = base(next_sandbox_id(), &cgroup_a.path);
     let mut cfg_b = base(next_sandbox_id(), &cgroup_b.path);
     cfg_b
@@ -515,8 +284,8 @@ fn most_specific_rule_wins_and_sandboxes_run_side_by_side() {
             connect_to(SocketAddr::from((Ipv4Addr::new(127, 0, 0, 2), other_port))),
         ]
     });
-    child_a.release(&cgroup_a.path, &a);
-    child_b.release(&cgroup_b.path, &b);
+    child_a.release(Some(&cgroup_a.path), &a);
+    child_b.release(Some(&cgroup_b.path), &b);
     let (results_a, _) = child_a.finish();
     let (results_b, _) = child_b.finish();
     assert_eq!(
@@ -556,7 +325,10 @@ fn most_specific_rule_wins_and_sandboxes_run_side_by_side() {
     // Dropping A detaches its programs; B keeps its rules.
     drop(a);
     let mut child = Child::spawn(move || vec![connect_to(target)]);
-    child.release(&cgroup_a.path, &b_dummy_guard(&rt.runtime, &cgroup_a.path));
+    child.release(
+        Some(&cgroup_a.path),
+        &b_dummy_guard(&rt.runtime, &cgroup_a.path),
+    );
     let (after, _) = child.finish();
     assert_eq!(
         after,
@@ -662,7 +434,7 @@ fn observers_label_denials_and_follow_descendants() {
         eprintln!("skipped: needs root to load BPF programs and create cgroups");
         return;
     }
-    let rt = test_runtime("obs");
+    let rt = TestRuntime::open("obs");
     let dir = tempfile::tempdir().expect("temp dir");
     let secret = dir.path().join("secret file");
     fs::write(&secret, b"token").expect("write");
@@ -671,7 +443,13 @@ fn observers_label_denials_and_follow_descendants() {
     let other_c = CString::new(other.as_os_str().as_encoded_bytes()).expect("no NUL");
     let (_denied, denied) = listener("127.0.0.1:0");
 
-    let (results, status, events, counters) = run_sandboxed(
+    let SandboxRun {
+        results,
+        status,
+        events,
+        counters,
+        ..
+    } = run_sandboxed(
         &rt.runtime,
         |id, cgroup| SandboxConfig::new(id, cgroup),
         move || {
@@ -796,7 +574,7 @@ fn kill_on_violation_kills_from_the_kernel() {
         eprintln!("skipped: needs root to load BPF programs and create cgroups");
         return;
     }
-    let rt = test_runtime("kill");
+    let rt = TestRuntime::open("kill");
     let (_denied, denied) = listener("127.0.0.1:0");
     let killing = |id, cgroup: &Path| {
         let mut cfg = SandboxConfig::new(id, cgroup);
@@ -805,7 +583,12 @@ fn kill_on_violation_kills_from_the_kernel() {
     };
 
     // Network denial (cgroup program marks the task, sys_exit kills).
-    let (results, status, events, _) = run_sandboxed(&rt.runtime, killing, move || {
+    let SandboxRun {
+        results,
+        status,
+        events,
+        ..
+    } = run_sandboxed(&rt.runtime, killing, move || {
         vec![connect_to(v4(denied)), 42]
     });
     assert!(
@@ -821,7 +604,12 @@ fn kill_on_violation_kills_from_the_kernel() {
     );
 
     // Landlock denial (sys_exit sees -EACCES).
-    let (results, status, events, _) = run_sandboxed(&rt.runtime, killing, || {
+    let SandboxRun {
+        results,
+        status,
+        events,
+        ..
+    } = run_sandboxed(&rt.runtime, killing, || {
         vec![
             landlock_deny_reads(),
             open_read(&CString::new("/etc/passwd").unwrap()),
@@ -844,9 +632,9 @@ fn flood_of_denials_has_no_silent_gap() {
         return;
     }
     const ATTEMPTS: usize = 200_000;
-    let rt = test_runtime("flood");
+    let rt = TestRuntime::open("flood");
     let (_denied, denied) = listener("127.0.0.1:0");
-    let cgroup = TempCgroup::create();
+    let cgroup = TempCgroup::create("ebpf");
     let cfg = SandboxConfig::new(next_sandbox_id(), &cgroup.path);
     let sandbox = rt.runtime.register_sandbox(&cfg).expect("register");
     let mut stream = sandbox.events().expect("stream");
@@ -865,7 +653,7 @@ fn flood_of_denials_has_no_silent_gap() {
         vec![not_denied]
     });
     let started = Instant::now();
-    child.release(&cgroup.path, &sandbox);
+    child.release(Some(&cgroup.path), &sandbox);
     let mut delivered = 0u64;
     let mut last_seq_seen = 0u64;
     let mut ordered = true;
@@ -887,12 +675,9 @@ fn flood_of_denials_has_no_silent_gap() {
     };
     stream.drain(&mut count).expect("final drain");
     let elapsed = started.elapsed();
-    let mut report = Vec::new();
-    fs::File::from(child.report)
-        .read_to_end(&mut report)
-        .expect("report");
+    let report = child.reaped_report();
     assert!(matches!(done, WaitStatus::Exited(_, 0)), "{done:?}");
-    assert_eq!(report, 0i32.to_ne_bytes(), "every connect was denied");
+    assert_eq!(report, [0], "every connect was denied");
     let counters = sandbox.counters();
     eprintln!(
         "flood: {ATTEMPTS} denied connects in {elapsed:?}; delivered {delivered} events \
@@ -929,7 +714,12 @@ fn warm_open_reuses_pins_and_replaces_other_versions() {
 
     // The warm runtime enforces on its own.
     let (_denied, denied) = listener("127.0.0.1:0");
-    let (results, _, events, counters) = run_sandboxed(
+    let SandboxRun {
+        results,
+        events,
+        counters,
+        ..
+    } = run_sandboxed(
         &warm,
         |id, cgroup| SandboxConfig::new(id, cgroup),
         move || vec![connect_to(v4(denied))],
@@ -949,7 +739,7 @@ fn warm_open_reuses_pins_and_replaces_other_versions() {
     );
     assert!(!root.path.join("0123456789abcdef").exists());
     // The running runtime is unaffected by another open.
-    let (results, _, _, _) = run_sandboxed(
+    let SandboxRun { results, .. } = run_sandboxed(
         &replaced,
         |id, cgroup| SandboxConfig::new(id, cgroup),
         move || vec![connect_to(v4(denied))],
@@ -965,14 +755,14 @@ fn registration_rejects_bad_configs() {
         eprintln!("skipped: needs root to load BPF programs and create cgroups");
         return;
     }
-    let rt = test_runtime("cfg");
-    let cgroup = TempCgroup::create();
+    let rt = TestRuntime::open("cfg");
+    let cgroup = TempCgroup::create("ebpf");
     let id = next_sandbox_id();
     let first = rt
         .runtime
         .register_sandbox(&SandboxConfig::new(id, &cgroup.path))
         .expect("register");
-    let other = TempCgroup::create();
+    let other = TempCgroup::create("ebpf");
     let err = rt
         .runtime
         .register_sandbox(&SandboxConfig::new(id, &other.path))

@@ -129,8 +129,8 @@ impl TestRuntime {
     }
 }
 
-/// A sandbox id no other test of this process uses (ids start high, away from the ebpf host
-/// tests' own counter).
+/// A sandbox id no other test of this process uses (the host-tier ebpf tests and the VM
+/// tier's LSM tests share one process in the VM, hence one counter).
 pub fn next_sandbox_id() -> u32 {
     static NEXT: AtomicU32 = AtomicU32::new(1000);
     NEXT.fetch_add(1, Ordering::Relaxed)
@@ -217,16 +217,23 @@ impl Child {
 
     /// Waits for the child; returns its report and exit status.
     pub fn finish(self) -> (Vec<i32>, WaitStatus) {
+        let pid = self.pid;
+        let results = self.reaped_report();
+        let status = waitpid(pid, None).expect("waitpid");
+        (results, status)
+    }
+
+    /// The child's report, for a caller that waited for the child itself (e.g. polling with
+    /// WNOHANG while it runs).
+    pub fn reaped_report(self) -> Vec<i32> {
         let mut bytes = Vec::new();
         fs::File::from(self.report)
             .read_to_end(&mut bytes)
             .expect("read report");
-        let status = waitpid(self.pid, None).expect("waitpid");
-        let results = bytes
+        bytes
             .chunks_exact(4)
             .map(|c| i32::from_ne_bytes(c.try_into().expect("4 bytes")))
-            .collect();
-        (results, status)
+            .collect()
     }
 }
 
