@@ -12,4 +12,5 @@ pub mod layers;
 pub mod plan;
 pub mod policy;
 pub mod profile;
+pub mod selftest;
 pub mod supervisor;

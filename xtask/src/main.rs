@@ -2,8 +2,10 @@
 //!
 //! std + serde_json only, so it compiles in seconds on a fresh machine.
 
+mod bench;
 mod cpio;
 mod demo;
+mod fuzz;
 mod setup;
 mod test;
 mod vm;
@@ -29,12 +31,20 @@ const TASKS: &[(&str, &str)] = &[
         "build the VM-tier tests and run them in a qemu guest with BPF LSM",
     ),
     (
+        "fuzz (TARGET|--all) [--time SECS]",
+        "libFuzzer on the profile parser and the audit-log verifier (stable toolchain)",
+    ),
+    (
         "doctor [ARGS]",
         "build agentbox and run `agentbox doctor ARGS`",
     ),
     (
         "demo",
         "setup, then run examples/agent.py under the default profile in a throwaway HOME",
+    ),
+    (
+        "bench [--quick] [--out FILE]",
+        "agentbox vs bare, bwrap, firejail; regenerates docs/benchmarks.md (root)",
     ),
     ("help", "this list"),
 ];
@@ -48,7 +58,9 @@ fn main() -> ExitCode {
         "test" => test::test(&rest),
         "vm-test" => vm::vm_test_cli(&rest),
         "doctor" => return doctor(&rest),
+        "fuzz" => fuzz::fuzz_cli(&rest),
         "demo" => demo::demo(),
+        "bench" => bench::bench(&rest),
         "help" | "-h" | "--help" => {
             help();
             Ok(())

@@ -32,6 +32,7 @@ pub const VM_KERNEL: &str = "/boot/vmlinuz-6.1.0-50-cloud-amd64";
 pub fn setup() -> Res<()> {
     setup_rustup_components()?;
     setup_debian_packages()?;
+    crate::fuzz::setup_cargo_fuzz()?;
     if !std::path::Path::new(VM_KERNEL).is_file() {
         return Err(format!(
             "{VM_KERNEL} is missing although its package is installed; reinstall it: \

@@ -1,10 +1,10 @@
 //! `cargo xtask test`: the whole chain CI runs, one step after another, stopping at the first
 //! failure. The last line is always `xtask: N passed, M failed` (CI parsers read it).
 
-use crate::{cargo, elapsed, run, setup, vm, Res};
+use crate::{cargo, elapsed, fuzz, run, setup, vm, Res};
 use std::time::Instant;
 
-const STEPS: &[&str] = &["setup", "fmt", "clippy", "test", "vm"];
+const STEPS: &[&str] = &["setup", "fmt", "clippy", "test", "fuzz", "vm"];
 
 pub fn test(args: &[String]) -> Res<()> {
     let mut no_vm = false;
@@ -90,7 +90,12 @@ fn run_step(step: &str) -> Res<()> {
                 "warnings",
             ]))
         }
-        "test" => run(cargo().args(["test", "--workspace"])),
+        // The integration tests run the `agentbox` binary of another package, which `cargo
+        // test` would not rebuild: build it first so no test runs a stale (or missing) binary.
+        "test" => run(cargo().args(["build", "-p", "agent-sandbox", "--bin", "agentbox"]))
+            .and_then(|()| run(cargo().args(["test", "--workspace"]))),
+        // Bounded: each target for 60 s (AGENTBOX_FUZZ_SECS); longer with `cargo xtask fuzz`.
+        "fuzz" => fuzz::test_step(),
         "vm" => vm::vm_test(&vm::Options::default()),
         _ => unreachable!("steps are validated against STEPS"),
     }

@@ -26,6 +26,8 @@ const APPLETS: &[&str] = &[
 /// Where the two binaries live in the guest.
 const GUEST_TESTS: &str = "/bin/agentbox-vm-tests";
 const GUEST_AGENTBOX: &str = "/bin/agentbox";
+/// The adversarial tier (tests/escape), run after the VM tier.
+const GUEST_ESCAPE: &str = "/bin/agentbox-escape-tests";
 /// After the marker (or a panic), how long qemu gets to power off before we kill it.
 const EXIT_GRACE: Duration = Duration::from_secs(15);
 /// The first line /init prints; under KVM it must come within KVM_BOOT_WATCHDOG.
@@ -73,13 +75,21 @@ pub fn vm_test(options: &Options) -> Res<()> {
         return Err(format!("{VM_KERNEL} is missing: run `cargo xtask setup`"));
     }
     let tests = build_vm_tests()?;
+    let escape = build_test_binary("escape")?;
     let agentbox = build_agentbox()?;
     let work = target_dir()?.join("vm");
     std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
     // Per-run names: two engineers may run vm-test on the same checkout at once.
     let initramfs = work.join(format!("initramfs-{}.cpio", std::process::id()));
     let log = work.join(format!("console-{}.log", std::process::id()));
-    let result = build_and_boot(&tests, &agentbox, options, &work, &initramfs, &log);
+    let result = build_and_boot(
+        &[(GUEST_TESTS, &tests), (GUEST_ESCAPE, &escape)],
+        &agentbox,
+        options,
+        &work,
+        &initramfs,
+        &log,
+    );
     let _ = std::fs::remove_file(&initramfs);
     // The latest run's console is always at the same place.
     let latest = work.join("console.log");
@@ -90,7 +100,7 @@ pub fn vm_test(options: &Options) -> Res<()> {
 }
 
 fn build_and_boot(
-    tests: &Path,
+    tests: &[(&str, &Path)],
     agentbox: &Path,
     options: &Options,
     work: &Path,
@@ -127,10 +137,15 @@ fn build_and_boot(
 }
 
 fn build_vm_tests() -> Res<PathBuf> {
+    build_test_binary("vm")
+}
+
+/// Builds one test target of agentbox-tests and returns its executable.
+fn build_test_binary(name: &str) -> Res<PathBuf> {
     let executables = cargo_executables(
-        &["test", "-p", "agentbox-tests", "--test", "vm", "--no-run"],
+        &["test", "-p", "agentbox-tests", "--test", name, "--no-run"],
         |m| {
-            m["target"]["name"] == "vm"
+            m["target"]["name"] == name
                 && m["target"]["kind"]
                     .as_array()
                     .is_some_and(|kinds| kinds.iter().any(|k| k == "test"))
@@ -139,10 +154,15 @@ fn build_vm_tests() -> Res<PathBuf> {
     executables
         .into_iter()
         .next()
-        .ok_or_else(|| "cargo built no `vm` test executable".into())
+        .ok_or_else(|| format!("cargo built no `{name}` test executable"))
 }
 
-fn build_initramfs(tests: &Path, agentbox: &Path, test_args: &[String], out: &Path) -> Res<u64> {
+fn build_initramfs(
+    tests: &[(&str, &Path)],
+    agentbox: &Path,
+    test_args: &[String],
+    out: &Path,
+) -> Res<u64> {
     let mut archive = Archive::new();
     for dir in ["/dev", "/proc", "/sys", "/tmp", "/run", "/root", "/etc"] {
         archive.dir(dir);
@@ -155,9 +175,12 @@ fn build_initramfs(tests: &Path, agentbox: &Path, test_args: &[String], out: &Pa
         archive.symlink(&format!("/bin/{applet}"), "busybox");
     }
     archive.symlink("/usr/bin/env", "/bin/busybox");
-    archive.file(GUEST_TESTS, tests, 0o755);
+    for (guest_path, binary) in tests {
+        archive.file(guest_path, binary, 0o755);
+    }
     archive.file(GUEST_AGENTBOX, agentbox, 0o755);
-    for binary in [tests, agentbox] {
+    let binaries = tests.iter().map(|(_, b)| *b).chain([agentbox]);
+    for binary in binaries {
         for library in shared_libraries(binary)? {
             // Each library at the path the loader asks for; fs::File::open follows host symlinks.
             let guest_path = library.to_string_lossy().into_owned();
@@ -239,7 +262,10 @@ ip link set lo up || echo "init: lo up failed"
 echo "{INIT_BANNER}$(uname -r), lsm $(cat /sys/kernel/security/lsm)"
 cd /tmp
 {GUEST_TESTS} --test-threads=1{args}
-echo "{EXIT_MARKER} $?"
+vm=$?
+{GUEST_ESCAPE} --test-threads=1 --nocapture{args}
+escape=$?
+[ "$vm" -ne 0 ] && echo "{EXIT_MARKER} $vm" || echo "{EXIT_MARKER} $escape"
 sync
 poweroff -f
 "#

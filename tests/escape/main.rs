@@ -1,0 +1,286 @@
+//! Adversarial tier: every technique of docs/ATTACKS.md (via the catalogue shipped in the
+//! binary, `agent_sandbox::selftest`), run through the real `agentbox run`, on the host kernel
+//! and in the VM guest (`cargo xtask vm-test` runs this binary after the VM tier).
+//!
+//! Each test runs one attack and asserts the verdict the selftest judge gives it: the attempt
+//! failed (by the attack's own report AND the host side's listeners and files) AND the audit
+//! log verifies and holds the expected denial. The verdicts a test accepts are the documented
+//! behaviour per kernel and privilege:
+//! - `held`: denied and logged. Required everywhere for seccomp-denied syscalls.
+//! - `held-not-logged`: denied, and the launch record says the logging guarantee is missing
+//!   here (e.g. `fs-denials-logged` without the eBPF observer: unprivileged, or no BTF), or no
+//!   agentbox event source exists for that layer (Landlock scope and TCP denials).
+//! - `not-enforced-here`: the attack worked AND the launch record reports the guarantee it
+//!   tests as missing (`fs-deny-exact` without BPF LSM; `resource-limits` as root without the
+//!   cgroup layer).
+//! - `known-gap`: a documented limitation no layer of this build covers (docs/security.md).
+//! - `not-applicable-here`: the technique does not exist here (no IA32 emulation; a profile
+//!   that does not protect the target).
+//!
+//! `FAILED` is never accepted.
+
+mod supervisor;
+
+use agent_sandbox::selftest::{self, Options, Report};
+use agentbox_tests::agentbox_bin;
+
+fn run(name: &str) -> Report {
+    // Best effort: on a kernel missing a guarantee the default profile needs (the 6.1 guest
+    // has Landlock ABI 2: no scoping, no truncate right), agentbox would refuse to start and
+    // every technique would be "not applicable". Run anyway and judge each technique against
+    // the launch record's list of what is enforced (`not-enforced-here` where missing).
+    let mut opts = Options::new(agentbox_bin(), "default");
+    opts.best_effort = true;
+    selftest::run_named(&opts, name).expect("known attack")
+}
+
+fn dump(r: &Report) -> String {
+    serde_json::to_string_pretty(r).unwrap_or_else(|e| format!("{e}"))
+}
+
+/// Runs `name` and asserts its verdict is one of `ok`.
+fn expect(name: &str, ok: &[&str]) -> Report {
+    let r = run(name);
+    // One line per technique (shown with --nocapture, as the VM guest runs this binary):
+    // the VM column of docs/security.md comes from these lines on the console.
+    println!(
+        "agentbox-selftest-verdict: {name} | {} | {}{}",
+        r.layer,
+        r.verdict.label(),
+        r.verdict
+            .reason()
+            .map(|s| format!(": {s}"))
+            .unwrap_or_default()
+    );
+    assert!(
+        ok.contains(&r.verdict.label()),
+        "{name}: verdict {} not in {ok:?}\n{}",
+        r.verdict.label(),
+        dump(&r)
+    );
+    r
+}
+
+/// Denied by seccomp and logged with layer, rule, pid and syscall: on every kernel.
+fn seccomp_held(name: &str) {
+    let r = expect(name, &["held"]);
+    assert!(
+        !r.events.is_empty(),
+        "{name}: held without an event: {}",
+        dump(&r)
+    );
+    for e in &r.events {
+        assert_eq!(e["layer"], "seccomp", "{}", dump(&r));
+        assert!(e["pid"].as_i64().unwrap_or(0) > 0, "{}", dump(&r));
+        assert_eq!(e["object"]["kind"], "syscall", "{}", dump(&r));
+    }
+}
+
+/// Denied by a kernel layer; logged where the launch record says the layer reports.
+fn kernel_held(name: &str) {
+    let r = expect(name, &["held", "held-not-logged"]);
+    if r.verdict.label() == "held" {
+        assert!(!r.events.is_empty(), "{name}: {}", dump(&r));
+    }
+}
+
+macro_rules! seccomp_tests {
+    ($($test:ident => $name:literal),* $(,)?) => {
+        $( #[test] fn $test() { seccomp_held($name) } )*
+    };
+}
+
+macro_rules! kernel_tests {
+    ($($test:ident => $name:literal),* $(,)?) => {
+        $( #[test] fn $test() { kernel_held($name) } )*
+    };
+}
+
+seccomp_tests! {
+    terminal_tiocsti => "tiocsti",
+    terminal_tiocsti_upper_bits => "tiocsti-upper-bits",
+    terminal_tioclinux => "tioclinux",
+    syscall_x32_abi => "x32-abi",
+    syscall_io_uring_setup => "io-uring-setup",
+    syscall_unshare_userns => "unshare-userns",
+    syscall_clone_newuser => "clone-newuser",
+    syscall_clone_ns_upper_bits => "clone-ns-upper-bits",
+    syscall_setns => "setns",
+    syscall_ptrace => "ptrace",
+    syscall_process_vm_readv => "process-vm-readv",
+    syscall_perf_event_open => "perf-event-open",
+    syscall_bpf => "bpf",
+    syscall_userfaultfd => "userfaultfd",
+    syscall_keyctl => "keyctl",
+    syscall_add_key => "add-key",
+    syscall_init_module => "init-module",
+    syscall_kexec_load => "kexec-load",
+    syscall_mount => "mount",
+    syscall_umount2 => "umount2",
+    syscall_fsopen => "fsopen",
+    syscall_open_tree => "open-tree",
+    syscall_move_mount => "move-mount",
+    syscall_pivot_root => "pivot-root",
+    syscall_personality => "personality",
+    syscall_open_by_handle_at => "open-by-handle-at",
+    syscall_pidfd_getfd => "pidfd-getfd",
+    process_double_fork_setsid => "double-fork-setsid",
+    network_udp_sendto => "udp-sendto",
+    network_raw_socket => "raw-socket",
+    network_packet_socket => "packet-socket",
+    network_netlink_socket => "netlink-socket",
+    network_vsock_socket => "vsock-socket",
+    pipeline_hostile_names => "hostile-names",
+    pipeline_bpffs => "bpffs",
+}
+
+kernel_tests! {
+    process_cgroup_write => "cgroup-write",
+    process_signal_outside => "signal-outside",
+    process_proc_environ_outside => "proc-environ-outside",
+    files_read_ssh_key => "read-ssh-key",
+    files_read_aws_credentials => "read-aws-credentials",
+    files_read_gh_hosts => "read-gh-hosts",
+    files_read_dotenv => "read-dotenv",
+    files_alias_symlink => "alias-symlink",
+    files_alias_dotdot => "alias-dotdot",
+    files_alias_double_slash => "alias-double-slash",
+    files_alias_proc_root => "alias-proc-root",
+    files_alias_proc_cwd => "alias-proc-cwd",
+    files_alias_proc_fd_reopen => "alias-proc-fd-reopen",
+    files_alias_openat_dirfd => "alias-openat-dirfd",
+    files_refer_rename_out => "refer-rename-out",
+    files_refer_link_out => "refer-link-out",
+    files_write_shell_rc => "write-shell-rc",
+    files_write_audit_log => "write-audit-log",
+    files_write_profile => "write-profile",
+    files_long_path => "long-path",
+    exec_copied_binary => "exec-copied-binary",
+    exec_proc_fd => "exec-proc-fd",
+    network_tcp_loopback_port => "tcp-loopback-port",
+    network_ipv6_connect => "ipv6-connect",
+    network_metadata_ipv4 => "metadata-ipv4",
+    network_metadata_ipv6 => "metadata-ipv6",
+    network_unix_abstract => "unix-abstract",
+    network_bind_listen => "bind-listen",
+}
+
+/// i386 `int 0x80`: denied and logged where the kernel has IA32 emulation; where it does not,
+/// the instruction faults (SIGSEGV) and the ABI does not exist.
+#[test]
+fn syscall_int80_i386() {
+    let r = expect("int80-i386", &["held", "not-applicable-here"]);
+    if r.verdict.label() == "held" {
+        assert!(r.events[0]["object"]["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("i386:"));
+        assert!(r.events[0]["rule"].as_str().unwrap().contains("arch"));
+    }
+}
+
+#[test]
+fn syscall_int80_socketcall() {
+    expect("int80-socketcall", &["held", "not-applicable-here"]);
+}
+
+/// clone3 carries its flags in memory: answered ENOSYS without a record, by design.
+#[test]
+fn syscall_clone3_newuser() {
+    expect("clone3-newuser", &["held-not-logged"]);
+}
+
+/// Capped by the pids controller (cgroup layer) or RLIMIT_NPROC; RLIMIT_NPROC does not bind
+/// root, so as root without the cgroup layer the launch record reports `resource-limits`
+/// missing and the result is `not-enforced-here`.
+#[test]
+fn process_fork_bomb() {
+    let r = expect("fork-bomb", &["held", "not-enforced-here"]);
+    let forked = r.attempt.as_ref().unwrap().counts[0].1;
+    assert!(forked <= 256, "the attack bounds itself: {}", dump(&r));
+}
+
+#[test]
+fn process_setuid_no_new_privs() {
+    expect("setuid-no-new-privs", &["held"]);
+}
+
+#[test]
+fn process_capabilities_zero() {
+    expect("capabilities-zero", &["held"]);
+}
+
+/// The default profile protects no `.git/hooks` and no `.envrc` (docs/profiles.md): not
+/// applicable under it; a profile that denies them needs `fs-deny-exact` (BPF LSM) for files
+/// created after launch.
+#[test]
+fn files_create_git_hook() {
+    expect(
+        "create-git-hook",
+        &["not-applicable-here", "held", "not-enforced-here"],
+    );
+}
+
+#[test]
+fn files_create_envrc() {
+    expect(
+        "create-envrc",
+        &["not-applicable-here", "held", "not-enforced-here"],
+    );
+}
+
+/// A new `.env` created after launch matches `**/.env`: only BPF LSM (`fs-deny-exact`) can
+/// deny it; on the host the launch record reports that missing.
+#[test]
+fn files_create_dotenv() {
+    expect("create-dotenv", &["held", "not-enforced-here"]);
+}
+
+/// The VM guest's initramfs has no /etc/shadow: not applicable there.
+#[test]
+fn files_read_etc_shadow() {
+    expect(
+        "read-etc-shadow",
+        &["held", "held-not-logged", "not-applicable-here"],
+    );
+}
+
+/// Known gaps of Landlock-only kernels, closed only by BPF LSM (docs/security.md).
+#[test]
+fn exec_ld_so() {
+    expect("exec-ld-so", &["held", "known-gap", "not-applicable-here"]);
+}
+
+#[test]
+fn exec_memfd() {
+    expect("exec-memfd", &["held", "known-gap"]);
+}
+
+#[test]
+fn network_unix_pathname_host() {
+    expect("unix-pathname-host", &["held", "known-gap"]);
+}
+
+/// 50k denied opens and 5k denied syscalls: none allowed, every seccomp denial logged or
+/// counted lost (and the opens too where `fs-denials-logged` holds).
+#[test]
+fn pipeline_event_flood() {
+    let r = expect("event-flood", &["held", "held-not-logged"]);
+    let counts = &r.attempt.as_ref().unwrap().counts;
+    let get = |k: &str| counts.iter().find(|(n, _)| n == k).unwrap().1;
+    assert_eq!(get("opens_allowed"), 0);
+    assert_eq!(get("syscalls_allowed"), 0);
+}
+
+/// The catalogue and the in-binary attack table name the same techniques.
+#[test]
+fn catalogue_matches_attacks() {
+    for spec in selftest::CATALOGUE {
+        assert!(
+            selftest::attacks::find(spec.name).is_some(),
+            "{} has no attack",
+            spec.name
+        );
+    }
+    assert_eq!(selftest::CATALOGUE.len(), selftest::attacks::ATTACKS.len());
+}
