@@ -74,6 +74,7 @@ fn implemented(p: Provider) -> bool {
             | Provider::Seccomp
             | Provider::SeccompNotify
             | Provider::CgroupBpf
+            | Provider::BpfLsm
             | Provider::Tracepoints
             | Provider::CgroupLimits
     )
@@ -82,7 +83,8 @@ fn implemented(p: Provider) -> bool {
 fn providers(g: Guarantee) -> &'static [Provider] {
     use Provider::*;
     match g {
-        Guarantee::FsAllowList | Guarantee::ExecAllowList => &[Landlock(1)],
+        Guarantee::FsAllowList => &[Landlock(1)],
+        Guarantee::ExecAllowList => &[Landlock(1), BpfLsm],
         Guarantee::FsDenyExact => &[BpfLsm],
         Guarantee::NetTcpConnectPorts | Guarantee::NetTcpBindPorts => &[Landlock(4), CgroupBpf],
         Guarantee::NetAddresses => &[CgroupBpf, BpfLsm],
@@ -151,10 +153,13 @@ impl Findings {
                     .map(|_| format!("cgroup-bpf ({})", cg.display()))
                     .map_err(|e| format!("cgroup-bpf: {e}"))
             }
-            Provider::BpfLsm => self
-                .bpf(ProgramKind::Lsm)
-                .map(|_| "bpf-lsm".to_string())
-                .map_err(|e| format!("bpf-lsm: {e}")),
+            // The LSM rules are registered with the sandbox's cgroup2 group, like cgroup-BPF.
+            Provider::BpfLsm => {
+                self.cgroup2.as_ref().map_err(|e| format!("bpf-lsm: {e}"))?;
+                self.bpf(ProgramKind::Lsm)
+                    .map(|_| "bpf-lsm".to_string())
+                    .map_err(|e| format!("bpf-lsm: {e}"))
+            }
             Provider::Tracepoints => self
                 .bpf(ProgramKind::TpBtf)
                 .map(|_| "tracepoints".to_string())

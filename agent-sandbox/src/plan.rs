@@ -27,6 +27,9 @@ pub struct Plan {
     pub cgroup: CgroupPlan,
     /// The eBPF observers (denials with paths, process tree).
     pub observe: ObservePlan,
+    /// Start the agent in a network namespace of its own: set where Landlock cannot scope
+    /// abstract UNIX sockets and the policy allows no network at all (see `net_namespace`).
+    pub net_namespace: bool,
     /// What all layers deliver on this kernel with these privileges.
     pub coverage: Coverage,
     /// The guarantees this policy needs (see `required_guarantees`).
@@ -83,16 +86,41 @@ impl Plan {
     /// Compiles every layer. `protected` are paths the agent must never write (the audit log,
     /// the profile file), whatever the policy allows.
     pub fn build(policy: Policy, protected: &[PathBuf]) -> anyhow::Result<Plan> {
-        let (cgroup, cgroup_coverage) = layers::cgroup::compile(&policy).context("cgroup layer")?;
+        let (mut cgroup, cgroup_coverage) =
+            layers::cgroup::compile(&policy).context("cgroup layer")?;
         let (observe, observe_coverage) = layers::observe::compile(&cgroup);
-        let (landlock, landlock_coverage) = if cgroup.enforces_network() {
-            let (plan, coverage) =
-                layers::landlock::compile(&tcp_left_to_cgroup_bpf(&policy), protected)
-                    .context("landlock layer")?;
-            (plan, delegated_tcp_coverage(coverage))
-        } else {
-            layers::landlock::compile(&policy, protected).context("landlock layer")?
+
+        // BPF LSM rides on the cgroup layer's runtime and sandbox registration.
+        let (lsm_coverage, lsm_exact) = match cgroup.lsm_unavailable() {
+            None => {
+                let lsm = layers::lsm::compile_rules(&policy).context("bpf-lsm layer")?;
+                cgroup.set_lsm_rules(lsm.rules);
+                (lsm.coverage, lsm.exact_globs)
+            }
+            Some(why) => {
+                let why = match cgroup_coverage.gap(Guarantee::NetAddresses) {
+                    Some(runtime) if cgroup.runtime().is_none() => format!("{why}: {runtime}"),
+                    _ => why,
+                };
+                (layers::lsm::missing(&why), Vec::new())
+            }
         };
+
+        let mut landlock_view = deny_left_to_bpf_lsm(&policy, &lsm_exact);
+        if cgroup.enforces_network() {
+            landlock_view = tcp_left_to_cgroup_bpf(&landlock_view);
+        }
+        let (landlock, mut landlock_coverage) =
+            layers::landlock::compile(&landlock_view, protected).context("landlock layer")?;
+        if cgroup.enforces_network() {
+            landlock_coverage = delegated_tcp_coverage(landlock_coverage);
+        }
+        if !lsm_exact.is_empty() {
+            landlock_coverage = delegated_deny_coverage(landlock_coverage, &landlock_view);
+        }
+        if cgroup.has_lsm_rules() {
+            landlock_coverage = truncate_left_to_bpf_lsm(landlock_coverage);
+        }
         let (seccomp, seccomp_coverage) =
             layers::seccomp::compile(&policy).context("seccomp layer")?;
         let mut coverage = Coverage::default();
@@ -100,6 +128,11 @@ impl Plan {
         coverage.extend(seccomp_coverage);
         coverage.extend(cgroup_coverage);
         coverage.extend(observe_coverage);
+        coverage.extend(lsm_coverage);
+        let net_namespace = net_namespace(&policy, &coverage);
+        if net_namespace {
+            coverage.push(NETNS_LAYER, Guarantee::ScopeAbstractUnix, Status::Enforced);
+        }
         let required = required_guarantees(&policy);
         Ok(Plan {
             policy,
@@ -107,6 +140,7 @@ impl Plan {
             seccomp,
             cgroup,
             observe,
+            net_namespace,
             coverage,
             required,
         })
@@ -151,14 +185,103 @@ impl Plan {
         all.into_iter()
             .map(|g| {
                 let reason = self.coverage.gap(g);
+                let mut layers: Vec<String> = self
+                    .coverage
+                    .entries
+                    .iter()
+                    .filter(|e| e.guarantee == g && e.status == Status::Enforced)
+                    .map(|e| e.layer.clone())
+                    .collect();
+                layers.dedup();
                 crate::audit::event::GuaranteeState {
                     guarantee: g,
                     enforced: reason.is_none(),
                     reason,
+                    layers,
                 }
             })
             .collect()
     }
+}
+
+/// Layer name of the private network namespace (abstract UNIX socket scoping).
+pub const NETNS_LAYER: &str = "netns";
+
+/// Whether the agent gets a network namespace of its own: when no other layer keeps it from
+/// abstract UNIX sockets outside the sandbox (Landlock before ABI 6) and the policy allows no
+/// network, so the namespace takes nothing away. Abstract socket names are per network
+/// namespace, so an empty one reaches none of the host's. Where Landlock scopes, it is not
+/// used: Landlock's EPERM leaves an audit event, a missing peer (ECONNREFUSED) does not.
+fn net_namespace(policy: &Policy, coverage: &Coverage) -> bool {
+    let no_network = policy.network.allow.is_empty() && policy.network.bind.is_empty();
+    no_network && !coverage.enforces(Guarantee::ScopeAbstractUnix)
+}
+
+/// The policy Landlock compiles when BPF LSM enforces some deny globs exactly: those globs
+/// left out, so Landlock does not also enforce them by omission (which walks the allowed
+/// trees at launch and takes create/rename rights from the directories that hold a match).
+fn deny_left_to_bpf_lsm(policy: &Policy, exact: &[String]) -> Policy {
+    let mut landlock_view = policy.clone();
+    landlock_view
+        .filesystem
+        .deny
+        .retain(|glob| !exact.contains(&glob.pattern));
+    landlock_view
+}
+
+/// Landlock's deny-glob entry, restated when BPF LSM took over (some of) the globs: Landlock
+/// enforces only those left in `view`, by omission at launch.
+fn delegated_deny_coverage(landlock: Coverage, view: &Policy) -> Coverage {
+    let reason = if view.filesystem.deny.is_empty() {
+        format!("left to {}", layers::lsm::LAYER)
+    } else {
+        let rest: Vec<&str> = view
+            .filesystem
+            .deny
+            .iter()
+            .map(|g| g.pattern.as_str())
+            .collect();
+        format!(
+            "left to {}, except {} (by omission at launch)",
+            layers::lsm::LAYER,
+            rest.join(", ")
+        )
+    };
+    let entries = landlock
+        .entries
+        .into_iter()
+        .map(|mut e| {
+            if e.guarantee == Guarantee::FsDenyExact {
+                e.status = Status::Missing(reason.clone());
+            }
+            e
+        })
+        .collect();
+    Coverage { entries }
+}
+
+/// Landlock's allow-list entry without its truncate(2) gap (Landlock before ABI 3), which the
+/// BPF LSM `path_truncate` program closes: truncation only inside the write list.
+fn truncate_left_to_bpf_lsm(landlock: Coverage) -> Coverage {
+    let entries = landlock
+        .entries
+        .into_iter()
+        .map(|mut e| {
+            if let (Guarantee::FsAllowList, Status::Partial(reason)) = (e.guarantee, &e.status) {
+                let rest: Vec<&str> = reason
+                    .split("; ")
+                    .filter(|gap| !gap.starts_with("truncate(2) not restricted"))
+                    .collect();
+                e.status = if rest.is_empty() {
+                    Status::Enforced
+                } else {
+                    Status::Partial(rest.join("; "))
+                };
+            }
+            e
+        })
+        .collect();
+    Coverage { entries }
 }
 
 /// The policy Landlock compiles when cgroup-BPF filters the network: TCP connect and bind
@@ -244,6 +367,59 @@ mod tests {
             .gap(Guarantee::NetTcpConnectPorts)
             .unwrap()
             .contains("cgroup-bpf"));
+    }
+
+    #[test]
+    fn bpf_lsm_takes_exact_globs_and_truncate_from_landlock() {
+        let mut p = policy();
+        for pattern in ["**/.env", "/etc/ssh/ssh_host_*_key"] {
+            p.filesystem.deny.push(crate::policy::DenyGlob {
+                pattern: pattern.into(),
+            });
+        }
+        let view = deny_left_to_bpf_lsm(&p, &["**/.env".to_string()]);
+        assert_eq!(view.filesystem.deny.len(), 1);
+        assert_eq!(view.filesystem.deny[0].pattern, "/etc/ssh/ssh_host_*_key");
+
+        let mut landlock = Coverage::default();
+        landlock.push("landlock", Guarantee::FsDenyExact, Status::Enforced);
+        landlock.push(
+            "landlock",
+            Guarantee::FsAllowList,
+            Status::Partial(
+                "truncate(2) not restricted (needs Landlock ABI 3; kernel has ABI 2); ioctl on \
+                 device files not restricted (needs Landlock ABI 5; kernel has ABI 2)"
+                    .into(),
+            ),
+        );
+        let restated = truncate_left_to_bpf_lsm(delegated_deny_coverage(landlock, &view));
+        let deny = restated.gap(Guarantee::FsDenyExact).unwrap();
+        assert!(deny.contains("left to bpf-lsm, except /etc/ssh/ssh_host_*_key"));
+        let allow = restated.gap(Guarantee::FsAllowList).unwrap();
+        assert!(
+            allow.contains("ioctl") && !allow.contains("truncate"),
+            "{allow}"
+        );
+    }
+
+    #[test]
+    fn net_namespace_only_without_network_and_without_landlock_scoping() {
+        let p = policy();
+        let mut coverage = Coverage::default();
+        coverage.push(
+            "landlock",
+            Guarantee::ScopeAbstractUnix,
+            Status::Missing("ABI 2".into()),
+        );
+        assert!(net_namespace(&p, &coverage));
+        let mut online = policy();
+        online.network.allow.push(NetRule {
+            net: None,
+            ports: PortRange::single(443),
+        });
+        assert!(!net_namespace(&online, &coverage));
+        coverage.push("landlock", Guarantee::ScopeAbstractUnix, Status::Enforced);
+        assert!(!net_namespace(&p, &coverage));
     }
 
     #[test]

@@ -408,3 +408,76 @@ fn run_audit_log_of_denied_run_verifies_and_counts() {
         assert_eq!(rec["seq"], i as u64);
     }
 }
+
+#[test]
+fn run_private_tmpdir_hides_host_temp_files_and_is_removed() {
+    for who in RunAs::all() {
+        let s = Scenario::new(who);
+        // Another program's temp file in the host's TMPDIR (the scenario's tmp/).
+        let host_file = s.tmp.join("ssh-agent.secret");
+        std::fs::write(&host_file, "host-secret").unwrap();
+        s.fix_ownership();
+        let script = format!(
+            "echo \"tmpdir=$TMPDIR\"; \
+             if cat {host} >/dev/null 2>&1; then echo host=read; else echo host=denied; fi; \
+             echo scratch > \"$TMPDIR/scratch\" && echo \"scratch=$(cat \"$TMPDIR/scratch\")\"",
+            host = host_file.display()
+        );
+        let r = s.run(&[], &["sh", "-c", &script]);
+        assert_eq!(r.code(), Some(0), "{who:?}: {}", r.dump());
+        let private = r
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("tmpdir="))
+            .expect("the agent printed its TMPDIR")
+            .to_string();
+        let id = r.sandbox_id().expect("sandbox id").to_string();
+        assert_eq!(
+            private,
+            s.tmp.join(format!("agentbox-{id}")).display().to_string(),
+            "{who:?}: {}",
+            r.dump()
+        );
+        assert!(r.stdout.contains("host=denied"), "{who:?}: {}", r.dump());
+        if who == RunAs::Current && is_root() {
+            // As root the observers put Landlock's refusal in the log, with the path.
+            let host = host_file.display().to_string();
+            assert!(
+                r.denials_of("landlock")
+                    .iter()
+                    .any(|d| d["object"]["path"] == host.as_str()),
+                "{}",
+                r.dump()
+            );
+        }
+        assert!(
+            r.stdout.contains("scratch=scratch"),
+            "{who:?}: {}",
+            r.dump()
+        );
+        assert!(
+            !std::path::Path::new(&private).exists(),
+            "{who:?}: {private} is removed after the run"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&host_file).unwrap(),
+            "host-secret",
+            "the host's temp files are left alone"
+        );
+    }
+}
+
+#[test]
+fn run_explicit_tmpdir_is_used_and_kept() {
+    let s = Scenario::new(RunAs::Current);
+    let shared = s.root().join("shared-tmp");
+    std::fs::create_dir(&shared).unwrap();
+    let shared_arg = shared.display().to_string();
+    let r = s.run(
+        &["--tmpdir", &shared_arg],
+        &["sh", "-c", "echo \"$TMPDIR\"; echo x > \"$TMPDIR/kept\""],
+    );
+    assert_eq!(r.code(), Some(0), "{}", r.dump());
+    assert_eq!(r.stdout.trim(), shared_arg, "{}", r.dump());
+    assert!(shared.join("kept").exists(), "{}", r.dump());
+}

@@ -32,6 +32,22 @@ fn doctor_reports_bpf_lsm_available_in_the_guest() {
         lsm["available"], true,
         "BPF LSM must load in the guest: {lsm}"
     );
+    // BPF LSM is a layer of this build: the guarantees it backs are available here.
+    let guarantees = report["guarantees"].as_array().expect("guarantees");
+    for description in [
+        "deny globs exact inside allowed trees",
+        "no signals to processes outside the sandbox",
+    ] {
+        let row = guarantees
+            .iter()
+            .find(|g| g["description"] == description)
+            .expect(description);
+        assert_eq!(row["available"], true, "{description}: {row}");
+        assert!(
+            row["layer"].as_str().is_some_and(|l| l.contains("bpf-lsm")),
+            "{description}: {row}"
+        );
+    }
     for kind in [
         "tracepoint program",
         "tp_btf program",

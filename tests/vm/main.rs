@@ -10,6 +10,7 @@ mod lsm_metadata;
 mod lsm_net;
 mod lsm_scope;
 mod lsm_support;
+mod run_lsm;
 mod smoke;
 
 // The host-tier eBPF tests run in the guest too: the same CO-RE object on 6.1.

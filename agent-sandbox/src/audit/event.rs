@@ -89,6 +89,9 @@ pub struct GuaranteeState {
     /// Why not (or which part is missing), when not fully enforced.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub reason: Option<String>,
+    /// The layers that enforce it fully (`landlock`, `bpf-lsm`, ...), when any does.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub layers: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

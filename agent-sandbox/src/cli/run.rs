@@ -9,7 +9,7 @@ use anyhow::{anyhow, Context};
 use crate::audit::{self, AuditLog, TerminalSink};
 use crate::plan::Plan;
 use crate::profile::{self, LoadOptions};
-use crate::supervisor::{Isolation, LaunchOptions, Sandbox};
+use crate::supervisor::{Isolation, LaunchOptions, PrivateTmp, Sandbox};
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -74,6 +74,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pub workspace: Option<PathBuf>,
 
+    /// Use DIR as the agent's temporary directory (`${TMPDIR}` in profiles, and its TMPDIR),
+    /// shared and kept. Default: a private directory `$TMPDIR/agentbox-<sandbox id>` (mode
+    /// 0700), removed with everything in it when the sandbox ends.
+    #[arg(long, value_name = "DIR")]
+    pub tmpdir: Option<PathBuf>,
+
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -120,7 +126,26 @@ pub fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(ws) = &args.workspace {
         opts.workspace = absolute(ws)?;
     }
+    let sandbox_id = audit::new_sandbox_id();
+    // Created before the profile's variables are expanded: `${TMPDIR}` names it. Dropped
+    // (removed) on every way out of this function, after the sandbox is torn down.
+    let private_tmp = match &args.tmpdir {
+        Some(dir) => {
+            opts.tmpdir = absolute(dir)?;
+            None
+        }
+        None => {
+            let tmp = PrivateTmp::create(&opts.tmpdir, &sandbox_id)?;
+            opts.tmpdir = tmp.path().to_path_buf();
+            Some(tmp)
+        }
+    };
     let mut policy = profile::load(&args.profile, &opts).map_err(|e| anyhow!("{e}"))?;
+    policy
+        .process
+        .env_set
+        .entry("TMPDIR".into())
+        .or_insert_with(|| opts.tmpdir.to_string_lossy().into_owned());
     for p in &args.allow_read {
         policy.filesystem.read.push(absolute(p)?);
     }
@@ -136,7 +161,6 @@ pub fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
         policy.audit.log = Some(absolute(log)?);
     }
 
-    let sandbox_id = audit::new_sandbox_id();
     let log_path = match &policy.audit.log {
         Some(p) => p.clone(),
         None => default_log_path(&opts.home, &sandbox_id),
@@ -177,6 +201,11 @@ pub fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let outcome = sandbox.wait()?;
+    if let Some(tmp) = private_tmp {
+        if let Err(e) = tmp.remove() {
+            eprintln!("agentbox: warning: {e:#}");
+        }
+    }
     if let Some(errno) = outcome.exec_error {
         eprintln!(
             "agentbox: cannot run '{}': {}",

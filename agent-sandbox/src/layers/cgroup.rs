@@ -55,6 +55,9 @@ pub struct CgroupPlan {
     net: ebpf_probes::NetRules,
     kill_on_violation: bool,
     audit_only: bool,
+    /// BPF LSM rules registered with the sandbox (set by the plan where the LSM programs are
+    /// attached, see `layers::lsm`).
+    lsm: Option<ebpf_probes::LsmRules>,
 }
 
 impl std::fmt::Debug for CgroupPlan {
@@ -64,6 +67,7 @@ impl std::fmt::Debug for CgroupPlan {
             .field("limits", &self.limits)
             .field("runtime", &self.runtime.as_ref().map(|(_, s)| s))
             .field("net", &self.net)
+            .field("lsm", &self.lsm.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -92,6 +96,26 @@ impl CgroupPlan {
     /// The rules the programs get (policy plus the default denies).
     pub fn net_rules(&self) -> &ebpf_probes::NetRules {
         &self.net
+    }
+
+    /// Why the BPF LSM programs cannot take this sandbox's rules, or `None` when they can:
+    /// they ride on the same runtime and sandbox registration as cgroup-BPF.
+    pub fn lsm_unavailable(&self) -> Option<String> {
+        match (&self.runtime, &self.v2_parent) {
+            (Some((runtime, _)), Some(_)) => runtime.lsm_error().map(str::to_string),
+            (Some(_), None) => Some("needs a cgroup2 group for the sandbox".into()),
+            (None, _) => Some("needs the eBPF runtime (root, bpffs, a cgroup2 group)".into()),
+        }
+    }
+
+    /// Registers `rules` with the sandbox's BPF LSM programs (see `lsm_unavailable`).
+    pub fn set_lsm_rules(&mut self, rules: ebpf_probes::LsmRules) {
+        self.lsm = Some(rules);
+    }
+
+    /// True when the sandbox will be registered with BPF LSM rules.
+    pub fn has_lsm_rules(&self) -> bool {
+        self.lsm.is_some() && self.enforces_network()
     }
 }
 
@@ -284,6 +308,7 @@ pub fn compile(policy: &Policy) -> anyhow::Result<(CgroupPlan, Coverage)> {
         net,
         kill_on_violation: policy.process.on_violation == ViolationAction::Kill,
         audit_only: policy.mode == Mode::Audit,
+        lsm: None,
     };
     Ok((plan, coverage))
 }
@@ -475,6 +500,7 @@ impl SandboxGroup {
                 cfg.kill_on_violation = plan.kill_on_violation;
                 cfg.audit_only = plan.audit_only;
                 cfg.trace_events_per_sec = observe.trace_events_per_sec;
+                cfg.lsm = plan.lsm.clone();
                 match runtime.register_sandbox(&cfg) {
                     Err(ebpf_probes::Error::SandboxExists(_)) if attempt < 16 => attempt += 1,
                     other => break other.context("registering the sandbox with cgroup-BPF")?,

@@ -48,6 +48,37 @@ pub fn compile_with(
     policy: &Policy,
     availability: Result<(), String>,
 ) -> anyhow::Result<(LsmRules, Coverage)> {
+    match availability {
+        Ok(()) => compile_rules(policy).map(|c| (c.rules, c.coverage)),
+        Err(reason) => {
+            let rules = compile_rules(policy)?.rules;
+            let reason = format!("BPF LSM programs do not load on this kernel: {reason}");
+            Ok((rules, missing(&reason)))
+        }
+    }
+}
+
+/// The guarantees this layer delivers where its programs are attached.
+const GUARANTEES: [Guarantee; 5] = [
+    Guarantee::FsDenyExact,
+    Guarantee::FsDenialsLogged,
+    Guarantee::ExecAllowList,
+    Guarantee::NetAddresses,
+    Guarantee::ScopeSignals,
+];
+
+/// The layer compiled for a kernel where its programs are attached.
+#[derive(Debug, Clone)]
+pub struct LsmCompiled {
+    pub rules: LsmRules,
+    pub coverage: Coverage,
+    /// The deny globs these rules enforce exactly (files created later included): the
+    /// Landlock layer need not enforce them by omission.
+    pub exact_globs: Vec<String>,
+}
+
+/// Compiles `policy` into LSM rules, assuming the programs are attached.
+pub fn compile_rules(policy: &Policy) -> anyhow::Result<LsmCompiled> {
     let fs = &policy.filesystem;
     let mut rules = LsmRules {
         net: true,
@@ -56,40 +87,42 @@ pub fn compile_with(
         ..LsmRules::default()
     };
     let mut gaps = Vec::new();
+    let mut exact_globs = Vec::new();
     for glob in &fs.deny {
+        let before = gaps.len();
         compile_glob(&glob.pattern, &mut rules, &mut gaps)
             .with_context(|| format!("deny glob '{}'", glob.pattern))?;
+        if gaps.len() == before {
+            exact_globs.push(glob.pattern.clone());
+        }
     }
     rules.write_trees = Some(existing_inodes(&fs.write));
     rules.exec_trees = Some(existing_inodes(&fs.exec));
 
     let mut coverage = Coverage::default();
-    let guarantees = [
-        Guarantee::FsDenyExact,
-        Guarantee::FsDenialsLogged,
-        Guarantee::ExecAllowList,
-        Guarantee::NetAddresses,
-        Guarantee::ScopeSignals,
-    ];
-    match availability {
-        Ok(()) => {
-            for guarantee in guarantees {
-                let status = if guarantee == Guarantee::FsDenyExact && !gaps.is_empty() {
-                    Status::Partial(gaps.join("; "))
-                } else {
-                    Status::Enforced
-                };
-                coverage.push(LAYER, guarantee, status);
-            }
-        }
-        Err(reason) => {
-            let reason = format!("BPF LSM programs do not load on this kernel: {reason}");
-            for guarantee in guarantees {
-                coverage.push(LAYER, guarantee, Status::Missing(reason.clone()));
-            }
-        }
+    for guarantee in GUARANTEES {
+        let status = if guarantee == Guarantee::FsDenyExact && !gaps.is_empty() {
+            Status::Partial(gaps.join("; "))
+        } else {
+            Status::Enforced
+        };
+        coverage.push(LAYER, guarantee, status);
     }
-    Ok((rules, coverage))
+    Ok(LsmCompiled {
+        rules,
+        coverage,
+        exact_globs,
+    })
+}
+
+/// The layer's coverage where its programs are not attached: every guarantee Missing, with
+/// `reason`.
+pub fn missing(reason: &str) -> Coverage {
+    let mut coverage = Coverage::default();
+    for guarantee in GUARANTEES {
+        coverage.push(LAYER, guarantee, Status::Missing(reason.to_string()));
+    }
+    coverage
 }
 
 /// Inodes of the paths that exist (a missing tree grants nothing, so skipping it is safe).

@@ -1,15 +1,22 @@
-//! Kernel events (cgroup-BPF denials, observer reports) → audit events. The one place that
-//! maps `ebpf_probes::KernelEvent` into `audit::Event`, and that accounts for every event the
-//! kernel numbered: delivered + lost must equal the last sequence number.
+//! Kernel events (cgroup-BPF and BPF LSM denials, observer reports) → audit events. The one
+//! place that maps `ebpf_probes::KernelEvent` into `audit::Event`, and that accounts for every
+//! event the kernel numbered: delivered + lost must equal the last sequence number.
+//!
+//! One denied syscall is one event: when a BPF LSM program refused it and reported it, the
+//! kernel marks the task, and the sys_exit observer does not report the same syscall again
+//! (`TF_NET_EVENT_PENDING`, observe.bpf.h); a Landlock refusal comes first in the LSM order,
+//! so the BPF LSM program never sees (nor reports) what Landlock already denied.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use ebpf_probes::{Counters, KernelEvent, NetHook, NetVerdictReason};
+use ebpf_probes::{Counters, KernelEvent, LsmHook, LsmReason, NetHook, NetVerdictReason};
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 use crate::audit::{Action, Denial, Event, Object, ProcessEvent, ProcessKind};
 use crate::layers::cgroup::NET_LAYER;
+use crate::layers::lsm::LAYER as LSM_LAYER;
 use crate::layers::seccomp::DenyTable;
 
 /// Layer name of denials no agentbox layer claims (EPERM from the kernel itself).
@@ -32,6 +39,9 @@ pub struct Mapper {
     seccomp: Arc<DenyTable>,
     net: ebpf_probes::NetRules,
     who: HashMap<i32, Who>,
+    /// The policy's deny globs, to name the one a BPF LSM file denial enforced.
+    deny_globs: Vec<String>,
+    deny_set: GlobSet,
     /// Events received (mapped, or dropped as duplicates): the accounting's left side.
     delivered: u64,
     foreign: u64,
@@ -44,9 +54,27 @@ impl Mapper {
             seccomp,
             net,
             who: HashMap::new(),
+            deny_globs: Vec::new(),
+            deny_set: GlobSet::empty(),
             delivered: 0,
             foreign: 0,
         }
+    }
+
+    /// Names BPF LSM file denials by the policy's deny globs (`filesystem.deny: **/.env`).
+    pub fn with_deny_globs(mut self, globs: &[String]) -> Self {
+        let mut set = GlobSetBuilder::new();
+        let mut kept = Vec::new();
+        for glob in globs {
+            // Same reading as the Landlock omission walk: `*` stays within one component.
+            if let Ok(g) = GlobBuilder::new(glob).literal_separator(true).build() {
+                set.add(g);
+                kept.push(glob.clone());
+            }
+        }
+        self.deny_set = set.build().unwrap_or_else(|_| GlobSet::empty());
+        self.deny_globs = kept;
+        self
     }
 
     pub fn delivered(&self) -> u64 {
@@ -228,6 +256,68 @@ impl Mapper {
                     signal,
                 }))
             }
+            KernelEvent::LsmDenied {
+                tgid,
+                ppid,
+                comm,
+                hook,
+                reason,
+                path,
+                path_truncated,
+                addr,
+                target_pid,
+                detail,
+                enforced,
+                killed,
+                ..
+            } => {
+                let pid = tgid as i32;
+                let mut who = self.who(pid, &comm);
+                if ppid != 0 {
+                    who.ppid = Some(ppid as i32);
+                }
+                let path = path.map(|p| if path_truncated { p + "…" } else { p });
+                let rule = self.lsm_rule_text(hook, reason, path.as_deref(), addr);
+                let object = lsm_object(hook, path, addr, target_pid, detail);
+                let action = if killed {
+                    Action::Killed
+                } else if !enforced {
+                    Action::Audited
+                } else {
+                    Action::Denied
+                };
+                Some(Event::Denial(Denial {
+                    layer: LSM_LAYER.into(),
+                    rule,
+                    action,
+                    pid,
+                    ppid: who.ppid,
+                    exe: who.exe,
+                    object,
+                }))
+            }
+            KernelEvent::LsmAnomaly {
+                tgid,
+                comm,
+                hook,
+                addr,
+                lsm_allowed,
+                cgroup_allowed,
+                cgroup_sandbox,
+                ..
+            } => {
+                let verdict = |allowed: bool| if allowed { "allowed" } else { "denied" };
+                let target = addr.map_or_else(|| "?".to_string(), |(a, p)| net_target(a, p));
+                Some(Event::Anomaly {
+                    detail: format!(
+                        "{LSM_LAYER} and {NET_LAYER} disagree on {hook} to {target} by pid {tgid} \
+                         ({comm}): {LSM_LAYER} {} by the task's sandbox, {NET_LAYER} {} by its \
+                         cgroup's (sandbox {cgroup_sandbox})",
+                        verdict(lsm_allowed),
+                        verdict(cgroup_allowed),
+                    ),
+                })
+            }
             // Kinds a newer ebpf-probes adds: counted as delivered, not logged yet.
             #[allow(unreachable_patterns)]
             _ => None,
@@ -255,6 +345,74 @@ impl Mapper {
         who
     }
 
+    /// The rule of a BPF LSM denial, in the profile's terms.
+    fn lsm_rule_text(
+        &self,
+        hook: LsmHook,
+        reason: LsmReason,
+        path: Option<&str>,
+        addr: Option<(IpAddr, u16)>,
+    ) -> String {
+        match reason {
+            LsmReason::DenyInode | LsmReason::DenyTree | LsmReason::DenyName => {
+                match path.and_then(|p| self.deny_glob_for(p, reason)) {
+                    Some(glob) => format!("filesystem.deny: {glob}"),
+                    // A second name (hard link) of a denied inode, or a path the kernel
+                    // gave relative to its filesystem's root.
+                    None => "filesystem.deny: denied object".into(),
+                }
+            }
+            LsmReason::NameTooLong => {
+                "filesystem.deny: name too long to compare with the deny globs".into()
+            }
+            LsmReason::TooDeep => "filesystem.deny: path too deep to check".into(),
+            LsmReason::OutsideWriteTrees => {
+                "filesystem: metadata change outside the write list".into()
+            }
+            LsmReason::OutsideExecTrees => "exec: not in exec list".into(),
+            LsmReason::NetNoAllowRule | LsmReason::NetDenyRule => {
+                let verdict = if reason == LsmReason::NetDenyRule {
+                    NetVerdictReason::DenyRule
+                } else {
+                    NetVerdictReason::NoAllowRule
+                };
+                let (ip, port) = addr.map_or((None, 0), |(a, p)| (Some(a), p));
+                self.net_rule_text(verdict, ip, port, 0, 0)
+            }
+            LsmReason::OtherSandbox => match hook {
+                LsmHook::TaskKill => "scope: signal outside the sandbox".into(),
+                _ => "scope: ptrace outside the sandbox".into(),
+            },
+            LsmReason::KernelOperation => match hook {
+                LsmHook::Bpf => "kernel: bpf()".into(),
+                LsmHook::PerfEventOpen => "kernel: perf_event_open()".into(),
+                LsmHook::KernelModuleRequest => "kernel: module request".into(),
+                _ => "kernel: mount".into(),
+            },
+            LsmReason::Other(code) => format!("{LSM_LAYER}: denied (reason {code})"),
+        }
+    }
+
+    /// The deny glob that matches `path` (for a basename rule: a `**/` glob matching its last
+    /// component).
+    fn deny_glob_for(&self, path: &str, reason: LsmReason) -> Option<&str> {
+        let path = path.trim_end_matches('…');
+        if let Some(index) = self.deny_set.matches(path).first() {
+            return Some(&self.deny_globs[*index]);
+        }
+        if reason == LsmReason::DenyName {
+            let name = path.rsplit('/').next().unwrap_or(path);
+            let rooted = format!("/{name}");
+            return self
+                .deny_set
+                .matches(&rooted)
+                .into_iter()
+                .map(|i| self.deny_globs[i].as_str())
+                .find(|g| g.starts_with("**/"));
+        }
+        None
+    }
+
     fn net_rule_text(
         &self,
         reason: NetVerdictReason,
@@ -264,8 +422,7 @@ impl Mapper {
         sock_type: u16,
     ) -> String {
         let target = match addr {
-            Some(IpAddr::V6(a)) => format!("[{a}]:{port}"),
-            Some(a) => format!("{a}:{port}"),
+            Some(a) => net_target(a, port),
             None => format!("port {port}"),
         };
         match reason {
@@ -346,6 +503,67 @@ impl Mapper {
             });
         }
         out
+    }
+}
+
+fn net_target(addr: IpAddr, port: u16) -> String {
+    match addr {
+        IpAddr::V6(a) => format!("[{a}]:{port}"),
+        a => format!("{a}:{port}"),
+    }
+}
+
+/// What a BPF LSM denial was aimed at.
+fn lsm_object(
+    hook: LsmHook,
+    path: Option<String>,
+    addr: Option<(IpAddr, u16)>,
+    target_pid: Option<i32>,
+    detail: u32,
+) -> Object {
+    let syscall = |name: &str, nr: i64, arg0: u64| Object::Syscall {
+        name: name.to_string(),
+        nr,
+        args: [arg0, 0, 0, 0, 0, 0],
+    };
+    match hook {
+        LsmHook::BprmCheckSecurity => Object::Exec {
+            path: path.unwrap_or_default(),
+        },
+        LsmHook::SocketConnect | LsmHook::SocketSendmsg => match addr {
+            // The event carries no protocol: connect is taken as TCP (what the network rules
+            // are mostly about), an unconnected send as UDP (only datagram sends are judged).
+            Some((addr, port)) => Object::Net {
+                proto: if hook == LsmHook::SocketSendmsg {
+                    "udp"
+                } else {
+                    "tcp"
+                }
+                .into(),
+                addr: addr.to_string(),
+                port,
+            },
+            None => syscall(hook.name(), -1, 0),
+        },
+        LsmHook::TaskKill => Object::Signal {
+            target_pid: target_pid.unwrap_or(0),
+            signal: detail as i32,
+        },
+        LsmHook::PtraceAccessCheck | LsmHook::PtraceTraceme => syscall(
+            "ptrace",
+            libc::SYS_ptrace,
+            target_pid.unwrap_or(0) as u32 as u64,
+        ),
+        LsmHook::Bpf => syscall("bpf", libc::SYS_bpf, u64::from(detail)),
+        LsmHook::PerfEventOpen => syscall("perf_event_open", libc::SYS_perf_event_open, 0),
+        LsmHook::SbMount => syscall("mount", libc::SYS_mount, 0),
+        LsmHook::MoveMount => syscall("move_mount", libc::SYS_move_mount, 0),
+        LsmHook::SbUmount => syscall("umount2", libc::SYS_umount2, 0),
+        LsmHook::SbPivotroot => syscall("pivot_root", libc::SYS_pivot_root, 0),
+        _ => Object::Path {
+            path: path.unwrap_or_default(),
+            access: hook.name().to_string(),
+        },
     }
 }
 
@@ -575,6 +793,178 @@ mod tests {
             }
         );
         assert_eq!(m.delivered(), 1);
+    }
+
+    fn lsm_denied(hook: LsmHook, reason: LsmReason, path: Option<&str>) -> KernelEvent {
+        KernelEvent::LsmDenied {
+            sandbox: 7,
+            seq: 3,
+            pid: 100,
+            tgid: 100,
+            ppid: 99,
+            comm: "sh".into(),
+            hook,
+            reason,
+            path: path.map(str::to_string),
+            path_truncated: false,
+            dev: 0,
+            ino: 0,
+            addr: None,
+            target_pid: None,
+            detail: 0,
+            enforced: true,
+            killed: false,
+        }
+    }
+
+    fn denial(event: Option<Event>) -> Denial {
+        match event {
+            Some(Event::Denial(d)) => d,
+            other => panic!("not a denial: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn lsm_file_denials_name_the_deny_glob() {
+        let mut m = mapper().with_deny_globs(&[
+            "/h/.ssh/**".to_string(),
+            "**/.env".to_string(),
+            "**/.env.*".to_string(),
+        ]);
+        let d = denial(m.map(lsm_denied(
+            LsmHook::PathMknod,
+            LsmReason::DenyName,
+            Some("/w/sub/.env"),
+        )));
+        assert_eq!(d.layer, "bpf-lsm");
+        assert_eq!(d.rule, "filesystem.deny: **/.env");
+        assert_eq!(d.action, Action::Denied);
+        assert_eq!(d.ppid, Some(99));
+        assert_eq!(
+            d.object,
+            Object::Path {
+                path: "/w/sub/.env".into(),
+                access: "path_mknod".into()
+            }
+        );
+        // A path given relative to its filesystem's root still names the basename glob.
+        let d = denial(m.map(lsm_denied(
+            LsmHook::InodeSetattr,
+            LsmReason::DenyName,
+            Some("x/.env.local"),
+        )));
+        assert_eq!(d.rule, "filesystem.deny: **/.env.*");
+        let d = denial(m.map(lsm_denied(
+            LsmHook::FileOpen,
+            LsmReason::DenyTree,
+            Some("/h/.ssh/id_rsa"),
+        )));
+        assert_eq!(d.rule, "filesystem.deny: /h/.ssh/**");
+        let d = denial(m.map(lsm_denied(
+            LsmHook::FileOpen,
+            LsmReason::DenyInode,
+            Some("/elsewhere/link"),
+        )));
+        assert_eq!(d.rule, "filesystem.deny: denied object");
+        assert_eq!(m.delivered(), 4);
+    }
+
+    #[test]
+    fn lsm_exec_signal_and_kernel_denials() {
+        let mut m = mapper();
+        let d = denial(m.map(lsm_denied(
+            LsmHook::BprmCheckSecurity,
+            LsmReason::OutsideExecTrees,
+            Some("/w/busybox"),
+        )));
+        assert_eq!(d.rule, "exec: not in exec list");
+        assert_eq!(
+            d.object,
+            Object::Exec {
+                path: "/w/busybox".into()
+            }
+        );
+        let mut kill = lsm_denied(LsmHook::TaskKill, LsmReason::OtherSandbox, None);
+        if let KernelEvent::LsmDenied {
+            target_pid, detail, ..
+        } = &mut kill
+        {
+            *target_pid = Some(1);
+            *detail = 0;
+        }
+        let d = denial(m.map(kill));
+        assert_eq!(d.rule, "scope: signal outside the sandbox");
+        assert_eq!(
+            d.object,
+            Object::Signal {
+                target_pid: 1,
+                signal: 0
+            }
+        );
+        let mut bpf = lsm_denied(LsmHook::Bpf, LsmReason::KernelOperation, None);
+        if let KernelEvent::LsmDenied {
+            enforced, detail, ..
+        } = &mut bpf
+        {
+            *enforced = false;
+            *detail = 5;
+        }
+        let d = denial(m.map(bpf));
+        assert_eq!(d.rule, "kernel: bpf()");
+        assert_eq!(d.action, Action::Audited);
+        assert!(
+            matches!(d.object, Object::Syscall { ref name, args, .. } if name == "bpf" && args[0] == 5)
+        );
+        let d = denial(m.map(lsm_denied(
+            LsmHook::InodeSetattr,
+            LsmReason::OutsideWriteTrees,
+            Some("/etc/hosts"),
+        )));
+        assert_eq!(d.rule, "filesystem: metadata change outside the write list");
+    }
+
+    #[test]
+    fn lsm_network_denials_and_anomalies() {
+        let mut m = mapper();
+        let mut connect = lsm_denied(LsmHook::SocketConnect, LsmReason::NetDenyRule, None);
+        if let KernelEvent::LsmDenied { addr, .. } = &mut connect {
+            *addr = Some(("169.254.169.254".parse().unwrap(), 80));
+        }
+        let d = denial(m.map(connect));
+        assert_eq!(
+            d.rule,
+            "network.deny: 169.254.169.254/32:* 169.254.169.254:80"
+        );
+        assert_eq!(
+            d.object,
+            Object::Net {
+                proto: "tcp".into(),
+                addr: "169.254.169.254".into(),
+                port: 80
+            }
+        );
+        let anomaly = m.map(KernelEvent::LsmAnomaly {
+            sandbox: 7,
+            seq: 9,
+            pid: 100,
+            tgid: 100,
+            comm: "curl".into(),
+            hook: LsmHook::SocketConnect,
+            addr: Some(("10.0.0.1".parse().unwrap(), 443)),
+            lsm_allowed: false,
+            cgroup_allowed: true,
+            cgroup_sandbox: 0,
+        });
+        match anomaly {
+            Some(Event::Anomaly { detail }) => {
+                assert!(
+                    detail.contains("socket_connect to 10.0.0.1:443"),
+                    "{detail}"
+                );
+                assert!(detail.contains("bpf-lsm denied"), "{detail}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -28,9 +28,11 @@ pub mod kernel_events;
 pub mod notify;
 mod proto;
 mod signals;
+mod tmpdir;
 
 pub use caps::number as capability_number;
 pub use signals::FORWARDED as FORWARDED_SIGNALS;
+pub use tmpdir::PrivateTmp;
 
 use std::ffi::OsString;
 use std::io;
@@ -310,6 +312,12 @@ impl Sandbox {
         // the group, and init is moved in (below) before it confines itself and forks.
         let group = SandboxGroup::create(&plan.cgroup, plan.observe.config(), audit.sandbox())
             .context("creating the sandbox cgroup")?;
+        let deny_globs: Vec<String> = policy
+            .filesystem
+            .deny
+            .iter()
+            .map(|g| g.pattern.clone())
+            .collect();
         let kernel = match &group {
             Some(g) if plan.observe.enabled => match (g.events()?, g.bpf_id()) {
                 (Some(stream), Some(id)) => Some(KernelEvents {
@@ -318,7 +326,8 @@ impl Sandbox {
                         id,
                         std::sync::Arc::clone(seccomp.table()),
                         plan.cgroup.net_rules().clone(),
-                    ),
+                    )
+                    .with_deny_globs(&deny_globs),
                 }),
                 _ => None,
             },
@@ -341,7 +350,13 @@ impl Sandbox {
 
         // SAFETY: geteuid cannot fail.
         let root = unsafe { libc::geteuid() } == 0;
-        let ns_flags = libc::CLONE_NEWPID | if root { 0 } else { libc::CLONE_NEWUSER };
+        // The network namespace carries a guarantee (plan.rs): never started without it.
+        let net_flags = if plan.net_namespace {
+            libc::CLONE_NEWNET
+        } else {
+            0
+        };
+        let ns_flags = libc::CLONE_NEWPID | net_flags | if root { 0 } else { libc::CLONE_NEWUSER };
         let (pid, isolation) = match clone_fork(ns_flags) {
             Ok(pid) => (
                 pid,
@@ -351,8 +366,14 @@ impl Sandbox {
             ),
             Err(e) => {
                 let reason = format!("cannot create a pid namespace: {e}");
-                match clone_fork(0) {
+                match clone_fork(net_flags) {
                     Ok(pid) => (pid, Isolation::Subreaper { reason }),
+                    Err(e) if net_flags != 0 => {
+                        return Err(restore(anyhow!(
+                            "cannot create the sandbox's network namespace (it scopes abstract \
+                             UNIX sockets where Landlock cannot): {e}"
+                        )))
+                    }
                     Err(e) => return Err(restore(anyhow!("fork: {e}"))),
                 }
             }

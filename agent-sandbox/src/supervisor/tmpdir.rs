@@ -1,0 +1,142 @@
+//! A private temporary directory per sandbox: `<host TMPDIR>/agentbox-<sandbox id>`.
+//!
+//! The agent gets it as `${TMPDIR}` (profiles) and as its `TMPDIR` environment variable,
+//! instead of the host's shared /tmp, where other programs keep their temporary files and
+//! sockets (ssh-agent, X11, tmux). It is created before the profile is loaded and removed,
+//! with everything the agent left in it, when the sandbox ends.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+/// Name prefix of the private directories under the host's TMPDIR.
+pub const PREFIX: &str = "agentbox-";
+
+/// The sandbox's temporary directory; removed on `remove` or drop.
+#[derive(Debug)]
+pub struct PrivateTmp {
+    path: PathBuf,
+    removed: bool,
+}
+
+impl PrivateTmp {
+    /// Creates `<host_tmp>/agentbox-<sandbox>`, mode 0700, owned by the caller. Fails if the
+    /// name exists: a directory someone else prepared is never adopted.
+    pub fn create(host_tmp: &Path, sandbox: &str) -> anyhow::Result<PrivateTmp> {
+        let path = host_tmp.join(format!("{PREFIX}{sandbox}"));
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .with_context(|| format!("creating the sandbox's TMPDIR {}", path.display()))?;
+        let tmp = PrivateTmp {
+            path,
+            removed: false,
+        };
+        // The umask can only take bits away; set the mode anyway so it is exactly 0700.
+        fs::set_permissions(&tmp.path, fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("chmod 0700 {}", tmp.path.display()))?;
+        Ok(tmp)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Removes the directory and everything in it, without following symlinks.
+    pub fn remove(mut self) -> anyhow::Result<()> {
+        self.removed = true;
+        remove_tree(&self.path)
+            .with_context(|| format!("removing the sandbox's TMPDIR {}", self.path.display()))
+    }
+}
+
+impl Drop for PrivateTmp {
+    fn drop(&mut self) {
+        if !self.removed {
+            if let Err(e) = remove_tree(&self.path) {
+                tracing::warn!("removing {}: {e}", self.path.display());
+            }
+        }
+    }
+}
+
+/// `remove_dir_all` (which removes symlinks themselves and never follows them), retried once
+/// after giving the owner rwx on every directory below: an unprivileged agent may leave a
+/// directory it made read-only, whose entries its owner then cannot unlink.
+fn remove_tree(path: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(_) => {
+            open_up(path);
+            match fs::remove_dir_all(path) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            }
+        }
+    }
+}
+
+/// Adds u+rwx to `dir` and every directory below it (symlinks are not followed).
+fn open_up(dir: &Path) {
+    let Ok(meta) = fs::symlink_metadata(dir) else {
+        return;
+    };
+    if !meta.is_dir() {
+        return;
+    }
+    let _ = fs::set_permissions(
+        dir,
+        fs::Permissions::from_mode(meta.permissions().mode() | 0o700),
+    );
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            open_up(&entry.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn created_private_and_removed_without_following_symlinks() {
+        let host = tempfile::tempdir().unwrap();
+        let outside = host.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("keep"), "x").unwrap();
+
+        let tmp = PrivateTmp::create(host.path(), "0123abcd").unwrap();
+        assert_eq!(tmp.path(), host.path().join("agentbox-0123abcd"));
+        let mode = fs::metadata(tmp.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        // A name that exists is refused, never adopted.
+        assert!(PrivateTmp::create(host.path(), "0123abcd").is_err());
+
+        let sub = tmp.path().join("a/b");
+        fs::create_dir_all(&sub).unwrap();
+        fs::write(sub.join("f"), "y").unwrap();
+        symlink(&outside, tmp.path().join("link")).unwrap();
+        fs::set_permissions(tmp.path().join("a"), fs::Permissions::from_mode(0o500)).unwrap();
+        let path = tmp.path().to_path_buf();
+        tmp.remove().unwrap();
+        assert!(!path.exists());
+        assert!(outside.join("keep").exists(), "the symlink's target stays");
+    }
+
+    #[test]
+    fn dropped_is_removed() {
+        let host = tempfile::tempdir().unwrap();
+        let path = {
+            let tmp = PrivateTmp::create(host.path(), "feed").unwrap();
+            fs::write(tmp.path().join("f"), "y").unwrap();
+            tmp.path().to_path_buf()
+        };
+        assert!(!path.exists());
+    }
+}
