@@ -429,7 +429,10 @@ fn attributed(d: &Value) -> bool {
 fn names_target(d: &Value, target: &str) -> bool {
     let o = &d["object"];
     match o["kind"].as_str() {
-        Some("path") | Some("exec") => o["path"].as_str() == Some(target),
+        // Anonymous files (memfd) have no path; the kernel names them `/memfd:NAME`.
+        Some("path") | Some("exec") => o["path"]
+            .as_str()
+            .is_some_and(|p| p == target || p.strip_prefix('/') == Some(target)),
         Some("net") => {
             let (addr, port) = (o["addr"].as_str().unwrap_or(""), o["port"].as_u64());
             port.is_some_and(|p| target == format!("{addr}:{p}"))
