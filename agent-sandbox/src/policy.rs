@@ -43,9 +43,14 @@ pub struct FsPolicy {
     pub exec: Vec<PathBuf>,
     /// Deny globs: secrets that stay unreachable even inside an allowed tree.
     pub deny: Vec<DenyGlob>,
+    /// Protect globs: readable where a tree grants reading, never writable (no write, truncate,
+    /// create, delete or rename inside), even inside a writable tree. Files that run later
+    /// outside the sandbox: `.git/hooks`, `.git/config`, `.envrc`, editor task files.
+    #[serde(default)]
+    pub protect: Vec<DenyGlob>,
 }
 
-/// One deny glob, with the absolute-path pattern it expands to.
+/// One deny (or protect) glob, with the absolute-path pattern it expands to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DenyGlob {
     /// As written in the profile (after variable expansion), e.g. `/home/u/.ssh/**`.

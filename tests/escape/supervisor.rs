@@ -43,7 +43,12 @@ fn supervisor_sigkill_kills_the_tree_and_keeps_the_log() {
         // --best-effort: this contract is about teardown, and must also be shown on kernels
         // where the default profile lacks a guarantee (the 6.1 guest: Landlock ABI 2).
         let (child, log) = s.spawn(
-            &["-q", "--best-effort", "--profile", profile.to_str().unwrap()],
+            &[
+                "-q",
+                "--best-effort",
+                "--profile",
+                profile.to_str().unwrap(),
+            ],
             &["sh", "-c", &script],
         );
         let ready = s.workspace.join("ready");

@@ -3,4 +3,5 @@
 mod ebpf;
 mod net;
 mod observe;
+mod protect;
 mod run;

@@ -289,6 +289,7 @@ mod tests {
                     pattern: p.to_string(),
                 })
                 .collect(),
+            protect: Vec::new(),
         };
         policy
     }

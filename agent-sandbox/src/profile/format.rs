@@ -69,6 +69,11 @@ pub(crate) struct FilesystemToml {
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub deny: Entries,
+    /// Globs that stay readable but never writable, even inside a writable tree (no write,
+    /// truncate, create, delete or rename inside): `**/.git/hooks`, `**/.envrc`.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub protect: Entries,
 }
 
 /// Entries are `host-or-cidr:port-or-range`: `*:443`, `10.0.0.0/8:*`, `[::1]:8000-8100`.

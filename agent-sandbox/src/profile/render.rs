@@ -27,6 +27,7 @@ struct ShownFs {
     write: Vec<String>,
     exec: Vec<String>,
     deny: Vec<String>,
+    protect: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -95,6 +96,7 @@ pub fn to_toml(policy: &Policy, description: Option<&str>, notes: &[String]) -> 
             write: paths(&fs.write),
             exec: paths(&fs.exec),
             deny: fs.deny.iter().map(|d| d.pattern.clone()).collect(),
+            protect: fs.protect.iter().map(|d| d.pattern.clone()).collect(),
         },
         network: ShownNet {
             allow: net.allow.iter().map(format_net_rule).collect(),

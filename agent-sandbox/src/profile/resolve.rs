@@ -102,8 +102,10 @@ impl<'a> Builder<'a> {
         ctx.edit(&mut p.read, &fs.read, &mut path)?;
         ctx.edit(&mut p.write, &fs.write, &mut path)?;
         ctx.edit(&mut p.exec, &fs.exec, &mut path)?;
-        let mut deny = |v: &str| deny_glob(v, opts, notes);
+        let mut deny = |v: &str| path_glob(v, "deny", opts, notes);
         ctx.edit(&mut p.deny, &fs.deny, &mut deny)?;
+        let mut protect = |v: &str| path_glob(v, "protect", opts, notes);
+        ctx.edit(&mut p.protect, &fs.protect, &mut protect)?;
 
         // [network]
         let net = file.network;
@@ -328,21 +330,24 @@ fn push_unique<T: PartialEq>(list: &mut Vec<T>, items: impl IntoIterator<Item = 
     }
 }
 
-fn deny_glob(
+/// A deny or protect glob (`kind` names which, for messages): absolute or `**/`-anchored,
+/// `..`-free, normalised, plus its symlink-resolved variant.
+fn path_glob(
     v: &str,
+    kind: &str,
     opts: &LoadOptions,
     notes: &mut Vec<String>,
 ) -> Result<Vec<DenyGlob>, ValueError> {
     let expanded = expand::expand(v, opts, true)?;
     if !(expanded.starts_with('/') || expanded.starts_with("**/")) {
         return Err(ValueError::new(
-            format!("deny glob `{expanded}` is not absolute"),
+            format!("{kind} glob `{expanded}` is not absolute"),
             Some("start it with `/`, `~/`, `${HOME}/`, `${WORKSPACE}/` or `**/` (any directory)"),
         ));
     }
     if expanded.split('/').any(|c| c == "..") {
         return Err(ValueError::new(
-            format!("`..` in deny glob `{expanded}`"),
+            format!("`..` in {kind} glob `{expanded}`"),
             Some("write the pattern without `..`"),
         ));
     }
@@ -363,7 +368,7 @@ fn deny_glob(
     }];
     if let Some(real) = expand::resolved_glob_variant(&pattern) {
         notes.push(format!(
-            "deny `{pattern}` also applies as `{real}` (symlink resolved)"
+            "{kind} `{pattern}` also applies as `{real}` (symlink resolved)"
         ));
         out.push(DenyGlob { pattern: real });
     }

@@ -413,7 +413,7 @@ fn unknown_key_reports_table_line_column_and_hint() {
     let err = load(&spec, &s.opts).unwrap_err();
     let expected = format!(
         "error: unknown key `wirte` in [filesystem]\n  --> {spec}:4:1\n   |\n 4 | wirte = [\"/tmp\"]\n   \
-         | ^^^^^\n   = hint: did you mean `write`? expected one of: read, write, exec, deny"
+         | ^^^^^\n   = hint: did you mean `write`? expected one of: read, write, exec, deny, protect"
     );
     assert_eq!(err.to_string(), expected);
     let err = s.error_at("description = \"x\"\nnetwrok = {}\n", 2, 1);
@@ -674,4 +674,82 @@ fn cli_paths_resolve_like_profile_paths() {
     assert_eq!(resolve_cli_path("rel", &s.opts).unwrap(), cwd.join("rel"));
     assert!(resolve_cli_path("/a/../b", &s.opts).is_err());
     assert!(resolve_cli_path("${NOPE}", &s.opts).is_err());
+}
+
+// ---- protect globs ----
+
+fn patterns(globs: &[crate::policy::DenyGlob]) -> Vec<String> {
+    globs.iter().map(|g| g.pattern.clone()).collect()
+}
+
+#[test]
+fn protect_globs_expand_merge_and_remove_like_deny() {
+    let s = Scratch::new();
+    s.write(
+        "parent.toml",
+        "[filesystem]\nprotect = [\"**/.envrc\", \"${WORKSPACE}//.git/./hooks\", \"**/.gitmodules\"]\n",
+    );
+    let leaf = s.write(
+        "leaf.toml",
+        "extends = \"parent.toml\"\n[filesystem]\nprotect = [\"!**/.envrc\", \"~/.bashrc\", \"**/.gitmodules\"]\n",
+    );
+    let p = load(&leaf, &s.opts).unwrap();
+    let o = &s.opts;
+    assert_eq!(
+        patterns(&p.filesystem.protect),
+        vec![
+            format!("{}/.git/hooks", o.workspace.display()),
+            "**/.gitmodules".to_string(),
+            format!("{}/.bashrc", o.home.display()),
+        ]
+    );
+    // Protect is its own list: deny is untouched.
+    assert!(p.filesystem.deny.is_empty());
+}
+
+#[test]
+fn protect_glob_errors_point_at_the_value() {
+    let s = Scratch::new();
+    let err = s.error_at(
+        "[filesystem]\nprotect = [\"**/.envrc\", \"hooks\"]\n",
+        2,
+        25,
+    );
+    assert_eq!(err.message(), "protect glob `hooks` is not absolute");
+    let err = s.error_at("[filesystem]\nprotect = [\"~/a/../.git/**\"]\n", 2, 12);
+    assert!(err.message().contains("`..` in protect glob"), "{err}");
+    let err = s.error_at("[filesystem]\nprotect = [\"/a/[b\"]\n", 2, 12);
+    assert!(err.message().contains("invalid glob"), "{err}");
+    s.error_at("[filesystem]\nprotect = [\"${NOPE}/x\"]\n", 2, 13);
+    let err = s.error_at(
+        "extends = \"default\"\n[filesystem]\nprotect = [\"!**/.not-there\"]\n",
+        3,
+        12,
+    );
+    assert!(err.message().contains("removes nothing"), "{err}");
+}
+
+#[test]
+fn default_protects_files_that_run_outside_the_sandbox() {
+    let s = Scratch::new();
+    let p = load("default", &s.opts).unwrap();
+    let protect = patterns(&p.filesystem.protect);
+    for expected in [
+        "**/.envrc",
+        "**/.vscode/tasks.json",
+        "**/.vscode/settings.json",
+    ] {
+        assert!(
+            protect.iter().any(|g| g == expected),
+            "missing {expected}: {protect:?}"
+        );
+    }
+    // Not git's own files: Landlock would take `.git/index.lock` away from git (see
+    // profiles/default.toml); tests/host/protect.rs checks git works under `default`.
+    assert!(!protect.iter().any(|g| g.contains(".git/")), "{protect:?}");
+    // The resolved profile shows them, and loading what `profile show` prints gives them back.
+    let shown = to_toml(&p, None, &[]);
+    assert!(shown.contains("protect = ["), "{shown}");
+    let again = s.load(&shown).unwrap();
+    assert_eq!(again.filesystem.protect, p.filesystem.protect);
 }

@@ -32,6 +32,8 @@ pub struct Setup {
     pub log_in_workspace: bool,
     /// Workspace-relative file the attack creates; it only counts when a deny glob of the
     /// profile matches it (otherwise "not applicable: the profile does not protect it").
+    /// A `protect` glob protects it too (readable, never writable): the applicability check
+    /// in mod.rs should read `filesystem.protect` as well as `filesystem.deny`.
     pub protected_target: Option<&'static str>,
     /// Plant `app/.env` in the workspace. Off by default: Landlock's deny-by-omission takes
     /// the right to create files away from every directory on the way to a denied file, so a

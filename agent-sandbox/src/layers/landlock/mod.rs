@@ -2,8 +2,8 @@
 //!
 //! `compile` runs in the parent before fork: it probes the ABI, creates the ruleset and adds
 //! every rule, so the child between fork and exec only calls `landlock_restrict_self`.
-//! Landlock only grants; deny globs and agentbox's own files are enforced by leaving them out
-//! of the rules (see `omit`).
+//! Landlock only grants; deny globs, protect globs and agentbox's own files are enforced by
+//! leaving them out of the rules (see `omit`); protect matches get their read rights back.
 
 mod omit;
 #[cfg(test)]
@@ -243,6 +243,8 @@ struct FsRules {
     rules: BTreeMap<PathBuf, BitFlags<AccessFs>>,
     /// A deny glob may match inside a writable tree: files created later are not covered.
     deny_in_writable: bool,
+    /// A protect glob may match inside a writable tree: paths created later are not covered.
+    protect_in_writable: bool,
     /// Unanchored globs (`**/.env`) left unsearched in read-only trees.
     unanchored_gaps: Vec<String>,
 }
@@ -308,17 +310,29 @@ fn compile_fs(
         .iter()
         .map(|g| g.pattern.clone())
         .collect();
+    let protect: Vec<String> = policy
+        .filesystem
+        .protect
+        .iter()
+        .map(|g| g.pattern.clone())
+        .collect();
     let writable_roots: Vec<PathBuf> = trees
         .values()
         .filter(|t| t.access.intersects(omit::writable_rights()))
         .map(|t| t.real.clone())
         .collect();
-    let omissions = Omissions::new(&deny, writable_roots, protected_real)?;
+    let omissions = Omissions::new(&deny, &protect, writable_roots, protected_real)?;
+    let writable = |t: &&Tree| t.access.intersects(omit::writable_rights());
     let deny_in_writable = !deny.is_empty()
-        && trees.values().any(|t| {
-            t.access.intersects(omit::writable_rights())
-                && omissions.glob_may_match_below(&t.real, &t.written)
-        });
+        && trees
+            .values()
+            .filter(writable)
+            .any(|t| omissions.glob_may_match_below(&t.real, &t.written));
+    let protect_in_writable = !protect.is_empty()
+        && trees
+            .values()
+            .filter(writable)
+            .any(|t| omissions.protect_may_match_below(&t.real, &t.written));
 
     let mut rules: BTreeMap<PathBuf, BitFlags<AccessFs>> = BTreeMap::new();
     let mut unanchored_skipped: BTreeMap<&str, Vec<String>> = BTreeMap::new();
@@ -356,9 +370,9 @@ fn compile_fs(
             shown.push(format!("and {} more", omitted.len() - SHOWN));
         }
         notes.push(format!(
-            "left out of the allowed trees (deny globs, protected paths): {}; the directories \
-             holding them lose create, delete and rename (and listing, where a denied \
-             directory lies below)",
+            "left out of the allowed trees (deny globs; read-only: protect globs, protected \
+             paths): {}; every directory on the way to them loses create, delete and rename \
+             (and listing, where a denied directory lies below)",
             shown.join(", ")
         ));
     }
@@ -375,6 +389,7 @@ fn compile_fs(
     Ok(FsRules {
         rules,
         deny_in_writable,
+        protect_in_writable,
         unanchored_gaps,
     })
 }
@@ -438,6 +453,15 @@ fn fs_coverage(policy: &Policy, fs: &FsRules, abi: u32, coverage: &mut Coverage)
                 .to_string(),
         );
     }
+    if fs.protect_in_writable {
+        deny_gaps.push(
+            "protect globs hold for files and directories that exist at launch (nothing can be \
+             created, deleted or renamed inside a protected directory); a protected name \
+             created later in a writable directory (a new .envrc at the workspace root) is not \
+             covered without BPF LSM"
+                .to_string(),
+        );
+    }
     deny_gaps.extend(fs.unanchored_gaps.iter().cloned());
     let deny = if deny_gaps.is_empty() {
         Status::Enforced
@@ -445,7 +469,17 @@ fn fs_coverage(policy: &Policy, fs: &FsRules, abi: u32, coverage: &mut Coverage)
         Status::Partial(deny_gaps.join("; "))
     };
     coverage.push(LAYER, Guarantee::FsDenyExact, deny);
-    coverage.push(LAYER, Guarantee::ExecAllowList, Status::Enforced);
+    // Landlock's EXECUTE right is checked at execve of a file only: the dynamic loader (in an
+    // exec tree) maps any readable file executable, and memfds live on an internal mount.
+    coverage.push(
+        LAYER,
+        Guarantee::ExecAllowList,
+        Status::Partial(
+            "execve outside the exec trees is denied; ld.so-loaded and memfd programs are not \
+             covered without BPF LSM"
+                .into(),
+        ),
+    );
 }
 
 fn scope_coverage(abi: u32, coverage: &mut Coverage) {

@@ -1,6 +1,10 @@
-//! Deny-by-omission: Landlock only grants, so a deny glob (or a protected path) inside an
-//! allowed tree is enforced by replacing the tree's one rule with rules for everything *around*
-//! the matches.
+//! Deny-by-omission: Landlock only grants, so a deny glob (or a protect glob, or a protected
+//! path) inside an allowed tree is enforced by replacing the tree's one rule with rules for
+//! everything *around* the matches. Deny matches get no rule; protect matches and protected
+//! paths get the read part of the tree's rights back (read, list, execute), never a write right.
+//!
+//! The cost is Landlock's: a right granted on a directory holds for everything beneath it, so
+//! every directory on the way from the tree root to a match loses create, delete and rename.
 //!
 //! No crate does this (it is specific to Landlock's beneath-only rule model), hence this module.
 //! The walk is bounded (entries, depth), never follows symlinks, never crosses mount points, and
@@ -38,43 +42,56 @@ pub(crate) struct Tree {
     pub access: BitFlags<AccessFs>,
 }
 
-/// Deny globs with the literal directory prefix of each, for pruning the walk.
+/// Deny and protect globs with the literal directory prefix of each, for pruning the walk.
 struct Globs {
     patterns: Vec<String>,
     set: GlobSet,
     /// `None` when the glob may match anywhere (`**/.env`).
     prefixes: Vec<Option<PathBuf>>,
+    /// What a match of each glob keeps: `Nothing` (deny) or `ReadOnly` (protect).
+    keeps: Vec<Keep>,
 }
 
 impl Globs {
-    fn new<'a>(patterns: impl Iterator<Item = &'a String>) -> anyhow::Result<Self> {
+    fn new(deny: &[String], protect: &[String]) -> anyhow::Result<Self> {
         let mut builder = GlobSetBuilder::new();
         let mut kept = Vec::new();
         let mut prefixes = Vec::new();
-        for pattern in patterns {
+        let mut keeps = Vec::new();
+        let tagged = deny
+            .iter()
+            .map(|p| (p, Keep::Nothing, "deny"))
+            .chain(protect.iter().map(|p| (p, Keep::ReadOnly, "protect")));
+        for (pattern, keep, kind) in tagged {
             let glob = GlobBuilder::new(pattern)
                 .literal_separator(true)
                 .backslash_escape(true)
                 .build()
-                .with_context(|| format!("invalid deny glob '{pattern}'"))?;
+                .with_context(|| format!("invalid {kind} glob '{pattern}'"))?;
             builder.add(glob);
             kept.push(pattern.clone());
             prefixes.push(literal_prefix(pattern));
+            keeps.push(keep);
         }
-        let set = builder.build().context("building deny globs")?;
+        let set = builder.build().context("building deny and protect globs")?;
         Ok(Globs {
             patterns: kept,
             set,
             prefixes,
+            keeps,
         })
     }
 
-    /// True when a glob may match at or below one of `paths` (ignoring reach).
-    fn any_near(&self, paths: [&Path; 2]) -> bool {
-        self.prefixes.iter().any(|prefix| match prefix {
-            None => true,
-            Some(p) => paths.iter().any(|d| d.starts_with(p) || p.starts_with(d)),
-        })
+    /// True when a glob of kind `keep` may match at or below one of `paths` (ignoring reach).
+    fn any_near(&self, keep: Keep, paths: [&Path; 2]) -> bool {
+        self.prefixes
+            .iter()
+            .zip(&self.keeps)
+            .filter(|(_, k)| **k == keep)
+            .any(|(prefix, _)| match prefix {
+                None => true,
+                Some(p) => paths.iter().any(|d| d.starts_with(p) || p.starts_with(d)),
+            })
     }
 }
 
@@ -100,19 +117,28 @@ impl Reach<'_> {
         near
     }
 
-    fn is_match(&self, real: &Path, written: &Path, is_dir: bool) -> bool {
-        let hit = |p: &Path| {
-            self.globs
-                .set
-                .matches(p)
-                .iter()
-                .any(|i| self.scopes.iter().any(|(j, _)| i == j))
+    /// What a match keeps, if a glob in reach matches; deny wins over protect.
+    fn matched(&self, real: &Path, written: &Path, is_dir: bool) -> Option<Keep> {
+        let mut keep = None;
+        let mut hit = |p: &Path| {
+            for i in self.globs.set.matches(p) {
+                if self.scopes.iter().any(|(j, _)| i == *j) {
+                    keep = Some(match (keep, self.globs.keeps[i]) {
+                        (Some(Keep::Nothing), _) | (_, Keep::Nothing) => Keep::Nothing,
+                        _ => Keep::ReadOnly,
+                    });
+                }
+            }
         };
-        [real, written].iter().any(|p| {
+        for p in [real, written] {
+            hit(p);
             // `dir/**` matches everything below `dir`; omit `dir` itself rather than leave its
             // listing readable, so also test `dir/`.
-            hit(p) || (is_dir && hit(&with_trailing_slash(p)))
-        })
+            if is_dir {
+                hit(&with_trailing_slash(p));
+            }
+        }
+        keep
     }
 }
 
@@ -135,7 +161,8 @@ pub(crate) struct Omissions {
 enum Keep {
     /// Deny glob: nothing.
     Nothing,
-    /// Protected path: the read part only.
+    /// Protect glob or protected path: the read part only (read, list, and execute where the
+    /// tree grants it: a protected hook in an exec tree still runs).
     ReadOnly,
 }
 
@@ -143,7 +170,7 @@ impl Keep {
     fn mask(self) -> BitFlags<AccessFs> {
         match self {
             Keep::Nothing => BitFlags::EMPTY,
-            Keep::ReadOnly => AccessFs::ReadFile | AccessFs::ReadDir,
+            Keep::ReadOnly => AccessFs::ReadFile | AccessFs::ReadDir | AccessFs::Execute,
         }
     }
 }
@@ -157,12 +184,13 @@ pub(crate) struct TreeRules {
 
 impl Omissions {
     pub(crate) fn new(
-        patterns: &[String],
+        deny: &[String],
+        protect: &[String],
         writable_roots: Vec<PathBuf>,
         protected: Vec<PathBuf>,
     ) -> anyhow::Result<Self> {
         Ok(Omissions {
-            globs: Globs::new(patterns.iter())?,
+            globs: Globs::new(deny, protect)?,
             writable_roots,
             protected,
         })
@@ -176,6 +204,10 @@ impl Omissions {
         let writable = tree.access.intersects(writable_rights());
         let mut scopes = Vec::new();
         for (i, prefix) in self.globs.prefixes.iter().enumerate() {
+            // A protect glob takes away write rights only: a read-only tree has none to take.
+            if self.globs.keeps[i] == Keep::ReadOnly && !writable {
+                continue;
+            }
             match prefix {
                 Some(p) => scopes.push((i, Some(p.clone()))),
                 None if writable => scopes.push((i, None)),
@@ -195,7 +227,12 @@ impl Omissions {
 
     /// True when a deny glob may match something at or below `real`/`written`.
     pub(crate) fn glob_may_match_below(&self, real: &Path, written: &Path) -> bool {
-        self.globs.any_near([real, written])
+        self.globs.any_near(Keep::Nothing, [real, written])
+    }
+
+    /// True when a protect glob may match something at or below `real`/`written`.
+    pub(crate) fn protect_may_match_below(&self, real: &Path, written: &Path) -> bool {
+        self.globs.any_near(Keep::ReadOnly, [real, written])
     }
 
     /// Unanchored globs not searched (outside nested writable trees) in read-only dir `tree`.
@@ -207,8 +244,9 @@ impl Omissions {
             .patterns
             .iter()
             .zip(&self.globs.prefixes)
-            .filter(|(_, prefix)| prefix.is_none())
-            .map(|(pattern, _)| pattern.as_str())
+            .zip(&self.globs.keeps)
+            .filter(|((_, prefix), keep)| prefix.is_none() && **keep == Keep::Nothing)
+            .map(|((pattern, _), _)| pattern.as_str())
             .collect()
     }
 
@@ -223,13 +261,15 @@ impl Omissions {
 
     /// Whether this entry itself is omitted. Deny globs win over protection.
     fn classify(&self, reach: &Reach, real: &Path, written: &Path, is_dir: bool) -> Option<Keep> {
-        if reach.is_match(real, written, is_dir) {
-            return Some(Keep::Nothing);
+        match reach.matched(real, written, is_dir) {
+            Some(Keep::Nothing) => Some(Keep::Nothing),
+            keep => keep.or_else(|| {
+                self.protected
+                    .iter()
+                    .any(|p| p == real)
+                    .then_some(Keep::ReadOnly)
+            }),
         }
-        self.protected
-            .iter()
-            .any(|p| p == real)
-            .then_some(Keep::ReadOnly)
     }
 
     /// What the tree root itself is subject to: an omission on it or any ancestor covers it all.
@@ -312,7 +352,7 @@ impl Walk<'_> {
     fn fail(&self, what: String) -> anyhow::Error {
         let globs = self.reach.near([&self.tree.real, &self.tree.written]);
         anyhow::anyhow!(
-            "cannot enforce deny globs [{}] inside allowed tree {} by omission: {what}; \
+            "cannot enforce deny/protect globs [{}] inside allowed tree {} by omission: {what}; \
              narrow the tree or the glob, or use a kernel with BPF LSM",
             globs.join(", "),
             self.tree.written.display(),
@@ -372,7 +412,8 @@ impl Walk<'_> {
             let child_written = written.join(name);
             if let Some(keep) = keep {
                 split = true;
-                dir_matched |= file_type.is_dir();
+                // A protected directory may be listed anyway; only a denied one's names hide.
+                dir_matched |= file_type.is_dir() && *keep == Keep::Nothing;
                 let access = self.tree.access & keep.mask();
                 if !access.is_empty() {
                     sub_rules.rules.push((child_real.clone(), access));
@@ -497,6 +538,7 @@ mod tests {
                 "**/.env".to_string(),
                 "/w/*.pem".to_string(),
             ],
+            &["**/.git/hooks".to_string(), "/w/*.pem".to_string()],
             vec![],
             vec![],
         )
@@ -531,6 +573,26 @@ mod tests {
         assert_eq!(
             o.classify(g, p("/x"), p("/h/.ssh/config"), false),
             Some(Keep::Nothing)
+        );
+        // Protect keeps reading; deny wins where both match.
+        assert_eq!(
+            o.classify(g, p("/r/.git/hooks"), p("/x"), true),
+            Some(Keep::ReadOnly)
+        );
+        assert_eq!(o.classify(g, p("/r/.git/hooks2"), p("/x"), true), None);
+        assert_eq!(
+            o.classify(g, p("/w/k.pem"), p("/x"), false),
+            Some(Keep::Nothing)
+        );
+        // Protect globs are not searched in read-only trees: nothing to take away there.
+        let ro = Tree {
+            written: "/".into(),
+            real: "/".into(),
+            access: AccessFs::ReadFile | AccessFs::ReadDir,
+        };
+        assert_eq!(
+            o.classify(&o.reach(&ro), p("/r/.git/hooks"), p("/x"), true),
+            None
         );
     }
 }
