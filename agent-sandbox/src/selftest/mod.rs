@@ -299,10 +299,11 @@ fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
-/// Deny globs of `policy` that match `path` (as Landlock omission would: `*` stays in one
-/// component).
+/// Deny or protect globs of `policy` that match `path` (as Landlock omission would: `*` stays
+/// in one component). Both keep the agent from writing the file.
 fn denied_by_globs(policy: &crate::policy::Policy, path: &Path) -> bool {
-    policy.filesystem.deny.iter().any(|g| {
+    let fs = &policy.filesystem;
+    fs.deny.iter().chain(&fs.protect).any(|g| {
         globset::GlobBuilder::new(&g.pattern)
             .literal_separator(true)
             .build()
@@ -516,7 +517,7 @@ fn try_run(opts: &Options, spec: &Spec) -> anyhow::Result<Report> {
     if let Some(rel) = spec.setup.protected_target {
         if !denied_by_globs(&policy, &ws.join(rel)) {
             return Ok(mk_report(Verdict::NotApplicable(format!(
-                "profile `{}` does not protect {rel} (no deny glob matches it)",
+                "profile `{}` does not protect {rel} (no deny or protect glob matches it)",
                 opts.profile
             ))));
         }
