@@ -573,4 +573,32 @@ mod tests {
         raw.kind = 99;
         assert_eq!(decode(&raw_bytes(&raw)), None);
     }
+
+    /// Decoding cost per record (release: `cargo test --release -p ebpf-probes --lib
+    /// decode_throughput -- --ignored --nocapture`).
+    #[test]
+    #[ignore = "benchmark"]
+    fn decode_throughput() {
+        let mut raw = zeroed();
+        raw.kind = EV_NET_DENIED;
+        raw.family = libc::AF_INET as u16;
+        raw.addr[..4].copy_from_slice(&[127, 0, 0, 2]);
+        raw.flags = EVF_HAS_ADDR | EVF_ENFORCED;
+        raw.comm[..7].copy_from_slice(b"python3");
+        let bytes = raw_bytes(&raw);
+        let n = 2_000_000u32;
+        let start = std::time::Instant::now();
+        let mut seqs = 0u64;
+        for _ in 0..n {
+            seqs += std::hint::black_box(decode(std::hint::black_box(&bytes)))
+                .map_or(0, |e| e.seq() + 1);
+        }
+        let elapsed = start.elapsed();
+        assert_eq!(seqs, u64::from(n));
+        println!(
+            "decode: {:.0} ns per record, {:.0} records/s",
+            elapsed.as_nanos() as f64 / f64::from(n),
+            f64::from(n) / elapsed.as_secs_f64()
+        );
+    }
 }

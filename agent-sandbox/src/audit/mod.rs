@@ -31,6 +31,11 @@ pub const GENESIS_PREV: &str = "000000000000000000000000000000000000000000000000
 /// newline) as it is in the log, for sinks that forward it verbatim.
 pub trait Sink {
     fn record(&mut self, rec: &Record, line: &str) -> io::Result<()>;
+
+    /// A clause for the run's summary line (`12,345 denials not shown live`), if any.
+    fn summary_note(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Hex SHA-256 of one log line's bytes, without its newline: the next record's `prev`.
@@ -70,5 +75,7 @@ pub fn new_sandbox_id() -> String {
     hex::encode(&h.finalize()[..8])
 }
 
+#[cfg(test)]
+mod bench;
 #[cfg(test)]
 mod tests;

@@ -6,42 +6,164 @@
 
 use std::fmt::Write as _;
 use std::io::{self, IsTerminal, Write};
+use std::time::{Duration, Instant};
 
 use super::event::{Action, Denial, Event, GuaranteeState, Object, Record};
 use super::Sink;
 
+/// Live denial lines per second before the sink only counts them.
+pub const LIVE_DENIALS_PER_SECOND: u32 = 20;
+
 /// Prints one short line per denial, loss and anomaly to stderr (colour only on a tty).
+///
+/// Under a flood it prints at most `LIVE_DENIALS_PER_SECOND` denial lines per second, then
+/// one `… N more denials (see the log)` line per second; the total it left out is in the run's
+/// summary. Only the terminal is throttled: every record is in the log. Loss and anomaly lines
+/// are never held back.
 pub struct TerminalSink {
     out: Box<dyn Write + Send>,
     colour: bool,
+    throttle: Throttle,
 }
 
 impl TerminalSink {
     /// Writes to stderr; colour when stderr is a terminal and `NO_COLOR` is unset.
     pub fn stderr() -> Self {
         let colour = io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-        Self {
-            out: Box::new(io::stderr()),
-            colour,
-        }
+        Self::new(Box::new(io::stderr()), colour)
     }
 
     /// Writes to any stream (tests, `audit show` to stdout).
     pub fn new(out: Box<dyn Write + Send>, colour: bool) -> Self {
-        Self { out, colour }
+        Self {
+            out,
+            colour,
+            throttle: Throttle::new(LIVE_DENIALS_PER_SECOND),
+        }
+    }
+
+    /// At most `per_second` denial lines per second (0: none, only the counts).
+    pub fn with_live_limit(mut self, per_second: u32) -> Self {
+        self.throttle = Throttle::new(per_second);
+        self
+    }
+
+    /// Denials not printed live so far (all in the log).
+    pub fn not_shown(&self) -> u64 {
+        self.throttle.not_shown
+    }
+
+    /// `record` with the time passed in, so tests can step through seconds.
+    fn record_at(&mut self, rec: &Record, now: Instant) -> io::Result<()> {
+        let mut text = String::new();
+        if let Some(held) = self
+            .throttle
+            .roll(now, matches!(rec.event, Event::Exit { .. }))
+        {
+            text.push_str(&self.more_line(held));
+        }
+        let live = match &rec.event {
+            Event::Denial(d) if self.throttle.admit() => Some(denial_line(d, self.colour)),
+            Event::Denial(_) => None,
+            _ => live_line(rec, self.colour),
+        };
+        if let Some(live) = live {
+            let _ = writeln!(text, "agentbox: {live}");
+        }
+        if text.is_empty() {
+            return Ok(());
+        }
+        // One write per record so it does not interleave with the agent's own stderr output.
+        self.out.write_all(text.as_bytes())?;
+        self.out.flush()
+    }
+
+    fn more_line(&self, held: u64) -> String {
+        let text = format!("… {} more denials (see the log)", thousands(held));
+        format!("agentbox: {}\n", paint(self.colour, YELLOW, &text))
     }
 }
 
 impl Sink for TerminalSink {
     fn record(&mut self, rec: &Record, _line: &str) -> io::Result<()> {
-        let Some(text) = live_line(rec, self.colour) else {
-            return Ok(());
-        };
-        // One write per line so it does not interleave with the agent's own stderr output.
-        self.out
-            .write_all(format!("agentbox: {text}\n").as_bytes())?;
-        self.out.flush()
+        self.record_at(rec, Instant::now())
     }
+
+    fn summary_note(&self) -> Option<String> {
+        (self.throttle.not_shown > 0).then(|| {
+            format!(
+                "{} denials not shown live",
+                thousands(self.throttle.not_shown)
+            )
+        })
+    }
+}
+
+/// Denial lines per one-second window: the first `limit` are printed, the rest counted and
+/// reported in one line when the window ends (at the next record after it, or at `Exit`).
+struct Throttle {
+    limit: u32,
+    window_start: Option<Instant>,
+    shown_in_window: u32,
+    /// Counted but not yet reported in a `… more denials` line.
+    held: u64,
+    /// Every denial not printed live.
+    not_shown: u64,
+}
+
+impl Throttle {
+    const WINDOW: Duration = Duration::from_secs(1);
+
+    fn new(limit: u32) -> Self {
+        Throttle {
+            limit,
+            window_start: None,
+            shown_in_window: 0,
+            held: 0,
+            not_shown: 0,
+        }
+    }
+
+    /// Starts a new window if the current one is over (or `force`); returns the count held
+    /// back in the old one, if any, for its `… more denials` line.
+    fn roll(&mut self, now: Instant, force: bool) -> Option<u64> {
+        let over = self
+            .window_start
+            .is_none_or(|start| now.saturating_duration_since(start) >= Self::WINDOW);
+        if !(over || force) {
+            return None;
+        }
+        if over {
+            self.window_start = Some(now);
+            self.shown_in_window = 0;
+        }
+        (self.held > 0).then(|| std::mem::take(&mut self.held))
+    }
+
+    /// Whether one more denial line may be printed in this window; counts it if not.
+    fn admit(&mut self) -> bool {
+        if self.shown_in_window < self.limit {
+            self.shown_in_window += 1;
+            true
+        } else {
+            self.held += 1;
+            self.not_shown += 1;
+            false
+        }
+    }
+}
+
+/// `12,345`
+pub(crate) fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// The live line for a record, or `None` for records the live sink stays quiet about
@@ -363,5 +485,154 @@ mod tests {
             signal: libc::SIGKILL,
         };
         assert!(denial_line(&d, false).contains("signal SIGKILL to pid 1"));
+    }
+
+    fn rec(seq: u64, event: Event) -> Record {
+        Record {
+            v: 1,
+            seq,
+            ts: "2026-01-01T00:00:00.000000000Z".into(),
+            sandbox: "abc".into(),
+            prev: "0".repeat(64),
+            event,
+        }
+    }
+
+    fn text(buf: &Buf) -> String {
+        String::from_utf8(buf.0.lock().unwrap().clone()).unwrap()
+    }
+
+    /// Denials the `… N more denials` lines of `out` report.
+    fn more_counts(out: &str) -> Vec<u64> {
+        out.lines()
+            .filter_map(|l| l.strip_prefix("agentbox: … "))
+            .map(|l| {
+                let n = l.split(' ').next().unwrap();
+                n.replace(',', "").parse().unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_flood_prints_the_limit_then_one_count_line_per_second() {
+        let buf = Buf::default();
+        let mut sink = TerminalSink::new(Box::new(buf.clone()), false);
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut seq = 0;
+        let mut send = |sink: &mut TerminalSink, event: Event, ms: u64| {
+            seq += 1;
+            sink.record_at(&rec(seq, event), at(ms)).unwrap();
+        };
+        // Second 0: 12,345 denials, then a loss (never held back).
+        for i in 0..12_345 {
+            send(&mut sink, Event::Denial(denial(&format!("/f{i}"))), i / 20);
+        }
+        send(
+            &mut sink,
+            Event::Loss {
+                source: "ebpf-ringbuf".into(),
+                kind: "violations".into(),
+                count: 3,
+            },
+            900,
+        );
+        let out = text(&buf);
+        assert_eq!(out.lines().filter(|l| l.contains("denied [")).count(), 20);
+        assert!(out
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with("/f0 (pid 123 python3) — filesystem: not in allow-list"));
+        assert!(out.contains("LOST 3 violations events"), "{out}");
+        assert!(
+            more_counts(&out).is_empty(),
+            "nothing reported inside the second"
+        );
+
+        // Second 1: the count for second 0, then up to the limit again.
+        for i in 0..30 {
+            send(&mut sink, Event::Denial(denial("/g")), 1000 + i);
+        }
+        let out = text(&buf);
+        assert_eq!(more_counts(&out), [12_325]);
+        assert!(
+            out.contains("agentbox: … 12,325 more denials (see the log)\n"),
+            "{out}"
+        );
+        assert_eq!(out.lines().filter(|l| l.contains("denied [")).count(), 40);
+
+        // The run ends inside second 1: Exit reports what is still held.
+        send(
+            &mut sink,
+            Event::Exit {
+                code: Some(0),
+                signal: None,
+                denials: 12_375,
+                duration_ms: 1500,
+            },
+            1500,
+        );
+        let out = text(&buf);
+        assert_eq!(more_counts(&out), [12_325, 10]);
+        assert_eq!(sink.not_shown(), 12_335);
+        assert_eq!(
+            sink.summary_note().as_deref(),
+            Some("12,335 denials not shown live")
+        );
+        // Shown + counted = every denial sent.
+        let shown = out.lines().filter(|l| l.contains("denied [")).count() as u64;
+        assert_eq!(shown + more_counts(&out).iter().sum::<u64>(), 12_375);
+    }
+
+    #[test]
+    fn a_quiet_run_is_never_throttled() {
+        let buf = Buf::default();
+        let mut sink = TerminalSink::new(Box::new(buf.clone()), false);
+        let t0 = Instant::now();
+        for i in 0..100u64 {
+            // 10 per second: under the limit.
+            sink.record_at(
+                &rec(i, Event::Denial(denial("/q"))),
+                t0 + Duration::from_millis(i * 100),
+            )
+            .unwrap();
+        }
+        let out = text(&buf);
+        assert_eq!(out.lines().count(), 100);
+        assert_eq!(sink.summary_note(), None);
+        assert_eq!(sink.not_shown(), 0);
+    }
+
+    #[test]
+    fn with_live_limit_zero_only_counts() {
+        let buf = Buf::default();
+        let mut sink = TerminalSink::new(Box::new(buf.clone()), true).with_live_limit(0);
+        let t0 = Instant::now();
+        sink.record_at(&rec(0, Event::Denial(denial("/a"))), t0)
+            .unwrap();
+        sink.record_at(&rec(1, Event::Denial(denial("/b"))), t0)
+            .unwrap();
+        assert_eq!(text(&buf), "");
+        sink.record_at(
+            &rec(2, Event::Anomaly { detail: "x".into() }),
+            t0 + Duration::from_secs(2),
+        )
+        .unwrap();
+        let out = text(&buf);
+        assert!(
+            out.starts_with("agentbox: \x1b[33m… 2 more denials (see the log)\x1b[0m\n"),
+            "{out:?}"
+        );
+        assert!(out.ends_with("anomaly: x\x1b[0m\n"), "{out:?}");
+    }
+
+    #[test]
+    fn thousands_are_grouped() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(12_345), "12,345");
+        assert_eq!(thousands(1_234_567), "1,234,567");
     }
 }

@@ -35,6 +35,7 @@ fn launch() -> Event {
             guarantee: Guarantee::FsAllowList,
             enforced: true,
             reason: None,
+            layers: vec!["landlock".into()],
         }],
     }
 }
@@ -475,4 +476,308 @@ fn sandbox_ids_are_16_hex_and_distinct() {
     assert!(ids
         .iter()
         .all(|id| id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit())));
+}
+
+/// One of every event kind, with strings that need JSON escaping.
+fn every_kind() -> Vec<Event> {
+    vec![
+        launch(),
+        denial("landlock", "/tmp/a\"b\\c\n\u{1b}]0;x\u{7}\u{202E}é"),
+        Event::Denial(Denial {
+            layer: "seccomp".into(),
+            rule: "syscalls.deny-groups: mount".into(),
+            action: Action::Killed,
+            pid: 7,
+            ppid: None,
+            exe: None,
+            object: Object::Syscall {
+                name: "mount".into(),
+                nr: 165,
+                args: [u64::MAX, 0, 1, 2, 3, 4],
+            },
+        }),
+        Event::Denial(Denial {
+            layer: "cgroup-bpf".into(),
+            rule: "network.deny: [::1/128]:* [::1]:22".into(),
+            action: Action::Audited,
+            pid: -1,
+            ppid: Some(0),
+            exe: Some(String::new()),
+            object: Object::Net {
+                proto: "tcp".into(),
+                addr: "::1".into(),
+                port: 22,
+            },
+        }),
+        Event::Loss {
+            source: "ebpf-ringbuf".into(),
+            kind: "violations".into(),
+            count: u64::MAX,
+        },
+        Event::Anomaly {
+            detail: "tab\there".into(),
+        },
+        Event::Process(ProcessEvent {
+            kind: ProcessKind::Fork,
+            pid: 3,
+            ppid: Some(2),
+            exe: None,
+            comm: None,
+            thread: true,
+            code: None,
+            signal: None,
+        }),
+        Event::Exit {
+            code: None,
+            signal: Some(9),
+            denials: 3,
+            duration_ms: 0,
+        },
+    ]
+}
+
+/// Writes performed by this thread so far (`syscw` of /proc/thread-self/io).
+fn thread_write_syscalls() -> u64 {
+    let io = std::fs::read_to_string("/proc/thread-self/io").unwrap();
+    io.lines()
+        .find_map(|l| l.strip_prefix("syscw:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn lines_are_exactly_serde_json_of_the_record() {
+    // The writer builds lines without serialising a `Record`; they must be the same bytes.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.jsonl");
+    let mut log = AuditLog::create(&path, "id \"with\" quotes\n\u{1b}").unwrap();
+    log.append(launch()).unwrap();
+    assert_eq!(log.append_batch(every_kind()).unwrap(), 8);
+    let ls = lines(&path);
+    assert_eq!(ls.len(), 9);
+    let mut prev = GENESIS_PREV.to_string();
+    for l in &ls {
+        let line = l.strip_suffix(b"\n").unwrap();
+        let rec: Record = serde_json::from_slice(line).unwrap();
+        assert_eq!(serde_json::to_string(&rec).unwrap().as_bytes(), line);
+        assert_eq!(rec.prev, prev);
+        prev = line_hash(line);
+    }
+    assert_eq!(log.head(), prev);
+    let parsed: Vec<Event> = ls[1..]
+        .iter()
+        .map(|l| serde_json::from_slice::<Record>(l).unwrap().event)
+        .collect();
+    assert_eq!(parsed, every_kind());
+}
+
+#[test]
+fn batch_is_one_write_and_chains_like_single_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.jsonl");
+    let mut log = AuditLog::create(&path, "0123456789abcdef").unwrap();
+    log.append(launch()).unwrap();
+    let events: Vec<Event> = (0..1000)
+        .map(|i| denial("cgroup-bpf", &format!("/f{i}")))
+        .collect();
+    let writes = thread_write_syscalls();
+    assert_eq!(log.append_batch(events).unwrap(), 1000);
+    assert_eq!(
+        thread_write_syscalls() - writes,
+        1,
+        "one write(2) per batch"
+    );
+    assert_eq!(log.append_batch(Vec::new()).unwrap(), 0);
+    assert_eq!(
+        thread_write_syscalls() - writes,
+        1,
+        "an empty batch writes nothing"
+    );
+    assert_eq!(log.append(denial("landlock", "/single")).unwrap(), 1001);
+    assert_eq!(thread_write_syscalls() - writes, 2);
+    assert_eq!(log.records(), 1002);
+    assert_eq!(log.denials(), 1001);
+    let report = verify(&path).unwrap();
+    assert_eq!(report.records, 1002);
+    assert_eq!(report.denials, 1001);
+    assert_eq!(report.head, log.head());
+}
+
+#[test]
+fn huge_batch_is_split_into_bounded_writes_and_stays_chained() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.jsonl");
+    let mut log = AuditLog::create(&path, "0123456789abcdef").unwrap();
+    let seen = Collect::default();
+    log.add_sink(Box::new(seen.clone()));
+    let long = "x".repeat(4000);
+    let n = 3000u64; // ~12 MiB: several writes
+    let writes = thread_write_syscalls();
+    let appended = log
+        .append_batch((0..n).map(|i| denial("landlock", &format!("/{long}/{i}"))))
+        .unwrap();
+    assert_eq!(appended, n);
+    let used = thread_write_syscalls() - writes;
+    assert!((2..=4).contains(&used), "{used} writes for ~12 MiB");
+    let report = verify(&path).unwrap();
+    assert_eq!(report.records, n);
+    let seen = seen.0.lock().unwrap();
+    assert_eq!(seen.len() as u64, n);
+    assert!(seen.iter().enumerate().all(|(i, (s, _))| *s == i as u64));
+}
+
+#[test]
+fn crash_inside_a_batch_write_is_a_torn_last_line() {
+    // What a crash (or a full disk) in the middle of a batch's write leaves: a prefix of it.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.jsonl");
+    let mut log = AuditLog::create(&path, "0123456789abcdef").unwrap();
+    log.append(launch()).unwrap();
+    let before = std::fs::metadata(&path).unwrap().len();
+    log.append_batch((0..10).map(|i| denial("landlock", &format!("/f{i}"))))
+        .unwrap();
+    let after = std::fs::metadata(&path).unwrap().len();
+    let batch_lines = lines(&path)[1..].to_vec();
+    let cut = before + batch_lines[..4].iter().map(|l| l.len() as u64).sum::<u64>() + 17;
+    assert!(cut < after);
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(cut).unwrap();
+    match verify(&path) {
+        Err(VerifyError::TornLastLine { line }) => assert_eq!(line, 6),
+        other => panic!("expected a torn last line, got {other:?}"),
+    }
+    // Cut at a line boundary instead: a valid, shorter (incomplete) log.
+    f.set_len(cut - 17).unwrap();
+    let report = verify(&path).unwrap();
+    assert_eq!(
+        (report.records, report.denials, report.complete),
+        (5, 4, false)
+    );
+}
+
+#[test]
+fn after_a_failed_batch_write_the_log_refuses_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.jsonl");
+    let mut log = AuditLog::create(&path, "0123456789abcdef").unwrap();
+    log.append(launch()).unwrap();
+    // A real write error: the log's descriptor is swapped for a read-only one (EBADF).
+    let ro = std::fs::File::open(&path).unwrap();
+    // SAFETY: both fds are open and owned by this test; dup2 only replaces which file the
+    // log's fd number refers to, and the log closes it when dropped as before.
+    assert!(unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&ro), log.raw_fd()) } >= 0);
+    let err = log
+        .append_batch((0..3).map(|i| denial("landlock", &format!("/f{i}"))))
+        .unwrap_err();
+    assert!(err.to_string().contains("write to audit log"), "{err}");
+    assert_eq!(log.records(), 1);
+    assert!(log.append(denial("landlock", "/g")).is_err());
+    assert_eq!(verify(&path).unwrap().records, 1);
+}
+
+#[test]
+fn timestamps_are_what_humantime_writes() {
+    use std::time::{Duration, UNIX_EPOCH};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.jsonl");
+    let mut log = AuditLog::create(&path, "0123456789abcdef").unwrap();
+    log.append_batch((0..2000).map(|i| denial("landlock", &format!("/f{i}"))))
+        .unwrap();
+    for l in lines(&path) {
+        let rec: Record = serde_json::from_slice(&l).unwrap();
+        let t = humantime::parse_rfc3339(&rec.ts).unwrap();
+        assert_eq!(humantime::format_rfc3339_nanos(t).to_string(), rec.ts);
+    }
+    // Edge values, through the same formatter the log uses.
+    for (secs, nanos) in [
+        (1, 0),
+        (951_782_399, 999_999_999),
+        (4_102_444_800, 1),
+        (1_700_000_000, 5),
+    ] {
+        let t = UNIX_EPOCH + Duration::new(secs, nanos);
+        let mut out = Vec::new();
+        super::log::format_ts_for_test(t, &mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            humantime::format_rfc3339_nanos(t).to_string()
+        );
+    }
+}
+
+#[derive(Clone, Default)]
+struct SharedBuf(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for SharedBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_flood_is_throttled_on_the_terminal_but_complete_in_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.jsonl");
+    let mut log = AuditLog::create(&path, "0123456789abcdef").unwrap();
+    let term = SharedBuf::default();
+    log.add_sink(Box::new(TerminalSink::new(Box::new(term.clone()), false)));
+    log.append(launch()).unwrap();
+    let started = std::time::Instant::now();
+    let n = 20_000u64;
+    for chunk in 0..4 {
+        let events = (0..n / 4).map(|i| denial("cgroup-bpf", &format!("/f{chunk}/{i}")));
+        assert_eq!(log.append_batch(events).unwrap(), n / 4);
+    }
+    let denials = log.denials();
+    log.append(Event::Exit {
+        code: Some(0),
+        signal: None,
+        denials,
+        duration_ms: 10,
+    })
+    .unwrap();
+
+    let report = verify(&path).unwrap();
+    assert_eq!(report.denials, n, "every denial is in the log");
+    assert!(report.complete);
+
+    let out = String::from_utf8(term.0.lock().unwrap().clone()).unwrap();
+    let shown = out.lines().filter(|l| l.contains("denied [")).count() as u64;
+    let counted: u64 = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("agentbox: … "))
+        .map(|l| {
+            l.split(' ')
+                .next()
+                .unwrap()
+                .replace(',', "")
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    // At most 20 lines per started second of the flood.
+    let windows = started.elapsed().as_secs() + 1;
+    assert!(
+        shown >= 20 && shown <= 20 * windows,
+        "{shown} lines in {windows} s"
+    );
+    assert_eq!(shown + counted, n, "{out}");
+    let summary = log.summary();
+    assert!(
+        summary.contains(&format!(
+            "{} denials not shown live",
+            super::terminal::thousands(counted)
+        )),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("20000 denied (cgroup-bpf 20000)"),
+        "{summary}"
+    );
 }
