@@ -57,6 +57,8 @@ pub struct GuaranteeCheck {
 #[derive(Debug, Clone, Copy)]
 enum Provider {
     Landlock(u32),
+    /// Landlock's EXECUTE right: execve only, so never the whole exec guarantee.
+    LandlockExecve,
     Seccomp,
     SeccompNotify,
     CgroupBpf,
@@ -84,7 +86,7 @@ fn providers(g: Guarantee) -> &'static [Provider] {
     use Provider::*;
     match g {
         Guarantee::FsAllowList => &[Landlock(1)],
-        Guarantee::ExecAllowList => &[Landlock(1), BpfLsm],
+        Guarantee::ExecAllowList => &[BpfLsm, LandlockExecve],
         Guarantee::FsDenyExact => &[BpfLsm],
         Guarantee::NetTcpConnectPorts | Guarantee::NetTcpBindPorts => &[Landlock(4), CgroupBpf],
         Guarantee::NetAddresses => &[CgroupBpf, BpfLsm],
@@ -135,6 +137,13 @@ impl Findings {
     /// Whether the kernel offers `p` here, or why not.
     fn offers(&self, p: Provider) -> Result<String, String> {
         match p {
+            Provider::LandlockExecve => Err(match &self.landlock {
+                Ok(abi) => format!(
+                    "landlock (ABI {abi}) denies execve outside the exec trees, but ld.so-loaded \
+                     and memfd programs are not covered (partial)"
+                ),
+                Err(e) => format!("landlock: {e}"),
+            }),
             Provider::Landlock(min) => match &self.landlock {
                 Ok(abi) if *abi >= min => Ok(format!("landlock (ABI {abi})")),
                 Ok(abi) => Err(format!("landlock ABI {abi} < {min}")),
