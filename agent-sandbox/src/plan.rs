@@ -86,8 +86,11 @@ impl Plan {
     /// Compiles every layer. `protected` are paths the agent must never write (the audit log,
     /// the profile file), whatever the policy allows.
     pub fn build(policy: Policy, protected: &[PathBuf]) -> anyhow::Result<Plan> {
+        // Per-layer compile times at debug level (`AGENTBOX_LOG=debug`): start-up budget.
+        let started = std::time::Instant::now();
         let (mut cgroup, cgroup_coverage) =
             layers::cgroup::compile(&policy).context("cgroup layer")?;
+        tracing::debug!(elapsed = ?started.elapsed(), "cgroup layer compiled");
         let (observe, observe_coverage) = layers::observe::compile(&cgroup);
 
         // BPF LSM rides on the cgroup layer's runtime and sandbox registration.
@@ -112,6 +115,7 @@ impl Plan {
         }
         let (landlock, mut landlock_coverage) =
             layers::landlock::compile(&landlock_view, protected).context("landlock layer")?;
+        tracing::debug!(elapsed = ?started.elapsed(), "landlock layer compiled");
         if cgroup.enforces_network() {
             landlock_coverage = delegated_tcp_coverage(landlock_coverage);
         }
@@ -123,6 +127,7 @@ impl Plan {
         }
         let (seccomp, seccomp_coverage) =
             layers::seccomp::compile(&policy).context("seccomp layer")?;
+        tracing::debug!(elapsed = ?started.elapsed(), "seccomp layer compiled");
         let mut coverage = Coverage::default();
         coverage.extend(landlock_coverage);
         coverage.extend(seccomp_coverage);

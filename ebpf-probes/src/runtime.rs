@@ -13,6 +13,7 @@ use std::fs::{self, File};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -27,6 +28,11 @@ use crate::{probe, run_libbpf, Error, ProgramKind, OBJECT, OBJECT_NAME};
 
 /// Where agentbox pins its programs and maps unless told otherwise.
 pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/agentbox";
+
+/// Symlink in a version directory whose target is why the LSM programs are not attached.
+const LSM_ERROR_LINK: &str = "lsm_error";
+/// Longest recorded reason (a symlink target holds less than PATH_MAX bytes).
+const LSM_ERROR_MAX: usize = 3072;
 
 /// Prefix of a half-built pin directory (bpffs refuses names with a dot).
 const STAGING_PREFIX: &str = "staging-";
@@ -98,10 +104,13 @@ fn lsm_program_names() -> impl Iterator<Item = &'static str> {
     std::iter::once(LSM_TASK_ALLOC).chain(LSM_PROGRAMS)
 }
 
-/// Default size of a sandbox's violations ring (never throttled).
-pub const DEFAULT_VIOLATIONS_RING_BYTES: u32 = 8 << 20;
-/// Default size of a sandbox's trace ring (fork/exec/exit, rate-limited).
-pub const DEFAULT_TRACE_RING_BYTES: u32 = 1 << 20;
+/// Default size of a sandbox's violations ring (never throttled): ~5000 events (392 bytes
+/// each with the ring's header) between two reads; a fuller ring counts its losses. Bigger
+/// rings cost start-up time (allocated, zeroed and mapped twice per sandbox).
+pub const DEFAULT_VIOLATIONS_RING_BYTES: u32 = 2 << 20;
+/// Default size of a sandbox's trace ring (fork/exec/exit, rate-limited): a full second of
+/// the default budget (1000 events/s) fits.
+pub const DEFAULT_TRACE_RING_BYTES: u32 = 512 << 10;
 
 /// How [`Runtime::open`] found the pin directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -268,6 +277,17 @@ impl Runtime {
     /// rules are in force from the moment this returns; move the agent into the cgroup and
     /// seed it ([`Sandbox::seed_task`]) afterwards.
     pub fn register_sandbox(&self, cfg: &SandboxConfig) -> Result<Sandbox, Error> {
+        let sandbox = self.register_sandbox_unpublished(cfg)?;
+        sandbox.publish_rings()?;
+        Ok(sandbox)
+    }
+
+    /// [`Runtime::register_sandbox`] without publishing the ring buffers: the rules are in
+    /// force, the rings exist ([`Sandbox::events`] works), but the programs count this
+    /// sandbox's events as lost until [`Sandbox::publish_rings`] returns. Publishing waits
+    /// for an RCU grace period, so a caller can overlap it with other work (and keep this
+    /// call free of threads, e.g. before a fork).
+    pub fn register_sandbox_unpublished(&self, cfg: &SandboxConfig) -> Result<Sandbox, Error> {
         if cfg.id == 0 {
             return Err(Error::Config("sandbox id 0 is reserved".into()));
         }
@@ -339,6 +359,8 @@ impl Runtime {
             record: false,
             cgroup_entry: false,
             rings: None,
+            violations_published: AtomicBool::new(false),
+            trace_published: AtomicBool::new(false),
             lsm_inode_keys: Vec::new(),
             lsm_child_keys: Vec::new(),
             lsm_name_keys: Vec::new(),
@@ -357,15 +379,6 @@ impl Runtime {
 
         let violations = create_ring("ab_violations", cfg.violations_ring_bytes)?;
         let trace = create_ring("ab_trace", cfg.trace_ring_bytes)?;
-        for (outer, inner, name) in [
-            (&shared.violations, &violations, "violations ring"),
-            (&shared.trace, &trace, "trace ring"),
-        ] {
-            let fd = inner.as_fd().as_raw_fd() as u32;
-            run_libbpf(&step(name), || {
-                outer.update(&id.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::NO_EXIST)
-            })?;
-        }
         sandbox.rings = Some((violations, trace));
 
         for (net, verdicts) in &compiled.v4 {
@@ -534,6 +547,9 @@ pub struct Sandbox {
     record: bool,
     cgroup_entry: bool,
     rings: Option<(MapHandle, MapHandle)>,
+    /// The rings' entries in the outer maps (see `publish_rings`).
+    violations_published: AtomicBool,
+    trace_published: AtomicBool,
     lsm_inode_keys: Vec<LsmInodeKey>,
     lsm_child_keys: Vec<LsmChildKey>,
     lsm_name_keys: Vec<LsmNameKey>,
@@ -548,6 +564,44 @@ impl Sandbox {
     /// The id of the sandbox cgroup (its inode number on cgroup2).
     pub fn cgroup_id(&self) -> u64 {
         self.cgroup_id
+    }
+
+    /// Publishes the ring buffers to the programs (see
+    /// [`Runtime::register_sandbox_unpublished`]). Call it before any task of the sandbox
+    /// runs; a second call is a no-op.
+    pub fn publish_rings(&self) -> Result<(), Error> {
+        let (violations, trace) = self
+            .rings
+            .as_ref()
+            .ok_or_else(|| Error::Config("sandbox has no ring buffers".into()))?;
+        let id = self.id;
+        let shared = &self.shared;
+        let insert = |outer: &MapHandle, inner: &MapHandle, done: &AtomicBool, name: &str| {
+            if done.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            let fd = inner.as_fd().as_raw_fd() as u32;
+            run_libbpf(&format!("registering sandbox {id}: {name}"), || {
+                outer.update(&id.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::NO_EXIST)
+            })?;
+            done.store(true, Ordering::Release);
+            Ok::<(), Error>(())
+        };
+        // Every update of a map-of-maps waits for an RCU grace period in the kernel
+        // (maybe_wait_bpf_programs, 4-20 ms on a busy host): two at once share one.
+        let (violations_result, trace_result) = std::thread::scope(|scope| {
+            let trace_thread =
+                scope.spawn(|| insert(&shared.trace, trace, &self.trace_published, "trace ring"));
+            let violations_result = insert(
+                &shared.violations,
+                violations,
+                &self.violations_published,
+                "violations ring",
+            );
+            (violations_result, trace_thread.join())
+        });
+        violations_result?;
+        trace_result.map_err(|_| Error::Config("publishing the trace ring panicked".into()))?
     }
 
     /// Tags a task (by pidfd) as belonging to this sandbox. Call it while the child waits
@@ -647,10 +701,17 @@ impl Drop for Sandbox {
         for key in &self.v6_keys {
             let _ = shared.net6.delete(bytes_of(key));
         }
-        if self.rings.is_some() {
-            let _ = shared.violations.delete(&id);
-            let _ = shared.trace.delete(&id);
-        }
+        // Each delete waits for an RCU grace period (see publish_rings): side by side.
+        std::thread::scope(|scope| {
+            if *self.trace_published.get_mut() {
+                scope.spawn(|| {
+                    let _ = shared.trace.delete(&id);
+                });
+            }
+            if *self.violations_published.get_mut() {
+                let _ = shared.violations.delete(&id);
+            }
+        });
         if self.record {
             let _ = shared.sandboxes.delete(&id);
         }
@@ -705,13 +766,26 @@ impl Shared {
                 ),
             });
         } else {
-            Some(lsm_error.unwrap_or_else(|| match probe(ProgramKind::Lsm) {
-                Err(err) => err.to_string(),
-                Ok(()) => format!(
-                    "BPF LSM loads here, but {} was pinned without the LSM programs \
-                     (they failed to load then); remove it to retry",
-                    dir.display()
-                ),
+            // The reason the loader recorded; probing again loads BTF and a program, which
+            // costs a warm start ~10 ms. Only pins made without the record are probed.
+            let recorded = || {
+                fs::read_link(dir.join(LSM_ERROR_LINK))
+                    .ok()
+                    .map(|reason| reason.to_string_lossy().into_owned())
+            };
+            Some(lsm_error.or_else(recorded).unwrap_or_else(|| {
+                let reason = match probe(ProgramKind::Lsm) {
+                    Err(err) => err.to_string(),
+                    Ok(()) => format!(
+                        "BPF LSM loads here, but {} was pinned without the LSM programs \
+                         (they failed to load then); remove it to retry",
+                        dir.display()
+                    ),
+                };
+                // Pinned by an older agentbox: record it now (the caller holds the pin
+                // lock), so later opens skip the probe. Best effort: the next open probes.
+                let _ = record_lsm_error(dir, &reason);
+                reason
             }))
         };
         Ok(Shared {
@@ -806,6 +880,9 @@ fn load_and_pin(staging: &Path) -> Result<Option<String>, Error> {
         let path = staging.join("links").join(name);
         run_libbpf(&format!("pinning link {name}"), || link.pin(&path))?;
     }
+    if let Some(reason) = &lsm_error {
+        record_lsm_error(staging, reason)?;
+    }
     if lsm_error.is_none() {
         for name in lsm_program_names() {
             let program = object
@@ -822,6 +899,22 @@ fn load_and_pin(staging: &Path) -> Result<Option<String>, Error> {
         }
     }
     Ok(lsm_error)
+}
+
+/// Keeps why the LSM programs are not attached next to the pins, for warm opens. bpffs holds
+/// no regular files, but it does hold symlinks, and a link's target is free text.
+fn record_lsm_error(version_dir: &Path, reason: &str) -> Result<(), Error> {
+    let mut text: String = reason.replace('\0', " ");
+    if text.len() > LSM_ERROR_MAX {
+        let mut cut = LSM_ERROR_MAX;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str(" [...]");
+    }
+    let path = version_dir.join(LSM_ERROR_LINK);
+    std::os::unix::fs::symlink(&text, &path).map_err(|source| Error::Pin { path, source })
 }
 
 fn create_ring(name: &str, bytes: u32) -> Result<MapHandle, Error> {
@@ -968,5 +1061,146 @@ impl Drop for DirLock<'_> {
     fn drop(&mut self) {
         // SAFETY: the fd is still open (borrowed for our lifetime).
         unsafe { libc::flock(self._dir.as_raw_fd(), libc::LOCK_UN) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_root() -> bool {
+        // SAFETY: geteuid has no preconditions.
+        unsafe { libc::geteuid() == 0 }
+    }
+
+    /// A pin root of its own under /sys/fs/bpf and a cgroup2 directory, removed on drop.
+    struct Scratch {
+        pins: PathBuf,
+        cgroup: Option<PathBuf>,
+    }
+
+    impl Scratch {
+        fn new(tag: &str) -> Scratch {
+            let unique = format!(
+                "agentbox-unit-{tag}-{}-{}",
+                std::process::id(),
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.subsec_nanos())
+                    .unwrap_or(0)
+            );
+            let cgroup = fs::read_to_string("/proc/self/mountinfo")
+                .unwrap_or_default()
+                .lines()
+                .find(|line| line.contains(" - cgroup2 "))
+                .and_then(|line| line.split(' ').nth(4).map(PathBuf::from))
+                .map(|mount| mount.join(&unique));
+            if let Some(dir) = &cgroup {
+                fs::create_dir(dir).expect("cgroup2 directory");
+            }
+            Scratch {
+                pins: Path::new(BPFFS_MOUNT).join(unique),
+                cgroup,
+            }
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.pins);
+            if let Some(dir) = &self.cgroup {
+                let _ = fs::remove_dir(dir);
+            }
+        }
+    }
+
+    #[test]
+    fn warm_open_takes_the_lsm_reason_from_the_pins_without_probing() {
+        if !is_root() {
+            eprintln!("skipped: needs root to load BPF programs");
+            return;
+        }
+        let scratch = Scratch::new("lsm-reason");
+        let (cold, state) = Runtime::open(&scratch.pins).expect("cold open");
+        assert_eq!(state, LoadState::Cold);
+        let link = cold.pin_dir().join(LSM_ERROR_LINK);
+        let Some(reason) = cold.lsm_error().map(str::to_owned) else {
+            // BPF LSM works here: nothing is recorded and the links are what the warm path
+            // reads.
+            assert!(!link.exists());
+            return;
+        };
+        assert_eq!(
+            fs::read_link(&link).expect("recorded").to_str(),
+            Some(&*reason)
+        );
+        let (warm, state) = Runtime::open(&scratch.pins).expect("warm open");
+        assert_eq!(state, LoadState::Warm);
+        assert_eq!(warm.lsm_error(), Some(&*reason));
+
+        // A warm open reports what was recorded: it did not probe again.
+        fs::remove_file(&link).expect("remove the record");
+        std::os::unix::fs::symlink("recorded at load time", &link).expect("replace it");
+        let (warm, _) = Runtime::open(&scratch.pins).expect("warm open");
+        assert_eq!(warm.lsm_error(), Some("recorded at load time"));
+
+        // Pins without a record (an older agentbox): probed once, then recorded.
+        fs::remove_file(&link).expect("remove the record");
+        let (warm, _) = Runtime::open(&scratch.pins).expect("warm open without a record");
+        let probed = warm.lsm_error().expect("still no BPF LSM").to_owned();
+        assert!(probed.contains("lsm"), "{probed}");
+        assert_eq!(
+            fs::read_link(&link).expect("re-recorded").to_str(),
+            Some(&*probed)
+        );
+    }
+
+    #[test]
+    fn rings_reach_the_programs_only_once_published_and_leave_on_drop() {
+        if !is_root() {
+            eprintln!("skipped: needs root to load BPF programs and create cgroups");
+            return;
+        }
+        let scratch = Scratch::new("publish");
+        let Some(cgroup) = scratch.cgroup.clone() else {
+            eprintln!("skipped: no cgroup2 mount");
+            return;
+        };
+        let (runtime, _) = Runtime::open(&scratch.pins).expect("open");
+        let id = 0x5eed_0001;
+        let key = u32::to_ne_bytes(id);
+        let in_outer = |outer: &MapHandle| {
+            outer
+                .lookup(&key, MapFlags::ANY)
+                .expect("lookup in an outer map")
+                .is_some()
+        };
+        let shared = Arc::clone(&runtime.shared);
+        let sandbox = runtime
+            .register_sandbox_unpublished(&SandboxConfig::new(id, &cgroup))
+            .expect("register");
+        assert!(!in_outer(&shared.violations) && !in_outer(&shared.trace));
+        sandbox
+            .events()
+            .expect("the rings exist before they are published");
+        sandbox.publish_rings().expect("publish");
+        assert!(in_outer(&shared.violations) && in_outer(&shared.trace));
+        sandbox
+            .publish_rings()
+            .expect("publishing twice is a no-op");
+        drop(sandbox);
+        assert!(!in_outer(&shared.violations) && !in_outer(&shared.trace));
+        assert!(shared
+            .sandboxes
+            .lookup(&key, MapFlags::ANY)
+            .expect("lookup")
+            .is_none());
+
+        // Dropped before publishing: nothing was published, nothing is left.
+        let sandbox = runtime
+            .register_sandbox_unpublished(&SandboxConfig::new(id, &cgroup))
+            .expect("register again");
+        drop(sandbox);
+        assert!(!in_outer(&shared.violations) && !in_outer(&shared.trace));
     }
 }

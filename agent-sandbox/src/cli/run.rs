@@ -122,6 +122,7 @@ pub fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
             .with_writer(std::io::stderr)
             .try_init();
     }
+    let started = std::time::Instant::now();
     let mut opts = LoadOptions::from_env()?;
     if let Some(ws) = &args.workspace {
         opts.workspace = absolute(ws)?;
@@ -176,7 +177,9 @@ pub fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
         e
     };
 
+    tracing::debug!(elapsed = ?started.elapsed(), "profile loaded, audit log created");
     let plan = Plan::build(policy, &protected).map_err(discard)?;
+    tracing::debug!(elapsed = ?started.elapsed(), "plan built");
     let gaps = plan.check(args.best_effort).map_err(discard)?;
     if !gaps.is_empty() {
         eprintln!("agentbox: --best-effort: starting WITHOUT these guarantees:");
@@ -194,6 +197,7 @@ pub fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
         env: None,
     };
     let sandbox = Sandbox::launch(plan, log, launch).map_err(discard)?;
+    tracing::debug!(elapsed = ?started.elapsed(), "agent released");
     if let Isolation::Subreaper { reason } = sandbox.isolation() {
         eprintln!(
             "agentbox: warning: {reason}; the agent's process tree is contained by a subreaper \
@@ -201,6 +205,7 @@ pub fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let outcome = sandbox.wait()?;
+    tracing::debug!(elapsed = ?started.elapsed(), "sandbox torn down");
     if let Some(tmp) = private_tmp {
         if let Err(e) = tmp.remove() {
             eprintln!("agentbox: warning: {e:#}");

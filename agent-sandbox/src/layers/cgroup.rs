@@ -501,7 +501,9 @@ impl SandboxGroup {
                 cfg.audit_only = plan.audit_only;
                 cfg.trace_events_per_sec = observe.trace_events_per_sec;
                 cfg.lsm = plan.lsm.clone();
-                match runtime.register_sandbox(&cfg) {
+                // The rings are published in `place`, overlapped with moving init (both
+                // wait for RCU grace periods) and after the fork (publishing uses a thread).
+                match runtime.register_sandbox_unpublished(&cfg) {
                     Err(ebpf_probes::Error::SandboxExists(_)) if attempt < 16 => attempt += 1,
                     other => break other.context("registering the sandbox with cgroup-BPF")?,
                 }
@@ -517,11 +519,29 @@ impl SandboxGroup {
         Ok(Some(group))
     }
 
-    /// Moves `pid` (init, still waiting before it confines itself) into every group and tags
-    /// it for the observers. Fails closed: an error means the agent must not start.
+    /// Moves `pid` (init, still waiting before it confines itself) into every group, publishes
+    /// the event rings and tags it for the observers. Fails closed: an error means the agent
+    /// must not start.
     pub fn place(&self, pid: libc::pid_t) -> anyhow::Result<()> {
-        for dir in self.v2_dir.iter().chain(&self.v1_dirs) {
-            write_file(&dir.join("cgroup.procs"), &pid.to_string())?;
+        // The first move into a group and the publication of the event rings each wait for
+        // an RCU grace period in the kernel: side by side they share it.
+        let (moved, published) = std::thread::scope(|scope| {
+            let published = self
+                .bpf
+                .as_ref()
+                .map(|sandbox| scope.spawn(|| sandbox.publish_rings()));
+            let moved = self
+                .v2_dir
+                .iter()
+                .chain(&self.v1_dirs)
+                .try_for_each(|dir| write_file(&dir.join("cgroup.procs"), &pid.to_string()));
+            (moved, published.map(|thread| thread.join()))
+        });
+        moved?;
+        match published {
+            None => {}
+            Some(Ok(result)) => result.context("publishing the kernel event rings")?,
+            Some(Err(_)) => bail!("publishing the kernel event rings panicked"),
         }
         if let Some(sandbox) = &self.bpf {
             let pidfd = pidfd_open(pid).context("pidfd_open of the sandbox init")?;

@@ -312,6 +312,7 @@ impl Sandbox {
         // the group, and init is moved in (below) before it confines itself and forks.
         let group = SandboxGroup::create(&plan.cgroup, plan.observe.config(), audit.sandbox())
             .context("creating the sandbox cgroup")?;
+        tracing::debug!("sandbox cgroup created");
         let deny_globs: Vec<String> = policy
             .filesystem
             .deny
@@ -449,6 +450,7 @@ impl Sandbox {
             }
         })();
         let (listener, agent_pid) = setup.map_err(restore)?;
+        tracing::debug!(elapsed = ?started.elapsed(), "init placed and confined");
 
         let notifier = Notifier::new(listener, seccomp, policy.mode, policy.process.on_violation)
             .context("seccomp notifier")
@@ -533,6 +535,7 @@ impl Sandbox {
         });
         drop(runtime);
         let (status, exec_error) = result?;
+        tracing::debug!(elapsed = ?started.elapsed(), "agent ended");
 
         // Init exits right after reporting; without a report, its own status says why.
         let init_status = wait_status(guard.disarm()).ok();
