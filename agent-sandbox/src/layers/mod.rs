@@ -7,6 +7,7 @@
 pub mod cgroup;
 pub mod landlock;
 pub mod lsm;
+pub mod mounts;
 pub mod observe;
 pub mod seccomp;
 

@@ -10,8 +10,8 @@
 //!  1. fds: init is a clone without exec, so it holds copies of everything the supervisor has
 //!     open. Close the supervisor's ends of the control socket and the lifeline at once (or
 //!     EOF could never signal the supervisor's death), and mark every other fd >= 3 CLOEXEC
-//!     except the two init needs: the Landlock ruleset fd must survive until step 10, so the
-//!     rest are really closed only after step 11;
+//!     except the two init needs: the Landlock ruleset fd must survive until step 11, so the
+//!     rest are really closed only after step 12;
 //!  2. wait for "go": the supervisor writes uid/gid maps first when it made a user namespace
 //!     (EOF here means the supervisor died);
 //!  3. setsid(), so neither init nor the agent has a controlling terminal (TIOCSTI), unless
@@ -24,11 +24,16 @@
 //!     an unprivileged process apply Landlock and seccomp;
 //!  7. environment: nothing to do here, the envp handed to execve was built in the parent;
 //!  8. rlimits (the policy's, plus NPROC/AS fallbacks for the pids/memory caps);
-//!  9. capabilities: bounding set, securebits, ambient, then capset (caps.rs);
-//! 10. Landlock restrict_self (init is confined too; the agent inherits the domain);
-//! 11. seccomp, LAST (it may deny syscalls the steps above need), then pass the listener fd to
+//!  9. protect mounts, when the plan has any (init was cloned into a mount namespace of its
+//!     own): every mount made private (MS_REC|MS_PRIVATE on "/", nothing propagates to the
+//!     host), then each protected path bind-mounted onto itself and remounted read-only
+//!     (layers/mounts.rs; paths and flags prepared in the parent). Before step 10, which drops
+//!     the CAP_SYS_ADMIN this needs, and step 11, as Landlock forbids mount changes;
+//! 10. capabilities: bounding set, securebits, ambient, then capset (caps.rs);
+//! 11. Landlock restrict_self (init is confined too; the agent inherits the domain);
+//! 12. seccomp, LAST (it may deny syscalls the steps above need), then pass the listener fd to
 //!     the supervisor, and close every fd init does not need (the audit log, ...);
-//! 12. block SIGCHLD and the forwarded signals into a signalfd, become a child subreaper when
+//! 13. block SIGCHLD and the forwarded signals into a signalfd, become a child subreaper when
 //!     there is no pid namespace, fork the agent, and run the init loop (init.rs).
 //!
 //! Agent, in order: close the fds only init needs, reset signal dispositions and mask, tell
@@ -43,6 +48,7 @@ use super::command::ExecSpec;
 use super::proto::{self, Step};
 use super::{init, signals};
 use crate::layers::landlock::LandlockPlan;
+use crate::layers::mounts::MountPlan;
 use crate::layers::seccomp::SeccompProgram;
 
 /// Exit code of init or agent when setup fails (the supervisor reports the step).
@@ -62,6 +68,8 @@ pub(crate) struct ChildContext<'a> {
     pub rlimits: &'a [(libc::__rlimit_resource_t, u64)],
     pub caps: CapPlan,
     pub landlock: LandlockPlan,
+    /// Read-only bind mounts (empty: none; init then shares the supervisor's mounts).
+    pub mounts: &'a MountPlan,
     pub seccomp: &'a SeccompProgram,
     pub exec: &'a ExecSpec,
 }
@@ -198,15 +206,21 @@ pub(crate) fn run_init(ctx: ChildContext<'_>) -> ! {
             libc::setrlimit(resource, &lim)
         });
     }
-    // 9. capabilities.
+    // 9. protect mounts.
+    if !ctx.mounts.is_empty() {
+        if let Err(e) = ctx.mounts.apply() {
+            fail(ctl, Step::ProtectMounts, e);
+        }
+    }
+    // 10. capabilities.
     if let Err(e) = caps::apply(&ctx.caps) {
         fail(ctl, Step::Capabilities, e);
     }
-    // 10. Landlock.
+    // 11. Landlock.
     if let Err(e) = ctx.landlock.restrict_self() {
         fail(ctl, Step::Landlock, e.raw_os_error().unwrap_or(libc::EPERM));
     }
-    // 11. seccomp, last; hand the listener to the supervisor and drop our copy.
+    // 12. seccomp, last; hand the listener to the supervisor and drop our copy.
     let listener = match ctx.seccomp.install() {
         Ok(fd) => fd,
         Err(e) => fail(ctl, Step::Seccomp, e.raw_os_error().unwrap_or(libc::EPERM)),
@@ -218,7 +232,7 @@ pub(crate) fn run_init(ctx: ChildContext<'_>) -> ! {
     if let Err(e) = close_fds_except(&mut [ctx.ctl, ctx.lifeline], false) {
         fail(ctl, Step::CloseFds, e);
     }
-    // 12. signals, subreaper, agent.
+    // 13. signals, subreaper, agent.
     let set = signals::forwarded_set(true);
     if let Err(e) = signals::block(&set) {
         fail(ctl, Step::BlockSignals, e);

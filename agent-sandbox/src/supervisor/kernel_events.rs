@@ -625,6 +625,20 @@ fn syscall_denial(
         args: [0; 6],
     };
     match (errno, access, name) {
+        // Read-only bind mounts of protected paths (layers/mounts.rs): writing answers EROFS,
+        // renaming or removing the mount point EBUSY. A filesystem mounted read-only on the
+        // host looks the same to the observer.
+        (libc::EROFS | libc::EBUSY, a, _) if !a.is_empty() && path.is_some() => {
+            let object = Object::Path {
+                path: path.unwrap_or_default(),
+                access: access.to_string(),
+            };
+            return (
+                crate::layers::mounts::LAYER,
+                "filesystem.protect: read-only bind mount".into(),
+                object,
+            );
+        }
         (libc::EACCES, "", _) | (libc::EPERM, "", _) => {}
         (libc::EACCES, _, _) => {
             let rule = if access == "exec" {
@@ -705,6 +719,8 @@ fn errno_name(errno: i32) -> &'static str {
     match errno {
         libc::EPERM => "EPERM",
         libc::EACCES => "EACCES",
+        libc::EROFS => "EROFS",
+        libc::EBUSY => "EBUSY",
         _ => "error",
     }
 }

@@ -3,7 +3,7 @@
 //! Process structure (robust tree teardown without cgroups):
 //!
 //! ```text
-//! agentbox (supervisor) ──clone(NEWPID[|NEWUSER])──▶ init (pid 1, confined) ──fork──▶ agent (exec)
+//! agentbox (supervisor) ──clone(NEWPID[|NEWUSER][|NEWNS])──▶ init (pid 1, confined) ──fork──▶ agent (exec)
 //! ```
 //!
 //! When pid 1 of a pid namespace dies, the kernel kills everything in it. Init dies with the
@@ -280,6 +280,7 @@ impl Sandbox {
         let Plan {
             policy,
             landlock,
+            mounts,
             seccomp,
             ..
         } = &plan;
@@ -357,7 +358,17 @@ impl Sandbox {
         } else {
             0
         };
-        let ns_flags = libc::CLONE_NEWPID | net_flags | if root { 0 } else { libc::CLONE_NEWUSER };
+        // A mount namespace only when there is something to mount: the protect globs' read-only
+        // bind mounts (Landlock left them out, so they are never started without it).
+        let mount_flags = if mounts.is_empty() {
+            0
+        } else {
+            libc::CLONE_NEWNS
+        };
+        let ns_flags = libc::CLONE_NEWPID
+            | net_flags
+            | mount_flags
+            | if root { 0 } else { libc::CLONE_NEWUSER };
         let (pid, isolation) = match clone_fork(ns_flags) {
             Ok(pid) => (
                 pid,
@@ -365,6 +376,12 @@ impl Sandbox {
                     user_namespace: !root,
                 },
             ),
+            Err(e) if mount_flags != 0 => {
+                return Err(restore(anyhow!(
+                    "cannot create the sandbox's mount namespace (protect globs are read-only \
+                     bind mounts in it): {e}"
+                )))
+            }
             Err(e) => {
                 let reason = format!("cannot create a pid namespace: {e}");
                 match clone_fork(net_flags) {
@@ -392,6 +409,7 @@ impl Sandbox {
                 // out exactly once and the original is never used or dropped here (run_init
                 // never returns, the process ends with _exit or exec).
                 landlock: unsafe { std::ptr::read(landlock) },
+                mounts,
                 seccomp,
                 exec: &exec,
             };

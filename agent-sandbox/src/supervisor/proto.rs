@@ -41,6 +41,7 @@ pub(crate) enum Step {
     NotDumpable,
     NoNewPrivs,
     Rlimits,
+    ProtectMounts,
     Capabilities,
     Landlock,
     Seccomp,
@@ -52,7 +53,7 @@ pub(crate) enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 16] = [
+    const ALL: [Step; 17] = [
         Step::CloseFds,
         Step::WaitForGo,
         Step::NewSession,
@@ -61,6 +62,7 @@ impl Step {
         Step::NotDumpable,
         Step::NoNewPrivs,
         Step::Rlimits,
+        Step::ProtectMounts,
         Step::Capabilities,
         Step::Landlock,
         Step::Seccomp,
@@ -85,6 +87,7 @@ impl Step {
             Step::NotDumpable => "making init non-dumpable",
             Step::NoNewPrivs => "setting no_new_privs",
             Step::Rlimits => "setting resource limits",
+            Step::ProtectMounts => "making protected paths read-only bind mounts",
             Step::Capabilities => "dropping capabilities",
             Step::Landlock => "applying the Landlock ruleset",
             Step::Seccomp => "installing the seccomp filter",

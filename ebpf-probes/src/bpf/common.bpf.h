@@ -15,6 +15,16 @@
 /* Uapi macros are not part of BTF, so vmlinux.h cannot carry them. */
 #define EPERM 1
 #define EACCES 13
+#define EBUSY 16
+#define EROFS 30
+
+/* A watched syscall's failure that a confinement layer may have caused: EPERM/EACCES
+ * (seccomp, Landlock, cgroup-BPF, LSM), EROFS/EBUSY (read-only bind mounts of protected
+ * paths: writes and renames of the mount point). */
+static __always_inline bool is_refusal(long ret)
+{
+	return ret == -EPERM || ret == -EACCES || ret == -EROFS || ret == -EBUSY;
+}
 #define SIGKILL 9
 
 #define NSEC_PER_SEC 1000000000ULL

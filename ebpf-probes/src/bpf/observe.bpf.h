@@ -247,7 +247,7 @@ int BPF_PROG(observe_sys_exit, struct pt_regs *regs, long ret)
 	if (tctx && tctx->sandbox) {
 		nr = tctx->nr;
 		flags = tctx->flags;
-		if (nr < 0 && !flags && ret != -EPERM && ret != -EACCES)
+		if (nr < 0 && !flags && !is_refusal(ret))
 			return 0;
 		tctx->nr = -1;
 		tctx->flags = 0;
@@ -265,7 +265,7 @@ int BPF_PROG(observe_sys_exit, struct pt_regs *regs, long ret)
 	} else {
 		/* Not (yet) tagged: a task in a sandbox cgroup is still sandboxed. Only failures
 		 * pay for the cgroup lookup. */
-		if (ret != -EPERM && ret != -EACCES)
+		if (!is_refusal(ret))
 			return 0;
 		nr = syscall_nr_of(regs);
 		if (watched_label(nr, &kind) < 0)
@@ -302,7 +302,7 @@ int BPF_PROG(observe_sys_exit, struct pt_regs *regs, long ret)
 			bpf_send_signal(SIGKILL);
 		return 0;
 	}
-	if (ret != -EPERM && ret != -EACCES)
+	if (!is_refusal(ret))
 		return 0;
 	if (kill)
 		bpf_send_signal(SIGKILL);

@@ -249,19 +249,12 @@ struct FsRules {
     unanchored_gaps: Vec<String>,
 }
 
-fn compile_fs(
-    policy: &Policy,
-    protected: &[PathBuf],
-    abi: ABI,
-    limits: WalkLimits,
-    notes: &mut Vec<String>,
-) -> anyhow::Result<FsRules> {
+/// The allowed trees, one per real path (a path listed twice gets the union of its rights).
+fn allowed_trees(policy: &Policy, abi: ABI, notes: &mut Vec<String>) -> BTreeMap<PathBuf, Tree> {
     let read = make_bitflags!(AccessFs::{ReadFile | ReadDir});
     let exec = read | AccessFs::Execute;
     let write = AccessFs::from_all(abi) & !AccessFs::Execute;
     debug_assert!(write.intersects(omit::writable_rights()));
-
-    // One tree per real path; a path listed twice gets the union.
     let mut trees: BTreeMap<PathBuf, Tree> = BTreeMap::new();
     let lists = [
         (&policy.filesystem.read, read, "read"),
@@ -293,6 +286,50 @@ fn compile_fs(
         }
     }
 
+    trees
+}
+
+/// Protect-glob matches that exist now inside the writable trees, found by the same bounded
+/// walk that omission uses, for read-only bind mounts (`layers::mounts`). The second value
+/// says whether a protect glob may match below a writable tree at all: a protected name
+/// created there later is not covered by a mount made at launch.
+pub fn protect_matches(policy: &Policy) -> anyhow::Result<(Vec<PathBuf>, bool)> {
+    let protect: Vec<String> = policy
+        .filesystem
+        .protect
+        .iter()
+        .map(|g| g.pattern.clone())
+        .collect();
+    if protect.is_empty() {
+        return Ok((Vec::new(), false));
+    }
+    let mut notes = Vec::new();
+    let trees = allowed_trees(policy, ABI::V10, &mut notes);
+    let writable: Vec<&Tree> = trees
+        .values()
+        .filter(|t| t.access.intersects(omit::writable_rights()))
+        .collect();
+    let roots = writable.iter().map(|t| t.real.clone()).collect();
+    let omissions = Omissions::new(&[], &protect, roots, Vec::new())?;
+    let mut matches = Vec::new();
+    let mut may_match = false;
+    for tree in writable {
+        may_match |= omissions.protect_may_match_below(&tree.real, &tree.written);
+        matches.extend(omissions.split(tree, WalkLimits::DEFAULT)?.omitted);
+    }
+    matches.sort();
+    matches.dedup();
+    Ok((matches, may_match))
+}
+
+fn compile_fs(
+    policy: &Policy,
+    protected: &[PathBuf],
+    abi: ABI,
+    limits: WalkLimits,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<FsRules> {
+    let trees = allowed_trees(policy, abi, notes);
     let mut protected_real = Vec::new();
     for path in protected {
         match path.canonicalize() {
