@@ -11,7 +11,9 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 /// The fully resolved policy for one sandbox.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `Default` is an empty policy (no name, nothing allowed by any list): a starting point for
+/// tests and builders, never something the profile module hands out.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Policy {
     /// Name of the profile this came from (built-in name or file path), for reports.
     pub name: String,

@@ -666,12 +666,7 @@ mod tests {
     fn policy() -> Policy {
         Policy {
             name: "t".into(),
-            mode: Default::default(),
-            filesystem: Default::default(),
-            network: Default::default(),
-            process: Default::default(),
-            syscalls: Default::default(),
-            audit: Default::default(),
+            ..Default::default()
         }
     }
 

@@ -166,12 +166,7 @@ mod tests {
     fn policy(write: &std::path::Path, protect: &[&str]) -> Policy {
         let mut p = Policy {
             name: "t".into(),
-            mode: Default::default(),
-            filesystem: Default::default(),
-            network: Default::default(),
-            process: Default::default(),
-            syscalls: Default::default(),
-            audit: Default::default(),
+            ..Default::default()
         };
         p.filesystem.write.push(write.to_path_buf());
         p.filesystem.protect = protect
