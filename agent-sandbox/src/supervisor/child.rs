@@ -27,7 +27,9 @@
 //!  9. protect mounts, when the plan has any (init was cloned into a mount namespace of its
 //!     own): every mount made private (MS_REC|MS_PRIVATE on "/", nothing propagates to the
 //!     host), then each protected path bind-mounted onto itself and remounted read-only
-//!     (layers/mounts.rs; paths and flags prepared in the parent). Before step 10, which drops
+//!     (layers/mounts.rs; paths and flags prepared in the parent). As root this happens before
+//!     step 2 instead, while init is not yet tagged as sandboxed (BPF LSM refuses mounts to
+//!     sandboxed tasks); unprivileged, it needs the id maps written before go. Before step 10, which drops
 //!     the CAP_SYS_ADMIN this needs, and step 11, as Landlock forbids mount changes;
 //! 10. capabilities: bounding set, securebits, ambient, then capset (caps.rs);
 //! 11. Landlock restrict_self (init is confined too; the agent inherits the domain);
@@ -70,6 +72,9 @@ pub(crate) struct ChildContext<'a> {
     pub landlock: LandlockPlan,
     /// Read-only bind mounts (empty: none; init then shares the supervisor's mounts).
     pub mounts: &'a MountPlan,
+    /// Make the mounts before waiting for go (root: no id maps to wait for), i.e. before the
+    /// supervisor tags init as sandboxed; BPF LSM refuses mounts to sandboxed tasks.
+    pub mounts_before_go: bool,
     pub seccomp: &'a SeccompProgram,
     pub exec: &'a ExecSpec,
 }
@@ -163,6 +168,15 @@ pub(crate) fn run_init(ctx: ChildContext<'_>) -> ! {
     if let Err(e) = close_fds_except(&mut [ctx.ctl, ctx.lifeline], true) {
         fail(ctl, Step::CloseFds, e);
     }
+    // (9, early: see `mounts_before_go`.)
+    if ctx.mounts_before_go && !ctx.mounts.is_empty() {
+        if let Err(e) = ctx.mounts.apply() {
+            fail(ctl, Step::ProtectMounts, e);
+        }
+        if let Err(e) = proto::send(ctl, proto::TAG_MOUNTED, 0, 0) {
+            fail(ctl, Step::ProtectMounts, e);
+        }
+    }
     // 2. go.
     if proto::recv_tag(ctl) != Some(proto::TAG_GO) {
         // SAFETY: see `fail`; the supervisor is gone, nobody to report to.
@@ -206,8 +220,8 @@ pub(crate) fn run_init(ctx: ChildContext<'_>) -> ! {
             libc::setrlimit(resource, &lim)
         });
     }
-    // 9. protect mounts.
-    if !ctx.mounts.is_empty() {
+    // 9. protect mounts (unless made before go).
+    if !ctx.mounts_before_go && !ctx.mounts.is_empty() {
         if let Err(e) = ctx.mounts.apply() {
             fail(ctl, Step::ProtectMounts, e);
         }

@@ -403,6 +403,9 @@ impl Sandbox {
                 parent_ends: [sup_end.as_raw_fd(), lifeline_write.as_raw_fd()],
                 new_session: !policy.process.share_tty,
                 pid_namespace: matches!(isolation, Isolation::PidNamespace { .. }),
+                // As root there is no user namespace to wait for: mount before the supervisor
+                // tags init as sandboxed, because BPF LSM refuses mounts to sandboxed tasks.
+                mounts_before_go: root,
                 rlimits: &limits,
                 caps: cap_plan,
                 // SAFETY: this is the child's private copy of `plan`; the landlock plan is read
@@ -427,6 +430,20 @@ impl Sandbox {
                 })
             {
                 write_id_maps(pid).context("setting up the user namespace")?;
+            }
+            if root && !mounts.is_empty() {
+                // Init mounts before it is tagged (child.rs, `mounts_before_go`): wait for it,
+                // since tagging first would have BPF LSM refuse the mounts.
+                match proto::recv(sup_end.as_raw_fd()).context("control socket")? {
+                    Some(m) if m.tag == proto::TAG_MOUNTED => {}
+                    Some(m) if m.tag == proto::TAG_SETUP_FAILED => bail!(
+                        "sandbox setup failed while making protected paths read-only bind \
+                         mounts: {}",
+                        errno_text(m.value)
+                    ),
+                    Some(m) => bail!("unexpected control message {:#x} before go", m.tag),
+                    None => bail!("sandbox init ended while making the protect mounts"),
+                }
             }
             if let Some(group) = &group {
                 group

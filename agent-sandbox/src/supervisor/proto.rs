@@ -18,6 +18,8 @@ pub(crate) const MSG_LEN: usize = 8;
 
 /// Supervisor → init: identity maps are written, go on.
 pub(crate) const TAG_GO: u8 = b'G';
+/// Init → supervisor: the protect mounts made before go are in place (root only).
+pub(crate) const TAG_MOUNTED: u8 = b'M';
 /// Init → supervisor: the seccomp listener fd rides along (SCM_RIGHTS).
 pub(crate) const TAG_LISTENER: u8 = b'L';
 /// Agent → supervisor, right before exec: the message's credentials carry the agent's pid.
