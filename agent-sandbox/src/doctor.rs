@@ -11,7 +11,7 @@ use ebpf_probes::ProgramKind;
 use serde::Serialize;
 
 use crate::kernel;
-use crate::layers::Guarantee;
+use crate::policy::Guarantee;
 
 /// Everything doctor found.
 #[derive(Debug, Serialize)]

@@ -8,12 +8,13 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
+use crate::layers;
 use crate::layers::cgroup::CgroupPlan;
 use crate::layers::landlock::LandlockPlan;
 use crate::layers::mounts::MountPlan;
 use crate::layers::observe::ObservePlan;
 use crate::layers::seccomp::SeccompProgram;
-use crate::layers::{self, Coverage, Guarantee, Status};
+use crate::policy::{Coverage, Guarantee, Layer, Status};
 use crate::policy::{NetRule, Policy, PortRange};
 
 /// Everything the supervisor applies to one sandbox, compiled before fork.
@@ -215,12 +216,12 @@ impl Plan {
         all.into_iter()
             .map(|g| {
                 let reason = self.coverage.gap(g);
-                let mut layers: Vec<String> = self
+                let mut layers: Vec<Layer> = self
                     .coverage
                     .entries
                     .iter()
                     .filter(|e| e.guarantee == g && e.status == Status::Enforced)
-                    .map(|e| e.layer.clone())
+                    .map(|e| e.layer)
                     .collect();
                 layers.dedup();
                 crate::audit::event::GuaranteeState {
@@ -235,7 +236,7 @@ impl Plan {
 }
 
 /// Layer name of the private network namespace (abstract UNIX socket scoping).
-pub const NETNS_LAYER: &str = "netns";
+pub const NETNS_LAYER: Layer = Layer::Netns;
 
 /// Whether the agent gets a network namespace of its own: when no other layer keeps it from
 /// abstract UNIX sockets outside the sandbox (Landlock before ABI 6) and the policy allows no
@@ -402,8 +403,12 @@ mod tests {
         assert_eq!(view.filesystem, p.filesystem);
 
         let mut landlock = Coverage::default();
-        landlock.push("landlock", Guarantee::NetTcpConnectPorts, Status::Enforced);
-        landlock.push("landlock", Guarantee::FsAllowList, Status::Enforced);
+        landlock.push(
+            Layer::Landlock,
+            Guarantee::NetTcpConnectPorts,
+            Status::Enforced,
+        );
+        landlock.push(Layer::Landlock, Guarantee::FsAllowList, Status::Enforced);
         let restated = delegated_tcp_coverage(landlock);
         assert!(!restated.enforces(Guarantee::NetTcpConnectPorts));
         assert!(restated.enforces(Guarantee::FsAllowList));
@@ -426,9 +431,9 @@ mod tests {
         assert_eq!(view.filesystem.deny[0].pattern, "/etc/ssh/ssh_host_*_key");
 
         let mut landlock = Coverage::default();
-        landlock.push("landlock", Guarantee::FsDenyExact, Status::Enforced);
+        landlock.push(Layer::Landlock, Guarantee::FsDenyExact, Status::Enforced);
         landlock.push(
-            "landlock",
+            Layer::Landlock,
             Guarantee::FsAllowList,
             Status::Partial(
                 "truncate(2) not restricted (needs Landlock ABI 3; kernel has ABI 2); ioctl on \
@@ -451,7 +456,7 @@ mod tests {
         let p = policy();
         let mut coverage = Coverage::default();
         coverage.push(
-            "landlock",
+            Layer::Landlock,
             Guarantee::ScopeAbstractUnix,
             Status::Missing("ABI 2".into()),
         );
@@ -462,7 +467,11 @@ mod tests {
             ports: PortRange::single(443),
         });
         assert!(!net_namespace(&online, &coverage));
-        coverage.push("landlock", Guarantee::ScopeAbstractUnix, Status::Enforced);
+        coverage.push(
+            Layer::Landlock,
+            Guarantee::ScopeAbstractUnix,
+            Status::Enforced,
+        );
         assert!(!net_namespace(&p, &coverage));
     }
 

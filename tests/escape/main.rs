@@ -1,4 +1,4 @@
-//! Adversarial tier: every technique of docs/ATTACKS.md (via the catalogue shipped in the
+//! Adversarial tier: every technique of docs/attacks.md (via the catalogue shipped in the
 //! binary, `agent_sandbox::selftest`), run through the real `agentbox run`, on the host kernel
 //! and in the VM guest (`cargo xtask vm-test` runs this binary after the VM tier).
 //!

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::layers::Guarantee;
+use crate::policy::{Guarantee, Layer};
 
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -91,7 +91,7 @@ pub struct GuaranteeState {
     pub reason: Option<String>,
     /// The layers that enforce it fully (`landlock`, `bpf-lsm`, ...), when any does.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
-    pub layers: Vec<String>,
+    pub layers: Vec<Layer>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::*;
-use crate::layers::Guarantee;
+use crate::policy::Guarantee;
 use crate::policy::{Mode, Policy};
 
 fn denial(layer: &str, path: &str) -> Event {
@@ -35,7 +35,7 @@ fn launch() -> Event {
             guarantee: Guarantee::FsAllowList,
             enforced: true,
             reason: None,
-            layers: vec!["landlock".into()],
+            layers: vec![crate::policy::Layer::Landlock],
         }],
     }
 }

@@ -20,13 +20,13 @@ use ebpf_probes::ipnet::IpNet;
 use ebpf_probes::{Counters, EventStream, LoadState, Runtime, SandboxConfig};
 
 use crate::kernel;
-use crate::layers::{Coverage, Guarantee, Status};
+use crate::policy::{Coverage, Guarantee, Layer, Status};
 use crate::policy::{Mode, Policy, ViolationAction};
 
 /// Layer name of the limits and the tree teardown.
-pub const LAYER: &str = "cgroup";
+pub const LAYER: Layer = Layer::Cgroup;
 /// Layer name of the network programs (also the `layer` of their denials).
-pub const NET_LAYER: &str = "cgroup-bpf";
+pub const NET_LAYER: Layer = Layer::CgroupBpf;
 /// Directory under each hierarchy that holds the sandbox groups.
 pub const GROUP_DIR: &str = "agentbox";
 
@@ -278,7 +278,7 @@ pub fn compile(policy: &Policy) -> anyhow::Result<(CgroupPlan, Coverage)> {
         Ok(_) => match Runtime::open(Path::new(ebpf_probes::DEFAULT_PIN_ROOT)) {
             Ok((runtime, state)) => {
                 tracing::info!(
-                    layer = NET_LAYER,
+                    layer = NET_LAYER.name(),
                     version = runtime.version(),
                     ?state,
                     "eBPF runtime opened"
@@ -433,7 +433,7 @@ fn collect_stale(parent: &Path) {
             .is_some_and(|age| age > STALE_AFTER);
         if old && fs::remove_dir(entry.path()).is_ok() {
             tracing::debug!(
-                layer = LAYER,
+                layer = LAYER.name(),
                 "removed stale group {}",
                 entry.path().display()
             );
@@ -509,7 +509,7 @@ impl SandboxGroup {
                 }
             };
             tracing::debug!(
-                layer = NET_LAYER,
+                layer = NET_LAYER.name(),
                 id = sandbox.id(),
                 cgroup_id = sandbox.cgroup_id(),
                 "sandbox registered"
@@ -647,12 +647,12 @@ impl Drop for SandboxGroup {
             return;
         }
         if let Err(e) = self.kill_all(Duration::from_secs(2)) {
-            tracing::warn!(layer = LAYER, "{e:#}");
+            tracing::warn!(layer = LAYER.name(), "{e:#}");
         }
         drop(self.bpf.take());
         for dir in self.v2_dir.iter().chain(&self.v1_dirs) {
             if let Err(e) = remove_group(dir) {
-                tracing::warn!(layer = LAYER, "removing {}: {e}", dir.display());
+                tracing::warn!(layer = LAYER.name(), "removing {}: {e}", dir.display());
             }
         }
     }

@@ -22,11 +22,11 @@ use anyhow::Context;
 use ebpf_probes::{ChildName, InodeId, LsmRules, NamePattern, ProgramKind, CHILD_NAME_LEN_MAX};
 use globset::GlobBuilder;
 
-use super::{Coverage, Guarantee, Status};
 use crate::policy::Policy;
+use crate::policy::{Coverage, Guarantee, Layer, Status};
 
 /// The layer's name in `Coverage`.
-pub const LAYER: &str = "bpf-lsm";
+pub const LAYER: Layer = Layer::BpfLsm;
 
 /// Compiles `policy` for the BPF LSM programs. `lsm_available`: the runtime attached them
 /// (`Runtime::lsm_error()` is `None`); when false, the probe's error is the reason in the

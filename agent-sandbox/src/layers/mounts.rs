@@ -21,10 +21,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use crate::layers::{Coverage, Guarantee, Status};
 use crate::policy::Policy;
+use crate::policy::{Coverage, Guarantee, Layer, Status};
 
-pub const LAYER: &str = "mounts";
+pub const LAYER: Layer = Layer::Mounts;
 
 /// capability(7) number of CAP_SYS_ADMIN (libc does not export the capability numbers).
 const CAP_SYS_ADMIN: u32 = 21;

@@ -8,9 +8,9 @@
 //! supervisor turns their events into audit events (`supervisor::kernel_events`).
 
 use crate::layers::cgroup::{CgroupPlan, ObserveConfig};
-use crate::layers::{Coverage, Guarantee, Status};
+use crate::policy::{Coverage, Guarantee, Layer, Status};
 
-pub const LAYER: &str = "observe";
+pub const LAYER: Layer = Layer::Observe;
 
 /// Process lifecycle records per second the kernel may send before it counts them as
 /// throttled (reported as a `loss` record at the end).

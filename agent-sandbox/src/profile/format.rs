@@ -233,17 +233,11 @@ impl JsonSchema for IntOrString {
 }
 
 fn syscall_groups_schema(_: &mut SchemaGenerator) -> Schema {
-    let names: Vec<String> = SyscallGroup::ALL.iter().map(|g| group_name(*g)).collect();
+    let names: Vec<String> = SyscallGroup::ALL
+        .iter()
+        .map(|g| g.name().to_string())
+        .collect();
     let removals: Vec<String> = names.iter().map(|n| format!("!{n}")).collect();
     let all: Vec<String> = names.into_iter().chain(removals).collect();
     json_schema!({ "type": "array", "items": { "type": "string", "enum": all } })
-}
-
-/// The kebab-case name of a syscall group, as profiles write it.
-pub(crate) fn group_name(group: SyscallGroup) -> String {
-    // policy::SyscallGroup serialises as kebab-case; reuse that instead of a second table.
-    match serde_json::to_value(group) {
-        Ok(serde_json::Value::String(s)) => s,
-        _ => unreachable!("SyscallGroup serialises as a string"),
-    }
 }

@@ -121,25 +121,3 @@ pub(crate) fn parse_port_range(s: &str) -> Result<PortRange, String> {
         None => port(s).map(PortRange::single),
     }
 }
-
-/// Render a rule back into entry syntax (`profile show`).
-pub(crate) fn format_net_rule(rule: &NetRule) -> String {
-    let ports = format_port_range(&rule.ports);
-    match rule.net {
-        None => format!("*:{ports}"),
-        Some(IpNet::V4(n)) if n.prefix_len() == 32 => format!("{}:{ports}", n.addr()),
-        Some(IpNet::V4(n)) => format!("{n}:{ports}"),
-        Some(IpNet::V6(n)) if n.prefix_len() == 128 => format!("[{}]:{ports}", n.addr()),
-        Some(IpNet::V6(n)) => format!("[{n}]:{ports}"),
-    }
-}
-
-pub(crate) fn format_port_range(p: &PortRange) -> String {
-    if p.is_any() {
-        "*".to_string()
-    } else if p.first == p.last {
-        p.first.to_string()
-    } else {
-        format!("{}-{}", p.first, p.last)
-    }
-}

@@ -5,8 +5,6 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::format::group_name;
-use super::net::{format_net_rule, format_port_range};
 use crate::policy::{Mode, Policy, ViolationAction};
 
 #[derive(Serialize)]
@@ -99,9 +97,9 @@ pub fn to_toml(policy: &Policy, description: Option<&str>, notes: &[String]) -> 
             protect: fs.protect.iter().map(|d| d.pattern.clone()).collect(),
         },
         network: ShownNet {
-            allow: net.allow.iter().map(format_net_rule).collect(),
-            deny: net.deny.iter().map(format_net_rule).collect(),
-            bind: net.bind.iter().map(format_port_range).collect(),
+            allow: net.allow.iter().map(|r| format!("{r:#}")).collect(),
+            deny: net.deny.iter().map(|r| format!("{r:#}")).collect(),
+            bind: net.bind.iter().map(ToString::to_string).collect(),
         },
         process: ShownProcess {
             env_allow: &proc.env_allow,
@@ -122,7 +120,11 @@ pub fn to_toml(policy: &Policy, description: Option<&str>, notes: &[String]) -> 
                 .collect(),
         },
         syscalls: ShownSyscalls {
-            deny_groups: sys.deny_groups.iter().map(|g| group_name(*g)).collect(),
+            deny_groups: sys
+                .deny_groups
+                .iter()
+                .map(|g| g.name().to_string())
+                .collect(),
             deny: &sys.deny,
             allow: &sys.allow,
             io_uring: !sys

@@ -8,10 +8,13 @@ use serde_spanned::Spanned;
 
 use super::error::{did_you_mean, ProfileError, Source};
 use super::expand::{self, ValueError};
-use super::format::{group_name, IntOrString, ModeToml, ProfileFile, ViolationToml};
+use super::format::{IntOrString, ModeToml, ProfileFile, ViolationToml};
 use super::net::{parse_net_entry, parse_port_range};
 use super::{LoadOptions, Loaded};
-use crate::policy::{DenyGlob, LogFormat, Mode, Policy, Rlimit, SyscallGroup, ViolationAction};
+use crate::policy::{
+    capabilities, syscalls, DenyGlob, LogFormat, Mode, Policy, Rlimit, SyscallGroup,
+    ViolationAction,
+};
 
 /// Accumulates the files of an `extends` chain, root first, into one `Policy`.
 pub(crate) struct Builder<'a> {
@@ -424,7 +427,10 @@ fn is_env_name(s: &str) -> bool {
 }
 
 fn syscall_group(v: &str) -> Result<SyscallGroup, ValueError> {
-    let names: Vec<String> = SyscallGroup::ALL.iter().map(|g| group_name(*g)).collect();
+    let names: Vec<String> = SyscallGroup::ALL
+        .iter()
+        .map(|g| g.name().to_string())
+        .collect();
     if let Some(i) = names.iter().position(|n| n == v) {
         return Ok(SyscallGroup::ALL[i]);
     }
@@ -440,76 +446,38 @@ fn syscall_group(v: &str) -> Result<SyscallGroup, ValueError> {
     })
 }
 
+/// A syscall name checked against the x86_64 table, so a typo fails `profile check` with its
+/// location instead of failing the launch.
 fn syscall_name(v: &str) -> Result<String, ValueError> {
-    let ok = v.len() <= 64
-        && v.chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && v.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if ok {
-        Ok(v.to_string())
-    } else {
-        Err(ValueError::new(
-            format!("`{v}` is not a syscall name"),
-            Some("syscall names are lowercase identifiers like `ptrace`, `io_uring_setup`"),
-        ))
+    if syscalls::number(v).is_some() {
+        return Ok(v.to_string());
     }
+    let names: Vec<&str> = syscalls::SYSCALLS.iter().map(|(n, _)| *n).collect();
+    let hint = match did_you_mean(v, names.iter().copied()) {
+        Some(best) => format!("did you mean `{best}`? names are x86_64 syscalls, see syscalls(2)"),
+        None => {
+            "names are x86_64 syscalls like `ptrace`, `io_uring_setup`, see syscalls(2)".to_string()
+        }
+    };
+    Err(ValueError {
+        range: None,
+        message: format!("unknown syscall `{v}`"),
+        hint: Some(hint),
+    })
 }
-
-/// Capabilities by number 0..=40, as named in capabilities(7).
-const CAPABILITIES: [&str; 41] = [
-    "CHOWN",
-    "DAC_OVERRIDE",
-    "DAC_READ_SEARCH",
-    "FOWNER",
-    "FSETID",
-    "KILL",
-    "SETGID",
-    "SETUID",
-    "SETPCAP",
-    "LINUX_IMMUTABLE",
-    "NET_BIND_SERVICE",
-    "NET_BROADCAST",
-    "NET_ADMIN",
-    "NET_RAW",
-    "IPC_LOCK",
-    "IPC_OWNER",
-    "SYS_MODULE",
-    "SYS_RAWIO",
-    "SYS_CHROOT",
-    "SYS_PTRACE",
-    "SYS_PACCT",
-    "SYS_ADMIN",
-    "SYS_BOOT",
-    "SYS_NICE",
-    "SYS_RESOURCE",
-    "SYS_TIME",
-    "SYS_TTY_CONFIG",
-    "MKNOD",
-    "LEASE",
-    "AUDIT_WRITE",
-    "AUDIT_CONTROL",
-    "SETFCAP",
-    "MAC_OVERRIDE",
-    "MAC_ADMIN",
-    "SYSLOG",
-    "WAKE_ALARM",
-    "BLOCK_SUSPEND",
-    "AUDIT_READ",
-    "PERFMON",
-    "BPF",
-    "CHECKPOINT_RESTORE",
-];
 
 /// `net_bind_service` / `CAP_NET_BIND_SERVICE` → `CAP_NET_BIND_SERVICE`.
 fn capability_name(v: &str) -> Result<String, ValueError> {
+    if let Some(nr) = capabilities::number(v) {
+        return Ok(capabilities::NAMES[nr as usize].to_string());
+    }
     let upper = v.to_ascii_uppercase();
     let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
-    if CAPABILITIES.contains(&bare) {
-        return Ok(format!("CAP_{bare}"));
-    }
-    let hint = match did_you_mean(bare, CAPABILITIES) {
+    let bare_names: Vec<&str> = capabilities::NAMES
+        .iter()
+        .map(|n| n.trim_start_matches("CAP_"))
+        .collect();
+    let hint = match did_you_mean(bare, bare_names.iter().copied()) {
         Some(best) => format!("did you mean `CAP_{best}`? see capabilities(7)"),
         None => "see capabilities(7) for the names".to_string(),
     };

@@ -469,6 +469,15 @@ fn bad_globs_sizes_groups_names_are_reported() {
         "{err}"
     );
     s.error_at("[syscalls]\ndeny = [\"ptrace\", \"Open(\"]\n", 2, 19);
+    // Names are checked against the syscall table here, not first at launch.
+    let err = s.error_at("[syscalls]\ndeny = [\"ptrace_typo\"]\n", 2, 9);
+    assert!(err.message().contains("unknown syscall"), "{err}");
+    assert!(err.hint().unwrap().contains("`ptrace`"), "{err}");
+    s.error_at(
+        "[syscalls]\nallow = [\"getpid\", \"io_uring_setpu\"]\n",
+        2,
+        20,
+    );
     let err = s.error_at("[process]\ncapabilities = [\"CAP_NET_BIND\"]\n", 2, 17);
     assert!(
         err.hint().unwrap().contains("CAP_NET_BIND_SERVICE"),

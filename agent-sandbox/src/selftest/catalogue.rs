@@ -2,7 +2,7 @@
 //! and the guarantee it tests (so a machine that lacks the guarantee reports "not enforced
 //! here" with the reason, instead of passing by accident or failing for a known reason).
 
-use crate::layers::Guarantee;
+use crate::policy::Guarantee;
 
 /// How the orchestrator judges the audit log of one attack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +41,7 @@ pub struct Setup {
     pub plant_dotenv: bool,
 }
 
-/// One technique of docs/ATTACKS.md and what it must meet.
+/// One technique of docs/attacks.md and what it must meet.
 #[derive(Debug, Clone, Copy)]
 pub struct Spec {
     /// Name of the in-sandbox attack (`attacks::ATTACKS`), also the test name.
@@ -145,7 +145,7 @@ const fn protected(target: &'static str) -> Setup {
     }
 }
 
-/// Every technique, in docs/ATTACKS.md order.
+/// Every technique, in docs/attacks.md order.
 pub const CATALOGUE: &[Spec] = &[
     // Terminal and session.
     sc(

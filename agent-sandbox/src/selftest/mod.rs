@@ -1,7 +1,7 @@
 //! `agentbox selftest`: attack this machine's sandbox with the escape suite and report what
 //! holds.
 //!
-//! Each technique of docs/ATTACKS.md is one attack (`attacks.rs`) that really tries the escape
+//! Each technique of docs/attacks.md is one attack (`attacks.rs`) that really tries the escape
 //! from inside `agentbox run --profile P -- agentbox selftest --attack NAME`, in a throwaway
 //! HOME and workspace with planted fake secrets. The orchestrator (here) then checks BOTH that
 //! the attempt failed (the attack's own report, plus what the host side saw: connections on
@@ -27,7 +27,7 @@ use serde_json::Value;
 pub use attacks::{Attempt, Ctx};
 pub use catalogue::{Expect, Setup, Spec, CATALOGUE};
 
-use crate::layers::Guarantee;
+use crate::policy::Guarantee;
 
 /// Line prefix of the attack's report on stdout.
 pub const ATTEMPT_PREFIX: &str = "agentbox-selftest-attempt: ";

@@ -6,64 +6,8 @@
 //! inheritable to exactly the granted capabilities (raised into ambient so they survive exec).
 //! Hand-written on libc: capset/prctl are a handful of calls, and the `caps` crate allocates.
 
-/// Capability numbers from linux/capability.h, by name.
-const NAMES: [&str; 41] = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_DAC_READ_SEARCH",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_KILL",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETPCAP",
-    "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST",
-    "CAP_NET_ADMIN",
-    "CAP_NET_RAW",
-    "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER",
-    "CAP_SYS_MODULE",
-    "CAP_SYS_RAWIO",
-    "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT",
-    "CAP_SYS_ADMIN",
-    "CAP_SYS_BOOT",
-    "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG",
-    "CAP_MKNOD",
-    "CAP_LEASE",
-    "CAP_AUDIT_WRITE",
-    "CAP_AUDIT_CONTROL",
-    "CAP_SETFCAP",
-    "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN",
-    "CAP_SYSLOG",
-    "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND",
-    "CAP_AUDIT_READ",
-    "CAP_PERFMON",
-    "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
-];
-
 const CAP_SETPCAP: u32 = 8;
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
-
-/// Looks a capability up by name (`CAP_NET_RAW` or `net_raw`, any case).
-pub fn number(name: &str) -> Option<u32> {
-    let upper = name.to_ascii_uppercase();
-    let full = if upper.starts_with("CAP_") {
-        upper
-    } else {
-        format!("CAP_{upper}")
-    };
-    NAMES.iter().position(|n| *n == full).map(|i| i as u32)
-}
 
 /// The granted capabilities as a bit mask, resolved before fork.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -75,7 +19,7 @@ impl CapPlan {
     pub fn from_names(names: &[String]) -> anyhow::Result<CapPlan> {
         let mut keep = 0u64;
         for name in names {
-            let nr = number(name).ok_or_else(|| {
+            let nr = crate::policy::capabilities::number(name).ok_or_else(|| {
                 anyhow::anyhow!("unknown capability '{name}' in process.capabilities")
             })?;
             keep |= 1 << nr;
@@ -207,10 +151,16 @@ mod tests {
 
     #[test]
     fn names_resolve() {
-        assert_eq!(number("CAP_NET_BIND_SERVICE"), Some(10));
-        assert_eq!(number("net_raw"), Some(13));
-        assert_eq!(number("CAP_CHECKPOINT_RESTORE"), Some(40));
-        assert_eq!(number("CAP_NOPE"), None);
+        assert_eq!(
+            crate::policy::capabilities::number("CAP_NET_BIND_SERVICE"),
+            Some(10)
+        );
+        assert_eq!(crate::policy::capabilities::number("net_raw"), Some(13));
+        assert_eq!(
+            crate::policy::capabilities::number("CAP_CHECKPOINT_RESTORE"),
+            Some(40)
+        );
+        assert_eq!(crate::policy::capabilities::number("CAP_NOPE"), None);
         assert!(CapPlan::from_names(&["CAP_BOGUS".into()]).is_err());
         assert_eq!(
             CapPlan::from_names(&["CAP_KILL".into()]).unwrap().keep,

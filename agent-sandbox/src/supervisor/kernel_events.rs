@@ -21,7 +21,7 @@ use crate::layers::seccomp::DenyTable;
 
 /// Layer name of denials no agentbox layer claims (EPERM from the kernel itself).
 const KERNEL_LAYER: &str = "kernel";
-const LANDLOCK_LAYER: &str = "landlock";
+const LANDLOCK_LAYER: &str = crate::policy::Layer::Landlock.name();
 /// `source` of the `loss` records this module writes.
 pub const LOSS_SOURCE: &str = "ebpf-ringbuf";
 
@@ -125,7 +125,7 @@ impl Mapper {
                     Action::Denied
                 };
                 Some(Event::Denial(Denial {
-                    layer: NET_LAYER.into(),
+                    layer: NET_LAYER.name().into(),
                     rule: self.net_rule_text(rule, addr, port, family, sock_type),
                     action,
                     pid,
@@ -287,7 +287,7 @@ impl Mapper {
                     Action::Denied
                 };
                 Some(Event::Denial(Denial {
-                    layer: LSM_LAYER.into(),
+                    layer: LSM_LAYER.name().into(),
                     rule,
                     action,
                     pid,
@@ -454,17 +454,14 @@ impl Mapper {
             .filter(|r| r.net.contains(&addr) && r.ports.contains(port))
             .max_by_key(|r| (r.net.prefix_len(), u16::MAX - (r.ports.hi - r.ports.lo)))
             .map(|r| {
-                let ports = if r.ports == ebpf_probes::PortRange::ALL {
-                    "*".to_string()
-                } else if r.ports.lo == r.ports.hi {
-                    r.ports.lo.to_string()
-                } else {
-                    format!("{}-{}", r.ports.lo, r.ports.hi)
-                };
-                match r.net {
-                    ebpf_probes::ipnet::IpNet::V6(n) => format!("[{n}]:{ports}"),
-                    n => format!("{n}:{ports}"),
+                crate::policy::NetRule {
+                    net: Some(r.net),
+                    ports: crate::policy::PortRange {
+                        first: r.ports.lo,
+                        last: r.ports.hi,
+                    },
                 }
+                .to_string()
             })
     }
 
@@ -634,7 +631,7 @@ fn syscall_denial(
                 access: access.to_string(),
             };
             return (
-                crate::layers::mounts::LAYER,
+                crate::layers::mounts::LAYER.name(),
                 "filesystem.protect: read-only bind mount".into(),
                 object,
             );

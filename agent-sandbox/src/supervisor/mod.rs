@@ -30,7 +30,6 @@ mod proto;
 mod signals;
 mod tmpdir;
 
-pub use caps::number as capability_number;
 pub use signals::FORWARDED as FORWARDED_SIGNALS;
 pub use tmpdir::PrivateTmp;
 

@@ -23,12 +23,12 @@ use landlock::{
     PathBeneath, Ruleset, RulesetAttr, RulesetCreatedAttr, Scope, ABI,
 };
 
-use crate::layers::{Coverage, Guarantee, Status};
-use crate::policy::{Mode, NetRule, Policy, PortRange};
+use crate::policy::{Coverage, Guarantee, Layer, Status};
+use crate::policy::{Mode, Policy, PortRange};
 
 use omit::{Omissions, Tree, WalkLimits};
 
-const LAYER: &str = "landlock";
+const LAYER: Layer = Layer::Landlock;
 
 /// A port range wider than this (and not "any port") is refused: one Landlock rule per port.
 const MAX_PORTS_PER_RANGE: u32 = 1024;
@@ -227,7 +227,7 @@ fn compile_for_abi(
         0
     };
     for note in &notes {
-        tracing::info!(layer = LAYER, "{note}");
+        tracing::info!(layer = LAYER.name(), "{note}");
     }
     let plan = LandlockPlan {
         abi: abi_num,
@@ -268,7 +268,7 @@ fn allowed_trees(policy: &Policy, abi: ABI, notes: &mut Vec<String>) -> BTreeMap
                 Err(e) => {
                     let msg = format!("{kind} path {} skipped: {e}", written.display());
                     if kind == "exec" {
-                        tracing::debug!(layer = LAYER, "{msg}");
+                        tracing::debug!(layer = LAYER.name(), "{msg}");
                     } else {
                         notes.push(msg);
                     }
@@ -541,20 +541,6 @@ fn port_count(r: &PortRange) -> u32 {
     u32::from(r.last).saturating_sub(u32::from(r.first)) + 1
 }
 
-fn fmt_rule(r: &NetRule) -> String {
-    let ports = if r.ports.is_any() {
-        "*".to_string()
-    } else if r.ports.first == r.ports.last {
-        r.ports.first.to_string()
-    } else {
-        format!("{}-{}", r.ports.first, r.ports.last)
-    };
-    match r.net {
-        Some(net) => format!("{net}:{ports}"),
-        None => format!("*:{ports}"),
-    }
-}
-
 /// TCP by port only: Landlock cannot see addresses or UDP.
 fn compile_net(policy: &Policy, abi: u32, coverage: &mut Coverage) -> anyhow::Result<NetRules> {
     let net = &policy.network;
@@ -593,14 +579,14 @@ fn compile_net(policy: &Policy, abi: u32, coverage: &mut Coverage) -> anyhow::Re
                     "network allow rule {} spans {} ports; Landlock needs one rule per port \
                      (at most {MAX_PORTS_PER_RANGE}): narrow the range, allow all ports, or \
                      enforce it with the cgroup-BPF (eBPF) layer",
-                    fmt_rule(rule),
+                    rule,
                     port_count(&rule.ports)
                 );
             }
             connect_unrestricted = true;
             connect_gaps.push(format!(
                 "allow rule {} spans too many ports: Landlock leaves TCP connect unrestricted",
-                fmt_rule(rule)
+                rule
             ));
             continue;
         }
@@ -611,7 +597,7 @@ fn compile_net(policy: &Policy, abi: u32, coverage: &mut Coverage) -> anyhow::Re
         if connect_unrestricted {
             connect_gaps.push(format!(
                 "deny rule {} not enforced: all TCP ports are allowed",
-                fmt_rule(deny)
+                deny
             ));
         } else if !net.allow.contains(deny) {
             for port in deny.ports.first..=deny.ports.last {
@@ -651,7 +637,7 @@ fn compile_net(policy: &Policy, abi: u32, coverage: &mut Coverage) -> anyhow::Re
         .iter()
         .chain(&net.deny)
         .filter(|r| !r.is_port_only())
-        .map(fmt_rule)
+        .map(ToString::to_string)
         .collect();
     let addresses_why = if net.allow.is_empty() {
         "Landlock denies all TCP here; UDP and raw sockets are left to seccomp/cgroup-BPF".into()

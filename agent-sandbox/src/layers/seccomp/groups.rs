@@ -16,23 +16,6 @@ pub(super) struct RuleSpec {
     pub rule: String,
 }
 
-/// The profile spelling of a group (`kernel-observability`), as used in rule texts.
-pub fn group_name(group: SyscallGroup) -> &'static str {
-    match group {
-        SyscallGroup::Debug => "debug",
-        SyscallGroup::Mount => "mount",
-        SyscallGroup::Namespaces => "namespaces",
-        SyscallGroup::KernelObservability => "kernel-observability",
-        SyscallGroup::KernelModules => "kernel-modules",
-        SyscallGroup::Keyring => "keyring",
-        SyscallGroup::Userfaultfd => "userfaultfd",
-        SyscallGroup::IoUring => "io-uring",
-        SyscallGroup::Legacy => "legacy",
-        SyscallGroup::System => "system",
-        SyscallGroup::TtyInjection => "tty-injection",
-    }
-}
-
 // Namespace flags from <linux/sched.h>. CLONE_NEWTIME shares its bit with CSIGNAL (the exit
 // signal) in clone()'s flags, so it is only meaningful to unshare() and clone3().
 const CLONE_NEWTIME: u64 = 0x80;
@@ -48,7 +31,7 @@ const NAMESPACE_FLAGS: [(&str, u64); 7] = [
 
 /// The syscall rules of one deny group.
 pub(super) fn group_rules(group: SyscallGroup) -> Vec<RuleSpec> {
-    let rule = format!("syscalls.deny-groups: {}", group_name(group));
+    let rule = format!("syscalls.deny-groups: {}", group.name());
     let always = |names: &[&'static str]| -> Vec<RuleSpec> {
         names
             .iter()

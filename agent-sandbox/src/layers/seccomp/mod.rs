@@ -9,7 +9,6 @@
 //! `SeccompProgram::install`, which does not allocate.
 
 mod groups;
-mod syscalls;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -23,14 +22,13 @@ use seccompiler::{
     SeccompRule, TargetArch,
 };
 
-pub use groups::group_name;
-pub use syscalls::{name as syscall_name, number as syscall_number};
+use crate::policy::syscalls::{name as syscall_name, number as syscall_number};
 
 use crate::kernel;
-use crate::layers::{Coverage, Guarantee, Status};
+use crate::policy::{Coverage, Guarantee, Layer, Status};
 use crate::policy::{Policy, SyscallGroup};
 
-pub const LAYER: &str = "seccomp";
+pub const LAYER: Layer = Layer::Seccomp;
 /// Rule text for calls through a foreign syscall ABI (i386 `int 0x80`, x32).
 pub const ARCH_RULE: &str = "arch: non-native ABI (i386/x32)";
 

@@ -248,7 +248,7 @@ fn seccomp_group_names_match_the_profile_spelling() {
     for g in SyscallGroup::ALL {
         assert_eq!(
             serde_json::to_string(&g).unwrap(),
-            format!("\"{}\"", group_name(g))
+            format!("\"{}\"", g.name())
         );
     }
 }

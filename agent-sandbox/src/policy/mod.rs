@@ -1,9 +1,18 @@
-//! `Policy`: what the user asked for, as plain typed data.
+//! `Policy`: what the user asked for, as plain typed data, and the vocabulary every module
+//! shares: guarantees and their coverage (`coverage`), syscall and capability names
+//! (`syscalls`, `capabilities`), and one display of each rule type.
 //!
 //! The profile module turns TOML into this; the layers turn this into kernel artifacts. Nothing
 //! here does I/O, and nothing here knows about TOML: paths are absolute and variables resolved.
 
+pub(crate) mod capabilities;
+mod coverage;
+pub(crate) mod syscalls;
+
+pub use coverage::{Coverage, CoverageEntry, Guarantee, Layer, Status};
+
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
@@ -102,6 +111,39 @@ impl PortRange {
 
     pub fn is_any(&self) -> bool {
         *self == Self::ANY
+    }
+}
+
+/// `*`, `443` or `8000-8100`, as profiles write port ranges.
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_any() {
+            f.write_str("*")
+        } else if self.first == self.last {
+            write!(f, "{}", self.first)
+        } else {
+            write!(f, "{}-{}", self.first, self.last)
+        }
+    }
+}
+
+/// `10.0.0.0/8:443`, `[::1/128]:*`, `*:53`: the network prefix always shown, as denials name
+/// the rule. The alternate form (`{:#}`) is the profile's entry syntax, where a single host
+/// drops its prefix (`127.0.0.1:8080`, `[::1]:22`), as `profile show` prints it.
+impl fmt::Display for NetRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ports = self.ports;
+        match self.net {
+            None => write!(f, "*:{ports}"),
+            Some(IpNet::V4(n)) if f.alternate() && n.prefix_len() == 32 => {
+                write!(f, "{}:{ports}", n.addr())
+            }
+            Some(IpNet::V6(n)) if f.alternate() && n.prefix_len() == 128 => {
+                write!(f, "[{}]:{ports}", n.addr())
+            }
+            Some(IpNet::V4(n)) => write!(f, "{n}:{ports}"),
+            Some(IpNet::V6(n)) => write!(f, "[{n}]:{ports}"),
+        }
     }
 }
 
@@ -205,6 +247,23 @@ impl SyscallGroup {
         SyscallGroup::System,
         SyscallGroup::TtyInjection,
     ];
+
+    /// The profile spelling (`kernel-observability`), as serialised and as rule texts say it.
+    pub fn name(self) -> &'static str {
+        match self {
+            SyscallGroup::Debug => "debug",
+            SyscallGroup::Mount => "mount",
+            SyscallGroup::Namespaces => "namespaces",
+            SyscallGroup::KernelObservability => "kernel-observability",
+            SyscallGroup::KernelModules => "kernel-modules",
+            SyscallGroup::Keyring => "keyring",
+            SyscallGroup::Userfaultfd => "userfaultfd",
+            SyscallGroup::IoUring => "io-uring",
+            SyscallGroup::Legacy => "legacy",
+            SyscallGroup::System => "system",
+            SyscallGroup::TtyInjection => "tty-injection",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
