@@ -7,10 +7,10 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use ebpf_probes::ProgramKind;
 use serde::Serialize;
 
 use crate::kernel;
+use crate::layers::{self, Host, LAYERS};
 use crate::policy::Guarantee;
 
 /// Everything doctor found.
@@ -53,135 +53,6 @@ pub struct GuaranteeCheck {
     pub reason: Option<String>,
 }
 
-/// The mechanisms a guarantee can come from.
-#[derive(Debug, Clone, Copy)]
-enum Provider {
-    Landlock(u32),
-    /// Landlock's EXECUTE right: execve only, so never the whole exec guarantee.
-    LandlockExecve,
-    Seccomp,
-    SeccompNotify,
-    CgroupBpf,
-    BpfLsm,
-    Tracepoints,
-    CgroupLimits,
-}
-
-/// Which providers this build of agentbox implements. Kernel support alone is not a
-/// guarantee: a layer that is not written yet must not be reported as protecting anyone.
-fn implemented(p: Provider) -> bool {
-    matches!(
-        p,
-        Provider::Landlock(_)
-            | Provider::Seccomp
-            | Provider::SeccompNotify
-            | Provider::CgroupBpf
-            | Provider::BpfLsm
-            | Provider::Tracepoints
-            | Provider::CgroupLimits
-    )
-}
-
-fn providers(g: Guarantee) -> &'static [Provider] {
-    use Provider::*;
-    match g {
-        Guarantee::FsAllowList => &[Landlock(1)],
-        Guarantee::ExecAllowList => &[BpfLsm, LandlockExecve],
-        Guarantee::FsDenyExact => &[BpfLsm],
-        Guarantee::NetTcpConnectPorts | Guarantee::NetTcpBindPorts => &[Landlock(4), CgroupBpf],
-        Guarantee::NetAddresses => &[CgroupBpf, BpfLsm],
-        Guarantee::NetSocketFamilies => &[Seccomp, CgroupBpf],
-        Guarantee::ScopeSignals => &[Landlock(6), BpfLsm],
-        Guarantee::ScopeAbstractUnix => &[Landlock(6)],
-        Guarantee::SyscallFilter => &[Seccomp],
-        Guarantee::SyscallDenialsLogged => &[SeccompNotify],
-        Guarantee::FsDenialsLogged => &[Tracepoints, BpfLsm],
-        Guarantee::ResourceLimits => &[CgroupLimits],
-    }
-}
-
-const ALL_GUARANTEES: [Guarantee; 13] = [
-    Guarantee::FsAllowList,
-    Guarantee::FsDenyExact,
-    Guarantee::ExecAllowList,
-    Guarantee::NetTcpConnectPorts,
-    Guarantee::NetTcpBindPorts,
-    Guarantee::NetAddresses,
-    Guarantee::NetSocketFamilies,
-    Guarantee::ScopeSignals,
-    Guarantee::ScopeAbstractUnix,
-    Guarantee::SyscallFilter,
-    Guarantee::SyscallDenialsLogged,
-    Guarantee::FsDenialsLogged,
-    Guarantee::ResourceLimits,
-];
-
-/// Raw findings the guarantee table is computed from.
-struct Findings {
-    landlock: Result<u32, String>,
-    seccomp: bool,
-    user_notif: bool,
-    bpf: Vec<(ProgramKind, Result<(), String>)>,
-    cgroup2: Result<PathBuf, String>,
-}
-
-impl Findings {
-    fn bpf(&self, kind: ProgramKind) -> Result<(), String> {
-        self.bpf
-            .iter()
-            .find(|(k, _)| *k == kind)
-            .map(|(_, r)| r.clone())
-            .unwrap_or_else(|| Err("not probed".into()))
-    }
-
-    /// Whether the kernel offers `p` here, or why not.
-    fn offers(&self, p: Provider) -> Result<String, String> {
-        match p {
-            Provider::LandlockExecve => Err(match &self.landlock {
-                Ok(abi) => format!(
-                    "landlock (ABI {abi}) denies execve outside the exec trees, but ld.so-loaded \
-                     and memfd programs are not covered (partial)"
-                ),
-                Err(e) => format!("landlock: {e}"),
-            }),
-            Provider::Landlock(min) => match &self.landlock {
-                Ok(abi) if *abi >= min => Ok(format!("landlock (ABI {abi})")),
-                Ok(abi) => Err(format!("landlock ABI {abi} < {min}")),
-                Err(e) => Err(format!("landlock: {e}")),
-            },
-            Provider::Seccomp if self.seccomp => Ok("seccomp".into()),
-            Provider::Seccomp => Err("seccomp filter mode unavailable".into()),
-            Provider::SeccompNotify if self.user_notif => Ok("seccomp user notification".into()),
-            Provider::SeccompNotify => Err("seccomp user notification unavailable".into()),
-            Provider::CgroupBpf => {
-                let cg = self
-                    .cgroup2
-                    .as_ref()
-                    .map_err(|e| format!("cgroup-bpf: {e}"))?;
-                self.bpf(ProgramKind::CgroupSockAddr)
-                    .map(|_| format!("cgroup-bpf ({})", cg.display()))
-                    .map_err(|e| format!("cgroup-bpf: {e}"))
-            }
-            // The LSM rules are registered with the sandbox's cgroup2 group, like cgroup-BPF.
-            Provider::BpfLsm => {
-                self.cgroup2.as_ref().map_err(|e| format!("bpf-lsm: {e}"))?;
-                self.bpf(ProgramKind::Lsm)
-                    .map(|_| "bpf-lsm".to_string())
-                    .map_err(|e| format!("bpf-lsm: {e}"))
-            }
-            Provider::Tracepoints => self
-                .bpf(ProgramKind::TpBtf)
-                .map(|_| "tracepoints".to_string())
-                .map_err(|e| format!("tracepoints: {e}")),
-            Provider::CgroupLimits => self
-                .cgroup2
-                .as_ref()
-                .map(|p| format!("cgroup ({})", p.display()))
-                .map_err(|e| format!("cgroup: {e}")),
-        }
-    }
-}
-
 /// Probe everything. Safe to run unprivileged; loads and unloads tiny BPF programs when it may.
 pub fn probe() -> Report {
     let euid = nix::unistd::geteuid().as_raw();
@@ -206,11 +77,11 @@ pub fn probe() -> Report {
         });
     };
 
-    let landlock = kernel::landlock_abi();
+    let host = layers::probe_host();
     push(
         "landlock",
         "Landlock",
-        landlock
+        host.landlock
             .as_ref()
             .map(|abi| {
                 format!(
@@ -221,8 +92,8 @@ pub fn probe() -> Report {
             .map_err(Clone::clone),
     );
 
-    let seccomp = kernel::seccomp_filter_available();
-    let user_notif = seccomp && kernel::seccomp_action_available(kernel::SECCOMP_RET_USER_NOTIF);
+    let seccomp = host.seccomp;
+    let user_notif = host.user_notif;
     let log = seccomp && kernel::seccomp_action_available(kernel::SECCOMP_RET_LOG);
     let kill = seccomp && kernel::seccomp_action_available(kernel::SECCOMP_RET_KILL_PROCESS);
     push(
@@ -250,16 +121,7 @@ pub fn probe() -> Report {
         ok_or(kill, "SECCOMP_RET_KILL_PROCESS", "unavailable"),
     );
 
-    let bpf: Vec<(ProgramKind, Result<(), String>)> = ProgramKind::ALL
-        .iter()
-        .map(|&k| {
-            (
-                k,
-                ebpf_probes::probe(k).map_err(|e| first_line(&e.to_string())),
-            )
-        })
-        .collect();
-    for (kind, result) in &bpf {
+    for (kind, result) in &host.bpf {
         let hint = if result.is_err() && !privileges.root && !privileges.cap_bpf {
             " (needs root or CAP_BPF+CAP_PERFMON)"
         } else {
@@ -315,7 +177,6 @@ pub fn probe() -> Report {
         .as_ref()
         .map_err(Clone::clone)
         .and_then(|p| kernel::can_create_cgroup(p).map(|_| "can create a child group".to_string()));
-    let cgroup2 = cgroup2.and_then(|p| can_create.clone().map(|_| p));
     push("cgroup", "child group", can_create);
     for ctl in ["pids", "memory"] {
         let v1 = kernel::cgroup1_mount(ctl);
@@ -350,16 +211,9 @@ pub fn probe() -> Report {
             .map(|_| "can create (unprivileged sandbox tree teardown)".to_string()),
     );
 
-    let findings = Findings {
-        landlock,
-        seccomp,
-        user_notif,
-        bpf,
-        cgroup2,
-    };
-    let guarantees = ALL_GUARANTEES
+    let guarantees = Guarantee::ALL
         .iter()
-        .map(|&g| guarantee_check(g, &findings, &privileges))
+        .map(|&g| guarantee_check(g, &host))
         .collect();
 
     Report {
@@ -370,11 +224,6 @@ pub fn probe() -> Report {
     }
 }
 
-/// libbpf appends its whole log to errors; a table row wants the first sentence.
-fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or_default().to_string()
-}
-
 fn ok_or(ok: bool, yes: &str, no: &str) -> Result<String, String> {
     if ok {
         Ok(yes.to_string())
@@ -383,35 +232,26 @@ fn ok_or(ok: bool, yes: &str, no: &str) -> Result<String, String> {
     }
 }
 
-fn guarantee_check(g: Guarantee, f: &Findings, privs: &Privileges) -> GuaranteeCheck {
+/// The first layer that can give `g` here names it; otherwise every layer's reason.
+fn guarantee_check(g: Guarantee, host: &Host) -> GuaranteeCheck {
     let mut reasons = Vec::new();
-    for &p in providers(g) {
-        match f.offers(p) {
-            Ok(layer) if implemented(p) => {
-                return GuaranteeCheck {
-                    guarantee: g,
-                    description: g.describe(),
-                    available: true,
-                    layer: Some(layer),
-                    reason: None,
+    for layer in LAYERS {
+        for offer in layer.offers(host) {
+            if offer.guarantee != g {
+                continue;
+            }
+            match offer.by {
+                Ok(by) => {
+                    return GuaranteeCheck {
+                        guarantee: g,
+                        description: g.describe(),
+                        available: true,
+                        layer: Some(by),
+                        reason: None,
+                    }
                 }
+                Err(why) => reasons.push(why),
             }
-            Ok(layer) => reasons.push(format!(
-                "{layer}: kernel ready, layer not in this build yet"
-            )),
-            Err(e)
-                if !privs.root
-                    && matches!(
-                        p,
-                        Provider::CgroupBpf
-                            | Provider::BpfLsm
-                            | Provider::Tracepoints
-                            | Provider::CgroupLimits
-                    ) =>
-            {
-                reasons.push(format!("{e} (unprivileged)"))
-            }
-            Err(e) => reasons.push(e),
         }
     }
     GuaranteeCheck {
@@ -419,7 +259,11 @@ fn guarantee_check(g: Guarantee, f: &Findings, privs: &Privileges) -> GuaranteeC
         description: g.describe(),
         available: false,
         layer: None,
-        reason: Some(reasons.join("; ")),
+        reason: Some(if reasons.is_empty() {
+            "no layer of this build provides it".to_string()
+        } else {
+            reasons.join("; ")
+        }),
     }
 }
 

@@ -1,44 +1,78 @@
 //! Plan: every layer's compiled artifact plus merged `Coverage`; the one fail-closed check.
 //!
-//! Layers compile independently; this module decides what a policy *needs* and refuses to
-//! launch when a needed guarantee is not delivered by any layer (unless the user asked for
-//! best effort, in which case the gaps are returned for the launch report).
+//! Who enforces what is decided once, here, before any layer compiles (`Owners`): from what
+//! this host offers (the eBPF runtime, BPF LSM, a mount namespace), each rule goes to one
+//! layer, and every layer is told its share and states what it left to whom. No layer's
+//! coverage is rewritten afterwards. Then the plan refuses to launch when a needed guarantee
+//! is not delivered by any layer (unless the user asked for best effort, in which case the
+//! gaps are returned for the launch report).
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use anyhow::Context;
 
-use crate::layers;
-use crate::layers::cgroup::CgroupPlan;
-use crate::layers::landlock::LandlockPlan;
-use crate::layers::mounts::MountPlan;
-use crate::layers::observe::ObservePlan;
-use crate::layers::seccomp::SeccompProgram;
-use crate::policy::{Coverage, Guarantee, Layer, Status};
-use crate::policy::{NetRule, Policy, PortRange};
+use crate::layers::cgroup::{self, CgroupPlan, SandboxGroup};
+use crate::layers::ebpf::{self, EbpfPlan};
+use crate::layers::seccomp::notify::Notifier;
+use crate::layers::{landlock, mounts, process, seccomp, ChildSteps, EventSource};
+use crate::policy::{Coverage, Guarantee, Layer, NetRule, Policy, Status};
 
 /// Everything the supervisor applies to one sandbox, compiled before fork.
+#[derive(Debug)]
 pub struct Plan {
-    pub policy: Policy,
-    /// Applied in init, before seccomp, with `restrict_self`.
-    pub landlock: LandlockPlan,
-    /// Read-only bind mounts for protect globs, made by init in its own mount namespace before
-    /// Landlock (empty: protect globs are Landlock's, by omission, or there are none).
-    pub mounts: MountPlan,
-    /// Installed in init, last, after no_new_privs.
-    pub seccomp: SeccompProgram,
-    /// The sandbox's cgroups (limits, teardown) and cgroup-BPF network rules: created by the
-    /// supervisor, init moved in before it is released.
-    pub cgroup: CgroupPlan,
-    /// The eBPF observers (denials with paths, process tree).
-    pub observe: ObservePlan,
-    /// Start the agent in a network namespace of its own: set where Landlock cannot scope
-    /// abstract UNIX sockets and the policy allows no network at all (see `net_namespace`).
-    pub net_namespace: bool,
+    pub(crate) policy: Policy,
+    /// Applied in init, in child.rs's fixed order.
+    pub(crate) child: ChildSteps,
+    /// The sandbox's cgroups (limits, teardown): created by the supervisor, init moved in
+    /// before it is released.
+    pub(crate) cgroup: CgroupPlan,
+    /// The eBPF layers' rules, registered with the sandbox's cgroup2 group (root only).
+    pub(crate) ebpf: Option<EbpfPlan>,
+    /// The namespaces init is cloned into, beyond the pid (and unprivileged user) namespace.
+    pub(crate) namespaces: Namespaces,
     /// What all layers deliver on this kernel with these privileges.
-    pub coverage: Coverage,
+    coverage: Coverage,
     /// The guarantees this policy needs (see `required_guarantees`).
-    pub required: Vec<Guarantee>,
+    required: Vec<Guarantee>,
+}
+
+/// Namespaces that carry a guarantee: never started without them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Namespaces {
+    /// A network namespace of its own: set where Landlock cannot scope abstract UNIX sockets
+    /// and the policy allows no network at all (see `net_namespace`).
+    pub net: bool,
+    /// A mount namespace, for the protect globs' read-only bind mounts.
+    pub mount: bool,
+}
+
+/// Which layer owns the rules more than one layer could enforce, decided from what this host
+/// offers before anything compiles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Owners {
+    /// TCP connect and bind: cgroup-BPF (address and port) where its programs attach, else
+    /// Landlock (port only).
+    tcp: Layer,
+    /// Deny globs BPF LSM enforces exactly; Landlock enforces the rest by omission.
+    exact_deny: Vec<String>,
+    /// Protect globs: read-only bind mounts where init can have a mount namespace, else
+    /// Landlock by omission (which makes every directory on the way to a match read-only).
+    protect: Layer,
+    /// truncate(2): BPF LSM where its programs take this sandbox's rules, else Landlock
+    /// (ABI 3+).
+    truncate: Layer,
+}
+
+impl Owners {
+    fn landlock_share(&self) -> landlock::Share {
+        landlock::Share {
+            deny_exact_elsewhere: self.exact_deny.clone(),
+            protect_by_mounts: self.protect == Layer::Mounts,
+            tcp_by_cgroup_bpf: self.tcp == Layer::CgroupBpf,
+            truncate_by_bpf_lsm: self.truncate == Layer::BpfLsm,
+        }
+    }
 }
 
 /// The guarantees a policy needs before agentbox may start the agent without `--best-effort`.
@@ -49,7 +83,7 @@ pub struct Plan {
 /// for files created later inside an allowed tree needs BPF LSM, which most hosts lack;
 /// requiring it would make the default profile unusable almost everywhere. `doctor` and the
 /// launch event still report it.
-pub fn required_guarantees(policy: &Policy) -> Vec<Guarantee> {
+fn required_guarantees(policy: &Policy) -> Vec<Guarantee> {
     let mut required = vec![
         Guarantee::FsAllowList,
         Guarantee::SyscallFilter,
@@ -89,92 +123,156 @@ fn overlaps(a: &NetRule, b: &NetRule) -> bool {
 
 impl Plan {
     /// Compiles every layer. `protected` are paths the agent must never write (the audit log,
-    /// the profile file), whatever the policy allows.
+    /// the profile file), whatever the policy allows. The agent's environment is this
+    /// process's, filtered by the policy.
     pub fn build(policy: Policy, protected: &[PathBuf]) -> anyhow::Result<Plan> {
+        Plan::build_with_env(policy, protected, std::env::vars_os().collect())
+    }
+
+    fn build_with_env(
+        policy: Policy,
+        protected: &[PathBuf],
+        env: Vec<(OsString, OsString)>,
+    ) -> anyhow::Result<Plan> {
         // Per-layer compile times at debug level (`AGENTBOX_LOG=debug`): start-up budget.
         let started = std::time::Instant::now();
-        let (mut cgroup, cgroup_coverage) =
-            layers::cgroup::compile(&policy).context("cgroup layer")?;
-        tracing::debug!(elapsed = ?started.elapsed(), "cgroup layer compiled");
-        let (observe, observe_coverage) = layers::observe::compile(&cgroup);
+        let mut coverage = Coverage::default();
 
-        // BPF LSM rides on the cgroup layer's runtime and sandbox registration.
-        let (lsm_coverage, lsm_exact) = match cgroup.lsm_unavailable() {
+        // What the host offers: the cgroup2 group, the eBPF runtime on it, BPF LSM.
+        let (cgroup, cgroup_coverage) = cgroup::compile(&policy);
+        coverage.extend(cgroup_coverage);
+        let runtime = ebpf::open_runtime(cgroup.v2_parent());
+        coverage.extend(ebpf::net::compile(&policy, &runtime).context("cgroup-bpf layer")?);
+        let (observe, observe_coverage) = ebpf::observe::compile(runtime.is_ok());
+        coverage.extend(observe_coverage);
+        tracing::debug!(elapsed = ?started.elapsed(), "eBPF runtime and cgroup layer");
+
+        let lsm_unavailable = match &runtime {
+            Ok((runtime, _)) => runtime.lsm_error().map(str::to_string),
+            Err(why) => Some(format!(
+                "needs the eBPF runtime (root, bpffs, a cgroup2 group): {why}"
+            )),
+        };
+        let (lsm_rules, exact_deny) = match lsm_unavailable {
             None => {
-                let lsm = layers::lsm::compile_rules(&policy).context("bpf-lsm layer")?;
-                cgroup.set_lsm_rules(lsm.rules);
-                (lsm.coverage, lsm.exact_globs)
+                let lsm = ebpf::lsm::compile_rules(&policy).context("bpf-lsm layer")?;
+                coverage.extend(lsm.coverage);
+                (Some(lsm.rules), lsm.exact_globs)
             }
             Some(why) => {
-                let why = match cgroup_coverage.gap(Guarantee::NetAddresses) {
-                    Some(runtime) if cgroup.runtime().is_none() => format!("{why}: {runtime}"),
-                    _ => why,
-                };
-                (layers::lsm::missing(&why), Vec::new())
+                coverage.extend(ebpf::lsm::missing(&why));
+                (None, Vec::new())
             }
         };
 
-        let mut landlock_view = deny_left_to_bpf_lsm(&policy, &lsm_exact);
-        // Protect globs are read-only bind mounts where init can have a mount namespace; only
-        // without one does Landlock enforce them by omission (which makes every directory on
-        // the way to a match read-only: `.git` for `**/.git/hooks`).
-        let (mounts, mounts_coverage) = match layers::mounts::available() {
-            Ok(()) if !policy.filesystem.protect.is_empty() => {
-                landlock_view.filesystem.protect.clear();
-                layers::mounts::compile(&policy).context("mounts layer")?
-            }
-            Ok(()) => (MountPlan::default(), Coverage::default()),
-            Err(why) => {
-                if !policy.filesystem.protect.is_empty() {
+        // Decided once: every layer below compiles its share.
+        let protect_by_mounts = !policy.filesystem.protect.is_empty()
+            && match mounts::available() {
+                Ok(()) => true,
+                Err(why) => {
                     tracing::info!("protect globs enforced by Landlock omission: {why}");
+                    false
                 }
-                (MountPlan::default(), Coverage::default())
-            }
+            };
+        let owners = Owners {
+            tcp: if runtime.is_ok() {
+                Layer::CgroupBpf
+            } else {
+                Layer::Landlock
+            },
+            exact_deny,
+            protect: if protect_by_mounts {
+                Layer::Mounts
+            } else {
+                Layer::Landlock
+            },
+            truncate: if lsm_rules.is_some() {
+                Layer::BpfLsm
+            } else {
+                Layer::Landlock
+            },
         };
-        if cgroup.enforces_network() {
-            landlock_view = tcp_left_to_cgroup_bpf(&landlock_view);
-        }
-        let (landlock, mut landlock_coverage) =
-            layers::landlock::compile(&landlock_view, protected).context("landlock layer")?;
-        tracing::debug!(elapsed = ?started.elapsed(), "landlock layer compiled");
-        if cgroup.enforces_network() {
-            landlock_coverage = delegated_tcp_coverage(landlock_coverage);
-        }
-        if !lsm_exact.is_empty() {
-            landlock_coverage = delegated_deny_coverage(landlock_coverage, &landlock_view);
-        }
-        if cgroup.has_lsm_rules() {
-            landlock_coverage = truncate_left_to_bpf_lsm(landlock_coverage);
-        }
-        if !mounts_coverage.entries.is_empty() {
-            landlock_coverage = protect_left_to_mounts(landlock_coverage);
-        }
-        let (seccomp, seccomp_coverage) =
-            layers::seccomp::compile(&policy).context("seccomp layer")?;
-        tracing::debug!(elapsed = ?started.elapsed(), "seccomp layer compiled");
-        let mut coverage = Coverage::default();
+        tracing::debug!(?owners, "layer ownership");
+
+        let mounts = if protect_by_mounts {
+            let (plan, mounts_coverage) = mounts::compile(&policy).context("mounts layer")?;
+            coverage.extend(mounts_coverage);
+            plan
+        } else {
+            mounts::MountPlan::default()
+        };
+        let (landlock, landlock_coverage) =
+            landlock::compile(&policy, &owners.landlock_share(), protected)
+                .context("landlock layer")?;
         coverage.extend(landlock_coverage);
+        tracing::debug!(
+            elapsed = ?started.elapsed(),
+            abi = landlock.abi(),
+            rules = landlock.rule_count(),
+            "landlock layer compiled"
+        );
+        let (seccomp, seccomp_coverage) = seccomp::compile(&policy).context("seccomp layer")?;
         coverage.extend(seccomp_coverage);
-        coverage.extend(cgroup_coverage);
-        coverage.extend(observe_coverage);
-        coverage.extend(lsm_coverage);
-        coverage.extend(mounts_coverage);
+        tracing::debug!(elapsed = ?started.elapsed(), "seccomp layer compiled");
+        let process = process::compile(&policy, env, cgroup.holds("pids"), cgroup.holds("memory"))
+            .context("process layer")?;
+
         let net_namespace = net_namespace(&policy, &coverage);
         if net_namespace {
-            coverage.push(NETNS_LAYER, Guarantee::ScopeAbstractUnix, Status::Enforced);
+            coverage.push(Layer::Netns, Guarantee::ScopeAbstractUnix, Status::Enforced);
         }
+        let ebpf = runtime
+            .ok()
+            .map(|(runtime, _)| EbpfPlan::new(runtime, &policy, lsm_rules, &observe));
         let required = required_guarantees(&policy);
         Ok(Plan {
+            namespaces: Namespaces {
+                net: net_namespace,
+                mount: !mounts.is_empty(),
+            },
+            child: ChildSteps {
+                process,
+                mounts,
+                landlock,
+                seccomp,
+            },
             policy,
-            landlock,
-            mounts,
-            seccomp,
             cgroup,
-            observe,
-            net_namespace,
+            ebpf,
             coverage,
             required,
         })
+    }
+
+    /// The policy this plan enforces.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The sandbox's event sources once init is confined: the seccomp notifier on
+    /// `listener`, and the kernel rings of the group's eBPF registration, if any.
+    pub(crate) fn event_sources(
+        &self,
+        listener: std::os::fd::OwnedFd,
+        group: Option<&SandboxGroup>,
+    ) -> anyhow::Result<Vec<Box<dyn EventSource>>> {
+        let seccomp = &self.child.seccomp;
+        let notifier = Notifier::new(
+            listener,
+            seccomp,
+            self.policy.mode,
+            self.policy.process.on_violation,
+        )
+        .context("seccomp notifier")?;
+        let mut sources: Vec<Box<dyn EventSource>> = vec![Box::new(notifier)];
+        if let Some(registration) = group.and_then(SandboxGroup::registration) {
+            if let Some(kernel) =
+                registration.event_source(std::sync::Arc::clone(seccomp.table()))?
+            {
+                sources.push(Box::new(kernel));
+            }
+        }
+        Ok(sources)
     }
 
     /// Required guarantees that no layer fully enforces, each with the reason.
@@ -208,7 +306,7 @@ impl Plan {
 
     /// The state of every guarantee a layer reported or the policy requires, for the Launch
     /// event: sorted, one entry per guarantee.
-    pub fn guarantee_states(&self) -> Vec<crate::audit::event::GuaranteeState> {
+    pub(crate) fn guarantee_states(&self) -> Vec<crate::audit::GuaranteeState> {
         let mut all: Vec<Guarantee> = self.required.clone();
         all.extend(self.coverage.entries.iter().map(|e| e.guarantee));
         all.sort();
@@ -224,7 +322,7 @@ impl Plan {
                     .map(|e| e.layer)
                     .collect();
                 layers.dedup();
-                crate::audit::event::GuaranteeState {
+                crate::audit::GuaranteeState {
                     guarantee: g,
                     enforced: reason.is_none(),
                     reason,
@@ -235,9 +333,6 @@ impl Plan {
     }
 }
 
-/// Layer name of the private network namespace (abstract UNIX socket scoping).
-pub const NETNS_LAYER: Layer = Layer::Netns;
-
 /// Whether the agent gets a network namespace of its own: when no other layer keeps it from
 /// abstract UNIX sockets outside the sandbox (Landlock before ABI 6) and the policy allows no
 /// network, so the namespace takes nothing away. Abstract socket names are per network
@@ -246,134 +341,6 @@ pub const NETNS_LAYER: Layer = Layer::Netns;
 fn net_namespace(policy: &Policy, coverage: &Coverage) -> bool {
     let no_network = policy.network.allow.is_empty() && policy.network.bind.is_empty();
     no_network && !coverage.enforces(Guarantee::ScopeAbstractUnix)
-}
-
-/// The policy Landlock compiles when BPF LSM enforces some deny globs exactly: those globs
-/// left out, so Landlock does not also enforce them by omission (which walks the allowed
-/// trees at launch and takes create/rename rights from the directories that hold a match).
-fn deny_left_to_bpf_lsm(policy: &Policy, exact: &[String]) -> Policy {
-    let mut landlock_view = policy.clone();
-    landlock_view
-        .filesystem
-        .deny
-        .retain(|glob| !exact.contains(&glob.pattern));
-    landlock_view
-}
-
-/// Landlock's deny-glob entry, restated when BPF LSM took over (some of) the globs: Landlock
-/// enforces only those left in `view`, by omission at launch.
-fn delegated_deny_coverage(landlock: Coverage, view: &Policy) -> Coverage {
-    let reason = if view.filesystem.deny.is_empty() {
-        format!("left to {}", layers::lsm::LAYER)
-    } else {
-        let rest: Vec<&str> = view
-            .filesystem
-            .deny
-            .iter()
-            .map(|g| g.pattern.as_str())
-            .collect();
-        format!(
-            "left to {}, except {} (by omission at launch)",
-            layers::lsm::LAYER,
-            rest.join(", ")
-        )
-    };
-    let entries = landlock
-        .entries
-        .into_iter()
-        .map(|mut e| {
-            if e.guarantee == Guarantee::FsDenyExact {
-                e.status = Status::Missing(reason.clone());
-            }
-            e
-        })
-        .collect();
-    Coverage { entries }
-}
-
-/// Landlock's deny-glob entry when the mounts layer took the protect globs: Landlock's own
-/// "enforced" no longer speaks for them (the mounts layer's entry says what holds).
-fn protect_left_to_mounts(landlock: Coverage) -> Coverage {
-    let entries = landlock
-        .entries
-        .into_iter()
-        .map(|mut e| {
-            if e.guarantee == Guarantee::FsDenyExact && e.status == Status::Enforced {
-                e.status = Status::Partial(format!(
-                    "deny globs exact; protect globs left to {}",
-                    layers::mounts::LAYER
-                ));
-            }
-            e
-        })
-        .collect();
-    Coverage { entries }
-}
-
-/// Landlock's allow-list entry without its truncate(2) gap (Landlock before ABI 3), which the
-/// BPF LSM `path_truncate` program closes: truncation only inside the write list.
-fn truncate_left_to_bpf_lsm(landlock: Coverage) -> Coverage {
-    let entries = landlock
-        .entries
-        .into_iter()
-        .map(|mut e| {
-            if let (Guarantee::FsAllowList, Status::Partial(reason)) = (e.guarantee, &e.status) {
-                let rest: Vec<&str> = reason
-                    .split("; ")
-                    .filter(|gap| !gap.starts_with("truncate(2) not restricted"))
-                    .collect();
-                e.status = if rest.is_empty() {
-                    Status::Enforced
-                } else {
-                    Status::Partial(rest.join("; "))
-                };
-            }
-            e
-        })
-        .collect();
-    Coverage { entries }
-}
-
-/// The policy Landlock compiles when cgroup-BPF filters the network: TCP connect and bind
-/// left open (not handled), the rest unchanged.
-///
-/// Landlock's TCP rules are ports without addresses, and its hook runs before the cgroup
-/// programs: kept, it would refuse `127.0.0.1:OTHER` under `--allow-net 127.0.0.1:PORT` itself
-/// (as EACCES, without the address rule that decided) and open PORT on every address for
-/// anything it lets through. cgroup-BPF sees every TCP and UDP connect, sendmsg and bind of
-/// the sandbox's cgroup with address and port, so it alone decides, and names the rule.
-fn tcp_left_to_cgroup_bpf(policy: &Policy) -> Policy {
-    let mut landlock_view = policy.clone();
-    landlock_view.network.allow = vec![NetRule {
-        net: None,
-        ports: PortRange::ANY,
-    }];
-    landlock_view.network.deny.clear();
-    landlock_view.network.bind = vec![PortRange::ANY];
-    landlock_view
-}
-
-/// Landlock's network entries, restated for a Landlock that leaves TCP to cgroup-BPF.
-fn delegated_tcp_coverage(landlock: Coverage) -> Coverage {
-    let delegated = [
-        Guarantee::NetTcpConnectPorts,
-        Guarantee::NetTcpBindPorts,
-        Guarantee::NetAddresses,
-    ];
-    let entries = landlock
-        .entries
-        .into_iter()
-        .map(|mut e| {
-            if delegated.contains(&e.guarantee) {
-                e.status = Status::Missing(format!(
-                    "left to {} (filters by address and port)",
-                    layers::cgroup::NET_LAYER
-                ));
-            }
-            e
-        })
-        .collect();
-    Coverage { entries }
 }
 
 #[cfg(test)]
@@ -386,69 +353,6 @@ mod tests {
             name: "t".into(),
             ..Default::default()
         }
-    }
-
-    #[test]
-    fn landlock_leaves_tcp_to_cgroup_bpf_when_it_filters_addresses() {
-        let mut p = policy();
-        p.network.allow.push(NetRule {
-            net: Some("127.0.0.1/32".parse().unwrap()),
-            ports: PortRange::single(8080),
-        });
-        p.network.bind.push(PortRange::single(8000));
-        let view = tcp_left_to_cgroup_bpf(&p);
-        assert_eq!(view.network.allow.len(), 1);
-        assert!(view.network.allow[0].is_port_only() && view.network.allow[0].ports.is_any());
-        assert_eq!(view.network.bind, vec![PortRange::ANY]);
-        assert_eq!(view.filesystem, p.filesystem);
-
-        let mut landlock = Coverage::default();
-        landlock.push(
-            Layer::Landlock,
-            Guarantee::NetTcpConnectPorts,
-            Status::Enforced,
-        );
-        landlock.push(Layer::Landlock, Guarantee::FsAllowList, Status::Enforced);
-        let restated = delegated_tcp_coverage(landlock);
-        assert!(!restated.enforces(Guarantee::NetTcpConnectPorts));
-        assert!(restated.enforces(Guarantee::FsAllowList));
-        assert!(restated
-            .gap(Guarantee::NetTcpConnectPorts)
-            .unwrap()
-            .contains("cgroup-bpf"));
-    }
-
-    #[test]
-    fn bpf_lsm_takes_exact_globs_and_truncate_from_landlock() {
-        let mut p = policy();
-        for pattern in ["**/.env", "/etc/ssh/ssh_host_*_key"] {
-            p.filesystem.deny.push(crate::policy::DenyGlob {
-                pattern: pattern.into(),
-            });
-        }
-        let view = deny_left_to_bpf_lsm(&p, &["**/.env".to_string()]);
-        assert_eq!(view.filesystem.deny.len(), 1);
-        assert_eq!(view.filesystem.deny[0].pattern, "/etc/ssh/ssh_host_*_key");
-
-        let mut landlock = Coverage::default();
-        landlock.push(Layer::Landlock, Guarantee::FsDenyExact, Status::Enforced);
-        landlock.push(
-            Layer::Landlock,
-            Guarantee::FsAllowList,
-            Status::Partial(
-                "truncate(2) not restricted (needs Landlock ABI 3; kernel has ABI 2); ioctl on \
-                 device files not restricted (needs Landlock ABI 5; kernel has ABI 2)"
-                    .into(),
-            ),
-        );
-        let restated = truncate_left_to_bpf_lsm(delegated_deny_coverage(landlock, &view));
-        let deny = restated.gap(Guarantee::FsDenyExact).unwrap();
-        assert!(deny.contains("left to bpf-lsm, except /etc/ssh/ssh_host_*_key"));
-        let allow = restated.gap(Guarantee::FsAllowList).unwrap();
-        assert!(
-            allow.contains("ioctl") && !allow.contains("truncate"),
-            "{allow}"
-        );
     }
 
     #[test]

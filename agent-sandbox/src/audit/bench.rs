@@ -149,7 +149,7 @@ fn flood_throughput() {
 #[test]
 #[ignore = "benchmark: cargo test --release -p agent-sandbox --lib audit::bench -- --ignored --nocapture"]
 fn flood_pipeline_throughput() {
-    use crate::supervisor::kernel_events::Mapper;
+    use crate::layers::ebpf::events::Mapper;
     use ebpf_probes::{KernelEvent, NetHook, NetVerdictReason};
 
     let n = 200_000u64;

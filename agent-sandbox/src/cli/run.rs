@@ -194,7 +194,6 @@ pub fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
     let launch = LaunchOptions {
         command: args.command.clone(),
         best_effort: args.best_effort,
-        env: None,
     };
     let sandbox = Sandbox::launch(plan, log, launch).map_err(discard)?;
     tracing::debug!(elapsed = ?started.elapsed(), "agent released");

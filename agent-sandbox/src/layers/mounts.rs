@@ -155,6 +155,9 @@ pub fn compile(policy: &Policy) -> anyhow::Result<(MountPlan, Coverage)> {
             ),
         );
     }
+    for bind in &binds {
+        tracing::debug!(layer = LAYER.name(), path = %bind.path.display(), "read-only bind");
+    }
     Ok((MountPlan { binds }, coverage))
 }
 

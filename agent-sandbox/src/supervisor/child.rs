@@ -31,7 +31,7 @@
 //!     step 2 instead, while init is not yet tagged as sandboxed (BPF LSM refuses mounts to
 //!     sandboxed tasks); unprivileged, it needs the id maps written before go. Before step 10, which drops
 //!     the CAP_SYS_ADMIN this needs, and step 11, as Landlock forbids mount changes;
-//! 10. capabilities: bounding set, securebits, ambient, then capset (caps.rs);
+//! 10. capabilities: bounding set, securebits, ambient, then capset (layers/process);
 //! 11. Landlock restrict_self (init is confined too; the agent inherits the domain);
 //! 12. seccomp, LAST (it may deny syscalls the steps above need), then pass the listener fd to
 //!     the supervisor, and close every fd init does not need (the audit log, ...);
@@ -45,13 +45,10 @@
 
 use std::os::fd::{AsRawFd, RawFd};
 
-use super::caps::{self, CapPlan};
 use super::command::ExecSpec;
 use super::proto::{self, Step};
 use super::{init, signals};
-use crate::layers::landlock::LandlockPlan;
-use crate::layers::mounts::MountPlan;
-use crate::layers::seccomp::SeccompProgram;
+use crate::layers::ChildSteps;
 
 /// Exit code of init or agent when setup fails (the supervisor reports the step).
 const SETUP_FAILED: i32 = 125;
@@ -67,15 +64,13 @@ pub(crate) struct ChildContext<'a> {
     pub new_session: bool,
     /// Init is pid 1 of its own pid namespace (false: subreaper fallback).
     pub pid_namespace: bool,
-    pub rlimits: &'a [(libc::__rlimit_resource_t, u64)],
-    pub caps: CapPlan,
-    pub landlock: LandlockPlan,
-    /// Read-only bind mounts (empty: none; init then shares the supervisor's mounts).
-    pub mounts: &'a MountPlan,
+    /// Every layer's child-side artifact. Its Landlock plan is consumed by restrict_self:
+    /// `steps` is the child's private copy of the parent's, never dropped here (init ends
+    /// with _exit or exec), so reading it out once is sound.
+    pub steps: &'a ChildSteps,
     /// Make the mounts before waiting for go (root: no id maps to wait for), i.e. before the
     /// supervisor tags init as sandboxed; BPF LSM refuses mounts to sandboxed tasks.
     pub mounts_before_go: bool,
-    pub seccomp: &'a SeccompProgram,
     pub exec: &'a ExecSpec,
 }
 
@@ -169,8 +164,9 @@ pub(crate) fn run_init(ctx: ChildContext<'_>) -> ! {
         fail(ctl, Step::CloseFds, e);
     }
     // (9, early: see `mounts_before_go`.)
-    if ctx.mounts_before_go && !ctx.mounts.is_empty() {
-        if let Err(e) = ctx.mounts.apply() {
+    let steps = ctx.steps;
+    if ctx.mounts_before_go && !steps.mounts.is_empty() {
+        if let Err(e) = steps.mounts.apply() {
             fail(ctl, Step::ProtectMounts, e);
         }
         if let Err(e) = proto::send(ctl, proto::TAG_MOUNTED, 0, 0) {
@@ -210,32 +206,28 @@ pub(crate) fn run_init(ctx: ChildContext<'_>) -> ! {
     // 6. no_new_privs.
     check(ctl, Step::NoNewPrivs, prctl(libc::PR_SET_NO_NEW_PRIVS, 1));
     // 8. rlimits.
-    for &(resource, value) in ctx.rlimits {
-        let lim = libc::rlimit {
-            rlim_cur: value,
-            rlim_max: value,
-        };
-        // SAFETY: `lim` is a live rlimit.
-        check(ctl, Step::Rlimits, unsafe {
-            libc::setrlimit(resource, &lim)
-        });
+    if let Err(e) = steps.process.apply_rlimits() {
+        fail(ctl, Step::Rlimits, e);
     }
     // 9. protect mounts (unless made before go).
-    if !ctx.mounts_before_go && !ctx.mounts.is_empty() {
-        if let Err(e) = ctx.mounts.apply() {
+    if !ctx.mounts_before_go && !steps.mounts.is_empty() {
+        if let Err(e) = steps.mounts.apply() {
             fail(ctl, Step::ProtectMounts, e);
         }
     }
     // 10. capabilities.
-    if let Err(e) = caps::apply(&ctx.caps) {
+    if let Err(e) = steps.process.apply_capabilities() {
         fail(ctl, Step::Capabilities, e);
     }
     // 11. Landlock.
-    if let Err(e) = ctx.landlock.restrict_self() {
+    // SAFETY: see `ChildContext::steps`: this process's copy of the plan, read out once and
+    // never dropped or used again here.
+    let landlock = unsafe { std::ptr::read(&steps.landlock) };
+    if let Err(e) = landlock.restrict_self() {
         fail(ctl, Step::Landlock, e.raw_os_error().unwrap_or(libc::EPERM));
     }
     // 12. seccomp, last; hand the listener to the supervisor and drop our copy.
-    let listener = match ctx.seccomp.install() {
+    let listener = match steps.seccomp.install() {
         Ok(fd) => fd,
         Err(e) => fail(ctl, Step::Seccomp, e.raw_os_error().unwrap_or(libc::EPERM)),
     };

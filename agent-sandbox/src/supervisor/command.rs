@@ -7,9 +7,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use globset::{Glob, GlobSet, GlobSetBuilder};
-
-use crate::policy::ProcessPolicy;
 
 /// Where execvp looks when PATH is unset (glibc's default, minus the cwd).
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -109,82 +106,9 @@ fn resolve(program: &str, path_var: Option<&OsStr>) -> PathBuf {
     first_non_exec.unwrap_or_else(|| Path::new(program).to_path_buf())
 }
 
-fn globset(patterns: &[String], what: &str) -> anyhow::Result<GlobSet> {
-    let mut b = GlobSetBuilder::new();
-    for p in patterns {
-        b.add(Glob::new(p).with_context(|| format!("bad {what} pattern '{p}'"))?);
-    }
-    Ok(b.build()?)
-}
-
-/// The agent's environment: the caller's, minus `env_deny` matches, minus anything not matching
-/// `env_allow` when that is non-empty, plus `env_set` (which wins).
-pub(crate) fn build_env(
-    process: &ProcessPolicy,
-    inherited: impl IntoIterator<Item = (OsString, OsString)>,
-) -> anyhow::Result<Vec<(OsString, OsString)>> {
-    let deny = globset(&process.env_deny, "process.env-deny")?;
-    let allow = globset(&process.env_allow, "process.env-allow")?;
-    let mut env: Vec<(OsString, OsString)> = inherited
-        .into_iter()
-        .filter(|(k, _)| {
-            let name = Path::new(k);
-            !deny.is_match(name) && (process.env_allow.is_empty() || allow.is_match(name))
-        })
-        .filter(|(k, _)| !process.env_set.contains_key(&*k.to_string_lossy()))
-        .collect();
-    env.extend(
-        process
-            .env_set
-            .iter()
-            .map(|(k, v)| (OsString::from(k), OsString::from(v))),
-    );
-    Ok(env)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn vars(v: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
-        v.iter()
-            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
-            .collect()
-    }
-
-    #[test]
-    fn deny_wins_and_set_overrides() {
-        let p = ProcessPolicy {
-            env_deny: vec!["*_TOKEN".into(), "AWS_*".into()],
-            env_set: [("LANG".to_string(), "C".to_string())].into(),
-            ..Default::default()
-        };
-        let env = build_env(
-            &p,
-            vars(&[
-                ("FOO_TOKEN", "s"),
-                ("AWS_SECRET", "s"),
-                ("HOME", "/h"),
-                ("LANG", "fr"),
-            ]),
-        )
-        .unwrap();
-        assert_eq!(env, vars(&[("HOME", "/h"), ("LANG", "C")]));
-    }
-
-    #[test]
-    fn allow_list_keeps_only_matches() {
-        let p = ProcessPolicy {
-            env_allow: vec!["PATH".into(), "LC_*".into()],
-            ..Default::default()
-        };
-        let env = build_env(
-            &p,
-            vars(&[("PATH", "/bin"), ("LC_ALL", "C"), ("HOME", "/h")]),
-        )
-        .unwrap();
-        assert_eq!(env, vars(&[("PATH", "/bin"), ("LC_ALL", "C")]));
-    }
 
     #[test]
     fn resolves_through_path() {

@@ -16,24 +16,19 @@
 //! child subreaper in its own session instead: weaker, reported by `Sandbox::isolation`.
 //!
 //! As root, init is also moved into the sandbox's cgroups before it is released
-//! (`layers::cgroup`, docs/cgroups.md): limits, cgroup-BPF network rules, and a final
-//! `cgroup.kill` of anything left. The eBPF event rings are read in the same runtime as the
-//! seccomp notifier and mapped into audit events by `kernel_events`.
+//! (`layers::SandboxGroup`, docs/cgroups.md): limits, the eBPF layers' rules, and a final
+//! `cgroup.kill` of anything left. The layers' event sources (the seccomp notifier, the
+//! kernel rings) are drained by one loop here without knowing what is inside them.
 
-mod caps;
 mod child;
 mod command;
 mod init;
-pub mod kernel_events;
-pub mod notify;
 mod proto;
 mod signals;
 mod tmpdir;
 
-pub use signals::FORWARDED as FORWARDED_SIGNALS;
 pub use tmpdir::PrivateTmp;
 
-use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::Instant;
@@ -44,11 +39,8 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
 use crate::audit::{AuditLog, Event};
-use crate::layers::cgroup::SandboxGroup;
+use crate::layers::{EventSource, SandboxGroup};
 use crate::plan::Plan;
-use crate::policy::{Policy, Rlimit};
-use kernel_events::Mapper;
-use notify::{Notifier, Readiness};
 
 /// What the caller asks of one launch.
 #[derive(Debug, Clone)]
@@ -57,8 +49,6 @@ pub struct LaunchOptions {
     pub command: Vec<String>,
     /// Recorded in the Launch event; the caller already ran `Plan::check`.
     pub best_effort: bool,
-    /// The caller's environment; the policy filters it. `None`: this process's environment.
-    pub env: Option<Vec<(OsString, OsString)>>,
 }
 
 /// How the agent's process tree is contained.
@@ -107,7 +97,8 @@ pub struct Sandbox {
     init: libc::pid_t,
     agent_pid: i32,
     ctl: OwnedFd,
-    notifier: Notifier,
+    /// The layers' event sources, drained by `wait`.
+    sources: Vec<Box<dyn EventSource>>,
     /// Write end of the lifeline; init sees EOF when this process dies.
     _lifeline: OwnedFd,
     audit: AuditLog,
@@ -116,14 +107,6 @@ pub struct Sandbox {
     saved_mask: libc::sigset_t,
     /// The sandbox's cgroups and eBPF registration (root only); torn down after the agent.
     group: Option<SandboxGroup>,
-    /// Kernel events of this sandbox and their mapping into audit events.
-    kernel: Option<KernelEvents>,
-}
-
-/// The eBPF event rings of one sandbox, read next to the seccomp notifier.
-struct KernelEvents {
-    stream: ebpf_probes::EventStream,
-    mapper: Mapper,
 }
 
 /// Kills and reaps init; used on every error path after clone.
@@ -195,48 +178,6 @@ fn ensure_single_threaded() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// rlimits to set: the policy's own, plus the weak fallbacks for the pids and memory caps
-/// where no cgroup holds them (RLIMIT_NPROC counts every process of the user, system-wide,
-/// and does not bind root; RLIMIT_AS bounds address space, not resident memory).
-fn rlimits(
-    policy: &Policy,
-    cgroup_pids: bool,
-    cgroup_memory: bool,
-) -> Vec<(libc::__rlimit_resource_t, u64)> {
-    let mut out: Vec<(libc::__rlimit_resource_t, u64)> = policy
-        .process
-        .rlimits
-        .iter()
-        .map(|(r, v)| {
-            let res = match r {
-                Rlimit::Nofile => libc::RLIMIT_NOFILE,
-                Rlimit::Core => libc::RLIMIT_CORE,
-                Rlimit::Cpu => libc::RLIMIT_CPU,
-                Rlimit::Fsize => libc::RLIMIT_FSIZE,
-                Rlimit::Stack => libc::RLIMIT_STACK,
-                Rlimit::Nproc => libc::RLIMIT_NPROC,
-                Rlimit::As => libc::RLIMIT_AS,
-            };
-            (res, *v)
-        })
-        .collect();
-    let mut fallback = |res, value: Option<u64>| {
-        if let Some(v) = value {
-            match out.iter_mut().find(|(r, _)| *r == res) {
-                Some(entry) => entry.1 = entry.1.min(v),
-                None => out.push((res, v)),
-            }
-        }
-    };
-    if !cgroup_pids {
-        fallback(libc::RLIMIT_NPROC, policy.process.max_processes);
-    }
-    if !cgroup_memory {
-        fallback(libc::RLIMIT_AS, policy.process.memory_max);
-    }
-    out
-}
-
 /// clone(2) with fork semantics (no new stack: the child continues on a copy of ours).
 /// Hand-written: std and nix offer fork, or clone with a callback on a separate stack, but
 /// not "fork into new namespaces".
@@ -276,25 +217,9 @@ impl Sandbox {
     /// Starts the agent under `plan`. On return the Launch event is the log's first record
     /// and the agent has reached its execve. The caller must not have spawned threads.
     pub fn launch(plan: Plan, mut audit: AuditLog, opts: LaunchOptions) -> anyhow::Result<Sandbox> {
-        let Plan {
-            policy,
-            landlock,
-            mounts,
-            seccomp,
-            ..
-        } = &plan;
-        let env = opts
-            .env
-            .clone()
-            .unwrap_or_else(|| std::env::vars_os().collect());
-        let env = command::build_env(&policy.process, env)?;
-        let exec = command::ExecSpec::new(&opts.command, env)?;
-        let limits = rlimits(
-            policy,
-            plan.cgroup.holds("pids"),
-            plan.cgroup.holds("memory"),
-        );
-        let cap_plan = caps::CapPlan::from_names(&policy.process.capabilities)?;
+        let policy = &plan.policy;
+        let steps = &plan.child;
+        let exec = command::ExecSpec::new(&opts.command, steps.process.env.clone())?;
         let guarantees = plan.guarantee_states();
 
         let (sup_end, init_end) = socket::socketpair(
@@ -310,34 +235,9 @@ impl Sandbox {
 
         // Created before init exists: the network rules are in force before anything enters
         // the group, and init is moved in (below) before it confines itself and forks.
-        let group = SandboxGroup::create(&plan.cgroup, plan.observe.config(), audit.sandbox())
+        let group = SandboxGroup::create(&plan.cgroup, plan.ebpf.as_ref(), audit.sandbox())
             .context("creating the sandbox cgroup")?;
-        tracing::debug!("sandbox cgroup created");
-        let deny_globs: Vec<String> = policy
-            .filesystem
-            .deny
-            .iter()
-            .map(|g| g.pattern.clone())
-            .collect();
-        let kernel = match &group {
-            Some(g) if plan.observe.enabled => match (g.events()?, g.bpf_id()) {
-                (Some(stream), Some(id)) => Some(KernelEvents {
-                    stream,
-                    mapper: Mapper::new(
-                        id,
-                        std::sync::Arc::clone(seccomp.table()),
-                        plan.cgroup.net_rules().clone(),
-                    )
-                    .with_deny_globs(&deny_globs),
-                }),
-                _ => None,
-            },
-            _ => None,
-        };
-        if let Some((runtime, state)) = plan.cgroup.runtime() {
-            let dir = group.as_ref().and_then(|g| g.dir());
-            tracing::debug!(version = runtime.version(), ?state, ?dir, "eBPF runtime");
-        }
+        tracing::debug!(?group, "sandbox cgroup created");
 
         ensure_single_threaded()?;
         // Blocked until the tokio handlers exist (see signals.rs); init inherits the block.
@@ -352,17 +252,17 @@ impl Sandbox {
         // SAFETY: geteuid cannot fail.
         let root = unsafe { libc::geteuid() } == 0;
         // The network namespace carries a guarantee (plan.rs): never started without it.
-        let net_flags = if plan.net_namespace {
+        let net_flags = if plan.namespaces.net {
             libc::CLONE_NEWNET
         } else {
             0
         };
         // A mount namespace only when there is something to mount: the protect globs' read-only
         // bind mounts (Landlock left them out, so they are never started without it).
-        let mount_flags = if mounts.is_empty() {
-            0
-        } else {
+        let mount_flags = if plan.namespaces.mount {
             libc::CLONE_NEWNS
+        } else {
+            0
         };
         let ns_flags = libc::CLONE_NEWPID
             | net_flags
@@ -405,14 +305,7 @@ impl Sandbox {
                 // As root there is no user namespace to wait for: mount before the supervisor
                 // tags init as sandboxed, because BPF LSM refuses mounts to sandboxed tasks.
                 mounts_before_go: root,
-                rlimits: &limits,
-                caps: cap_plan,
-                // SAFETY: this is the child's private copy of `plan`; the landlock plan is read
-                // out exactly once and the original is never used or dropped here (run_init
-                // never returns, the process ends with _exit or exec).
-                landlock: unsafe { std::ptr::read(landlock) },
-                mounts,
-                seccomp,
+                steps,
                 exec: &exec,
             };
             child::run_init(ctx);
@@ -430,7 +323,7 @@ impl Sandbox {
             {
                 write_id_maps(pid).context("setting up the user namespace")?;
             }
-            if root && !mounts.is_empty() {
+            if root && plan.namespaces.mount {
                 // Init mounts before it is tagged (child.rs, `mounts_before_go`): wait for it,
                 // since tagging first would have BPF LSM refuse the mounts.
                 match proto::recv(sup_end.as_raw_fd()).context("control socket")? {
@@ -486,8 +379,8 @@ impl Sandbox {
         let (listener, agent_pid) = setup.map_err(restore)?;
         tracing::debug!(elapsed = ?started.elapsed(), "init placed and confined");
 
-        let notifier = Notifier::new(listener, seccomp, policy.mode, policy.process.on_violation)
-            .context("seccomp notifier")
+        let sources = plan
+            .event_sources(listener, group.as_ref())
             .map_err(restore)?;
 
         let launch = Event::Launch {
@@ -514,14 +407,13 @@ impl Sandbox {
             init,
             agent_pid,
             ctl: sup_end,
-            notifier,
+            sources,
             _lifeline: lifeline_write,
             audit,
             started,
             isolation,
             saved_mask,
             group,
-            kernel,
         })
     }
 
@@ -548,13 +440,12 @@ impl Sandbox {
         let Sandbox {
             init,
             ctl,
-            notifier,
+            mut sources,
             _lifeline,
             mut audit,
             started,
             saved_mask,
             group,
-            mut kernel,
             ..
         } = self;
         let guard = InitGuard(init);
@@ -565,7 +456,7 @@ impl Sandbox {
         let result = runtime.block_on(async {
             signals::spawn_forwarders(init).context("signal handlers")?;
             signals::set_mask(&saved_mask).context("unblocking signals")?;
-            event_loop(&ctl, notifier, kernel.as_mut(), &mut audit).await
+            event_loop(&ctl, &mut sources, &mut audit).await
         });
         drop(runtime);
         let (status, exec_error) = result?;
@@ -589,16 +480,19 @@ impl Sandbox {
                     .map(drop)
                     .context("audit log")?,
             }
-            if let Some(k) = kernel.as_mut() {
-                drain_kernel(k, &mut audit)?;
-                if let Some(counters) = group.counters() {
-                    for event in k.mapper.closing_records(&counters, k.stream.undecodable()) {
-                        audit.append(event).context("audit log")?;
-                    }
-                }
-            }
         }
-        drop(kernel);
+        // No task of the sandbox is left to add events: close the books of every source.
+        let mut closing = Vec::new();
+        for source in &mut sources {
+            source.drain(&mut closing)?;
+            source.finish(&mut closing);
+        }
+        audit
+            .append_batch(closing)
+            .context("audit log write failed")?;
+        // Before the group: the kernel source shares the eBPF registration, which must go
+        // only after the cgroup is empty.
+        drop(sources);
         if let Some(group) = group {
             if let Err(e) = group.teardown() {
                 audit
@@ -653,8 +547,7 @@ impl AsRawFd for Watched {
 /// wait status and the errno of a failed exec.
 async fn event_loop(
     ctl: &OwnedFd,
-    notifier: Notifier,
-    mut kernel: Option<&mut KernelEvents>,
+    sources: &mut [Box<dyn EventSource>],
     audit: &mut AuditLog,
 ) -> anyhow::Result<(Option<i32>, Option<i32>)> {
     nix::fcntl::fcntl(
@@ -666,36 +559,32 @@ async fn event_loop(
     // nobody closes or replaces the fd meanwhile.
     let ctl_fd =
         unsafe { AsyncFd::register_with_interest(Watched(ctl.as_raw_fd()), Interest::READABLE)? };
-    // SAFETY: the notifier owns its listener fd and is moved into the AsyncFd, which drops it.
-    let mut notifier =
-        Some(unsafe { AsyncFd::register_with_interest(notifier, Interest::READABLE)? });
+    // One watcher per open source; `None` once a source closed (it is not polled again).
+    let mut watched: Vec<Option<AsyncFd<Watched>>> = Vec::with_capacity(sources.len());
+    for source in sources.iter() {
+        // SAFETY: each source owns its fd and outlives this function (borrowed); the watcher
+        // is dropped, at the latest, when this function returns.
+        watched.push(Some(unsafe {
+            AsyncFd::register_with_interest(Watched(source.fd()), Interest::READABLE)?
+        }));
+    }
     let mut exec_error = None;
-    // SAFETY: the epoll fd is owned by the EventStream, which `kernel` borrows for this whole
-    // function, so the fd outlives `kernel_fd` and is not closed meanwhile.
-    let kernel_fd = match &kernel {
-        Some(k) => Some(unsafe {
-            AsyncFd::register_with_interest(Watched(k.stream.as_raw_fd()), Interest::READABLE)?
-        }),
-        None => None,
-    };
-    // A slow tick drains the rings even if a wakeup was missed (the kernel only signals a
-    // ring whose reader has caught up).
-    let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+    // Sources whose wakeups can be missed are also drained on a slow tick.
+    let tick_every = sources.iter().filter_map(|s| s.tick()).min();
+    let mut tick =
+        tokio::time::interval(tick_every.unwrap_or(std::time::Duration::from_secs(3600)));
 
     loop {
         tokio::select! {
-            guard = async { kernel_fd.as_ref().expect("checked by the branch condition").readable().await },
-                if kernel_fd.is_some() => {
-                let mut guard = guard?;
-                guard.clear_ready();
-                drop(guard);
-                if let Some(k) = kernel.as_deref_mut() {
-                    drain_kernel(k, audit)?;
-                }
+            ready = next_ready(&watched) => {
+                let index = ready?;
+                drain_source(sources, &mut watched, index, audit)?;
             }
-            _ = tick.tick(), if kernel_fd.is_some() => {
-                if let Some(k) = kernel.as_deref_mut() {
-                    drain_kernel(k, audit)?;
+            _ = tick.tick(), if tick_every.is_some() => {
+                for index in 0..sources.len() {
+                    if sources[index].tick().is_some() {
+                        drain_source(sources, &mut watched, index, audit)?;
+                    }
                 }
             }
             guard = ctl_fd.readable() => {
@@ -705,19 +594,13 @@ async fn event_loop(
                         Ok(Some(msg)) => match msg.tag {
                             proto::TAG_EXEC_FAILED => exec_error = Some(msg.value),
                             proto::TAG_EXITED => {
-                                drain(&mut notifier, audit)?;
-                                if let Some(k) = kernel.as_deref_mut() {
-                                    drain_kernel(k, audit)?;
-                                }
+                                drain_all(sources, &mut watched, audit)?;
                                 return Ok((Some(msg.value), exec_error));
                             }
                             _ => {}
                         },
                         Ok(None) => {
-                            drain(&mut notifier, audit)?;
-                            if let Some(k) = kernel.as_deref_mut() {
-                                drain_kernel(k, audit)?;
-                            }
+                            drain_all(sources, &mut watched, audit)?;
                             return Ok((None, exec_error));
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -728,56 +611,56 @@ async fn event_loop(
                     }
                 }
             }
-            guard = async { notifier.as_ref().expect("checked by the branch condition").readable().await },
-                if notifier.is_some() => {
-                // Clear before draining: a notification arriving after the drain's last check
-                // then raises a new readiness event instead of being missed.
-                let mut guard = guard?;
-                guard.clear_ready();
-                drop(guard);
-                drain(&mut notifier, audit)?;
-            }
         }
     }
 }
 
-/// Writes every kernel event available now into the audit log.
-fn drain_kernel(kernel: &mut KernelEvents, audit: &mut AuditLog) -> anyhow::Result<()> {
+/// The index of the first watched source that is readable. Its readiness is cleared before
+/// the caller drains it: an event arriving after the drain's last check then raises a new
+/// readiness instead of being missed.
+async fn next_ready(watched: &[Option<AsyncFd<Watched>>]) -> io::Result<usize> {
+    std::future::poll_fn(|cx| {
+        for (index, fd) in watched.iter().enumerate() {
+            let Some(fd) = fd else { continue };
+            if let std::task::Poll::Ready(guard) = fd.poll_read_ready(cx) {
+                guard?.clear_ready();
+                return std::task::Poll::Ready(Ok(index));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+/// Writes every event `sources[index]` has now into the audit log, in one write(2) (under a
+/// flood this is what keeps up); stops watching a source that closed.
+fn drain_source(
+    sources: &mut [Box<dyn EventSource>],
+    watched: &mut [Option<AsyncFd<Watched>>],
+    index: usize,
+    audit: &mut AuditLog,
+) -> anyhow::Result<()> {
+    if watched[index].is_none() {
+        return Ok(());
+    }
     let mut events = Vec::new();
-    kernel
-        .stream
-        .drain(|event| events.push(event))
-        .context("reading the kernel event rings")?;
-    // The two rings are read one after the other; the kernel's per-sandbox sequence number
-    // restores the order (an exec before the denial of the program it started).
-    events.sort_by_key(|event| event.seq());
-    // One write(2) for the whole drain: under a flood this is what keeps up with the rings.
-    let mapper = &mut kernel.mapper;
+    let open = sources[index].drain(&mut events);
     audit
-        .append_batch(events.into_iter().filter_map(|e| mapper.map(e)))
+        .append_batch(events)
         .context("audit log write failed; stopping the sandbox")?;
+    if !open? {
+        watched[index] = None;
+    }
     Ok(())
 }
 
-/// Handles every pending seccomp notification; drops the notifier on hangup (no task left).
-fn drain(notifier: &mut Option<AsyncFd<Notifier>>, audit: &mut AuditLog) -> anyhow::Result<()> {
-    let Some(afd) = notifier.as_mut() else {
-        return Ok(());
-    };
-    loop {
-        match afd.get_ref().wait(Some(std::time::Duration::ZERO))? {
-            Readiness::Ready => {
-                if let Some(denial) = afd.get_mut().handle_one()? {
-                    audit
-                        .append(Event::Denial(denial))
-                        .context("audit log write failed; stopping the sandbox")?;
-                }
-            }
-            Readiness::Idle => return Ok(()),
-            Readiness::Hangup => {
-                *notifier = None;
-                return Ok(());
-            }
-        }
+fn drain_all(
+    sources: &mut [Box<dyn EventSource>],
+    watched: &mut [Option<AsyncFd<Watched>>],
+    audit: &mut AuditLog,
+) -> anyhow::Result<()> {
+    for index in 0..sources.len() {
+        drain_source(sources, watched, index, audit)?;
     }
+    Ok(())
 }

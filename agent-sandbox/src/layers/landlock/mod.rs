@@ -23,6 +23,7 @@ use landlock::{
     PathBeneath, Ruleset, RulesetAttr, RulesetCreatedAttr, Scope, ABI,
 };
 
+use crate::layers::{Host, Offer};
 use crate::policy::{Coverage, Guarantee, Layer, Status};
 use crate::policy::{Mode, Policy, PortRange};
 
@@ -46,6 +47,7 @@ pub struct LandlockPlan {
     ruleset: Option<OwnedFd>,
     restrict_flags: u32,
     rules: usize,
+    #[cfg(test)]
     notes: Vec<String>,
 }
 
@@ -56,7 +58,8 @@ impl LandlockPlan {
     }
 
     /// Things the user should know that are not errors: listed paths that do not exist,
-    /// protected paths not yet created, limits of deny-by-omission.
+    /// protected paths not yet created, limits of deny-by-omission (logged at compile).
+    #[cfg(test)]
     pub fn notes(&self) -> &[String] {
         &self.notes
     }
@@ -101,11 +104,72 @@ impl LandlockPlan {
     }
 }
 
-/// Compiles the Landlock part of `policy`. `protected` paths (the audit log, the profile file)
-/// stay unwritable even inside a writable tree; they keep read access where a tree grants it.
-pub fn compile(policy: &Policy, protected: &[PathBuf]) -> anyhow::Result<(LandlockPlan, Coverage)> {
+/// What the plan took from Landlock and gave to another layer, decided before anything
+/// compiles (plan.rs). Landlock compiles the rest and states each part it left.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Share {
+    /// Deny globs BPF LSM enforces exactly: left out here (no omission walk for them).
+    pub deny_exact_elsewhere: Vec<String>,
+    /// Protect globs are the mounts layer's read-only bind mounts.
+    pub protect_by_mounts: bool,
+    /// cgroup-BPF filters TCP by address and port: Landlock handles no TCP at all. Its hook
+    /// runs before the cgroup programs, so TCP port rules kept here would refuse
+    /// `127.0.0.1:OTHER` under `--allow-net 127.0.0.1:PORT` itself (as EACCES, without the
+    /// address rule that decided) and open PORT on every address for what they let through.
+    pub tcp_by_cgroup_bpf: bool,
+    /// BPF LSM's `path_truncate` program restricts truncate(2) where Landlock (ABI < 3) does
+    /// not.
+    pub truncate_by_bpf_lsm: bool,
+}
+
+impl Share {
+    /// The part of the policy Landlock enforces.
+    fn view(&self, policy: &Policy) -> Policy {
+        let mut view = policy.clone();
+        view.filesystem
+            .deny
+            .retain(|glob| !self.deny_exact_elsewhere.contains(&glob.pattern));
+        if self.protect_by_mounts {
+            view.filesystem.protect.clear();
+        }
+        view
+    }
+}
+
+/// Doctor's view: which guarantees this kernel's Landlock ABI gives.
+pub(crate) fn offers(host: &Host) -> Vec<Offer> {
+    let at_least = |min: u32| match &host.landlock {
+        Ok(abi) if *abi >= min => Ok(format!("landlock (ABI {abi})")),
+        Ok(abi) => Err(format!("landlock ABI {abi} < {min}")),
+        Err(e) => Err(format!("landlock: {e}")),
+    };
+    let execve_only = Err(match &host.landlock {
+        Ok(abi) => format!(
+            "landlock (ABI {abi}) denies execve outside the exec trees, but ld.so-loaded and \
+             memfd programs are not covered (partial)"
+        ),
+        Err(e) => format!("landlock: {e}"),
+    });
+    vec![
+        Offer::new(Guarantee::FsAllowList, at_least(1)),
+        Offer::new(Guarantee::ExecAllowList, execve_only),
+        Offer::new(Guarantee::NetTcpConnectPorts, at_least(4)),
+        Offer::new(Guarantee::NetTcpBindPorts, at_least(4)),
+        Offer::new(Guarantee::ScopeSignals, at_least(6)),
+        Offer::new(Guarantee::ScopeAbstractUnix, at_least(6)),
+    ]
+}
+
+/// Compiles the Landlock part of `policy` (what `share` leaves it). `protected` paths (the
+/// audit log, the profile file) stay unwritable even inside a writable tree; they keep read
+/// access where a tree grants it.
+pub(crate) fn compile(
+    policy: &Policy,
+    share: &Share,
+    protected: &[PathBuf],
+) -> anyhow::Result<(LandlockPlan, Coverage)> {
     match crate::kernel::landlock_abi() {
-        Ok(abi) if abi > 0 => compile_for_abi(policy, protected, abi, WalkLimits::DEFAULT),
+        Ok(abi) if abi > 0 => compile_for_abi(policy, share, protected, abi, WalkLimits::DEFAULT),
         Ok(_) => Ok(unavailable("Landlock reports ABI 0".to_string())),
         Err(reason) => Ok(unavailable(format!("Landlock unavailable: {reason}"))),
     }
@@ -130,6 +194,7 @@ fn unavailable(reason: String) -> (LandlockPlan, Coverage) {
         ruleset: None,
         restrict_flags: 0,
         rules: 0,
+        #[cfg(test)]
         notes: vec![reason],
     };
     (plan, coverage)
@@ -139,10 +204,13 @@ fn unavailable(reason: String) -> (LandlockPlan, Coverage) {
 /// coverage); it must not be higher.
 fn compile_for_abi(
     policy: &Policy,
+    share: &Share,
     protected: &[PathBuf],
     kernel_abi: u32,
     limits: WalkLimits,
 ) -> anyhow::Result<(LandlockPlan, Coverage)> {
+    let view = share.view(policy);
+    let policy = &view;
     // Newer kernels than the crate knows are driven at the crate's newest ABI.
     let abi = ABI::from(i32::try_from(kernel_abi).unwrap_or(i32::MAX));
     let abi_num = abi as u32;
@@ -158,8 +226,30 @@ fn compile_for_abi(
     }
 
     let fs = compile_fs(policy, protected, abi, limits, &mut notes)?;
-    fs_coverage(policy, &fs, abi_num, &mut coverage);
-    let net = compile_net(policy, abi_num, &mut coverage)?;
+    fs_coverage(policy, share, &fs, abi_num, &mut coverage);
+    let net = if share.tcp_by_cgroup_bpf {
+        for g in [
+            Guarantee::NetTcpConnectPorts,
+            Guarantee::NetTcpBindPorts,
+            Guarantee::NetAddresses,
+        ] {
+            coverage.push(
+                LAYER,
+                g,
+                Status::Missing(format!(
+                    "left to {} (filters by address and port)",
+                    Layer::CgroupBpf
+                )),
+            );
+        }
+        NetRules {
+            handled: BitFlags::EMPTY,
+            connect: BTreeSet::new(),
+            bind: BTreeSet::new(),
+        }
+    } else {
+        compile_net(policy, abi_num, &mut coverage)?
+    };
     scope_coverage(abi_num, &mut coverage);
     coverage.push(
         LAYER,
@@ -234,6 +324,7 @@ fn compile_for_abi(
         ruleset: Some(ruleset),
         restrict_flags,
         rules,
+        #[cfg(test)]
         notes,
     };
     Ok((plan, coverage))
@@ -293,7 +384,7 @@ fn allowed_trees(policy: &Policy, abi: ABI, notes: &mut Vec<String>) -> BTreeMap
 /// walk that omission uses, for read-only bind mounts (`layers::mounts`). The second value
 /// says whether a protect glob may match below a writable tree at all: a protected name
 /// created there later is not covered by a mount made at launch.
-pub fn protect_matches(policy: &Policy) -> anyhow::Result<(Vec<PathBuf>, bool)> {
+pub(crate) fn protect_matches(policy: &Policy) -> anyhow::Result<(Vec<PathBuf>, bool)> {
     let protect: Vec<String> = policy
         .filesystem
         .protect
@@ -464,9 +555,9 @@ fn path_rule(
     Ok(Some(PathBeneath::new(OwnedFd::from(file), access)))
 }
 
-fn fs_coverage(policy: &Policy, fs: &FsRules, abi: u32, coverage: &mut Coverage) {
+fn fs_coverage(policy: &Policy, share: &Share, fs: &FsRules, abi: u32, coverage: &mut Coverage) {
     let mut gaps = Vec::new();
-    if abi < 3 {
+    if abi < 3 && !share.truncate_by_bpf_lsm {
         gaps.push(format!(
             "truncate(2) not restricted (needs Landlock ABI 3; kernel has ABI {abi})"
         ));
@@ -500,10 +591,32 @@ fn fs_coverage(policy: &Policy, fs: &FsRules, abi: u32, coverage: &mut Coverage)
         );
     }
     deny_gaps.extend(fs.unanchored_gaps.iter().cloned());
-    let deny = if deny_gaps.is_empty() {
-        Status::Enforced
-    } else {
+    let deny = if !share.deny_exact_elsewhere.is_empty() {
+        // `policy` is the view: the globs still here are the ones Landlock omits.
+        let rest: Vec<&str> = policy
+            .filesystem
+            .deny
+            .iter()
+            .map(|g| g.pattern.as_str())
+            .collect();
+        Status::Missing(if rest.is_empty() {
+            format!("left to {}", Layer::BpfLsm)
+        } else {
+            format!(
+                "left to {}, except {} (by omission at launch)",
+                Layer::BpfLsm,
+                rest.join(", ")
+            )
+        })
+    } else if !deny_gaps.is_empty() {
         Status::Partial(deny_gaps.join("; "))
+    } else if share.protect_by_mounts {
+        Status::Partial(format!(
+            "deny globs exact; protect globs left to {}",
+            Layer::Mounts
+        ))
+    } else {
+        Status::Enforced
     };
     coverage.push(LAYER, Guarantee::FsDenyExact, deny);
     // Landlock's EXECUTE right is checked at execve of a file only: the dynamic loader (in an

@@ -54,7 +54,7 @@ fn with_protect(mut fs: FsPolicy, protect: &[&str]) -> FsPolicy {
 }
 
 fn compile_ok(policy: &Policy, protected: &[PathBuf]) -> (LandlockPlan, Coverage) {
-    let (plan, coverage) = compile(policy, protected).expect("compile");
+    let (plan, coverage) = compile(policy, &Share::default(), protected).expect("compile");
     assert!(
         plan.abi() >= 6,
         "these tests need Landlock ABI >= 6, got {}",
@@ -457,7 +457,9 @@ fn walk_bound_fails_closed_naming_tree_and_glob() {
         max_entries: 10,
         max_depth: 16,
     };
-    let err = compile_for_abi(&p, &[], 6, limits).unwrap_err().to_string();
+    let err = compile_for_abi(&p, &Share::default(), &[], 6, limits)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains(&ws.path().display().to_string()), "{err}");
     assert!(err.contains("**/.env") && err.contains("BPF LSM"), "{err}");
 
@@ -467,10 +469,12 @@ fn walk_bound_fails_closed_naming_tree_and_glob() {
         max_entries: 1000,
         max_depth: 3,
     };
-    let err = compile_for_abi(&p, &[], 6, limits).unwrap_err().to_string();
+    let err = compile_for_abi(&p, &Share::default(), &[], 6, limits)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("deeper than 3"), "{err}");
     // Within the default bounds the same policy compiles.
-    compile_for_abi(&p, &[], 6, WalkLimits::DEFAULT).unwrap();
+    compile_for_abi(&p, &Share::default(), &[], 6, WalkLimits::DEFAULT).unwrap();
 }
 
 #[test]
@@ -487,7 +491,7 @@ fn walk_does_not_cross_mount_points() {
         fs_policy(&[Path::new("/dev")], &[], &[], &deny),
         NetPolicy::default(),
     );
-    let err = compile_for_abi(&p, &[], 6, WalkLimits::DEFAULT)
+    let err = compile_for_abi(&p, &Share::default(), &[], 6, WalkLimits::DEFAULT)
         .unwrap_err()
         .to_string();
     assert!(
@@ -548,7 +552,7 @@ fn port_ranges_and_address_rules() {
     };
 
     let wide = policy(FsPolicy::default(), net(vec![rule(None, 1000, 5000)]));
-    let err = compile_for_abi(&wide, &[], 6, WalkLimits::DEFAULT)
+    let err = compile_for_abi(&wide, &Share::default(), &[], 6, WalkLimits::DEFAULT)
         .unwrap_err()
         .to_string();
     assert!(err.contains("eBPF"), "{err}");
@@ -586,7 +590,8 @@ fn port_ranges_and_address_rules() {
 #[test]
 fn older_abi_reports_what_it_lacks() {
     let p = policy(FsPolicy::default(), NetPolicy::default());
-    let (plan, coverage) = compile_for_abi(&p, &[], 3, WalkLimits::DEFAULT).unwrap();
+    let (plan, coverage) =
+        compile_for_abi(&p, &Share::default(), &[], 3, WalkLimits::DEFAULT).unwrap();
     assert_eq!(plan.abi(), 3);
     assert!(
         matches!(status_of(&coverage, Guarantee::FsAllowList), Status::Partial(r) if r.contains("ABI 5"))
@@ -720,14 +725,15 @@ fn closed_directories_need_no_omission_but_searchable_ones_refuse() {
         return; // Root is needed to own a directory the test user cannot enter.
     }
     assert!(
-        as_nobody(|| compile(&p, &[]).is_ok()),
+        as_nobody(|| compile(&p, &Share::default(), &[]).is_ok()),
         "a closed directory must not stop the launch"
     );
 
     // Searchable but not listable: a `.env` could hide inside under a known name.
     fs::set_permissions(&closed, fs::Permissions::from_mode(0o711)).unwrap();
     assert!(
-        as_nobody(|| compile(&p, &[]).is_err_and(|e| format!("{e:#}").contains("someone-elses"))),
+        as_nobody(|| compile(&p, &Share::default(), &[])
+            .is_err_and(|e| format!("{e:#}").contains("someone-elses"))),
         "a searchable, unlistable directory must refuse, naming it"
     );
 }
@@ -887,5 +893,58 @@ fn protect_globs_cost_nothing_in_read_only_trees() {
     assert_eq!(
         confined(&plan, || read(&root.join(".git/hooks/pre-commit.sample"))),
         Ok(())
+    );
+}
+
+#[test]
+fn the_share_left_to_cgroup_bpf_opens_tcp_and_says_so() {
+    let mut net = NetPolicy::default();
+    net.allow.push(NetRule {
+        net: Some("127.0.0.1/32".parse().unwrap()),
+        ports: PortRange::single(8080),
+    });
+    net.bind.push(PortRange::single(8000));
+    let share = Share {
+        tcp_by_cgroup_bpf: true,
+        ..Share::default()
+    };
+    let p = policy(FsPolicy::default(), net);
+    let (_, coverage) = compile_for_abi(&p, &share, &[], 6, WalkLimits::DEFAULT).unwrap();
+    for g in [
+        Guarantee::NetTcpConnectPorts,
+        Guarantee::NetTcpBindPorts,
+        Guarantee::NetAddresses,
+    ] {
+        assert!(
+            matches!(status_of(&coverage, g), Status::Missing(r) if r.contains("left to cgroup-bpf")),
+            "{g:?}: {coverage:?}"
+        );
+    }
+    assert!(coverage.enforces(Guarantee::FsAllowList));
+}
+
+#[test]
+fn the_share_left_to_bpf_lsm_drops_exact_globs_and_the_truncate_gap() {
+    let home = tempfile::tempdir().unwrap();
+    let deny = vec!["**/.env".to_string(), "/etc/ssh/ssh_host_*_key".to_string()];
+    let p = policy(
+        fs_policy(&[home.path()], &[], &[], &deny),
+        NetPolicy::default(),
+    );
+    let share = Share {
+        deny_exact_elsewhere: vec!["**/.env".to_string()],
+        truncate_by_bpf_lsm: true,
+        ..Share::default()
+    };
+    let (_, coverage) = compile_for_abi(&p, &share, &[], 2, WalkLimits::DEFAULT).unwrap();
+    let deny = coverage.gap(Guarantee::FsDenyExact).unwrap();
+    assert!(
+        deny.contains("left to bpf-lsm, except /etc/ssh/ssh_host_*_key"),
+        "{deny}"
+    );
+    let allow = coverage.gap(Guarantee::FsAllowList).unwrap();
+    assert!(
+        allow.contains("ioctl") && !allow.contains("truncate"),
+        "{allow}"
     );
 }

@@ -1,7 +1,7 @@
 //! Seccomp layer: syscall deny groups, arch pinned, x32 refused, denials sent to the supervisor.
 //!
 //! Deny-list design: the default action is allow; every denied syscall returns
-//! `SECCOMP_RET_USER_NOTIF`, so the supervisor (`supervisor::notify`) logs it and answers
+//! `SECCOMP_RET_USER_NOTIF`, so the supervisor (through `notify::Notifier`) logs it and answers
 //! EPERM (or lets it run in audit mode). If the supervisor is gone the kernel fails the call
 //! with ENOSYS: a denied syscall never runs unanswered.
 //!
@@ -9,6 +9,7 @@
 //! `SeccompProgram::install`, which does not allocate.
 
 mod groups;
+pub(crate) mod notify;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -25,6 +26,7 @@ use seccompiler::{
 use crate::policy::syscalls::{name as syscall_name, number as syscall_number};
 
 use crate::kernel;
+use crate::layers::{Host, Offer};
 use crate::policy::{Coverage, Guarantee, Layer, Status};
 use crate::policy::{Policy, SyscallGroup};
 
@@ -48,7 +50,6 @@ const MARKER_ACTION: u32 = libc::SECCOMP_RET_TRACE | 0x0ab5;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Width {
     Dword,
-    Qword,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,7 +100,6 @@ impl ArgCond {
     pub fn matches(&self, args: &[u64; 6]) -> bool {
         let cut = |v: u64| match self.width {
             Width::Dword => v & 0xffff_ffff,
-            Width::Qword => v,
         };
         let Some(&raw) = args.get(usize::from(self.arg)) else {
             return false;
@@ -115,7 +115,6 @@ impl ArgCond {
     fn to_seccompiler(self) -> anyhow::Result<SeccompCondition> {
         let len = match self.width {
             Width::Dword => SeccompCmpArgLen::Dword,
-            Width::Qword => SeccompCmpArgLen::Qword,
         };
         let (op, value) = match self.cmp {
             Cmp::Eq(v) => (SeccompCmpOp::Eq, v),
@@ -209,6 +208,7 @@ impl SeccompProgram {
     }
 
     /// The cBPF program, as (code, jt, jf, k).
+    #[cfg(test)]
     pub fn instructions(&self) -> impl Iterator<Item = (u16, u8, u8, u32)> + '_ {
         self.filter.iter().map(|i| (i.code, i.jt, i.jf, i.k))
     }
@@ -217,7 +217,7 @@ impl SeccompProgram {
     ///
     /// Runs in the child between fork and exec: no allocation, no locks. The caller must have
     /// set `PR_SET_NO_NEW_PRIVS` (or hold CAP_SYS_ADMIN), must hand the listener to the
-    /// supervisor (`supervisor::notify::send_listener`) and close it before exec: an agent
+    /// supervisor (over the control socket) and close it before exec: an agent
     /// holding its own listener could answer its own notifications. No TSYNC: the child is
     /// single-threaded at this point.
     pub fn install(&self) -> io::Result<OwnedFd> {
@@ -240,6 +240,25 @@ impl SeccompProgram {
         // SAFETY: the kernel just created this fd for us; nothing else owns it.
         Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
     }
+}
+
+/// Doctor's view: filter mode, and user notification for the log.
+pub(crate) fn offers(host: &Host) -> Vec<Offer> {
+    let filter = if host.seccomp {
+        Ok("seccomp".to_string())
+    } else {
+        Err("seccomp filter mode unavailable".to_string())
+    };
+    let notify = if host.user_notif {
+        Ok("seccomp user notification".to_string())
+    } else {
+        Err("seccomp user notification unavailable".to_string())
+    };
+    vec![
+        Offer::new(Guarantee::SyscallFilter, filter.clone()),
+        Offer::new(Guarantee::NetSocketFamilies, filter),
+        Offer::new(Guarantee::SyscallDenialsLogged, notify),
+    ]
 }
 
 /// Compile the policy's syscall rules into a filter, and say what it enforces here.

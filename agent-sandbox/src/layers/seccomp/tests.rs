@@ -7,10 +7,10 @@
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+use super::notify::{recv_listener, send_listener, Notifier, Readiness};
 use super::*;
 use crate::audit::{Action, Denial, Object};
 use crate::policy::{Mode, NetPolicy, NetRule, PortRange, SyscallPolicy, ViolationAction};
-use crate::supervisor::notify::{recv_listener, send_listener, Notifier, Readiness};
 
 fn policy_with(groups: &[SyscallGroup]) -> Policy {
     Policy {

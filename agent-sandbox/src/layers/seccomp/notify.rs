@@ -23,8 +23,9 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::audit::{Action, Denial, Object};
+use crate::audit::{Action, Denial, Event, Object};
 use crate::layers::seccomp::{DenyTable, SeccompProgram, LAYER};
+use crate::layers::EventSource;
 use crate::policy::{Mode, ViolationAction};
 
 /// Answers the sandbox's denied syscalls and turns each into a `Denial`.
@@ -37,6 +38,28 @@ pub struct Notifier {
     /// the ones libc knows), u64 for alignment.
     notif_buf: Vec<u64>,
     resp_buf: Vec<u64>,
+}
+
+/// Denied syscalls, answered and logged by the supervisor's loop.
+impl EventSource for Notifier {
+    fn fd(&self) -> RawFd {
+        self.as_raw_fd()
+    }
+
+    /// Handles every pending notification; `false` on hangup (no task uses the filter).
+    fn drain(&mut self, out: &mut Vec<Event>) -> anyhow::Result<bool> {
+        loop {
+            match self.wait(Some(Duration::ZERO))? {
+                Readiness::Ready => {
+                    if let Some(denial) = self.handle_one()? {
+                        out.push(Event::Denial(denial));
+                    }
+                }
+                Readiness::Idle => return Ok(true),
+                Readiness::Hangup => return Ok(false),
+            }
+        }
+    }
 }
 
 /// What `Notifier::wait` saw.
@@ -315,7 +338,9 @@ impl ProcInfo {
 }
 
 /// Send `listener` over the UNIX socket `sock` (SCM_RIGHTS). Child side, between fork and
-/// exec: no allocation, only sendmsg.
+/// exec: no allocation, only sendmsg. (The supervisor uses its control protocol's `send_fd`;
+/// the layer's own tests use this pair.)
+#[cfg(test)]
 pub fn send_listener(sock: BorrowedFd<'_>, listener: BorrowedFd<'_>) -> io::Result<()> {
     // CMSG_SPACE(sizeof(int)) is 24 on x86_64; 32 bytes of u64 keep it aligned.
     let mut cmsg_buf = [0u64; 4];
@@ -353,6 +378,7 @@ pub fn send_listener(sock: BorrowedFd<'_>, listener: BorrowedFd<'_>) -> io::Resu
 }
 
 /// Receive the listener the child sent with `send_listener` (close-on-exec set).
+#[cfg(test)]
 pub fn recv_listener(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     let mut cmsg_buf = [0u64; 4];
     let mut byte = [0u8];

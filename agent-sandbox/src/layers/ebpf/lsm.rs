@@ -20,42 +20,26 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::Context;
 use ebpf_probes::{ChildName, InodeId, LsmRules, NamePattern, ProgramKind, CHILD_NAME_LEN_MAX};
+
+use crate::layers::{Host, Offer};
 use globset::GlobBuilder;
 
 use crate::policy::Policy;
 use crate::policy::{Coverage, Guarantee, Layer, Status};
 
 /// The layer's name in `Coverage`.
-pub const LAYER: Layer = Layer::BpfLsm;
+pub(crate) const LAYER: Layer = Layer::BpfLsm;
 
-/// Compiles `policy` for the BPF LSM programs. `lsm_available`: the runtime attached them
-/// (`Runtime::lsm_error()` is `None`); when false, the probe's error is the reason in the
-/// coverage (probing is the only I/O here besides stat and listing deny-glob directories).
-pub fn compile(policy: &Policy, lsm_available: bool) -> anyhow::Result<(LsmRules, Coverage)> {
-    let availability = if lsm_available {
-        Ok(())
-    } else {
-        Err(match ebpf_probes::probe(ProgramKind::Lsm) {
-            Err(err) => err.to_string(),
-            Ok(()) => "the runtime did not attach them".to_string(),
-        })
-    };
-    compile_with(policy, availability)
-}
-
-/// [`compile`] with the availability given: `Err(reason)` when BPF LSM programs do not load.
-pub fn compile_with(
-    policy: &Policy,
-    availability: Result<(), String>,
-) -> anyhow::Result<(LsmRules, Coverage)> {
-    match availability {
-        Ok(()) => compile_rules(policy).map(|c| (c.rules, c.coverage)),
-        Err(reason) => {
-            let rules = compile_rules(policy)?.rules;
-            let reason = format!("BPF LSM programs do not load on this kernel: {reason}");
-            Ok((rules, missing(&reason)))
-        }
-    }
+/// Doctor's view: the LSM programs load, and a cgroup2 group holds the sandbox's rules.
+pub(crate) fn offers(host: &Host) -> Vec<Offer> {
+    let by = host
+        .cgroup2_group()
+        .and_then(|_| host.bpf(ProgramKind::Lsm).map(|_| "bpf-lsm".to_string()))
+        .map_err(|e| host.privileged_reason(format!("bpf-lsm: {e}")));
+    GUARANTEES
+        .iter()
+        .map(|&g| Offer::new(g, by.clone()))
+        .collect()
 }
 
 /// The guarantees this layer delivers where its programs are attached.
@@ -69,7 +53,7 @@ const GUARANTEES: [Guarantee; 5] = [
 
 /// The layer compiled for a kernel where its programs are attached.
 #[derive(Debug, Clone)]
-pub struct LsmCompiled {
+pub(crate) struct LsmCompiled {
     pub rules: LsmRules,
     pub coverage: Coverage,
     /// The deny globs these rules enforce exactly (files created later included): the
@@ -78,7 +62,7 @@ pub struct LsmCompiled {
 }
 
 /// Compiles `policy` into LSM rules, assuming the programs are attached.
-pub fn compile_rules(policy: &Policy) -> anyhow::Result<LsmCompiled> {
+pub(crate) fn compile_rules(policy: &Policy) -> anyhow::Result<LsmCompiled> {
     let fs = &policy.filesystem;
     let mut rules = LsmRules {
         net: true,
@@ -117,7 +101,7 @@ pub fn compile_rules(policy: &Policy) -> anyhow::Result<LsmCompiled> {
 
 /// The layer's coverage where its programs are not attached: every guarantee Missing, with
 /// `reason`.
-pub fn missing(reason: &str) -> Coverage {
+pub(crate) fn missing(reason: &str) -> Coverage {
     let mut coverage = Coverage::default();
     for guarantee in GUARANTEES {
         coverage.push(LAYER, guarantee, Status::Missing(reason.to_string()));
@@ -262,6 +246,21 @@ fn deny_literal(path: &Path, tree: bool, rules: &mut LsmRules) -> anyhow::Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The layer compiled with its availability given: `Err(reason)` when BPF LSM programs do not load.
+    fn compile_with(
+        policy: &Policy,
+        availability: Result<(), String>,
+    ) -> anyhow::Result<(LsmRules, Coverage)> {
+        match availability {
+            Ok(()) => compile_rules(policy).map(|c| (c.rules, c.coverage)),
+            Err(reason) => {
+                let rules = compile_rules(policy)?.rules;
+                let reason = format!("BPF LSM programs do not load on this kernel: {reason}");
+                Ok((rules, missing(&reason)))
+            }
+        }
+    }
     use crate::policy::{DenyGlob, FsPolicy, Policy};
 
     fn policy_with(deny: &[&str], write: &[&Path], exec: &[&Path]) -> Policy {

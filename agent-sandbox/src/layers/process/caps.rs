@@ -43,7 +43,9 @@ struct CapData {
 }
 
 fn last_errno() -> i32 {
-    super::proto::errno()
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
 }
 
 fn capget() -> Result<(u64, u64), i32> {

@@ -4,39 +4,41 @@
 //! syscall of a sandboxed task fail with EACCES/EPERM and report it with its path, address or
 //! target, which is how Landlock denials reach the audit log. They also report the process
 //! tree (rate-limited). The programs are global and pinned with the cgroup-BPF runtime, so
-//! this layer is on exactly when that runtime loaded and the sandbox has a cgroup2 group; the
-//! supervisor turns their events into audit events (`supervisor::kernel_events`).
+//! this layer is on exactly when that runtime loaded and the sandbox has a cgroup2 group;
+//! `events.rs` turns their events into audit events.
 
-use crate::layers::cgroup::{CgroupPlan, ObserveConfig};
+use ebpf_probes::ProgramKind;
+
+use crate::layers::{Host, Offer};
 use crate::policy::{Coverage, Guarantee, Layer, Status};
 
-pub const LAYER: Layer = Layer::Observe;
+const LAYER: Layer = Layer::Observe;
 
 /// Process lifecycle records per second the kernel may send before it counts them as
 /// throttled (reported as a `loss` record at the end).
-pub const TRACE_EVENTS_PER_SEC: u32 = 1000;
+const TRACE_EVENTS_PER_SEC: u32 = 1000;
 
 /// The compiled observe layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ObservePlan {
+pub(crate) struct ObservePlan {
     /// Observers report this sandbox's events.
     pub enabled: bool,
     pub trace_events_per_sec: u32,
 }
 
-impl ObservePlan {
-    pub fn config(&self) -> ObserveConfig {
-        ObserveConfig {
-            trace_events_per_sec: self.trace_events_per_sec,
-        }
-    }
+/// Doctor's view: BTF tracepoint programs load.
+pub(crate) fn offers(host: &Host) -> Vec<Offer> {
+    let by = host
+        .bpf(ProgramKind::TpBtf)
+        .map(|_| "tracepoints".to_string())
+        .map_err(|e| host.privileged_reason(format!("tracepoints: {e}")));
+    vec![Offer::new(Guarantee::FsDenialsLogged, by)]
 }
 
-/// The observers ride on the cgroup layer's runtime: on when it enforces the network.
-pub fn compile(cgroup: &CgroupPlan) -> (ObservePlan, Coverage) {
+/// `attached`: the eBPF runtime is open and the sandbox gets a cgroup2 group.
+pub(crate) fn compile(attached: bool) -> (ObservePlan, Coverage) {
     let mut coverage = Coverage::default();
-    let enabled = cgroup.enforces_network();
-    let status = if enabled {
+    let status = if attached {
         Status::Enforced
     } else {
         Status::Missing(
@@ -46,7 +48,7 @@ pub fn compile(cgroup: &CgroupPlan) -> (ObservePlan, Coverage) {
     coverage.push(LAYER, Guarantee::FsDenialsLogged, status);
     (
         ObservePlan {
-            enabled,
+            enabled: attached,
             trace_events_per_sec: TRACE_EVENTS_PER_SEC,
         },
         coverage,

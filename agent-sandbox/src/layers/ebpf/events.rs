@@ -14,16 +14,82 @@ use std::sync::Arc;
 use ebpf_probes::{Counters, KernelEvent, LsmHook, LsmReason, NetHook, NetVerdictReason};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
+use super::lsm::LAYER as LSM_LAYER;
+use super::net::LAYER as NET_LAYER;
 use crate::audit::{Action, Denial, Event, Object, ProcessEvent, ProcessKind};
-use crate::layers::cgroup::NET_LAYER;
-use crate::layers::lsm::LAYER as LSM_LAYER;
 use crate::layers::seccomp::DenyTable;
+use crate::layers::EventSource;
 
 /// Layer name of denials no agentbox layer claims (EPERM from the kernel itself).
 const KERNEL_LAYER: &str = "kernel";
 const LANDLOCK_LAYER: &str = crate::policy::Layer::Landlock.name();
 /// `source` of the `loss` records this module writes.
-pub const LOSS_SOURCE: &str = "ebpf-ringbuf";
+const LOSS_SOURCE: &str = "ebpf-ringbuf";
+
+/// The sandbox's kernel event rings as an event source: drained on readiness and on a slow
+/// tick (the kernel only signals a ring whose reader has caught up), closed with the loss
+/// accounting once the sandbox's cgroup is empty.
+pub(crate) struct KernelSource {
+    stream: ebpf_probes::EventStream,
+    mapper: Mapper,
+    /// For the final counters.
+    sandbox: Arc<ebpf_probes::Sandbox>,
+}
+
+impl KernelSource {
+    pub(super) fn new(
+        stream: ebpf_probes::EventStream,
+        mapper: Mapper,
+        sandbox: Arc<ebpf_probes::Sandbox>,
+    ) -> KernelSource {
+        KernelSource {
+            stream,
+            mapper,
+            sandbox,
+        }
+    }
+}
+
+impl std::fmt::Debug for KernelSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KernelSource")
+            .field("sandbox", &self.sandbox)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventSource for KernelSource {
+    fn fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.stream.as_raw_fd()
+    }
+
+    fn drain(&mut self, out: &mut Vec<Event>) -> anyhow::Result<bool> {
+        use anyhow::Context;
+        let mut events = Vec::new();
+        self.stream
+            .drain(|event| events.push(event))
+            .context("reading the kernel event rings")?;
+        // The two rings are read one after the other; the kernel's per-sandbox sequence
+        // number restores the order (an exec before the denial of the program it started).
+        events.sort_by_key(|event| event.seq());
+        let mapper = &mut self.mapper;
+        out.extend(events.into_iter().filter_map(|e| mapper.map(e)));
+        Ok(true)
+    }
+
+    fn tick(&self) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_millis(200))
+    }
+
+    fn finish(&mut self, out: &mut Vec<Event>) {
+        let counters = self.sandbox.counters();
+        out.extend(
+            self.mapper
+                .closing_records(&counters, self.stream.undecodable()),
+        );
+    }
+}
 
 /// Who a pid is, as far as the events told us (cheaper than /proc for every denial).
 #[derive(Debug, Clone, Default)]
@@ -33,7 +99,7 @@ struct Who {
 }
 
 /// Turns kernel events into audit events for one sandbox.
-pub struct Mapper {
+pub(crate) struct Mapper {
     /// The sandbox's id in the eBPF maps: events of other sandboxes are not ours.
     sandbox: u32,
     seccomp: Arc<DenyTable>,
@@ -77,6 +143,7 @@ impl Mapper {
         self
     }
 
+    #[cfg(test)]
     pub fn delivered(&self) -> u64 {
         self.delivered
     }
