@@ -7,7 +7,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 /// Landlock ABI version, or the errno text explaining why Landlock is unavailable.
-pub fn landlock_abi() -> Result<u32, String> {
+pub(crate) fn landlock_abi() -> Result<u32, String> {
     const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
     // SAFETY: with a NULL attr, size 0 and the VERSION flag the syscall reads no memory.
     let ret = unsafe {
@@ -30,7 +30,7 @@ pub fn landlock_abi() -> Result<u32, String> {
 }
 
 /// What each Landlock ABI version adds, for reports.
-pub fn landlock_abi_features(abi: u32) -> Vec<&'static str> {
+pub(crate) fn landlock_abi_features(abi: u32) -> Vec<&'static str> {
     let all = [
         (1, "filesystem rights"),
         (2, "refer (rename/link)"),
@@ -47,7 +47,7 @@ pub fn landlock_abi_features(abi: u32) -> Vec<&'static str> {
 }
 
 /// Seccomp return actions this kernel implements (SECCOMP_GET_ACTION_AVAIL).
-pub fn seccomp_action_available(action: u32) -> bool {
+pub(crate) fn seccomp_action_available(action: u32) -> bool {
     const SECCOMP_GET_ACTION_AVAIL: libc::c_uint = 2;
     // SAFETY: the kernel reads one u32 from a pointer to a live local.
     let ret = unsafe {
@@ -61,25 +61,25 @@ pub fn seccomp_action_available(action: u32) -> bool {
     ret == 0
 }
 
-pub const SECCOMP_RET_KILL_PROCESS: u32 = 0x8000_0000;
-pub const SECCOMP_RET_USER_NOTIF: u32 = 0x7fc0_0000;
-pub const SECCOMP_RET_LOG: u32 = 0x7ffc_0000;
-pub const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+pub(crate) const SECCOMP_RET_KILL_PROCESS: u32 = 0x8000_0000;
+pub(crate) const SECCOMP_RET_USER_NOTIF: u32 = 0x7fc0_0000;
+pub(crate) const SECCOMP_RET_LOG: u32 = 0x7ffc_0000;
+pub(crate) const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
 
 /// Whether the seccomp filter mode exists at all (prctl(PR_GET_SECCOMP) answers).
-pub fn seccomp_filter_available() -> bool {
+pub(crate) fn seccomp_filter_available() -> bool {
     // SAFETY: PR_GET_SECCOMP takes no pointers.
     let ret = unsafe { libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0) };
     ret >= 0 && seccomp_action_available(SECCOMP_RET_ERRNO)
 }
 
-pub fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
 
 /// The effective capability mask of this process, from /proc/self/status.
-pub fn effective_caps() -> u64 {
+pub(crate) fn effective_caps() -> u64 {
     status_hex_field("CapEff").unwrap_or(0)
 }
 
@@ -91,11 +91,10 @@ fn status_hex_field(name: &str) -> Option<u64> {
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
 }
 
-pub const CAP_SYS_ADMIN: u32 = 21;
-pub const CAP_BPF: u32 = 39;
-pub const CAP_PERFMON: u32 = 38;
+pub(crate) const CAP_SYS_ADMIN: u32 = 21;
+pub(crate) const CAP_BPF: u32 = 39;
 
-pub fn has_cap(cap: u32) -> bool {
+pub(crate) fn has_cap(cap: u32) -> bool {
     effective_caps() & (1u64 << cap) != 0
 }
 
@@ -106,7 +105,7 @@ pub fn cgroup2_mount() -> Option<PathBuf> {
 }
 
 /// First mount point of the given filesystem type.
-pub fn mount_of_type(fstype: &str) -> Option<PathBuf> {
+pub(crate) fn mount_of_type(fstype: &str) -> Option<PathBuf> {
     let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
     info.lines().find_map(|line| {
         // fields: id parent maj:min root mountpoint opts ... - fstype source superopts
@@ -137,21 +136,21 @@ fn unescape_mountinfo(s: &str) -> String {
 }
 
 /// Controllers enabled in a cgroup2 directory (its `cgroup.controllers`).
-pub fn cgroup2_controllers(dir: &Path) -> Vec<String> {
+pub(crate) fn cgroup2_controllers(dir: &Path) -> Vec<String> {
     fs::read_to_string(dir.join("cgroup.controllers"))
         .map(|s| s.split_whitespace().map(str::to_string).collect())
         .unwrap_or_default()
 }
 
 /// Try to create (and remove) a child group under `dir`: the only honest answer to "can I".
-pub fn can_create_cgroup(dir: &Path) -> Result<(), String> {
+pub(crate) fn can_create_cgroup(dir: &Path) -> Result<(), String> {
     let probe = dir.join(format!("agentbox-probe-{}", std::process::id()));
     fs::create_dir(&probe).map_err(|e| format!("mkdir {}: {e}", probe.display()))?;
     fs::remove_dir(&probe).map_err(|e| format!("rmdir {}: {e}", probe.display()))
 }
 
 /// Mount point of a cgroup v1 hierarchy that has `controller`.
-pub fn cgroup1_mount(controller: &str) -> Option<PathBuf> {
+pub(crate) fn cgroup1_mount(controller: &str) -> Option<PathBuf> {
     let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
     info.lines().find_map(|line| {
         let (pre, post) = line.split_once(" - ")?;
@@ -171,21 +170,21 @@ pub fn cgroup1_mount(controller: &str) -> Option<PathBuf> {
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// Whether `path` is a mounted bpffs.
-pub fn is_bpffs(path: &Path) -> bool {
+pub(crate) fn is_bpffs(path: &Path) -> bool {
     nix::sys::statfs::statfs(path)
         .map(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
         .unwrap_or(false)
 }
 
 /// The active LSMs, if securityfs is mounted.
-pub fn active_lsms() -> Result<Vec<String>, String> {
+pub(crate) fn active_lsms() -> Result<Vec<String>, String> {
     fs::read_to_string("/sys/kernel/security/lsm")
         .map(|s| s.trim().split(',').map(str::to_string).collect())
         .map_err(|e| format!("/sys/kernel/security/lsm: {e} (is securityfs mounted?)"))
 }
 
 /// Whether this process may create a user namespace (tried in a short-lived child).
-pub fn can_unshare_user_ns() -> Result<(), String> {
+pub(crate) fn can_unshare_user_ns() -> Result<(), String> {
     // A child tries, so this process stays where it is.
     // SAFETY: the child only calls unshare and _exit, both async-signal-safe.
     match unsafe { libc::fork() } {

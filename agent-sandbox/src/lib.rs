@@ -1,16 +1,24 @@
 //! agentbox: confine AI-agent processes at the kernel boundary and log every blocked attempt.
 //!
-//! Data flows one way: `profile` (TOML → `policy::Policy`) → `layers` (each compiles the policy
-//! into its kernel artifact and reports `Coverage`) → `plan` (all artifacts, fail-closed check)
-//! → `supervisor` (launch, watch, reap) → `audit` (events → sinks).
+//! Data flows one way: `profile` (TOML → `policy::Policy`) → the layers (each compiles the
+//! policy into its kernel artifact and reports `Coverage`) → `Plan` (ownership, artifacts,
+//! the fail-closed check) → `Sandbox` (launch, watch, reap) → `audit` (events → sinks).
+//! docs/architecture.md maps the modules. The command line is the `agentbox` package; the
+//! escape suite is `agentbox-selftest`.
+//!
+//! The public surface is this page: the profile loader, the policy vocabulary, the audit
+//! log's types and checks, the plan and the sandbox, and doctor. Everything else is
+//! crate-private.
 
 pub mod audit;
-pub mod cli;
 pub mod doctor;
-pub mod kernel;
-pub mod layers;
-pub mod plan;
+mod kernel;
+mod layers;
+mod plan;
 pub mod policy;
 pub mod profile;
-pub mod selftest;
-pub mod supervisor;
+mod supervisor;
+
+pub use kernel::{cgroup2_mount, kernel_release};
+pub use plan::Plan;
+pub use supervisor::{Isolation, LaunchOptions, Outcome, PrivateTmp, Sandbox};

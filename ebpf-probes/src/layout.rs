@@ -70,7 +70,7 @@ pub(crate) struct RawEvent {
 
 impl RawEvent {
     /// Copies an event out of a ring buffer record; `None` if the record is too short.
-    pub fn from_bytes(bytes: &[u8]) -> Option<RawEvent> {
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Option<RawEvent> {
         if bytes.len() < size_of::<RawEvent>() {
             return None;
         }

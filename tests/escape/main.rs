@@ -1,5 +1,5 @@
 //! Adversarial tier: every technique of docs/attacks.md (via the catalogue shipped in the
-//! binary, `agent_sandbox::selftest`), run through the real `agentbox run`, on the host kernel
+//! binary, `agentbox_selftest`), run through the real `agentbox run`, on the host kernel
 //! and in the VM guest (`cargo xtask vm-test` runs this binary after the VM tier).
 //!
 //! Each test runs one attack and asserts the verdict the selftest judge gives it: the attempt
@@ -21,7 +21,7 @@
 
 mod supervisor;
 
-use agent_sandbox::selftest::{self, Options, Report};
+use agentbox_selftest::{self as selftest, Options, Report};
 use agentbox_tests::agentbox_bin;
 
 fn run(name: &str) -> Report {

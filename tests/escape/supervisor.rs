@@ -32,7 +32,7 @@ fn supervisor_sigkill_kills_the_tree_and_keeps_the_log() {
                 bin_dir.display()
             ),
         );
-        let ctx = serde_json::to_string(&agent_sandbox::selftest::Ctx::default()).unwrap();
+        let ctx = serde_json::to_string(&agentbox_selftest::Ctx::default()).unwrap();
         // One logged denial first, then a tree: a background child, a child in its own
         // session (setsid: leaves the process group), and the shell itself.
         let script = format!(

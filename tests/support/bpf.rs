@@ -62,6 +62,7 @@ fn unescape_mountinfo(field: &str) -> PathBuf {
 }
 
 /// A fresh cgroup2 directory, removed on drop.
+#[derive(Debug)]
 pub struct TempCgroup {
     pub path: PathBuf,
 }
@@ -85,6 +86,7 @@ impl Drop for TempCgroup {
 }
 
 /// A pin root of its own under /sys/fs/bpf, removed on drop.
+#[derive(Debug)]
 pub struct PinRoot {
     pub path: PathBuf,
 }
@@ -111,6 +113,7 @@ impl Drop for PinRoot {
 }
 
 /// A runtime on a fresh pin root. Field order: the runtime closes before the pins go.
+#[derive(Debug)]
 pub struct TestRuntime {
     pub runtime: Runtime,
     _root: PinRoot,
@@ -161,6 +164,7 @@ fn pipe() -> (OwnedFd, OwnedFd) {
 /// A forked child that waits until the parent placed it in the sandbox (cgroup + task tag),
 /// runs its scenario and reports one i32 per step. glibc's fork() resets the malloc locks,
 /// so the scenario may allocate; it must not print.
+#[derive(Debug)]
 pub struct Child {
     pub pid: Pid,
     go: Option<OwnedFd>,

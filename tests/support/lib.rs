@@ -81,6 +81,7 @@ impl RunAs {
 }
 
 /// One temporary world for one or more agentbox runs.
+#[derive(Debug)]
 pub struct Scenario {
     root: tempfile::TempDir,
     pub home: PathBuf,
@@ -514,6 +515,7 @@ pub fn probe_script(body: &str) -> Vec<String> {
 
 /// A TCP listener on a loopback address that accepts (and counts) connections in a thread
 /// until dropped.
+#[derive(Debug)]
 pub struct TcpServer {
     pub port: u16,
     accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
@@ -578,5 +580,5 @@ pub fn ebpf_tier(test: &str) -> bool {
 
 /// Where the sandbox's cgroup2 group lives (`<cgroup2 mount>/agentbox/<sandbox id>`).
 pub fn sandbox_cgroup(sandbox: &str) -> Option<PathBuf> {
-    agent_sandbox::kernel::cgroup2_mount().map(|m| m.join("agentbox").join(sandbox))
+    agent_sandbox::cgroup2_mount().map(|m| m.join("agentbox").join(sandbox))
 }

@@ -12,7 +12,7 @@ use ebpf_probes::{InodeId, KernelEvent, LsmHook, LsmReason, LsmRules, SandboxCon
 /// One runtime for every LSM test of this process (loading verifies ~30 programs, which takes
 /// seconds under TCG); fails the test when the LSM programs are not attached. Its pins stay
 /// until the guest powers off.
-pub fn lsm_runtime() -> &'static TestRuntime {
+pub(crate) fn lsm_runtime() -> &'static TestRuntime {
     static RUNTIME: OnceLock<TestRuntime> = OnceLock::new();
     let rt = RUNTIME.get_or_init(|| TestRuntime::open("lsm"));
     if let Some(err) = rt.runtime.lsm_error() {
@@ -22,7 +22,7 @@ pub fn lsm_runtime() -> &'static TestRuntime {
 }
 
 /// Runs `scenario` in a fresh sandbox with `rules` (and the default config otherwise).
-pub fn run_with_rules(
+pub(crate) fn run_with_rules(
     rt: &TestRuntime,
     rules: LsmRules,
     scenario: impl FnOnce() -> Vec<i32>,
@@ -38,17 +38,17 @@ pub fn run_with_rules(
     )
 }
 
-pub fn inode(path: &Path) -> InodeId {
+pub(crate) fn inode(path: &Path) -> InodeId {
     InodeId::of(path).unwrap_or_else(|err| panic!("stat {}: {err}", path.display()))
 }
 
-pub fn c_path(path: &Path) -> CString {
+pub(crate) fn c_path(path: &Path) -> CString {
     CString::new(path.as_os_str().as_bytes()).expect("no NUL in path")
 }
 
 /// One LSM denial, reduced to what the tests compare.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Denial {
+pub(crate) struct Denial {
     pub hook: LsmHook,
     pub reason: LsmReason,
     pub path: Option<String>,
@@ -62,7 +62,7 @@ pub struct Denial {
     pub addr: Option<(std::net::IpAddr, u16)>,
 }
 
-pub fn lsm_denials(events: &[KernelEvent]) -> Vec<Denial> {
+pub(crate) fn lsm_denials(events: &[KernelEvent]) -> Vec<Denial> {
     events
         .iter()
         .filter_map(|event| match event {
@@ -104,7 +104,7 @@ pub fn lsm_denials(events: &[KernelEvent]) -> Vec<Denial> {
 /// Asserts the denials are exactly `expected` (hook, reason, path suffix) in order, every one
 /// for `run`'s sandbox with increasing sequence numbers, and that no observer event repeats
 /// them as a SyscallDenied.
-pub fn assert_denials(run: &SandboxRun, expected: &[(LsmHook, LsmReason, Option<&str>)]) {
+pub(crate) fn assert_denials(run: &SandboxRun, expected: &[(LsmHook, LsmReason, Option<&str>)]) {
     let denials = lsm_denials(&run.events);
     let got: Vec<(LsmHook, LsmReason)> = denials.iter().map(|d| (d.hook, d.reason)).collect();
     let want: Vec<(LsmHook, LsmReason)> = expected.iter().map(|(h, r, _)| (*h, *r)).collect();
@@ -131,7 +131,7 @@ pub fn assert_denials(run: &SandboxRun, expected: &[(LsmHook, LsmReason, Option<
 
 /// Like [`run_with_rules`], but runs `after_register` in the test process once the sandbox
 /// is registered and before the child is released (objects that appear "later").
-pub fn run_with_rules_after(
+pub(crate) fn run_with_rules_after(
     rt: &TestRuntime,
     rules: LsmRules,
     after_register: impl FnOnce(),

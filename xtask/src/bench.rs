@@ -26,7 +26,7 @@ const NOBODY: u32 = 65534;
 /// Where ebpf-probes pins its programs and maps; removed before each cold run.
 const PIN_DIR: &str = "/sys/fs/bpf/agentbox";
 
-pub fn bench(args: &[String]) -> Res<()> {
+pub(crate) fn bench(args: &[String]) -> Res<()> {
     let mut quick = false;
     let mut out = root().join("docs/benchmarks.md");
     let mut args = args.iter();
@@ -130,7 +130,7 @@ impl Sizes {
 
 /// Median, minimum and maximum of a sample set.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Stats {
+pub(crate) struct Stats {
     pub median: f64,
     pub min: f64,
     pub max: f64,
@@ -139,7 +139,7 @@ pub struct Stats {
 
 impl Stats {
     /// `None` for an empty set; NaN samples are ignored.
-    pub fn of(samples: &[f64]) -> Option<Stats> {
+    pub(crate) fn of(samples: &[f64]) -> Option<Stats> {
         let mut sorted: Vec<f64> = samples.iter().copied().filter(|x| !x.is_nan()).collect();
         if sorted.is_empty() {
             return None;
@@ -160,7 +160,7 @@ impl Stats {
     }
 
     /// This median over `base`'s median.
-    pub fn ratio(&self, base: &Stats) -> f64 {
+    pub(crate) fn ratio(&self, base: &Stats) -> f64 {
         self.median / base.median
     }
 }
@@ -1837,7 +1837,7 @@ mod sys {
     }
 
     /// listen(2) again on a listening socket: Linux then takes the new backlog.
-    pub fn relisten(fd: i32, backlog: i32) -> io::Result<()> {
+    pub(super) fn relisten(fd: i32, backlog: i32) -> io::Result<()> {
         // SAFETY: listen only reads its scalar arguments; `fd` is a live socket.
         if unsafe { listen(fd, backlog) } == 0 {
             Ok(())
@@ -1847,7 +1847,7 @@ mod sys {
     }
 
     /// Blocks until `pid` (our child) has exited, leaving it a zombie.
-    pub fn wait_exited_nowait(pid: i32) -> io::Result<()> {
+    pub(super) fn wait_exited_nowait(pid: i32) -> io::Result<()> {
         // siginfo_t is 128 bytes on Linux.
         let mut info = [0u64; 16];
         loop {
@@ -1864,7 +1864,7 @@ mod sys {
     }
 
     /// Reaps `pid`: its wait status and ru_maxrss (KiB).
-    pub fn reap(pid: i32) -> io::Result<(i32, u64)> {
+    pub(super) fn reap(pid: i32) -> io::Result<(i32, u64)> {
         let mut status = 0;
         // SAFETY: all-zero is a valid struct rusage (plain integers).
         let mut usage: Rusage = unsafe { std::mem::zeroed() };
@@ -1881,13 +1881,13 @@ mod sys {
         }
     }
 
-    pub fn clock_ticks_per_second() -> Option<u64> {
+    pub(super) fn clock_ticks_per_second() -> Option<u64> {
         // SAFETY: sysconf only reads a configuration value.
         let hz = unsafe { sysconf(SC_CLK_TCK) };
         (hz > 0).then_some(hz as u64)
     }
 
-    pub fn describe_status(status: i32) -> String {
+    pub(super) fn describe_status(status: i32) -> String {
         let signal = status & 0x7f;
         if signal == 0 {
             format!("exit status {}", (status >> 8) & 0xff)

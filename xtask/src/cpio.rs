@@ -35,37 +35,37 @@ enum Entry {
 /// An archive under construction. Paths are absolute guest paths ("/bin/sh"); parent
 /// directories are created implicitly. The BTreeMap orders every directory before its contents.
 #[derive(Default)]
-pub struct Archive {
+pub(crate) struct Archive {
     entries: BTreeMap<String, Entry>,
 }
 
 impl Archive {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
-    pub fn dir(&mut self, path: &str) {
+    pub(crate) fn dir(&mut self, path: &str) {
         let path = normalize(path);
         self.parents(&path);
         self.entries.insert(path, Entry::Dir);
     }
 
     /// Copies the host file `source` (following symlinks) to `path` in the guest.
-    pub fn file(&mut self, path: &str, source: &Path, mode: u32) {
+    pub(crate) fn file(&mut self, path: &str, source: &Path, mode: u32) {
         let path = normalize(path);
         self.parents(&path);
         let source = source.to_path_buf();
         self.entries.insert(path, Entry::File { source, mode });
     }
 
-    pub fn bytes(&mut self, path: &str, data: impl Into<Vec<u8>>, mode: u32) {
+    pub(crate) fn bytes(&mut self, path: &str, data: impl Into<Vec<u8>>, mode: u32) {
         let path = normalize(path);
         self.parents(&path);
         let data = data.into();
         self.entries.insert(path, Entry::Bytes { data, mode });
     }
 
-    pub fn symlink(&mut self, path: &str, target: &str) {
+    pub(crate) fn symlink(&mut self, path: &str, target: &str) {
         let path = normalize(path);
         self.parents(&path);
         let target = target.to_string();
@@ -84,7 +84,7 @@ impl Archive {
         }
     }
 
-    pub fn write_to_file(&self, out: &Path) -> io::Result<u64> {
+    pub(crate) fn write_to_file(&self, out: &Path) -> io::Result<u64> {
         let mut writer = Writer::new(BufWriter::new(File::create(out)?));
         for (ino, (name, entry)) in self.entries.iter().enumerate() {
             let ino = ino as u32 + 1;

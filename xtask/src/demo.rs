@@ -12,7 +12,7 @@ use crate::{build_agentbox, root, setup, Res};
 const FAKE_KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nagentbox-demo-not-a-real-key\n-----END OPENSSH PRIVATE KEY-----\n";
 const FAKE_BASHRC: &str = "# the demo's own ~/.bashrc\n";
 
-pub fn demo() -> Res<()> {
+pub(crate) fn demo() -> Res<()> {
     setup::setup()?;
     let agentbox = build_agentbox()?;
     let dir = Scratch::new()?;

@@ -16,13 +16,13 @@ use std::process::Command;
 use crate::{root, run, Res};
 
 /// The fuzz targets (fuzz/fuzz_targets/*.rs).
-pub const TARGETS: &[&str] = &["profile_load", "audit_verify"];
+pub(crate) const TARGETS: &[&str] = &["profile_load", "audit_verify"];
 
 /// Seconds per target in `cargo xtask test` (override with AGENTBOX_FUZZ_SECS).
 const TEST_SECS: u64 = 60;
 
 /// `cargo install cargo-fuzz --locked`, unless `cargo fuzz` already runs.
-pub fn setup_cargo_fuzz() -> Res<()> {
+pub(crate) fn setup_cargo_fuzz() -> Res<()> {
     let present = Command::new("cargo")
         .args(["fuzz", "--version"])
         .output()
@@ -35,7 +35,7 @@ pub fn setup_cargo_fuzz() -> Res<()> {
 }
 
 /// `cargo xtask fuzz TARGET [--time SECS]`, or `--all`.
-pub fn fuzz_cli(args: &[String]) -> Res<()> {
+pub(crate) fn fuzz_cli(args: &[String]) -> Res<()> {
     let mut targets: Vec<String> = Vec::new();
     let mut secs = TEST_SECS;
     let mut args = args.iter();
@@ -72,7 +72,7 @@ pub fn fuzz_cli(args: &[String]) -> Res<()> {
 }
 
 /// The bounded run of `cargo xtask test`: every target for AGENTBOX_FUZZ_SECS (default 60 s).
-pub fn test_step() -> Res<()> {
+pub(crate) fn test_step() -> Res<()> {
     let secs = std::env::var("AGENTBOX_FUZZ_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -86,7 +86,7 @@ pub fn test_step() -> Res<()> {
 
 /// Runs one target for `secs` seconds. Fails on a crash, a hang (10 s per input) or more
 /// than 2 GiB resident; libFuzzer leaves the input in fuzz/artifacts/TARGET/.
-pub fn fuzz(target: &str, secs: u64) -> Res<()> {
+pub(crate) fn fuzz(target: &str, secs: u64) -> Res<()> {
     let dir = root().join("fuzz");
     let corpus = dir.join("corpus").join(target);
     std::fs::create_dir_all(&corpus).map_err(|e| format!("{}: {e}", corpus.display()))?;

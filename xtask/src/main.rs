@@ -187,10 +187,9 @@ pub fn cargo_executables(
 
 /// Builds the `agentbox` binary and returns its path.
 pub fn build_agentbox() -> Res<PathBuf> {
-    let executables = cargo_executables(
-        &["build", "-p", "agent-sandbox", "--bin", "agentbox"],
-        |m| m["target"]["name"] == "agentbox",
-    )?;
+    let executables = cargo_executables(&["build", "-p", "agentbox", "--bin", "agentbox"], |m| {
+        m["target"]["name"] == "agentbox"
+    })?;
     executables
         .into_iter()
         .next()

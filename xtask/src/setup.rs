@@ -4,7 +4,7 @@ use crate::{run, Res};
 use std::process::Command;
 
 /// Debian 12 packages the build, the tests and the VM tier need.
-pub const DEBIAN_PACKAGES: &[&str] = &[
+pub(crate) const DEBIAN_PACKAGES: &[&str] = &[
     // eBPF build: clang compiles the CO-RE C, libbpf-sys builds libbpf against libelf and zlib.
     "clang-16",
     "llvm-16",
@@ -24,12 +24,12 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
 ];
 
 /// rustup components `cargo xtask test` runs.
-pub const RUSTUP_COMPONENTS: &[&str] = &["rustfmt", "clippy"];
+pub(crate) const RUSTUP_COMPONENTS: &[&str] = &["rustfmt", "clippy"];
 
 /// The VM-tier kernel; it comes from `linux-image-6.1.0-50-cloud-amd64-unsigned`.
-pub const VM_KERNEL: &str = "/boot/vmlinuz-6.1.0-50-cloud-amd64";
+pub(crate) const VM_KERNEL: &str = "/boot/vmlinuz-6.1.0-50-cloud-amd64";
 
-pub fn setup() -> Res<()> {
+pub(crate) fn setup() -> Res<()> {
     setup_rustup_components()?;
     setup_debian_packages()?;
     crate::fuzz::setup_cargo_fuzz()?;

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 const STEPS: &[&str] = &["setup", "fmt", "clippy", "test", "fuzz", "vm"];
 
-pub fn test(args: &[String]) -> Res<()> {
+pub(crate) fn test(args: &[String]) -> Res<()> {
     let mut no_vm = false;
     let mut only: Option<String> = None;
     let mut args = args.iter();
@@ -92,7 +92,7 @@ fn run_step(step: &str) -> Res<()> {
         }
         // The integration tests run the `agentbox` binary of another package, which `cargo
         // test` would not rebuild: build it first so no test runs a stale (or missing) binary.
-        "test" => run(cargo().args(["build", "-p", "agent-sandbox", "--bin", "agentbox"]))
+        "test" => run(cargo().args(["build", "-p", "agentbox", "--bin", "agentbox"]))
             .and_then(|()| run(cargo().args(["test", "--workspace"]))),
         // Bounded: each target for 60 s (AGENTBOX_FUZZ_SECS); longer with `cargo xtask fuzz`.
         "fuzz" => fuzz::test_step(),

@@ -36,7 +36,7 @@ const INIT_BANNER: &str = "init: kernel ";
 /// (seen with nested virtualization: emulation failures, or a guest that never prints).
 const KVM_BOOT_WATCHDOG: Duration = Duration::from_secs(30);
 
-pub struct Options {
+pub(crate) struct Options {
     pub timeout: Duration,
     /// Passed to the test binary after `--test-threads=1` (test name filters, `--exact`, ...).
     pub test_args: Vec<String>,
@@ -51,7 +51,7 @@ impl Default for Options {
     }
 }
 
-pub fn vm_test_cli(args: &[String]) -> Res<()> {
+pub(crate) fn vm_test_cli(args: &[String]) -> Res<()> {
     let mut options = Options::default();
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -70,7 +70,7 @@ pub fn vm_test_cli(args: &[String]) -> Res<()> {
     vm_test(&options)
 }
 
-pub fn vm_test(options: &Options) -> Res<()> {
+pub(crate) fn vm_test(options: &Options) -> Res<()> {
     if !Path::new(VM_KERNEL).is_file() {
         return Err(format!("{VM_KERNEL} is missing: run `cargo xtask setup`"));
     }

@@ -23,6 +23,7 @@ use super::{Sink, GENESIS_PREV};
 /// enough that the syscall cost vanishes, small enough that a flood does not buffer unbounded.
 const BATCH_WRITE_BYTES: usize = 4 << 20;
 
+/// The single writer of a run's log (see the module docs).
 pub struct AuditLog {
     file: File,
     path: PathBuf,
@@ -59,6 +60,16 @@ struct Staged {
     line: Range<usize>,
     ts: Range<usize>,
     prev: Range<usize>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("path", &self.path)
+            .field("sandbox", &self.sandbox)
+            .field("next_seq", &self.next_seq)
+            .finish_non_exhaustive()
+    }
 }
 
 impl AuditLog {

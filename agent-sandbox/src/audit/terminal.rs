@@ -12,7 +12,7 @@ use super::event::{Action, Denial, Event, GuaranteeState, Object, Record};
 use super::Sink;
 
 /// Live denial lines per second before the sink only counts them.
-pub const LIVE_DENIALS_PER_SECOND: u32 = 20;
+pub(super) const LIVE_DENIALS_PER_SECOND: u32 = 20;
 
 /// Prints one short line per denial, loss and anomaly to stderr (colour only on a tty).
 ///
@@ -24,6 +24,14 @@ pub struct TerminalSink {
     out: Box<dyn Write + Send>,
     colour: bool,
     throttle: Throttle,
+}
+
+impl std::fmt::Debug for TerminalSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TerminalSink")
+            .field("colour", &self.colour)
+            .finish_non_exhaustive()
+    }
 }
 
 impl TerminalSink {

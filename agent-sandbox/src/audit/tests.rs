@@ -114,9 +114,7 @@ fn file_is_0600_in_0700_dir_and_existing_file_is_refused() {
     assert_eq!(dmode, 0o700);
 
     let before = std::fs::read(&path).unwrap();
-    let err = AuditLog::create(&path, "other")
-        .err()
-        .expect("existing log must be refused");
+    let err = AuditLog::create(&path, "other").expect_err("existing log must be refused");
     assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
     assert!(err.to_string().contains("already exists"), "{err}");
     assert_eq!(
@@ -133,9 +131,7 @@ fn symlink_at_log_path_is_refused_and_not_followed() {
     let target = dir.path().join("victim");
     let link = dir.path().join("run.jsonl");
     std::os::unix::fs::symlink(&target, &link).unwrap();
-    let err = AuditLog::create(&link, "abc")
-        .err()
-        .expect("symlink must be refused");
+    let err = AuditLog::create(&link, "abc").expect_err("symlink must be refused");
     assert!(err.to_string().contains("symlink"), "{err}");
     assert!(!target.exists(), "the symlink was followed");
 

@@ -35,7 +35,7 @@ pub(crate) fn offers(host: &Host) -> Vec<Offer> {
 
 /// Where one limit is written.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limit {
+pub(crate) struct Limit {
     /// `pids` or `memory`.
     pub controller: &'static str,
     /// The interface file (`pids.max`, `memory.max`, `memory.limit_in_bytes`).
@@ -58,12 +58,12 @@ pub(crate) struct CgroupPlan {
 impl CgroupPlan {
     /// The parent of the sandbox's cgroup2 group, or why there is none: the eBPF layers
     /// attach there.
-    pub fn v2_parent(&self) -> Result<&Path, &str> {
+    pub(crate) fn v2_parent(&self) -> Result<&Path, &str> {
         self.v2_parent.as_deref().map_err(String::as_str)
     }
 
     /// True when the `controller` limit lives in a cgroup (else an rlimit stands in).
-    pub fn holds(&self, controller: &str) -> bool {
+    pub(crate) fn holds(&self, controller: &str) -> bool {
         self.limits.iter().any(|l| l.controller == controller)
     }
 }
@@ -288,7 +288,7 @@ impl SandboxGroup {
     /// Creates the groups, writes the limits and registers the sandbox with the eBPF runtime
     /// (network rules in force for anything that enters the group from now on). `name` is the
     /// run's sandbox id. `None` when the plan has no group to make (unprivileged).
-    pub fn create(
+    pub(crate) fn create(
         plan: &CgroupPlan,
         ebpf: Option<&EbpfPlan>,
         name: &str,
@@ -344,7 +344,7 @@ impl SandboxGroup {
     /// Moves `pid` (init, still waiting before it confines itself) into every group, publishes
     /// the event rings and tags it for the observers. Fails closed: an error means the agent
     /// must not start.
-    pub fn place(&self, pid: libc::pid_t) -> anyhow::Result<()> {
+    pub(crate) fn place(&self, pid: libc::pid_t) -> anyhow::Result<()> {
         // The first move into a group and the publication of the event rings each wait for
         // an RCU grace period in the kernel: side by side they share it.
         let (moved, published) = std::thread::scope(|scope| {
@@ -372,13 +372,13 @@ impl SandboxGroup {
     }
 
     /// The eBPF layers' registration, when the sandbox has one.
-    pub fn registration(&self) -> Option<&Registration> {
+    pub(crate) fn registration(&self) -> Option<&Registration> {
         self.bpf.as_ref()
     }
 
     /// Kills everything still in the groups and waits (up to `timeout`) until they are empty.
     /// Returns the pids that were still there at the start.
-    pub fn kill_all(&self, timeout: Duration) -> anyhow::Result<Vec<libc::pid_t>> {
+    pub(crate) fn kill_all(&self, timeout: Duration) -> anyhow::Result<Vec<libc::pid_t>> {
         let dirs: Vec<&PathBuf> = self.v2_dir.iter().chain(&self.v1_dirs).collect();
         let mut left: Vec<libc::pid_t> = dirs.iter().flat_map(|d| procs(d)).collect();
         left.sort_unstable();
@@ -407,7 +407,7 @@ impl SandboxGroup {
 
     /// Ends the sandbox: kills what is left, unregisters it from the eBPF runtime (after the
     /// group is empty, so no task runs unfiltered) and removes the groups.
-    pub fn teardown(mut self) -> anyhow::Result<()> {
+    pub(crate) fn teardown(mut self) -> anyhow::Result<()> {
         self.done = true;
         let killed = self.kill_all(Duration::from_secs(5));
         drop(self.bpf.take());

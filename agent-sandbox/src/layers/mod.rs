@@ -48,7 +48,7 @@ pub(crate) struct Host {
 
 impl Host {
     /// Whether a BPF program type loads here.
-    pub fn bpf(&self, kind: ProgramKind) -> Result<(), String> {
+    pub(crate) fn bpf(&self, kind: ProgramKind) -> Result<(), String> {
         self.bpf
             .iter()
             .find(|(k, _)| *k == kind)
@@ -57,7 +57,7 @@ impl Host {
     }
 
     /// `reason`, marked when the lack of root is the likely cause.
-    pub fn privileged_reason(&self, reason: String) -> String {
+    pub(crate) fn privileged_reason(&self, reason: String) -> String {
         if self.root {
             reason
         } else {
@@ -66,7 +66,7 @@ impl Host {
     }
 
     /// The cgroup2 group the eBPF layers attach to, or why there is none.
-    pub fn cgroup2_group(&self) -> Result<&PathBuf, String> {
+    pub(crate) fn cgroup2_group(&self) -> Result<&PathBuf, String> {
         self.cgroup2.as_ref().map_err(Clone::clone)
     }
 }
@@ -79,7 +79,7 @@ pub(crate) struct Offer {
 }
 
 impl Offer {
-    pub fn new(guarantee: Guarantee, by: Result<String, String>) -> Offer {
+    pub(crate) fn new(guarantee: Guarantee, by: Result<String, String>) -> Offer {
         Offer { guarantee, by }
     }
 }
@@ -93,7 +93,7 @@ pub(crate) struct LayerInfo {
 
 impl LayerInfo {
     /// What this layer offers here, each offer naming the layer when it has no detail.
-    pub fn offers(&self, host: &Host) -> Vec<Offer> {
+    pub(crate) fn offers(&self, host: &Host) -> Vec<Offer> {
         (self.offers)(host)
             .into_iter()
             .map(|mut offer| {

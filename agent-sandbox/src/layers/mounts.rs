@@ -24,7 +24,7 @@ use anyhow::Context;
 use crate::policy::Policy;
 use crate::policy::{Coverage, Guarantee, Layer, Status};
 
-pub const LAYER: Layer = Layer::Mounts;
+pub(crate) const LAYER: Layer = Layer::Mounts;
 
 /// capability(7) number of CAP_SYS_ADMIN (libc does not export the capability numbers).
 const CAP_SYS_ADMIN: u32 = 21;
@@ -39,7 +39,7 @@ const KEPT_FLAGS: libc::c_ulong = libc::ST_NOSUID
 
 /// One read-only bind mount, ready for the child.
 #[derive(Debug)]
-pub struct RoBind {
+pub(crate) struct RoBind {
     pub path: PathBuf,
     /// `path` as a C string, built before fork.
     pub c_path: CString,
@@ -49,19 +49,19 @@ pub struct RoBind {
 
 /// The read-only bind mounts of one sandbox (empty: no mount namespace is needed).
 #[derive(Debug, Default)]
-pub struct MountPlan {
+pub(crate) struct MountPlan {
     pub binds: Vec<RoBind>,
 }
 
 impl MountPlan {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.binds.is_empty()
     }
 
     /// CHILD side, in init's new mount namespace, before capabilities are dropped: make every
     /// mount private (nothing propagates back to the host), then bind each path onto itself
     /// read-only. No allocation. Returns the errno of the first failure.
-    pub fn apply(&self) -> Result<(), i32> {
+    pub(crate) fn apply(&self) -> Result<(), i32> {
         let root = c"/";
         // SAFETY: every pointer is a live NUL-terminated string or NULL, as mount(2) allows.
         let r = unsafe {
@@ -117,7 +117,7 @@ fn errno() -> i32 {
 
 /// Whether this process can give the sandbox a mount namespace: root (CAP_SYS_ADMIN), or any
 /// user who may create a user namespace (the mount namespace is then owned by it).
-pub fn available() -> Result<(), String> {
+pub(crate) fn available() -> Result<(), String> {
     if crate::kernel::has_cap(CAP_SYS_ADMIN) {
         return Ok(());
     }
@@ -126,7 +126,7 @@ pub fn available() -> Result<(), String> {
 }
 
 /// The bind mounts for `policy`'s protect globs, and the coverage they give.
-pub fn compile(policy: &Policy) -> anyhow::Result<(MountPlan, Coverage)> {
+pub(crate) fn compile(policy: &Policy) -> anyhow::Result<(MountPlan, Coverage)> {
     let (matches, may_match) =
         crate::layers::landlock::protect_matches(policy).context("finding protect matches")?;
     let mut binds = Vec::new();

@@ -7,7 +7,7 @@
 compile_error!("the seccomp layer supports x86_64 only: its syscall table and arch pin are x86_64");
 
 /// Name → number for every x86_64 syscall: libc's by number, then the newer ones.
-pub static SYSCALLS: &[(&str, i64)] = &[
+pub(crate) static SYSCALLS: &[(&str, i64)] = &[
     ("read", libc::SYS_read),
     ("write", libc::SYS_write),
     ("open", libc::SYS_open),
@@ -390,12 +390,12 @@ pub static SYSCALLS: &[(&str, i64)] = &[
 ];
 
 /// The number of a syscall by name, `None` if x86_64 has no syscall of that name.
-pub fn number(name: &str) -> Option<i64> {
+pub(crate) fn number(name: &str) -> Option<i64> {
     SYSCALLS.iter().find(|(n, _)| *n == name).map(|(_, nr)| *nr)
 }
 
 /// The name of a syscall by number.
-pub fn name(nr: i64) -> Option<&'static str> {
+pub(crate) fn name(nr: i64) -> Option<&'static str> {
     SYSCALLS
         .iter()
         .find(|(_, n)| *n == nr)

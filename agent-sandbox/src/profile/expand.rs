@@ -17,7 +17,7 @@ pub(crate) struct ValueError {
 }
 
 impl ValueError {
-    pub fn new(message: impl Into<String>, hint: Option<&str>) -> Self {
+    pub(super) fn new(message: impl Into<String>, hint: Option<&str>) -> Self {
         ValueError {
             range: None,
             message: message.into(),

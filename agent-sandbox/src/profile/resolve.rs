@@ -26,7 +26,7 @@ pub(crate) struct Builder<'a> {
 }
 
 impl<'a> Builder<'a> {
-    pub fn new(name: &str, opts: &'a LoadOptions) -> Self {
+    pub(super) fn new(name: &str, opts: &'a LoadOptions) -> Self {
         Builder {
             opts,
             policy: Policy {
@@ -44,7 +44,7 @@ impl<'a> Builder<'a> {
         }
     }
 
-    pub fn finish(mut self) -> Loaded {
+    pub(super) fn finish(mut self) -> Loaded {
         let groups = &mut self.policy.syscalls.deny_groups;
         // io_uring bypasses seccomp argument checks entirely: denied unless asked for by name.
         if self.io_uring == Some(true) {
@@ -79,7 +79,7 @@ impl<'a> Builder<'a> {
         }
     }
 
-    pub fn apply(&mut self, src: &Source, file: ProfileFile) -> Result<(), ProfileError> {
+    pub(super) fn apply(&mut self, src: &Source, file: ProfileFile) -> Result<(), ProfileError> {
         let opts = self.opts;
         let ctx = Ctx { src };
         if file.description.is_some() {

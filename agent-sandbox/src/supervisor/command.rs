@@ -21,7 +21,10 @@ pub(crate) struct ExecSpec {
 }
 
 impl ExecSpec {
-    pub fn new(command: &[String], env: Vec<(OsString, OsString)>) -> anyhow::Result<ExecSpec> {
+    pub(super) fn new(
+        command: &[String],
+        env: Vec<(OsString, OsString)>,
+    ) -> anyhow::Result<ExecSpec> {
         let program = command.first().context("no command given")?;
         let env_path = env
             .iter()
@@ -65,7 +68,7 @@ impl ExecSpec {
     }
 
     /// Child side: execve; returns only on failure, with errno.
-    pub fn exec(&self) -> i32 {
+    pub(super) fn exec(&self) -> i32 {
         // SAFETY: every pointer refers to a NUL-terminated string owned by `self`, and both
         // arrays end with NULL; `self` outlives the call (which only returns on failure).
         unsafe {

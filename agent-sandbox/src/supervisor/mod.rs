@@ -109,6 +109,17 @@ pub struct Sandbox {
     group: Option<SandboxGroup>,
 }
 
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("init", &self.init)
+            .field("agent_pid", &self.agent_pid)
+            .field("isolation", &self.isolation)
+            .field("group", &self.group)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Kills and reaps init; used on every error path after clone.
 struct InitGuard(libc::pid_t);
 

@@ -8,7 +8,7 @@
 use std::io;
 
 /// Signals a user or a job-control shell sends to a foreground command.
-pub const FORWARDED: [libc::c_int; 7] = [
+pub(super) const FORWARDED: [libc::c_int; 7] = [
     libc::SIGINT,
     libc::SIGTERM,
     libc::SIGHUP,

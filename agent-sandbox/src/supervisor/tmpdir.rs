@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 /// Name prefix of the private directories under the host's TMPDIR.
-pub const PREFIX: &str = "agentbox-";
+pub(super) const PREFIX: &str = "agentbox-";
 
 /// The sandbox's temporary directory; removed on `remove` or drop.
 #[derive(Debug)]

@@ -114,7 +114,7 @@ pub(crate) struct Mapper {
 }
 
 impl Mapper {
-    pub fn new(sandbox: u32, seccomp: Arc<DenyTable>, net: ebpf_probes::NetRules) -> Self {
+    pub(crate) fn new(sandbox: u32, seccomp: Arc<DenyTable>, net: ebpf_probes::NetRules) -> Self {
         Mapper {
             sandbox,
             seccomp,
@@ -128,7 +128,7 @@ impl Mapper {
     }
 
     /// Names BPF LSM file denials by the policy's deny globs (`filesystem.deny: **/.env`).
-    pub fn with_deny_globs(mut self, globs: &[String]) -> Self {
+    pub(crate) fn with_deny_globs(mut self, globs: &[String]) -> Self {
         let mut set = GlobSetBuilder::new();
         let mut kept = Vec::new();
         for glob in globs {
@@ -144,13 +144,13 @@ impl Mapper {
     }
 
     #[cfg(test)]
-    pub fn delivered(&self) -> u64 {
+    pub(crate) fn delivered(&self) -> u64 {
         self.delivered
     }
 
     /// The audit event for one kernel event; `None` when it says nothing new (a syscall the
     /// seccomp notifier already logged) or is not this sandbox's.
-    pub fn map(&mut self, event: KernelEvent) -> Option<Event> {
+    pub(crate) fn map(&mut self, event: KernelEvent) -> Option<Event> {
         if event.sandbox() != self.sandbox {
             self.foreign += 1;
             return None;
@@ -534,7 +534,7 @@ impl Mapper {
 
     /// The `loss` records for these final counters, and an `anomaly` if the books do not
     /// balance (delivered + lost != numbered). Call after the last drain.
-    pub fn closing_records(&self, counters: &Counters, undecodable: u64) -> Vec<Event> {
+    pub(crate) fn closing_records(&self, counters: &Counters, undecodable: u64) -> Vec<Event> {
         let mut out = Vec::new();
         for (kind, count) in [
             ("violations", counters.lost_violations),

@@ -75,7 +75,7 @@ impl std::fmt::Debug for EbpfPlan {
 }
 
 impl EbpfPlan {
-    pub fn new(
+    pub(crate) fn new(
         runtime: Runtime,
         policy: &Policy,
         lsm: Option<ebpf_probes::LsmRules>,
@@ -100,7 +100,7 @@ impl EbpfPlan {
 
     /// Registers the sandbox with the runtime: its network rules are in force for anything
     /// that enters `dir` from now on. `name` is the run's sandbox id.
-    pub fn register(&self, dir: &Path, name: &str) -> anyhow::Result<Registration> {
+    pub(crate) fn register(&self, dir: &Path, name: &str) -> anyhow::Result<Registration> {
         let mut attempt = 0;
         let sandbox = loop {
             let mut cfg = SandboxConfig::new(bpf_id(name, attempt), dir);
@@ -156,7 +156,7 @@ pub(crate) struct Registration {
 
 impl Registration {
     /// Publishes the event rings to the programs (waits for an RCU grace period).
-    pub fn publish_rings(&self) -> anyhow::Result<()> {
+    pub(crate) fn publish_rings(&self) -> anyhow::Result<()> {
         self.sandbox
             .publish_rings()
             .context("publishing the kernel event rings")
@@ -164,7 +164,7 @@ impl Registration {
 
     /// Tags `pid` (init, waiting before it confines itself) for the observers and BPF LSM;
     /// its descendants inherit the tag.
-    pub fn seed(&self, pid: libc::pid_t) -> anyhow::Result<()> {
+    pub(crate) fn seed(&self, pid: libc::pid_t) -> anyhow::Result<()> {
         let pidfd = pidfd_open(pid).context("pidfd_open of the sandbox init")?;
         self.sandbox
             .seed_task(pidfd.as_fd())
@@ -172,7 +172,7 @@ impl Registration {
     }
 
     /// The source of this sandbox's kernel events, when the observers report them.
-    pub fn event_source(
+    pub(crate) fn event_source(
         &self,
         seccomp: Arc<super::seccomp::DenyTable>,
     ) -> anyhow::Result<Option<events::KernelSource>> {

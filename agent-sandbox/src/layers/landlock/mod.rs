@@ -41,7 +41,7 @@ const LANDLOCK_RESTRICT_SELF_LOG_NEW_EXEC_ON: u32 = 1 << 1;
 
 /// The compiled Landlock artifact: a ruleset fd holding every rule, ready for `restrict_self`.
 #[derive(Debug)]
-pub struct LandlockPlan {
+pub(crate) struct LandlockPlan {
     abi: u32,
     /// `None` when the kernel has no Landlock (the coverage says so; nothing to apply).
     ruleset: Option<OwnedFd>,
@@ -53,26 +53,26 @@ pub struct LandlockPlan {
 
 impl LandlockPlan {
     /// The Landlock ABI the ruleset was built for (0: Landlock unavailable, nothing enforced).
-    pub fn abi(&self) -> u32 {
+    pub(crate) fn abi(&self) -> u32 {
         self.abi
     }
 
     /// Things the user should know that are not errors: listed paths that do not exist,
     /// protected paths not yet created, limits of deny-by-omission (logged at compile).
     #[cfg(test)]
-    pub fn notes(&self) -> &[String] {
+    pub(crate) fn notes(&self) -> &[String] {
         &self.notes
     }
 
     /// Number of filesystem and port rules in the ruleset.
-    pub fn rule_count(&self) -> usize {
+    pub(crate) fn rule_count(&self) -> usize {
         self.rules
     }
 
     /// CHILD side, between fork and exec, after `no_new_privs` (or with CAP_SYS_ADMIN): enforce
     /// the ruleset on the calling thread and its future children. One syscall, no allocation.
     /// The ruleset fd is close-on-exec, so it does not leak into the agent.
-    pub fn apply(&self) -> io::Result<()> {
+    pub(crate) fn apply(&self) -> io::Result<()> {
         let Some(fd) = &self.ruleset else {
             return Ok(());
         };
@@ -92,7 +92,7 @@ impl LandlockPlan {
 
     /// Like `apply`, then closes the ruleset fd. Consumes the plan without freeing its heap
     /// parts: in a forked child of a multithreaded parent, `free` is best avoided.
-    pub fn restrict_self(self) -> io::Result<()> {
+    pub(crate) fn restrict_self(self) -> io::Result<()> {
         let plan = ManuallyDrop::new(self);
         let result = plan.apply();
         if let Some(fd) = &plan.ruleset {

@@ -405,13 +405,14 @@ fn signals_outside_the_domain_are_denied() {
             Err(io::Error::last_os_error())
         }
     };
-    // SAFETY: getppid/getpid have no preconditions.
     assert_eq!(
+        // SAFETY: getppid has no preconditions (called in the confined child: its parent is
+        // this test, outside the domain).
         confined(&plan, || kill(unsafe { libc::getppid() }, libc::SIGWINCH)),
         Err(EPERM)
     );
-    // SAFETY: as above.
     assert_eq!(
+        // SAFETY: getpid has no preconditions (called in the confined child).
         confined(&plan, || kill(unsafe { libc::getpid() }, libc::SIGWINCH)),
         Ok(())
     );

@@ -11,12 +11,12 @@ const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
 /// The granted capabilities as a bit mask, resolved before fork.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CapPlan {
+pub(super) struct CapPlan {
     pub keep: u64,
 }
 
 impl CapPlan {
-    pub fn from_names(names: &[String]) -> anyhow::Result<CapPlan> {
+    pub(super) fn from_names(names: &[String]) -> anyhow::Result<CapPlan> {
         let mut keep = 0u64;
         for name in names {
             let nr = crate::policy::capabilities::number(name).ok_or_else(|| {

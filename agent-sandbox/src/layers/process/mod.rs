@@ -41,7 +41,7 @@ pub(crate) fn compile(
 
 impl ProcessPlan {
     /// Sets every rlimit (soft = hard). Child side: no allocation. `Err(errno)`.
-    pub fn apply_rlimits(&self) -> Result<(), i32> {
+    pub(crate) fn apply_rlimits(&self) -> Result<(), i32> {
         for &(resource, value) in &self.rlimits {
             let lim = libc::rlimit {
                 rlim_cur: value,
@@ -58,7 +58,7 @@ impl ProcessPlan {
     }
 
     /// Drops every capability the policy does not grant. Child side: no allocation.
-    pub fn apply_capabilities(&self) -> Result<(), i32> {
+    pub(crate) fn apply_capabilities(&self) -> Result<(), i32> {
         caps::apply(&self.caps)
     }
 }

@@ -30,16 +30,16 @@ use crate::layers::{Host, Offer};
 use crate::policy::{Coverage, Guarantee, Layer, Status};
 use crate::policy::{Policy, SyscallGroup};
 
-pub const LAYER: Layer = Layer::Seccomp;
+pub(crate) const LAYER: Layer = Layer::Seccomp;
 /// Rule text for calls through a foreign syscall ABI (i386 `int 0x80`, x32).
-pub const ARCH_RULE: &str = "arch: non-native ABI (i386/x32)";
+pub(crate) const ARCH_RULE: &str = "arch: non-native ABI (i386/x32)";
 
 /// `AUDIT_ARCH_X86_64` from <linux/audit.h> (EM_X86_64 | 64BIT | LE).
-pub const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+pub(crate) const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
 /// `AUDIT_ARCH_I386` (EM_386 | LE): what `int 0x80` reports on an x86_64 kernel.
-pub const AUDIT_ARCH_I386: u32 = 0x4000_0003;
+pub(crate) const AUDIT_ARCH_I386: u32 = 0x4000_0003;
 /// `__X32_SYSCALL_BIT`: x32 syscalls are x86_64 numbers with this bit set.
-pub const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+pub(crate) const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 
 /// seccompiler has no USER_NOTIF action: rules are compiled with this TRACE marker and its
 /// return instructions rewritten afterwards (`rewrite_marker`).
@@ -48,12 +48,12 @@ const MARKER_ACTION: u32 = libc::SECCOMP_RET_TRACE | 0x0ab5;
 /// Argument width of a comparison. `Dword` compares the low 32 bits only: right for every
 /// argument the kernel reads as `int`/`unsigned int`, whatever the upper half holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Width {
+pub(crate) enum Width {
     Dword,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cmp {
+pub(crate) enum Cmp {
     Eq(u64),
     Ne(u64),
     /// `arg & mask == value & mask`.
@@ -65,14 +65,14 @@ pub enum Cmp {
 
 /// One condition on a syscall argument; a rule matches when all its conditions hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ArgCond {
+pub(crate) struct ArgCond {
     pub arg: u8,
     pub width: Width,
     pub cmp: Cmp,
 }
 
 impl ArgCond {
-    pub fn eq(arg: u8, width: Width, value: u64) -> Self {
+    pub(crate) fn eq(arg: u8, width: Width, value: u64) -> Self {
         ArgCond {
             arg,
             width,
@@ -80,7 +80,7 @@ impl ArgCond {
         }
     }
 
-    pub fn ne(arg: u8, width: Width, value: u64) -> Self {
+    pub(crate) fn ne(arg: u8, width: Width, value: u64) -> Self {
         ArgCond {
             arg,
             width,
@@ -88,7 +88,7 @@ impl ArgCond {
         }
     }
 
-    pub fn masked(arg: u8, width: Width, mask: u64, value: u64) -> Self {
+    pub(crate) fn masked(arg: u8, width: Width, mask: u64, value: u64) -> Self {
         ArgCond {
             arg,
             width,
@@ -97,7 +97,7 @@ impl ArgCond {
     }
 
     /// The same test the BPF program makes, on the arguments of a notification.
-    pub fn matches(&self, args: &[u64; 6]) -> bool {
+    pub(crate) fn matches(&self, args: &[u64; 6]) -> bool {
         let cut = |v: u64| match self.width {
             Width::Dword => v & 0xffff_ffff,
         };
@@ -127,7 +127,7 @@ impl ArgCond {
 
 /// One resolved deny rule: `name` (number `nr`) is denied when all of `when` hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DenyRule {
+pub(crate) struct DenyRule {
     pub name: &'static str,
     pub nr: i64,
     pub when: Vec<ArgCond>,
@@ -137,7 +137,7 @@ pub struct DenyRule {
 
 /// The rules behind the filter, by syscall number: how the notifier names a denial.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DenyTable {
+pub(crate) struct DenyTable {
     rules: BTreeMap<i64, Vec<DenyRule>>,
 }
 
@@ -147,19 +147,19 @@ impl DenyTable {
     }
 
     /// All rules for one syscall number, in match order.
-    pub fn rules_for(&self, nr: i64) -> &[DenyRule] {
+    pub(crate) fn rules_for(&self, nr: i64) -> &[DenyRule] {
         self.rules.get(&nr).map(Vec::as_slice).unwrap_or(&[])
     }
 
     /// Whether the filter denies this native syscall with these arguments.
-    pub fn denies(&self, nr: i64, args: &[u64; 6]) -> bool {
+    pub(crate) fn denies(&self, nr: i64, args: &[u64; 6]) -> bool {
         self.rules_for(nr)
             .iter()
             .any(|r| r.when.iter().all(|c| c.matches(args)))
     }
 
     /// (syscall name, rule text) for a notification, from its arch, number and arguments.
-    pub fn describe(&self, arch: u32, nr: i32, args: &[u64; 6]) -> (String, String) {
+    pub(crate) fn describe(&self, arch: u32, nr: i32, args: &[u64; 6]) -> (String, String) {
         if arch != AUDIT_ARCH_X86_64 {
             let abi = if arch == AUDIT_ARCH_I386 {
                 "i386".to_string()
@@ -188,7 +188,7 @@ impl DenyTable {
 
 /// The compiled filter, ready for `install` in the child, and the table the notifier reads.
 #[derive(Clone)]
-pub struct SeccompProgram {
+pub(crate) struct SeccompProgram {
     filter: Vec<libc::sock_filter>,
     table: Arc<DenyTable>,
 }
@@ -203,13 +203,13 @@ impl fmt::Debug for SeccompProgram {
 }
 
 impl SeccompProgram {
-    pub fn table(&self) -> &Arc<DenyTable> {
+    pub(crate) fn table(&self) -> &Arc<DenyTable> {
         &self.table
     }
 
     /// The cBPF program, as (code, jt, jf, k).
     #[cfg(test)]
-    pub fn instructions(&self) -> impl Iterator<Item = (u16, u8, u8, u32)> + '_ {
+    pub(crate) fn instructions(&self) -> impl Iterator<Item = (u16, u8, u8, u32)> + '_ {
         self.filter.iter().map(|i| (i.code, i.jt, i.jf, i.k))
     }
 
@@ -220,7 +220,7 @@ impl SeccompProgram {
     /// supervisor (over the control socket) and close it before exec: an agent
     /// holding its own listener could answer its own notifications. No TSYNC: the child is
     /// single-threaded at this point.
-    pub fn install(&self) -> io::Result<OwnedFd> {
+    pub(crate) fn install(&self) -> io::Result<OwnedFd> {
         let prog = libc::sock_fprog {
             len: self.filter.len() as libc::c_ushort,
             filter: self.filter.as_ptr().cast_mut(),
@@ -262,7 +262,7 @@ pub(crate) fn offers(host: &Host) -> Vec<Offer> {
 }
 
 /// Compile the policy's syscall rules into a filter, and say what it enforces here.
-pub fn compile(policy: &Policy) -> anyhow::Result<(SeccompProgram, Coverage)> {
+pub(crate) fn compile(policy: &Policy) -> anyhow::Result<(SeccompProgram, Coverage)> {
     let table = deny_table(policy)?;
     let explicit_clone3 = policy
         .syscalls

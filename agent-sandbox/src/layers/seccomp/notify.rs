@@ -29,7 +29,7 @@ use crate::layers::EventSource;
 use crate::policy::{Mode, ViolationAction};
 
 /// Answers the sandbox's denied syscalls and turns each into a `Denial`.
-pub struct Notifier {
+pub(crate) struct Notifier {
     listener: OwnedFd,
     table: Arc<DenyTable>,
     mode: Mode,
@@ -64,7 +64,7 @@ impl EventSource for Notifier {
 
 /// What `Notifier::wait` saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Readiness {
+pub(crate) enum Readiness {
     /// A notification is pending: call `handle_one`.
     Ready,
     /// Nothing yet (timeout or a signal interrupted the wait).
@@ -74,7 +74,7 @@ pub enum Readiness {
 }
 
 impl Notifier {
-    pub fn new(
+    pub(crate) fn new(
         listener: OwnedFd,
         program: &SeccompProgram,
         mode: Mode,
@@ -98,12 +98,12 @@ impl Notifier {
         })
     }
 
-    pub fn as_raw_fd(&self) -> RawFd {
+    pub(crate) fn as_raw_fd(&self) -> RawFd {
         self.listener.as_raw_fd()
     }
 
     /// Poll the listener. `None` waits without limit.
-    pub fn wait(&self, timeout: Option<Duration>) -> io::Result<Readiness> {
+    pub(crate) fn wait(&self, timeout: Option<Duration>) -> io::Result<Readiness> {
         let mut pfd = libc::pollfd {
             fd: self.as_raw_fd(),
             events: libc::POLLIN,
@@ -131,7 +131,7 @@ impl Notifier {
 
     /// Receive one notification, answer it and describe it. Blocks if none is pending (poll
     /// first). `Ok(None)`: interrupted, or the caller died before we read its notification.
-    pub fn handle_one(&mut self) -> io::Result<Option<Denial>> {
+    pub(crate) fn handle_one(&mut self) -> io::Result<Option<Denial>> {
         // The kernel refuses a RECV buffer that is not zeroed.
         self.notif_buf.fill(0);
         // SAFETY: the buffer is at least as large as the kernel's struct seccomp_notif.
@@ -341,7 +341,7 @@ impl ProcInfo {
 /// exec: no allocation, only sendmsg. (The supervisor uses its control protocol's `send_fd`;
 /// the layer's own tests use this pair.)
 #[cfg(test)]
-pub fn send_listener(sock: BorrowedFd<'_>, listener: BorrowedFd<'_>) -> io::Result<()> {
+pub(crate) fn send_listener(sock: BorrowedFd<'_>, listener: BorrowedFd<'_>) -> io::Result<()> {
     // CMSG_SPACE(sizeof(int)) is 24 on x86_64; 32 bytes of u64 keep it aligned.
     let mut cmsg_buf = [0u64; 4];
     let mut byte = [b'L'];
@@ -379,7 +379,7 @@ pub fn send_listener(sock: BorrowedFd<'_>, listener: BorrowedFd<'_>) -> io::Resu
 
 /// Receive the listener the child sent with `send_listener` (close-on-exec set).
 #[cfg(test)]
-pub fn recv_listener(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+pub(crate) fn recv_listener(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     let mut cmsg_buf = [0u64; 4];
     let mut byte = [0u8];
     let mut iov = libc::iovec {

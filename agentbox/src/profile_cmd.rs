@@ -5,10 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::profile::{self, LoadOptions};
+use agent_sandbox::profile::{self, LoadOptions};
 
 #[derive(Debug, clap::Subcommand)]
-pub enum ProfileCmd {
+pub(crate) enum ProfileCmd {
     /// List the built-in profiles with their descriptions.
     List,
     /// Print a profile fully resolved (extends applied, variables expanded).
@@ -28,7 +28,7 @@ pub enum ProfileCmd {
     Schema,
 }
 
-pub fn exec(cmd: ProfileCmd) -> anyhow::Result<ExitCode> {
+pub(crate) fn exec(cmd: ProfileCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         ProfileCmd::List => {
             let opts = LoadOptions::from_env()?;

@@ -6,10 +6,10 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, Context};
 
-use crate::audit::{self, AuditLog, TerminalSink};
-use crate::plan::Plan;
-use crate::profile::{self, LoadOptions};
-use crate::supervisor::{Isolation, LaunchOptions, PrivateTmp, Sandbox};
+use agent_sandbox::audit::{self, AuditLog, TerminalSink};
+use agent_sandbox::profile::{self, LoadOptions};
+use agent_sandbox::Plan;
+use agent_sandbox::{Isolation, LaunchOptions, PrivateTmp, Sandbox};
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -39,7 +39,7 @@ Exit status:
 /// Run a command inside a sandbox.
 #[derive(Debug, clap::Args)]
 #[command(after_help = AFTER_HELP)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// Profile: a built-in name (default, offline, python, node, ci, strict) or a TOML file.
     #[arg(long, short = 'p', value_name = "NAME|FILE", default_value = "default")]
     pub profile: String,
@@ -113,7 +113,7 @@ fn errno_text(errno: i32) -> String {
     s.split(" (os error").next().unwrap_or(&s).to_string()
 }
 
-pub fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
     // `AGENTBOX_LOG=debug` (an env-filter): diagnostics on stderr, e.g. whether the eBPF
     // programs were loaded now (cold) or reopened from their pins (warm).
     if let Some(filter) = std::env::var_os("AGENTBOX_LOG") {

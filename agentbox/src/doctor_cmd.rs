@@ -4,14 +4,14 @@ use std::process::ExitCode;
 /// load (by loading a tiny program of each), cgroup2, bpffs, user namespaces — and from them,
 /// which guarantees `agentbox run` can give here.
 #[derive(Debug, clap::Args)]
-pub struct DoctorArgs {
+pub(crate) struct DoctorArgs {
     /// Print the report as JSON (for tools) instead of a table.
     #[arg(long)]
     json: bool,
 }
 
-pub fn exec(args: DoctorArgs) -> anyhow::Result<ExitCode> {
-    let report = crate::doctor::probe();
+pub(crate) fn exec(args: DoctorArgs) -> anyhow::Result<ExitCode> {
+    let report = agent_sandbox::doctor::probe();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

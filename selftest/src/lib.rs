@@ -27,7 +27,7 @@ use serde_json::Value;
 pub use attacks::{Attempt, Ctx};
 pub use catalogue::{Expect, Setup, Spec, CATALOGUE};
 
-use crate::policy::Guarantee;
+use agent_sandbox::policy::Guarantee;
 
 /// Line prefix of the attack's report on stdout.
 pub const ATTEMPT_PREFIX: &str = "agentbox-selftest-attempt: ";
@@ -219,7 +219,7 @@ impl Fixtures {
         let abstract_name = format!(
             "agentbox-selftest-{}-{}",
             std::process::id(),
-            crate::audit::new_sandbox_id()
+            agent_sandbox::audit::new_sandbox_id()
         );
         let abstract_sock = {
             use std::os::linux::net::SocketAddrExt;
@@ -274,7 +274,7 @@ impl Fixtures {
 fn marker() -> String {
     format!(
         "AGENTBOX-SELFTEST-SECRET-{}",
-        crate::audit::new_sandbox_id()
+        agent_sandbox::audit::new_sandbox_id()
     )
 }
 
@@ -288,7 +288,7 @@ fn write_file(path: &Path, content: &str) -> anyhow::Result<()> {
 /// `extends = ...` value for the profile under test: built-in names as they are, files made
 /// absolute (the generated profile lives elsewhere).
 fn extends_value(profile: &str) -> anyhow::Result<String> {
-    if crate::profile::builtin_names().contains(&profile) {
+    if agent_sandbox::profile::builtin_names().contains(&profile) {
         return Ok(profile.to_string());
     }
     let p = std::fs::canonicalize(profile).with_context(|| format!("profile {profile}"))?;
@@ -301,7 +301,7 @@ fn toml_str(s: &str) -> String {
 
 /// Deny or protect globs of `policy` that match `path` (as Landlock omission would: `*` stays
 /// in one component). Both keep the agent from writing the file.
-fn denied_by_globs(policy: &crate::policy::Policy, path: &Path) -> bool {
+fn denied_by_globs(policy: &agent_sandbox::policy::Policy, path: &Path) -> bool {
     let fs = &policy.filesystem;
     fs.deny.iter().chain(&fs.protect).any(|g| {
         globset::GlobBuilder::new(&g.pattern)
@@ -495,13 +495,14 @@ fn try_run(opts: &Options, spec: &Spec) -> anyhow::Result<Report> {
 
     // The policy under test, resolved for this world: decides applicability and exec access.
     let user = std::env::var("USER").unwrap_or_else(|_| "agentbox-selftest".into());
-    let load_opts = crate::profile::LoadOptions {
+    let load_opts = agent_sandbox::profile::LoadOptions {
         home: home.clone(),
         workspace: ws.clone(),
         tmpdir: tmpdir.clone(),
         user: user.clone(),
     };
-    let policy = crate::profile::load(&opts.profile, &load_opts).map_err(|e| anyhow!("{e}"))?;
+    let policy =
+        agent_sandbox::profile::load(&opts.profile, &load_opts).map_err(|e| anyhow!("{e}"))?;
     let mk_report = |verdict: Verdict| Report {
         name: spec.name.into(),
         family: spec.family.into(),
@@ -632,7 +633,7 @@ fn try_run(opts: &Options, spec: &Spec) -> anyhow::Result<Report> {
         evidence.push("the secret is gone from ~/.ssh".into());
     }
 
-    let verify = crate::audit::verify(&log);
+    let verify = agent_sandbox::audit::verify(&log);
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     let records: Vec<Value> = text
         .lines()

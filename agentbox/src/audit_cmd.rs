@@ -4,10 +4,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::audit::{self, Event, Record};
+use agent_sandbox::audit::{self, Event, Record};
 
 #[derive(Debug, clap::Subcommand)]
-pub enum AuditCmd {
+pub(crate) enum AuditCmd {
     /// Check a log's hash chain, sequence numbers, schema version and sandbox id.
     ///
     /// Prints `ok: N records, sandbox ID, denials: N` and exits 0, or names the first bad line
@@ -28,7 +28,7 @@ pub enum AuditCmd {
     },
 }
 
-pub fn exec(cmd: AuditCmd) -> anyhow::Result<ExitCode> {
+pub(crate) fn exec(cmd: AuditCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         AuditCmd::Verify { file, head } => Ok(verify(&file, head.as_deref())),
         AuditCmd::Show { file, denials } => show(&file, denials),

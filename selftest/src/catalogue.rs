@@ -2,7 +2,7 @@
 //! and the guarantee it tests (so a machine that lacks the guarantee reports "not enforced
 //! here" with the reason, instead of passing by accident or failing for a known reason).
 
-use crate::policy::Guarantee;
+use agent_sandbox::policy::Guarantee;
 
 /// How the orchestrator judges the audit log of one attack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

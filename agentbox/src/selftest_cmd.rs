@@ -1,12 +1,12 @@
 //! `agentbox selftest`: run the escape suite against this machine's sandbox (see
-//! `crate::selftest`), or, hidden, one attack from inside a sandbox.
+//! `agentbox_selftest`), or, hidden, one attack from inside a sandbox.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::selftest::{self, Options, CATALOGUE};
+use agentbox_selftest::{self as selftest, Options, CATALOGUE};
 
 /// Attack this machine's sandbox with the built-in escape suite and report what holds.
 ///
@@ -15,7 +15,7 @@ use crate::selftest::{self, Options, CATALOGUE};
 /// attempt failed AND the audit log holds the expected denial. Exit status 0 when every
 /// guarantee enforced here held, 1 otherwise.
 #[derive(Debug, clap::Args)]
-pub struct SelftestArgs {
+pub(crate) struct SelftestArgs {
     /// Profile under test: a built-in name or a TOML file.
     #[arg(long, short = 'p', value_name = "NAME|FILE", default_value = "default")]
     pub profile: String,
@@ -46,7 +46,7 @@ pub struct SelftestArgs {
     pub ctx: Option<String>,
 }
 
-pub fn exec(args: SelftestArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn exec(args: SelftestArgs) -> anyhow::Result<ExitCode> {
     if let (Some(name), Some(ctx)) = (&args.attack, &args.ctx) {
         selftest::attack_main(name, ctx)?;
         return Ok(ExitCode::SUCCESS);
@@ -65,7 +65,7 @@ pub fn exec(args: SelftestArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
     } else if args.markdown {
-        let kernel = format!("Linux {}", crate::kernel::kernel_release());
+        let kernel = format!("Linux {}", agent_sandbox::kernel_release());
         print!("{}", selftest::render_markdown(&reports, &kernel));
     } else {
         print!("{}", selftest::render_table(&reports));
