@@ -76,6 +76,6 @@ pub fn new_sandbox_id() -> String {
 }
 
 #[cfg(test)]
-mod bench;
+pub(crate) mod bench;
 #[cfg(test)]
 mod tests;

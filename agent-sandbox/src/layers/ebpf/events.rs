@@ -793,6 +793,68 @@ fn errno_name(errno: i32) -> &'static str {
 mod tests {
     use super::*;
 
+    /// The supervisor's userspace path for a connect flood: kernel event → `Mapper::map` →
+    /// `append_batch`, in ring-drain-sized batches (decoding is measured in ebpf-probes).
+    #[test]
+    #[ignore = "benchmark: cargo test --release -p agent-sandbox --lib flood_pipeline -- --ignored --nocapture"]
+    fn flood_pipeline_throughput() {
+        use crate::audit::bench::thread_cpu;
+        use crate::audit::{AuditLog, TerminalSink};
+        use ebpf_probes::{KernelEvent, NetHook, NetVerdictReason};
+        use std::time::Instant;
+
+        let n = 200_000u64;
+        let net = ebpf_probes::NetRules {
+            deny: ebpf_probes::default_deny_rules(),
+            ..Default::default()
+        };
+        let mut mapper = Mapper::new(7, Default::default(), net);
+        let pid = std::process::id();
+        let kernel: Vec<KernelEvent> = (0..n)
+            .map(|seq| KernelEvent::NetDenied {
+                sandbox: 7,
+                seq,
+                pid,
+                tgid: pid,
+                comm: "python3".into(),
+                hook: NetHook::Connect,
+                addr: Some(std::net::Ipv4Addr::new(127, 0, (seq >> 8) as u8, seq as u8).into()),
+                port: 80,
+                proto: 6,
+                family: libc::AF_INET as u16,
+                sock_type: libc::SOCK_STREAM as u16,
+                rule: NetVerdictReason::DenyRule,
+                enforced: true,
+                killed: false,
+            })
+            .collect();
+        for (label, terminal) in [("map + append_batch", false), ("  + terminal", true)] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("pipeline.jsonl");
+            let mut log = AuditLog::create(&path, "0123456789abcdef").unwrap();
+            if terminal {
+                let null = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open("/dev/null")
+                    .unwrap();
+                log.add_sink(Box::new(TerminalSink::new(Box::new(null), false)));
+            }
+            let (wall, cpu) = (Instant::now(), thread_cpu());
+            for chunk in kernel.chunks(1024) {
+                let events = chunk.to_vec();
+                log.append_batch(events.into_iter().filter_map(|e| mapper.map(e)))
+                    .unwrap();
+            }
+            let (wall, cpu) = (wall.elapsed(), thread_cpu().saturating_sub(cpu));
+            assert_eq!(log.denials(), n);
+            println!(
+                "{label:>20}: {:>10.0} /s cpu ({:>10.0} /s wall)",
+                n as f64 / cpu.as_secs_f64(),
+                n as f64 / wall.as_secs_f64()
+            );
+        }
+    }
+
     fn mapper() -> Mapper {
         let net = ebpf_probes::NetRules {
             deny: ebpf_probes::default_deny_rules(),
