@@ -43,8 +43,10 @@ pub(crate) struct Namespaces {
     /// A network namespace of its own: set where Landlock cannot scope abstract UNIX sockets
     /// and the policy allows no network at all (see `net_namespace`).
     pub net: bool,
-    /// A mount namespace, for the protect globs' read-only bind mounts.
+    /// A mount namespace, for the filesystem view (layers/mounts.rs).
     pub mount: bool,
+    /// An IPC namespace: SysV IPC and POSIX message queues of its own.
+    pub ipc: bool,
 }
 
 /// Which layer owns the rules more than one layer could enforce, decided from what this host
@@ -62,6 +64,8 @@ struct Owners {
     /// truncate(2): BPF LSM where its programs take this sandbox's rules, else Landlock
     /// (ABI 3+).
     truncate: Layer,
+    /// Mount points the view mounts anew (their Landlock rules are added in init).
+    remounted: Vec<PathBuf>,
 }
 
 impl Owners {
@@ -71,6 +75,7 @@ impl Owners {
             protect_by_mounts: self.protect == Layer::Mounts,
             tcp_by_cgroup_bpf: self.tcp == Layer::CgroupBpf,
             truncate_by_bpf_lsm: self.truncate == Layer::BpfLsm,
+            remounted: self.remounted.clone(),
         }
     }
 }
@@ -165,15 +170,15 @@ impl Plan {
             }
         };
 
-        // Decided once: every layer below compiles its share.
-        let protect_by_mounts = !policy.filesystem.protect.is_empty()
-            && match mounts::available() {
-                Ok(()) => true,
-                Err(why) => {
-                    tracing::info!("protect globs enforced by Landlock omission: {why}");
-                    false
-                }
-            };
+        // Decided once: every layer below compiles its share. The view (and with it the
+        // protect binds) needs a mount namespace: root, or a user namespace.
+        let view = mounts::available();
+        if let Err(why) = &view {
+            tracing::info!(
+                "no filesystem view; protect globs enforced by Landlock omission: {why}"
+            );
+        }
+        let protect_by_mounts = !policy.filesystem.protect.is_empty() && view.is_ok();
         let owners = Owners {
             tcp: if runtime.is_ok() {
                 Layer::CgroupBpf
@@ -191,15 +196,30 @@ impl Plan {
             } else {
                 Layer::Landlock
             },
+            remounted: if view.is_ok() {
+                mounts::REMOUNTED.iter().map(PathBuf::from).collect()
+            } else {
+                Vec::new()
+            },
         };
         tracing::debug!(?owners, "layer ownership");
 
-        let mounts = if protect_by_mounts {
-            let (plan, mounts_coverage) = mounts::compile(&policy).context("mounts layer")?;
-            coverage.extend(mounts_coverage);
-            plan
-        } else {
-            mounts::MountPlan::default()
+        let mounts = match &view {
+            Ok(()) => {
+                let (plan, mounts_coverage) = mounts::compile(&policy).context("mounts layer")?;
+                coverage.extend(mounts_coverage);
+                coverage.push(Layer::Ipcns, Guarantee::IpcPrivate, Status::Enforced);
+                plan
+            }
+            Err(why) => {
+                coverage.extend(mounts::unavailable(why));
+                coverage.push(
+                    Layer::Ipcns,
+                    Guarantee::IpcPrivate,
+                    Status::Missing(why.clone()),
+                );
+                mounts::MountPlan::default()
+            }
         };
         let (landlock, landlock_coverage) =
             landlock::compile(&policy, &owners.landlock_share(), protected)
@@ -229,6 +249,7 @@ impl Plan {
             namespaces: Namespaces {
                 net: net_namespace,
                 mount: !mounts.is_empty(),
+                ipc: view.is_ok(),
             },
             child: ChildSteps {
                 process,

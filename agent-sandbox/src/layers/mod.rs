@@ -135,6 +135,10 @@ pub(crate) const LAYERS: &[LayerInfo] = &[
         layer: Layer::Cgroup,
         offers: cgroup::offers,
     },
+    LayerInfo {
+        layer: Layer::Mounts,
+        offers: mounts::offers,
+    },
 ];
 
 /// The artifacts applied inside the sandbox's init, prepared before fork. `child.rs` applies

@@ -1,26 +1,34 @@
-//! Mounts layer: `[filesystem] protect` enforced with read-only bind mounts in the sandbox's
-//! private mount namespace (bubblewrap's `--ro-bind PATH PATH`).
+//! Mounts layer: the sandbox's view of the filesystem, built in init's private mount namespace
+//! (root, or any user who may create a user namespace) before Landlock and seccomp.
 //!
-//! Each protect match that exists at launch inside a writable tree is bind-mounted onto itself
-//! and remounted read-only by init (supervisor/child.rs), before Landlock and seccomp. Writes
-//! fail with EROFS, renaming or unlinking the mount point fails with EBUSY, and the directory
-//! holding it stays writable: `.git/hooks` and `.git/config` are protected while git still
-//! writes `.git/index`, objects, refs and locks. Landlock's alternative (omission, see
-//! `layers::landlock`) takes create/rename from every directory on the way to a match.
+//! Landlock says which files the agent may open; it has no right for a file's metadata, and
+//! its exec right covers execve only. The view closes both at the mount level:
+//! - everything is read-only, except the writable trees, which are bind-mounted onto
+//!   themselves read-write: chmod, chown, utime and xattr changes outside them fail with EROFS
+//!   whatever the file's owner (a root agent cannot set the setuid bit of a system binary);
+//! - writable trees are `nosuid,nodev,noexec` unless the exec list covers them, so nothing the
+//!   agent writes can be executed or mapped executable (the dynamic loader's mmap of a copied
+//!   program fails too); exec trees inside a writable tree get their exec back;
+//! - /proc is a new procfs of the sandbox's pid namespace (the host's processes are not in it),
+//!   /dev/shm a new tmpfs, and memfds are never executable where the kernel has the per-pid-
+//!   namespace `vm.memfd_noexec` (6.3+);
+//! - each protect match that exists at launch is bind-mounted onto itself read-only: writing it
+//!   fails (EROFS), renaming or deleting it fails (EBUSY), and the directory holding it stays
+//!   writable, so git still writes `.git/index`, objects and refs (bubblewrap's `--ro-bind`).
 //!
-//! The agent cannot undo the mounts: seccomp denies the mount family, Landlock forbids mount
+//! The agent cannot undo any of it: seccomp denies the mount family, Landlock forbids mount
 //! changes in its domain, and the agent holds no capabilities.
 //!
-//! `compile` runs in the parent: paths become CStrings and the flags of the mount under each
-//! path are read there (a remount in a user namespace must keep the locked nosuid, nodev,
-//! noexec and atime flags of the mount it copies), so the child only calls mount(2).
+//! `compile` runs in the parent: paths become CStrings there, so the child only calls mount(2)
+//! and mount_setattr(2) (hand-written: neither nix nor libc wraps mount_setattr).
 
 use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+use crate::layers::{Host, Offer};
 use crate::policy::Policy;
 use crate::policy::{Coverage, Guarantee, Layer, Status};
 
@@ -29,83 +37,197 @@ pub(crate) const LAYER: Layer = Layer::Mounts;
 /// capability(7) number of CAP_SYS_ADMIN (libc does not export the capability numbers).
 const CAP_SYS_ADMIN: u32 = 21;
 
-/// statvfs flags that a remount must keep (ST_* and MS_* share their values).
-const KEPT_FLAGS: libc::c_ulong = libc::ST_NOSUID
-    | libc::ST_NODEV
-    | libc::ST_NOEXEC
-    | libc::ST_NOATIME
-    | libc::ST_NODIRATIME
-    | libc::ST_RELATIME;
+// <linux/mount.h>
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+const AT_RECURSIVE: libc::c_uint = 0x8000;
 
-/// One read-only bind mount, ready for the child.
+/// Mount points the view mounts anew: rules for them are added on the new mounts.
+pub(crate) const REMOUNTED: [&str; 2] = ["/proc", "/dev/shm"];
+
+/// The per-pid-namespace switch that makes every memfd non-executable (Linux 6.3+).
+const MEMFD_NOEXEC: &str = "/proc/sys/vm/memfd_noexec";
+
+/// The guarantees the view gives where init can have a mount namespace.
+const VIEW_GUARANTEES: [Guarantee; 3] = [
+    Guarantee::FsMetadataReadOnly,
+    Guarantee::WritableNoExec,
+    Guarantee::ProcPrivate,
+];
+
+/// One mount of the view, ready for the child.
 #[derive(Debug)]
-pub(crate) struct RoBind {
+pub(crate) struct TreeMount {
     pub path: PathBuf,
     /// `path` as a C string, built before fork.
     pub c_path: CString,
-    /// MS_BIND | MS_REMOUNT | MS_RDONLY plus the kept flags of the underlying mount.
-    pub remount_flags: libc::c_ulong,
+    /// Read-write (a writable tree) or read-only (an exec tree inside one, or a protect match).
+    pub writable: bool,
+    /// Programs may run from it (it is in, or under, an exec tree).
+    pub exec: bool,
+    /// A protect match: bound onto itself read-only, nothing else changed.
+    pub protect: bool,
 }
 
-/// The read-only bind mounts of one sandbox (empty: no mount namespace is needed).
+/// The view of one sandbox (empty: init shares the supervisor's mounts).
 #[derive(Debug, Default)]
 pub(crate) struct MountPlan {
-    pub binds: Vec<RoBind>,
+    /// The whole view: read-only root, /proc, /dev/shm. False: only protect binds, if any.
+    view: bool,
+    /// Write "2" to `vm.memfd_noexec` in the sandbox's pid namespace.
+    memfd_noexec: bool,
+    /// Bind mounts, parents before children.
+    pub binds: Vec<TreeMount>,
+    /// The working directory, entered again once the view is built: a bind over it (the
+    /// workspace) is not where the old working directory points.
+    cwd: Option<CString>,
 }
 
 impl MountPlan {
     pub(crate) fn is_empty(&self) -> bool {
-        self.binds.is_empty()
+        !self.view && self.binds.is_empty()
     }
 
-    /// CHILD side, in init's new mount namespace, before capabilities are dropped: make every
-    /// mount private (nothing propagates back to the host), then bind each path onto itself
-    /// read-only. No allocation. Returns the errno of the first failure.
+    /// CHILD side, in init's new mount namespace (and pid namespace), before capabilities are
+    /// dropped. No allocation. Returns the errno of the first failure.
     pub(crate) fn apply(&self) -> Result<(), i32> {
-        let root = c"/";
-        // SAFETY: every pointer is a live NUL-terminated string or NULL, as mount(2) allows.
-        let r = unsafe {
-            libc::mount(
-                std::ptr::null(),
-                root.as_ptr(),
-                std::ptr::null(),
-                libc::MS_REC | libc::MS_PRIVATE,
-                std::ptr::null(),
-            )
-        };
-        if r != 0 {
-            return Err(errno());
+        // Nothing propagates back to the host.
+        mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE)?;
+        if self.view {
+            // Before the root turns read-only: a new procfs must be no less writable than the
+            // one it replaces, and the sysctl below is a file in it.
+            mount(
+                Some(c"proc"),
+                c"/proc",
+                Some(c"proc"),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            )?;
+            if self.memfd_noexec {
+                write_sysctl(c"/proc/sys/vm/memfd_noexec", b"2")?;
+            }
+            mount(
+                Some(c"tmpfs"),
+                c"/dev/shm",
+                Some(c"tmpfs"),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            )?;
         }
-        for bind in &self.binds {
-            let path = bind.c_path.as_ptr();
-            // SAFETY: as above; `path` lives as long as `self`.
-            let r = unsafe {
-                libc::mount(
-                    path,
-                    path,
-                    std::ptr::null(),
-                    libc::MS_BIND,
-                    std::ptr::null(),
-                )
-            };
-            if r != 0 {
-                return Err(errno());
+        for bind in self.binds.iter().filter(|b| !b.protect) {
+            mount(
+                Some(&bind.c_path),
+                &bind.c_path,
+                None,
+                libc::MS_BIND | libc::MS_REC,
+            )?;
+        }
+        if self.view {
+            setattr(c"/", AT_RECURSIVE, MOUNT_ATTR_RDONLY, 0)?;
+            // The sandbox's own /proc and /dev/shm stay writable (a process adjusts its own
+            // /proc entries; multiprocessing creates semaphores in /dev/shm).
+            setattr(c"/proc", 0, 0, MOUNT_ATTR_RDONLY)?;
+            setattr(c"/dev/shm", 0, 0, MOUNT_ATTR_RDONLY)?;
+        }
+        for bind in self.binds.iter().filter(|b| !b.protect) {
+            let mut set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+            let mut clear = 0;
+            if bind.writable {
+                clear |= MOUNT_ATTR_RDONLY;
             }
-            // SAFETY: as above.
-            let r = unsafe {
-                libc::mount(
-                    std::ptr::null(),
-                    path,
-                    std::ptr::null(),
-                    bind.remount_flags,
-                    std::ptr::null(),
-                )
-            };
-            if r != 0 {
-                return Err(errno());
+            if bind.exec {
+                clear |= MOUNT_ATTR_NOEXEC;
+            } else {
+                set |= MOUNT_ATTR_NOEXEC;
             }
+            setattr(&bind.c_path, AT_RECURSIVE, set, clear)?;
+        }
+        for bind in self.binds.iter().filter(|b| b.protect) {
+            mount(Some(&bind.c_path), &bind.c_path, None, libc::MS_BIND)?;
+            setattr(&bind.c_path, 0, MOUNT_ATTR_RDONLY, 0)?;
+        }
+        if let Some(cwd) = &self.cwd {
+            // Best effort: a working directory the view hides stays where it was, read-only.
+            // SAFETY: `cwd` is NUL-terminated.
+            unsafe { libc::chdir(cwd.as_ptr()) };
         }
         Ok(())
+    }
+}
+
+fn mount(
+    source: Option<&std::ffi::CStr>,
+    target: &std::ffi::CStr,
+    fstype: Option<&std::ffi::CStr>,
+    flags: libc::c_ulong,
+) -> Result<(), i32> {
+    let ptr = |s: Option<&std::ffi::CStr>| s.map_or(std::ptr::null(), std::ffi::CStr::as_ptr);
+    // SAFETY: every pointer is a live NUL-terminated string or NULL, as mount(2) allows.
+    let r = unsafe {
+        libc::mount(
+            ptr(source),
+            target.as_ptr(),
+            ptr(fstype),
+            flags,
+            std::ptr::null(),
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(errno())
+    }
+}
+
+/// `struct mount_attr` of <linux/mount.h> (MOUNT_ATTR_SIZE_VER0).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+fn setattr(path: &std::ffi::CStr, flags: libc::c_uint, set: u64, clear: u64) -> Result<(), i32> {
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: clear,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: `path` is NUL-terminated and `attr` a live struct of the size passed.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(errno())
+    }
+}
+
+fn write_sysctl(path: &std::ffi::CStr, value: &[u8]) -> Result<(), i32> {
+    // SAFETY: `path` is NUL-terminated; the fd is closed below.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(errno());
+    }
+    // SAFETY: `value` is a live buffer of the length passed; `fd` is ours.
+    let written = unsafe { libc::write(fd, value.as_ptr().cast(), value.len()) };
+    let err = errno();
+    // SAFETY: closing our own fd.
+    unsafe { libc::close(fd) };
+    if written == value.len() as isize {
+        Ok(())
+    } else {
+        Err(err)
     }
 }
 
@@ -125,24 +247,118 @@ pub(crate) fn available() -> Result<(), String> {
         .map_err(|e| format!("no mount namespace: cannot create a user namespace: {e}"))
 }
 
-/// The bind mounts for `policy`'s protect globs, and the coverage they give.
+/// Doctor's view: the view needs a mount namespace; fileless exec also needs Linux 6.3.
+pub(crate) fn offers(_host: &Host) -> Vec<Offer> {
+    let by = available().map(|()| "mounts (the sandbox's own mount namespace)".to_string());
+    let mut offers: Vec<Offer> = VIEW_GUARANTEES
+        .iter()
+        .map(|&g| Offer::new(g, by.clone().map_err(|e| format!("mounts: {e}"))))
+        .collect();
+    offers.push(Offer::new(
+        Guarantee::IpcPrivate,
+        by.clone()
+            .map(|_| "ipcns and the view's /dev/shm".to_string())
+            .map_err(|e| format!("ipcns: {e}")),
+    ));
+    offers.push(Offer::new(
+        Guarantee::MemfdNoExec,
+        by.and_then(|_| memfd_noexec_available())
+            .map(|()| "mounts (vm.memfd_noexec in the sandbox's pid namespace)".to_string())
+            .map_err(|e| format!("mounts: {e}")),
+    ));
+    offers
+}
+
+fn memfd_noexec_available() -> Result<(), String> {
+    if !Path::new(MEMFD_NOEXEC).exists() {
+        return Err("the kernel has no per-pid-namespace vm.memfd_noexec (Linux 6.3+)".into());
+    }
+    // The sysctl file belongs to the host's root: a user namespace's root may not open it.
+    if !crate::kernel::is_root() {
+        return Err("vm.memfd_noexec can only be set by root (unprivileged)".into());
+    }
+    Ok(())
+}
+
+/// The real path of each listed tree that exists and may be a mount point (a directory or a
+/// regular file; device nodes need no writable mount).
+fn mountable(paths: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = paths
+        .iter()
+        .filter_map(|p| std::fs::canonicalize(p).ok())
+        .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.is_dir() || m.is_file()))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn under(path: &Path, trees: &[PathBuf]) -> bool {
+    trees.iter().any(|t| path.starts_with(t))
+}
+
+fn c_path(path: &Path) -> anyhow::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .with_context(|| format!("{} contains a NUL byte", path.display()))
+}
+
+/// The view for `policy`, and the coverage it gives. Call it where init can have a mount
+/// namespace of its own (see `available`); elsewhere `unavailable` states what is lost.
 pub(crate) fn compile(policy: &Policy) -> anyhow::Result<(MountPlan, Coverage)> {
-    let (matches, may_match) =
-        crate::layers::landlock::protect_matches(policy).context("finding protect matches")?;
+    let mut coverage = Coverage::default();
     let mut binds = Vec::new();
-    for path in matches {
-        let c_path = CString::new(path.as_os_str().as_bytes())
-            .with_context(|| format!("{} contains a NUL byte", path.display()))?;
-        let vfs = nix::sys::statvfs::statvfs(&path)
-            .with_context(|| format!("statvfs {}", path.display()))?;
-        let kept = vfs.flags().bits() as libc::c_ulong & KEPT_FLAGS;
-        binds.push(RoBind {
-            path,
-            c_path,
-            remount_flags: libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | kept,
+    let writable = mountable(&policy.filesystem.write);
+    let exec = mountable(&policy.filesystem.exec);
+    for path in &writable {
+        binds.push(TreeMount {
+            c_path: c_path(path)?,
+            path: path.clone(),
+            writable: true,
+            exec: under(path, &exec),
+            protect: false,
         });
     }
-    let mut coverage = Coverage::default();
+    // An exec tree inside a writable tree gets its exec back (and stays writable).
+    for path in exec
+        .iter()
+        .filter(|e| under(e, &writable) && !writable.contains(e))
+    {
+        binds.push(TreeMount {
+            c_path: c_path(path)?,
+            path: path.clone(),
+            writable: true,
+            exec: true,
+            protect: false,
+        });
+    }
+    // Parents first: a child's bind lands on top of its parent's.
+    binds.sort_by(|a, b| a.path.cmp(&b.path));
+    binds.dedup_by(|a, b| a.path == b.path);
+    for g in VIEW_GUARANTEES {
+        coverage.push(LAYER, g, Status::Enforced);
+    }
+    let memfd_noexec = memfd_noexec_available();
+    coverage.push(
+        LAYER,
+        Guarantee::MemfdNoExec,
+        match &memfd_noexec {
+            Ok(()) => Status::Enforced,
+            Err(why) => Status::Missing(why.clone()),
+        },
+    );
+    let memfd_noexec = memfd_noexec.is_ok();
+
+    let (matches, may_match) =
+        crate::layers::landlock::protect_matches(policy).context("finding protect matches")?;
+    for path in matches {
+        binds.push(TreeMount {
+            c_path: c_path(&path)?,
+            path,
+            writable: false,
+            exec: false,
+            protect: true,
+        });
+    }
     if may_match {
         coverage.push(
             LAYER,
@@ -156,9 +372,35 @@ pub(crate) fn compile(policy: &Policy) -> anyhow::Result<(MountPlan, Coverage)> 
         );
     }
     for bind in &binds {
-        tracing::debug!(layer = LAYER.name(), path = %bind.path.display(), "read-only bind");
+        tracing::debug!(
+            layer = LAYER.name(),
+            path = %bind.path.display(),
+            writable = bind.writable,
+            exec = bind.exec,
+            protect = bind.protect,
+            "view mount"
+        );
     }
-    Ok((MountPlan { binds }, coverage))
+    Ok((
+        MountPlan {
+            view: true,
+            memfd_noexec,
+            binds,
+            cwd: std::env::current_dir()
+                .ok()
+                .and_then(|d| CString::new(d.into_os_string().into_vec()).ok()),
+        },
+        coverage,
+    ))
+}
+
+/// The view's coverage where init cannot have a mount namespace: what the fallback loses.
+pub(crate) fn unavailable(why: &str) -> Coverage {
+    let mut coverage = Coverage::default();
+    for g in VIEW_GUARANTEES.into_iter().chain([Guarantee::MemfdNoExec]) {
+        coverage.push(LAYER, g, Status::Missing(why.to_string()));
+    }
+    coverage
 }
 
 #[cfg(test)]
@@ -190,15 +432,18 @@ mod tests {
         std::fs::write(ws.join("repo/.git/index"), "").unwrap();
         let p = policy(&ws, &["**/.git/hooks", "**/.git/config", "**/.envrc"]);
         let (plan, coverage) = compile(&p).unwrap();
-        let paths: Vec<&std::path::Path> = plan.binds.iter().map(|b| b.path.as_path()).collect();
+        let protected: Vec<&std::path::Path> = plan
+            .binds
+            .iter()
+            .filter(|b| b.protect)
+            .map(|b| b.path.as_path())
+            .collect();
         assert_eq!(
-            paths,
+            protected,
             [ws.join("repo/.git/config"), ws.join("repo/.git/hooks")]
         );
         for bind in &plan.binds {
             assert_eq!(bind.c_path.as_bytes(), bind.path.as_os_str().as_bytes());
-            let required = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
-            assert_eq!(bind.remount_flags & required, required);
         }
         // `.envrc` may still be created later: reported partial, naming this layer.
         let gap = coverage.gap(Guarantee::FsDenyExact).unwrap();
@@ -209,10 +454,43 @@ mod tests {
     }
 
     #[test]
-    fn no_protect_globs_no_mounts() {
+    fn writable_trees_are_read_write_binds_noexec_unless_an_exec_tree_covers_them() {
         let dir = tempfile::tempdir().unwrap();
-        let (plan, coverage) = compile(&policy(dir.path(), &[])).unwrap();
-        assert!(plan.is_empty());
-        assert!(coverage.entries.is_empty());
+        let ws = dir.path().canonicalize().unwrap();
+        std::fs::create_dir_all(ws.join("w/bin")).unwrap();
+        std::fs::create_dir_all(ws.join("x")).unwrap();
+        let mut p = policy(&ws.join("w"), &[]);
+        p.filesystem.write.push(ws.join("x"));
+        // Missing trees and device nodes get no mount.
+        p.filesystem.write.push(ws.join("missing"));
+        p.filesystem.write.push("/dev/null".into());
+        p.filesystem.exec = vec![ws.join("w/bin"), ws.join("x")];
+        let (plan, coverage) = compile(&p).unwrap();
+        assert!(!plan.is_empty());
+        let view: Vec<(PathBuf, bool, bool)> = plan
+            .binds
+            .iter()
+            .map(|b| (b.path.clone(), b.writable, b.exec))
+            .collect();
+        assert_eq!(
+            view,
+            [
+                (ws.join("w"), true, false),
+                (ws.join("w/bin"), true, true),
+                (ws.join("x"), true, true),
+            ]
+        );
+        for g in [
+            Guarantee::FsMetadataReadOnly,
+            Guarantee::WritableNoExec,
+            Guarantee::ProcPrivate,
+        ] {
+            assert!(coverage.enforces(g), "{g:?}: {coverage:?}");
+        }
+        let lost = unavailable("no user namespaces");
+        assert!(lost
+            .gap(Guarantee::FsMetadataReadOnly)
+            .unwrap()
+            .contains("no user namespaces"));
     }
 }

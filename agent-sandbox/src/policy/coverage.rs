@@ -19,10 +19,12 @@ pub enum Layer {
     /// eBPF tracepoint observers (denials with paths, the process tree).
     Observe,
     BpfLsm,
-    /// Read-only bind mounts in the sandbox's mount namespace.
+    /// The sandbox's view of the filesystem, in a mount namespace of its own.
     Mounts,
     /// A network namespace of the sandbox's own.
     Netns,
+    /// An IPC namespace of the sandbox's own (SysV IPC, POSIX message queues).
+    Ipcns,
     /// Environment, rlimits and capabilities of the agent's process.
     Process,
 }
@@ -39,6 +41,7 @@ impl Layer {
             Layer::BpfLsm => "bpf-lsm",
             Layer::Mounts => "mounts",
             Layer::Netns => "netns",
+            Layer::Ipcns => "ipcns",
             Layer::Process => "process",
         }
     }
@@ -83,10 +86,21 @@ pub enum Guarantee {
     FsDenialsLogged,
     /// Process and memory limits.
     ResourceLimits,
+    /// Files outside the writable trees keep their mode, owner, times and xattrs (read-only
+    /// at the mount level).
+    FsMetadataReadOnly,
+    /// Nothing in a writable tree outside the exec list runs or maps executable (noexec).
+    WritableNoExec,
+    /// memfds cannot be executed (fileless exec).
+    MemfdNoExec,
+    /// /proc shows only the sandbox's processes.
+    ProcPrivate,
+    /// SysV IPC, POSIX message queues and /dev/shm are the sandbox's own.
+    IpcPrivate,
 }
 
 impl Guarantee {
-    pub const ALL: [Guarantee; 13] = [
+    pub const ALL: [Guarantee; 18] = [
         Guarantee::FsAllowList,
         Guarantee::FsDenyExact,
         Guarantee::ExecAllowList,
@@ -100,6 +114,11 @@ impl Guarantee {
         Guarantee::SyscallDenialsLogged,
         Guarantee::FsDenialsLogged,
         Guarantee::ResourceLimits,
+        Guarantee::FsMetadataReadOnly,
+        Guarantee::WritableNoExec,
+        Guarantee::MemfdNoExec,
+        Guarantee::ProcPrivate,
+        Guarantee::IpcPrivate,
     ];
 
     pub fn describe(self) -> &'static str {
@@ -117,6 +136,15 @@ impl Guarantee {
             Guarantee::SyscallDenialsLogged => "denied syscalls logged",
             Guarantee::FsDenialsLogged => "filesystem denials logged with their path",
             Guarantee::ResourceLimits => "process and memory limits",
+            Guarantee::FsMetadataReadOnly => {
+                "no chmod, chown, utime or xattr change outside the write list"
+            }
+            Guarantee::WritableNoExec => {
+                "nothing written by the agent runs (noexec writable trees)"
+            }
+            Guarantee::MemfdNoExec => "no fileless (memfd) programs",
+            Guarantee::ProcPrivate => "/proc shows only the sandbox's processes",
+            Guarantee::IpcPrivate => "SysV IPC, message queues and /dev/shm private",
         }
     }
 }

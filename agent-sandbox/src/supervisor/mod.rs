@@ -275,9 +275,15 @@ impl Sandbox {
         } else {
             0
         };
+        let ipc_flags = if plan.namespaces.ipc {
+            libc::CLONE_NEWIPC
+        } else {
+            0
+        };
         let ns_flags = libc::CLONE_NEWPID
             | net_flags
             | mount_flags
+            | ipc_flags
             | if root { 0 } else { libc::CLONE_NEWUSER };
         let (pid, isolation) = match clone_fork(ns_flags) {
             Ok(pid) => (
@@ -288,8 +294,8 @@ impl Sandbox {
             ),
             Err(e) if mount_flags != 0 => {
                 return Err(restore(anyhow!(
-                    "cannot create the sandbox's mount namespace (protect globs are read-only \
-                     bind mounts in it): {e}"
+                    "cannot create the sandbox's mount namespace (its filesystem view and \
+                     protect binds live in it): {e}"
                 )))
             }
             Err(e) => {

@@ -430,6 +430,22 @@ static __always_inline void event_path(struct ab_event *e, struct walk *w)
 		e->flags |= EVF_PATH_TRUNC;
 }
 
+/* The observers' label for an fd (observe.bpf.h): the path of its file, by the walk above. */
+static __always_inline void label_fd(struct ab_event *e, __u64 fd)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *file = 0;
+	struct walk w;
+
+	if (fd >= BPF_CORE_READ(fdt, max_fds) ||
+	    bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
+		return;
+	walk_from(&w, 0, 0, BPF_CORE_READ(file, f_path.dentry), BPF_CORE_READ(file, f_path.mnt));
+	event_path(e, &w);
+}
+
 /* Basename rules on the leaf: 0, LR_DENY_NAME or LR_NAME_TOO_LONG. */
 static __always_inline __u8 name_rule(__u32 id, struct dentry *leaf)
 {

@@ -18,6 +18,7 @@
 
 #define AF_INET 2
 #define AF_INET6 10
+#define OBS_PROT_EXEC 0x4
 
 #if defined(bpf_target_x86)
 #define NR_open 2
@@ -41,6 +42,26 @@
 #define NR_kill 62
 #define NR_tkill 200
 #define NR_tgkill 234
+/* Metadata changes: refused with EROFS outside the writable trees (the mount view). */
+#define NR_truncate 76
+#define NR_chmod 90
+#define NR_chown 92
+#define NR_lchown 94
+#define NR_utime 132
+#define NR_setxattr 188
+#define NR_lsetxattr 189
+#define NR_removexattr 197
+#define NR_lremovexattr 198
+#define NR_utimes 235
+#define NR_fchownat 260
+#define NR_futimesat 261
+#define NR_fchmodat 268
+#define NR_utimensat 280
+#define NR_fchmodat2 452
+#define NR_setxattrat 463
+#define NR_removexattrat 466
+/* PROT_EXEC mappings: refused with EPERM on a noexec mount (the view's writable trees). */
+#define NR_mmap 9
 #define syscall_nr_of(regs) BPF_CORE_READ(regs, orig_ax)
 #elif defined(bpf_target_arm64)
 /* asm-generic numbering: no open/creat/link/rename/unlink. */
@@ -65,6 +86,24 @@
 #define NR_kill 129
 #define NR_tkill 130
 #define NR_tgkill 131
+#define NR_truncate 45
+#define NR_chmod -7
+#define NR_chown -8
+#define NR_lchown -9
+#define NR_utime -10
+#define NR_setxattr 5
+#define NR_lsetxattr 6
+#define NR_removexattr 14
+#define NR_lremovexattr 15
+#define NR_utimes -11
+#define NR_fchownat 54
+#define NR_futimesat -12
+#define NR_fchmodat 53
+#define NR_utimensat 88
+#define NR_fchmodat2 452
+#define NR_setxattrat 463
+#define NR_removexattrat 466
+#define NR_mmap 222
 #define syscall_nr_of(regs) BPF_CORE_READ(regs, syscallno)
 #else
 #error "agentbox observers: add this architecture's syscall numbers"
@@ -78,6 +117,7 @@ enum label_kind {
 	LABEL_MSGHDR,	/* struct msghdr *, whose first field is msg_name */
 	LABEL_PID,	/* pid_t */
 	LABEL_SOCKET,	/* socket(family, type, protocol) */
+	LABEL_FD,	/* an fd: the path of its file */
 };
 
 /* Index of the labelling argument of a watched syscall, or -1 if not watched. */
@@ -90,6 +130,16 @@ static __always_inline int watched_label(long nr, enum label_kind *kind)
 	case NR_link:
 	case NR_rename:
 	case NR_unlink:
+	case NR_truncate:
+	case NR_chmod:
+	case NR_chown:
+	case NR_lchown:
+	case NR_utime:
+	case NR_utimes:
+	case NR_setxattr:
+	case NR_lsetxattr:
+	case NR_removexattr:
+	case NR_lremovexattr:
 		*kind = LABEL_PATH;
 		return 0;
 	case NR_openat:
@@ -99,6 +149,13 @@ static __always_inline int watched_label(long nr, enum label_kind *kind)
 	case NR_renameat:
 	case NR_renameat2:
 	case NR_unlinkat:
+	case NR_fchownat:
+	case NR_futimesat:
+	case NR_fchmodat:
+	case NR_utimensat:
+	case NR_fchmodat2:
+	case NR_setxattrat:
+	case NR_removexattrat:
 		*kind = LABEL_PATH;
 		return 1;
 	case NR_connect:
@@ -119,6 +176,9 @@ static __always_inline int watched_label(long nr, enum label_kind *kind)
 	case NR_socket:
 		*kind = LABEL_SOCKET;
 		return 0;
+	case NR_mmap:
+		*kind = LABEL_FD;
+		return 4;
 	}
 	*kind = LABEL_NONE;
 	return -1;
@@ -162,6 +222,10 @@ static __always_inline void label_sockaddr(struct ab_event *e, __u64 uaddr)
 	}
 }
 
+/* The path of the file behind `fd` of the current task: defined in lsm.bpf.h, beside the
+ * bounded path walk it uses. */
+static __always_inline void label_fd(struct ab_event *e, __u64 fd);
+
 static __always_inline void label_event(struct ab_event *e, long nr, __u64 args[STASH_ARGS])
 {
 	enum label_kind kind;
@@ -192,6 +256,9 @@ static __always_inline void label_event(struct ab_event *e, long nr, __u64 args[
 	case LABEL_PID:
 		e->target_pid = (__s32)arg;
 		e->flags |= EVF_HAS_TARGET;
+		break;
+	case LABEL_FD:
+		label_fd(e, arg);
 		break;
 	case LABEL_SOCKET:
 		e->family = (__u16)args[0];
@@ -224,6 +291,9 @@ int BPF_PROG(observe_sys_enter, struct pt_regs *regs, long id)
 	if (tctx->flags)
 		tctx->flags = 0;
 	if (watched_label(id, &kind) < 0)
+		return 0;
+	/* Only executable mappings can meet a noexec mount. */
+	if (id == NR_mmap && !(PT_REGS_PARM3_CORE_SYSCALL(regs) & OBS_PROT_EXEC))
 		return 0;
 	tctx->nr = id;
 	read_args(regs, tctx->args);

@@ -20,6 +20,11 @@ use crate::audit::{Action, Denial, Event, Object, ProcessEvent, ProcessKind};
 use crate::layers::seccomp::DenyTable;
 use crate::layers::EventSource;
 
+/// Rule of an EROFS on a protect match (layers/mounts.rs binds it read-only).
+const PROTECT_RULE: &str = "filesystem.protect: read-only bind mount";
+/// Rule of an EROFS anywhere else: the view is read-only outside the writable trees.
+const VIEW_RULE: &str = "filesystem: read-only outside filesystem.write";
+
 /// Layer name of denials no agentbox layer claims (EPERM from the kernel itself).
 const KERNEL_LAYER: &str = "kernel";
 const LANDLOCK_LAYER: &str = crate::policy::Layer::Landlock.name();
@@ -108,6 +113,8 @@ pub(crate) struct Mapper {
     /// The policy's deny globs, to name the one a BPF LSM file denial enforced.
     deny_globs: Vec<String>,
     deny_set: GlobSet,
+    /// The policy's protect globs, to tell a protect bind from the read-only view.
+    protect_set: GlobSet,
     /// Events received (mapped, or dropped as duplicates): the accounting's left side.
     delivered: u64,
     foreign: u64,
@@ -122,8 +129,36 @@ impl Mapper {
             who: HashMap::new(),
             deny_globs: Vec::new(),
             deny_set: GlobSet::empty(),
+            protect_set: GlobSet::empty(),
             delivered: 0,
             foreign: 0,
+        }
+    }
+
+    /// Tells protect binds from the read-only view: an EROFS on a protect match (or inside
+    /// one) is the protect rule's, any other the view's.
+    pub(crate) fn with_protect_globs(mut self, globs: &[String]) -> Self {
+        let mut set = GlobSetBuilder::new();
+        for glob in globs {
+            if let Ok(g) = GlobBuilder::new(glob).literal_separator(true).build() {
+                set.add(g);
+            }
+        }
+        self.protect_set = set.build().unwrap_or_else(|_| GlobSet::empty());
+        self
+    }
+
+    fn read_only_rule(&self, object: &Object) -> &'static str {
+        let Object::Path { path, .. } = object else {
+            return PROTECT_RULE;
+        };
+        let protected = std::path::Path::new(path)
+            .ancestors()
+            .any(|p| self.protect_set.is_match(p));
+        if protected {
+            PROTECT_RULE
+        } else {
+            VIEW_RULE
         }
     }
 
@@ -215,7 +250,7 @@ impl Mapper {
                 killed,
                 ..
             } => {
-                let name = ebpf_probes::syscall_name(syscall).unwrap_or("?");
+                let name = crate::policy::syscalls::name(syscall).unwrap_or("?");
                 if errno == libc::EPERM {
                     let args = reconstructed_args(name, target_pid, socket);
                     if self.seccomp.denies(syscall, &args) {
@@ -228,7 +263,7 @@ impl Mapper {
                 if ppid != 0 {
                     who.ppid = Some(ppid as i32);
                 }
-                let (layer, rule, object) = syscall_denial(
+                let (layer, mut rule, object) = syscall_denial(
                     name,
                     syscall,
                     errno,
@@ -237,6 +272,10 @@ impl Mapper {
                     target_pid,
                     socket,
                 );
+                // EBUSY is a mount point (a protect bind) refusing to move; EROFS may be either.
+                if rule == PROTECT_RULE && errno == libc::EROFS {
+                    rule = self.read_only_rule(&object).to_string();
+                }
                 Some(Event::Denial(Denial {
                     layer: layer.into(),
                     rule,
@@ -681,6 +720,13 @@ fn syscall_denial(
         "link" | "linkat" => "link",
         "rename" | "renameat" | "renameat2" => "rename",
         "unlink" | "unlinkat" => "unlink",
+        "chmod" | "fchmodat" | "fchmodat2" => "chmod",
+        "chown" | "lchown" | "fchownat" => "chown",
+        "utime" | "utimes" | "futimesat" | "utimensat" => "utime",
+        "setxattr" | "lsetxattr" | "setxattrat" => "setxattr",
+        "removexattr" | "lremovexattr" | "removexattrat" => "removexattr",
+        "truncate" => "truncate",
+        "mmap" => "map-exec",
         _ => "",
     };
     let syscall_object = || Object::Syscall {
@@ -689,9 +735,9 @@ fn syscall_denial(
         args: [0; 6],
     };
     match (errno, access, name) {
-        // Read-only bind mounts of protected paths (layers/mounts.rs): writing answers EROFS,
-        // renaming or removing the mount point EBUSY. A filesystem mounted read-only on the
-        // host looks the same to the observer.
+        // The view (layers/mounts.rs) answers EROFS outside the writable trees and on protect
+        // binds, EBUSY on renaming or removing a protect bind; the mapper tells which rule
+        // (`read_only_rule`). A filesystem mounted read-only on the host looks the same.
         (libc::EROFS | libc::EBUSY, a, _) if !a.is_empty() && path.is_some() => {
             let object = Object::Path {
                 path: path.unwrap_or_default(),
@@ -699,7 +745,20 @@ fn syscall_denial(
             };
             return (
                 crate::layers::mounts::LAYER.name(),
-                "filesystem.protect: read-only bind mount".into(),
+                PROTECT_RULE.into(),
+                object,
+            );
+        }
+        // The view's writable trees are noexec: mapping a file there executable (the
+        // dynamic loader running a copied program) answers EPERM.
+        (libc::EPERM, "map-exec", _) if path.is_some() => {
+            let object = Object::Path {
+                path: path.unwrap_or_default(),
+                access: access.to_string(),
+            };
+            return (
+                crate::layers::mounts::LAYER.name(),
+                "filesystem: noexec outside filesystem.exec".into(),
                 object,
             );
         }

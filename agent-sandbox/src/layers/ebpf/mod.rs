@@ -60,6 +60,8 @@ pub(crate) struct EbpfPlan {
     audit_only: bool,
     /// The policy's deny globs, so BPF LSM file denials name the glob that denied.
     deny_globs: Vec<String>,
+    /// The policy's protect globs, so read-only refusals name the right rule.
+    protect_globs: Vec<String>,
     /// The observers report this sandbox's events.
     observe: bool,
 }
@@ -91,6 +93,12 @@ impl EbpfPlan {
             deny_globs: policy
                 .filesystem
                 .deny
+                .iter()
+                .map(|g| g.pattern.clone())
+                .collect(),
+            protect_globs: policy
+                .filesystem
+                .protect
                 .iter()
                 .map(|g| g.pattern.clone())
                 .collect(),
@@ -127,6 +135,7 @@ impl EbpfPlan {
             sandbox: Arc::new(sandbox),
             net: self.net.clone(),
             deny_globs: self.deny_globs.clone(),
+            protect_globs: self.protect_globs.clone(),
             observe: self.observe,
         })
     }
@@ -151,6 +160,7 @@ pub(crate) struct Registration {
     sandbox: Arc<ebpf_probes::Sandbox>,
     net: ebpf_probes::NetRules,
     deny_globs: Vec<String>,
+    protect_globs: Vec<String>,
     observe: bool,
 }
 
@@ -184,7 +194,8 @@ impl Registration {
             .events()
             .context("opening the kernel event rings")?;
         let mapper = events::Mapper::new(self.sandbox.id(), seccomp, self.net.clone())
-            .with_deny_globs(&self.deny_globs);
+            .with_deny_globs(&self.deny_globs)
+            .with_protect_globs(&self.protect_globs);
         Ok(Some(events::KernelSource::new(
             stream,
             mapper,

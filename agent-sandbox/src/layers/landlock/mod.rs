@@ -47,9 +47,30 @@ pub(crate) struct LandlockPlan {
     ruleset: Option<OwnedFd>,
     restrict_flags: u32,
     rules: usize,
+    /// Rules for paths the filesystem view mounts anew in init (/proc, /dev/shm): a rule's
+    /// inode from the parent's mounts would not be the new mount's, so init adds these
+    /// itself, on the new mounts, before restricting itself.
+    late: Vec<LateRule>,
     #[cfg(test)]
     notes: Vec<String>,
 }
+
+/// A path-beneath rule opened in the child, on the view's own mount of `path`.
+#[derive(Debug)]
+struct LateRule {
+    path: std::ffi::CString,
+    access: u64,
+}
+
+/// `struct landlock_path_beneath_attr` of <linux/landlock.h> (packed).
+#[repr(C, packed)]
+struct PathBeneathAttr {
+    allowed_access: u64,
+    parent_fd: i32,
+}
+
+/// `LANDLOCK_RULE_PATH_BENEATH`.
+const RULE_PATH_BENEATH: libc::c_int = 1;
 
 impl LandlockPlan {
     /// The Landlock ABI the ruleset was built for (0: Landlock unavailable, nothing enforced).
@@ -76,6 +97,9 @@ impl LandlockPlan {
         let Some(fd) = &self.ruleset else {
             return Ok(());
         };
+        for rule in &self.late {
+            add_late_rule(fd.as_raw_fd(), rule)?;
+        }
         // SAFETY: landlock_restrict_self takes an fd and flags by value; the fd is owned by self.
         let ret = unsafe {
             libc::syscall(
@@ -120,6 +144,9 @@ pub(crate) struct Share {
     /// BPF LSM's `path_truncate` program restricts truncate(2) where Landlock (ABI < 3) does
     /// not.
     pub truncate_by_bpf_lsm: bool,
+    /// Mount points the filesystem view mounts anew in init (/proc, /dev/shm): rules at or
+    /// below them are added by init on the new mounts.
+    pub remounted: Vec<PathBuf>,
 }
 
 impl Share {
@@ -194,10 +221,46 @@ fn unavailable(reason: String) -> (LandlockPlan, Coverage) {
         ruleset: None,
         restrict_flags: 0,
         rules: 0,
+        late: Vec::new(),
         #[cfg(test)]
         notes: vec![reason],
     };
     (plan, coverage)
+}
+
+/// Adds `rule` to the ruleset, on the mount at its path now. No allocation (child side).
+fn add_late_rule(ruleset: i32, rule: &LateRule) -> io::Result<()> {
+    // SAFETY: `path` is NUL-terminated; the fd is closed below.
+    let fd = unsafe {
+        libc::open(
+            rule.path.as_ptr(),
+            libc::O_PATH | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let attr = PathBeneathAttr {
+        allowed_access: rule.access,
+        parent_fd: fd,
+    };
+    // SAFETY: `attr` is a live packed struct as the syscall expects; both fds are open.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_add_rule,
+            ruleset,
+            RULE_PATH_BENEATH,
+            &attr as *const PathBeneathAttr,
+            0,
+        )
+    };
+    let err = io::Error::last_os_error();
+    // SAFETY: closing the O_PATH fd opened above.
+    unsafe { libc::close(fd) };
+    if ret != 0 {
+        return Err(err);
+    }
+    Ok(())
 }
 
 /// `kernel_abi` may be lower than the running kernel's (tests use that to check older-ABI
@@ -279,7 +342,22 @@ fn compile_for_abi(
     let mut created = ruleset.create().context("landlock: creating the ruleset")?;
 
     let mut rules = 0;
+    let mut late = Vec::new();
     for (path, access) in &fs.rules {
+        if share.remounted.iter().any(|m| path.starts_with(m)) {
+            let access = if path.is_dir() {
+                *access
+            } else {
+                *access & AccessFs::from_file(abi)
+            };
+            late.push(LateRule {
+                path: std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+                    .with_context(|| format!("{} contains a NUL byte", path.display()))?,
+                access: access.bits(),
+            });
+            rules += 1;
+            continue;
+        }
         let Some(rule) = path_rule(path, *access, abi)? else {
             notes.push(format!(
                 "{} left out: it vanished or became a symlink while compiling",
@@ -324,6 +402,7 @@ fn compile_for_abi(
         ruleset: Some(ruleset),
         restrict_flags,
         rules,
+        late,
         #[cfg(test)]
         notes,
     };
