@@ -259,6 +259,10 @@ pub const ATTACKS: &[(&str, AttackFn)] = &[
     ("write-audit-log", write_audit_log),
     ("write-profile", write_profile),
     ("long-path", long_path),
+    ("metadata-chmod-secret", metadata_chmod_secret),
+    ("metadata-utime-secret", metadata_utime_secret),
+    ("metadata-xattr-secret", metadata_xattr_secret),
+    ("proc-host-process", proc_host_process),
     ("exec-copied-binary", exec_copied_binary),
     ("exec-ld-so", exec_ld_so),
     ("exec-proc-fd", exec_proc_fd),
@@ -1570,6 +1574,76 @@ fn write_shell_rc(ctx: &Ctx) -> Attempt {
     let rc = ctx.home.join(".bashrc");
     create(&mut a, &rc, b"echo agentbox-selftest-bashrc\n");
     a.target(rc.display().to_string())
+}
+
+/// A path call (`chmod`, `utimensat`, `setxattr`) on `path`, as one step.
+fn path_call(a: &mut Attempt, what: &str, path: &Path, call: impl Fn(&CString) -> libc::c_int) {
+    let c = cstr(path);
+    let r = call(&c);
+    a.tried.push(path.display().to_string());
+    a.step(what, if r < 0 { Err(errno()) } else { Ok(0) });
+}
+
+/// The user's own key made world-readable: its owner may chmod it, Landlock has no right for
+/// metadata, so only a read-only mount refuses it.
+fn metadata_chmod_secret(ctx: &Ctx) -> Attempt {
+    let mut a = Attempt::default();
+    // SAFETY: chmod reads a C string alive for the call.
+    path_call(&mut a, "chmod 0644 the ssh key", &ctx.ssh_key, |c| unsafe {
+        libc::chmod(c.as_ptr(), 0o644)
+    });
+    a.target(ctx.ssh_key.display().to_string())
+}
+
+/// A secret's times reset (hiding that it was replaced), through utimensat on its path.
+fn metadata_utime_secret(ctx: &Ctx) -> Attempt {
+    let mut a = Attempt::default();
+    let times = [libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    }; 2];
+    // SAFETY: utimensat reads a C string and two timespecs alive for the call.
+    path_call(
+        &mut a,
+        "utimensat the aws credentials",
+        &ctx.aws_credentials,
+        |c| unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0) },
+    );
+    a.target(ctx.aws_credentials.display().to_string())
+}
+
+/// An extended attribute planted on a secret (security.* needs caps; user.* only ownership).
+fn metadata_xattr_secret(ctx: &Ctx) -> Attempt {
+    let mut a = Attempt::default();
+    let value = b"agentbox-selftest";
+    // SAFETY: setxattr reads two C strings and a buffer alive for the call.
+    path_call(
+        &mut a,
+        "setxattr user.agent on gh hosts",
+        &ctx.gh_hosts,
+        |c| unsafe {
+            libc::setxattr(
+                c.as_ptr(),
+                c"user.agent".as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            )
+        },
+    );
+    a.target(ctx.gh_hosts.display().to_string())
+}
+
+/// A host process's command line (secrets in argv are common) read through /proc.
+fn proc_host_process(ctx: &Ctx) -> Attempt {
+    let mut a = Attempt::default();
+    let path = PathBuf::from(format!("/proc/{}/cmdline", ctx.outside_pid));
+    let r = std::fs::read(&path)
+        .map(|b| b.len() as i64)
+        .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO));
+    a.tried.push(path.display().to_string());
+    a.step("read a host process's cmdline", r);
+    a
 }
 
 fn write_audit_log(ctx: &Ctx) -> Attempt {

@@ -485,6 +485,38 @@ pub const CATALOGUE: &[Spec] = &[
         protected("fresh/.env"),
     ),
     fs("write-shell-rc", "write ~/.bashrc", Guarantee::FsAllowList),
+    spec(
+        "metadata-chmod-secret",
+        "files",
+        "chmod the user's own ssh key world-readable",
+        "mounts",
+        FS_LOGGED,
+        Some(Guarantee::FsMetadataReadOnly),
+    ),
+    spec(
+        "metadata-utime-secret",
+        "files",
+        "utimensat a secret outside the write list",
+        "mounts",
+        FS_LOGGED,
+        Some(Guarantee::FsMetadataReadOnly),
+    ),
+    spec(
+        "metadata-xattr-secret",
+        "files",
+        "setxattr user.* on a secret outside the write list",
+        "mounts",
+        FS_LOGGED,
+        Some(Guarantee::FsMetadataReadOnly),
+    ),
+    spec(
+        "proc-host-process",
+        "processes",
+        "read a host process's /proc/PID/cmdline",
+        "mounts (private /proc)",
+        Expect::NoEvent,
+        Some(Guarantee::ProcPrivate),
+    ),
     with(
         fs(
             "write-audit-log",
@@ -515,17 +547,13 @@ pub const CATALOGUE: &[Spec] = &[
         FS_LOGGED,
         Some(Guarantee::ExecAllowList),
     ),
-    gap(
-        spec(
-            "exec-ld-so",
-            "exec",
-            "ld.so /path/to/copy (loader maps it)",
-            "bpf-lsm (mmap_file)",
-            FS_LOGGED,
-            None,
-        ),
-        "Landlock checks execve, not mmap(PROT_EXEC): the dynamic loader (in an exec tree) \
-         maps and runs any readable file; only a BPF LSM mmap_file/file_mprotect hook closes it",
+    spec(
+        "exec-ld-so",
+        "exec",
+        "ld.so /path/to/copy (loader maps it)",
+        "mounts (noexec) / bpf-lsm (mmap_file)",
+        FS_LOGGED,
+        Some(Guarantee::WritableNoExec),
     ),
     spec(
         "exec-proc-fd",
@@ -535,17 +563,13 @@ pub const CATALOGUE: &[Spec] = &[
         FS_LOGGED,
         Some(Guarantee::ExecAllowList),
     ),
-    gap(
-        spec(
-            "exec-memfd",
-            "exec",
-            "fileless exec of a memfd",
-            "bpf-lsm (bprm_check)",
-            FS_LOGGED,
-            None,
-        ),
-        "memfd files live on an internal mount Landlock does not govern: a fileless exec runs; \
-         only a BPF LSM bprm_check hook closes it (seccomp cannot see the file)",
+    spec(
+        "exec-memfd",
+        "exec",
+        "fileless exec of a memfd",
+        "mounts (vm.memfd_noexec) / bpf-lsm (bprm_check)",
+        FS_LOGGED,
+        Some(Guarantee::MemfdNoExec),
     ),
     // Network.
     spec(

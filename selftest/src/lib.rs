@@ -301,13 +301,18 @@ fn toml_str(s: &str) -> String {
 
 /// Deny or protect globs of `policy` that match `path` (as Landlock omission would: `*` stays
 /// in one component). Both keep the agent from writing the file.
+/// A glob matching the path or a directory above it: a denied or protected directory covers
+/// what is inside (`**/.git/hooks` protects `.git/hooks/pre-commit`).
 fn denied_by_globs(policy: &agent_sandbox::policy::Policy, path: &Path) -> bool {
     let fs = &policy.filesystem;
     fs.deny.iter().chain(&fs.protect).any(|g| {
         globset::GlobBuilder::new(&g.pattern)
             .literal_separator(true)
             .build()
-            .map(|glob| glob.compile_matcher().is_match(path))
+            .map(|glob| {
+                let matcher = glob.compile_matcher();
+                path.ancestors().any(|p| matcher.is_match(p))
+            })
             .unwrap_or(false)
     })
 }
@@ -856,15 +861,32 @@ pub fn summary(reports: &[Report]) -> String {
     }
     let parts: Vec<String> = counts.iter().map(|(l, n)| format!("{n} {l}")).collect();
     let failed = reports.iter().filter(|r| r.verdict.is_failure()).count();
+    // The attacks that worked here, by name: a summary never reads "all held" over them.
+    let open: Vec<&str> = reports
+        .iter()
+        .filter(|r| {
+            matches!(
+                r.verdict,
+                Verdict::KnownGap(_) | Verdict::NotEnforcedHere(_)
+            )
+        })
+        .map(|r| r.name.as_str())
+        .collect();
+    let verdict = if failed > 0 {
+        "SOME GUARANTEES FAILED.".to_string()
+    } else if open.is_empty() {
+        "Every technique was stopped.".to_string()
+    } else {
+        format!(
+            "No enforced guarantee failed, but these attacks WORKED here (known gaps, or \
+             guarantees this machine lacks): {}.",
+            open.join(", ")
+        )
+    };
     format!(
-        "\n{} techniques: {}. {}\n",
+        "\n{} techniques: {}. {verdict}\n",
         reports.len(),
-        parts.join(", "),
-        if failed == 0 {
-            "Every applicable guarantee held."
-        } else {
-            "SOME GUARANTEES FAILED."
-        }
+        parts.join(", ")
     )
 }
 

@@ -210,14 +210,49 @@ fn process_capabilities_zero() {
     expect("capabilities-zero", &["held"]);
 }
 
-/// The default profile protects the `.git/hooks` directory (a read-only bind mount), but the
-/// selftest matches the hook FILE against the globs, so it reports not applicable. Made
-/// applicable (catalogue target `.git/hooks`), the attack is denied with EROFS but the verdict
-/// is FAILED: the eBPF observer reports only EACCES/EPERM, so no denial event is logged. The
-/// mechanism is tested in tests/host/protect.rs.
+/// The default profile protects the `.git/hooks` directory, and with it the hooks inside (a
+/// read-only bind mount): creating one fails with EROFS, which the observers log as root.
 #[test]
 fn files_create_git_hook() {
-    expect("create-git-hook", &["not-applicable-here"]);
+    root_held_and_logged("create-git-hook");
+}
+
+/// Where the observers run (root), `held` with its event; unprivileged the refusal is
+/// checked and the missing event is the documented `held-not-logged`.
+fn root_held_and_logged(name: &str) {
+    if agentbox_tests::is_root() {
+        let r = expect(name, &["held"]);
+        assert!(
+            !r.events.is_empty(),
+            "{name}: held without an event: {}",
+            dump(&r)
+        );
+    } else {
+        expect(name, &["held", "held-not-logged"]);
+    }
+}
+
+/// The isolation view: metadata of files outside the write list is read-only at the mount
+/// level, whoever owns them.
+#[test]
+fn files_metadata_chmod_secret() {
+    root_held_and_logged("metadata-chmod-secret");
+}
+
+#[test]
+fn files_metadata_utime_secret() {
+    root_held_and_logged("metadata-utime-secret");
+}
+
+#[test]
+fn files_metadata_xattr_secret() {
+    root_held_and_logged("metadata-xattr-secret");
+}
+
+/// /proc is the sandbox's own: a host pid does not exist there (no event by construction).
+#[test]
+fn processes_proc_host_process() {
+    expect("proc-host-process", &["held"]);
 }
 
 /// `default` protects `**/.envrc`, but the attack creates a NEW `.envrc` after launch: Landlock
@@ -248,15 +283,23 @@ fn files_read_etc_shadow() {
     );
 }
 
-/// Known gaps of Landlock-only kernels, closed only by BPF LSM (docs/security.md).
+/// The loader mapping a copy the agent wrote: refused by the view's noexec writable trees
+/// (and by BPF LSM's mmap_file where it loads), logged as root.
 #[test]
 fn exec_ld_so() {
-    expect("exec-ld-so", &["held", "known-gap", "not-applicable-here"]);
+    root_held_and_logged("exec-ld-so");
 }
 
+/// A memfd program: refused by vm.memfd_noexec in the sandbox's pid namespace (root, 6.3+)
+/// or BPF LSM's bprm_check; unprivileged on a kernel without BPF LSM it is not enforced, and
+/// the launch record says so.
 #[test]
 fn exec_memfd() {
-    expect("exec-memfd", &["held", "known-gap"]);
+    if agentbox_tests::is_root() {
+        root_held_and_logged("exec-memfd");
+    } else {
+        expect("exec-memfd", &["held", "not-enforced-here"]);
+    }
 }
 
 #[test]

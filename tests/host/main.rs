@@ -5,3 +5,4 @@ mod net;
 mod observe;
 mod protect;
 mod run;
+mod view;
