@@ -237,7 +237,7 @@ impl Plan {
         let process = process::compile(&policy, env, cgroup.holds("pids"), cgroup.holds("memory"))
             .context("process layer")?;
 
-        let net_namespace = net_namespace(&policy, &coverage);
+        let net_namespace = net_namespace(&policy, &coverage, view.is_ok());
         if net_namespace {
             coverage.push(Layer::Netns, Guarantee::ScopeAbstractUnix, Status::Enforced);
         }
@@ -354,14 +354,15 @@ impl Plan {
     }
 }
 
-/// Whether the agent gets a network namespace of its own: when no other layer keeps it from
-/// abstract UNIX sockets outside the sandbox (Landlock before ABI 6) and the policy allows no
-/// network, so the namespace takes nothing away. Abstract socket names are per network
-/// namespace, so an empty one reaches none of the host's. Where Landlock scopes, it is not
-/// used: Landlock's EPERM leaves an audit event, a missing peer (ECONNREFUSED) does not.
-fn net_namespace(policy: &Policy, coverage: &Coverage) -> bool {
+/// Whether the agent gets a network namespace of its own: whenever the policy allows no
+/// network at all (so the namespace takes nothing away) and init can have one (`namespaces`:
+/// root, or a user namespace), and also where no other layer keeps the agent from abstract
+/// UNIX sockets outside the sandbox (Landlock before ABI 6). In an empty namespace a socket
+/// that listens without bind(2) (autobound: no bind hook runs) is reachable from nowhere, and
+/// abstract socket names, which are per network namespace, reach none of the host's.
+fn net_namespace(policy: &Policy, coverage: &Coverage, namespaces: bool) -> bool {
     let no_network = policy.network.allow.is_empty() && policy.network.bind.is_empty();
-    no_network && !coverage.enforces(Guarantee::ScopeAbstractUnix)
+    no_network && (namespaces || !coverage.enforces(Guarantee::ScopeAbstractUnix))
 }
 
 #[cfg(test)]
@@ -377,7 +378,7 @@ mod tests {
     }
 
     #[test]
-    fn net_namespace_only_without_network_and_without_landlock_scoping() {
+    fn net_namespace_whenever_there_is_no_network_and_namespaces_are_possible() {
         let p = policy();
         let mut coverage = Coverage::default();
         coverage.push(
@@ -385,19 +386,22 @@ mod tests {
             Guarantee::ScopeAbstractUnix,
             Status::Missing("ABI 2".into()),
         );
-        assert!(net_namespace(&p, &coverage));
+        assert!(net_namespace(&p, &coverage, false));
         let mut online = policy();
         online.network.allow.push(NetRule {
             net: None,
             ports: PortRange::single(443),
         });
-        assert!(!net_namespace(&online, &coverage));
+        assert!(!net_namespace(&online, &coverage, true));
         coverage.push(
             Layer::Landlock,
             Guarantee::ScopeAbstractUnix,
             Status::Enforced,
         );
-        assert!(!net_namespace(&p, &coverage));
+        // Landlock scopes abstract sockets, but an autobound listener still needs the
+        // namespace.
+        assert!(net_namespace(&p, &coverage, true));
+        assert!(!net_namespace(&p, &coverage, false));
     }
 
     #[test]

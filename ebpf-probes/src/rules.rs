@@ -227,23 +227,26 @@ impl PrefixLen for Ipv6Net {
 /// The default deny rules every sandbox should carry unless its profile names them exactly:
 /// host loopback and the cloud metadata endpoints, all ports.
 pub fn default_deny_rules() -> Vec<NetRule> {
-    let nets: [IpNet; 5] = [
-        Ipv4Net::new(Ipv4Addr::new(127, 0, 0, 0), 8)
-            .expect("valid")
-            .into(),
-        Ipv6Net::new(Ipv6Addr::LOCALHOST, 128)
-            .expect("valid")
-            .into(),
-        Ipv4Net::new(Ipv4Addr::new(169, 254, 169, 254), 32)
-            .expect("valid")
-            .into(),
-        Ipv6Net::new(Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254), 128)
-            .expect("valid")
-            .into(),
-        // Alibaba Cloud serves its metadata at 100.100.100.200.
-        Ipv4Net::new(Ipv4Addr::new(100, 100, 100, 200), 32)
-            .expect("valid")
-            .into(),
+    let v4 = |a: [u8; 4], len| IpNet::from(Ipv4Net::new(Ipv4Addr::from(a), len).expect("valid"));
+    let v6 = |a: Ipv6Addr, len| IpNet::from(Ipv6Net::new(a, len).expect("valid"));
+    let nets: [IpNet; 10] = [
+        // The host itself: loopback, and the wildcard addresses, which connect to it too.
+        v4([127, 0, 0, 0], 8),
+        v6(Ipv6Addr::LOCALHOST, 128),
+        v4([0, 0, 0, 0], 32),
+        v6(Ipv6Addr::UNSPECIFIED, 128),
+        // Link-local, where the clouds serve instance metadata and credentials (AWS, GCP,
+        // Azure IMDS, Oracle, DigitalOcean, OpenStack at 169.254.169.254; Tencent at
+        // 169.254.0.23; AWS ECS task credentials at 169.254.170.2).
+        v4([169, 254, 0, 0], 16),
+        // AWS and GCP over IPv6.
+        v6(Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254), 128),
+        v6(Ipv6Addr::new(0xfd20, 0xce, 0, 0, 0, 0, 0, 0x254), 128),
+        // Alibaba Cloud; Azure's WireServer (certificates, extension settings); Oracle
+        // Cloud Classic.
+        v4([100, 100, 100, 200], 32),
+        v4([168, 63, 129, 16], 32),
+        v4([192, 0, 0, 192], 32),
     ];
     nets.into_iter()
         .map(|net| NetRule::new(net, PortRange::ALL))

@@ -273,6 +273,8 @@ pub const ATTACKS: &[(&str, AttackFn)] = &[
     ("metadata-ipv4", metadata_ipv4),
     ("metadata-ipv6", metadata_ipv6),
     ("raw-socket", raw_socket),
+    ("tcp-fastopen", tcp_fastopen),
+    ("ip-protocol-variants", ip_protocol_variants),
     ("packet-socket", packet_socket),
     ("netlink-socket", netlink_socket),
     ("vsock-socket", vsock_socket),
@@ -1961,6 +1963,68 @@ fn socket_attempt(a: &mut Attempt, what: &str, domain: i32, ty: i32, proto: i32)
             a.win(format!("{what}: {} (past the filter)", errno_name(e)));
         }
     }
+}
+
+/// A TCP connection made by sendto(MSG_FASTOPEN): the SYN leaves without connect(2), so a
+/// connect hook alone never sees it.
+fn tcp_fastopen(ctx: &Ctx) -> Attempt {
+    let mut a = Attempt::default();
+    // SAFETY: socket takes integers only.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        a.step("socket(AF_INET, SOCK_STREAM)", Err(errno()));
+        return a.target("sendto");
+    }
+    // SAFETY: the fd the kernel just returned.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: ctx.tcp_port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let data = b"agentbox-selftest";
+    // SAFETY: `data` and `addr` are live for the call, with the lengths passed.
+    let r = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            data.as_ptr().cast(),
+            data.len(),
+            libc::MSG_FASTOPEN,
+            (&addr as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    a.step(
+        &format!("sendto(MSG_FASTOPEN) 127.0.0.1:{}", ctx.tcp_port),
+        if r < 0 { Err(errno()) } else { Ok(r as i64) },
+    );
+    a.target("sendto")
+}
+
+/// IP protocols other than TCP and UDP on stream and datagram sockets, which a TCP-only
+/// filter (Landlock's) does not govern: MPTCP, SCTP (stream), UDP-Lite, ICMP echo.
+fn ip_protocol_variants(_: &Ctx) -> Attempt {
+    let mut a = Attempt::default();
+    for (what, ty, proto) in [
+        (
+            "socket(AF_INET, SOCK_STREAM, MPTCP)",
+            libc::SOCK_STREAM,
+            262,
+        ),
+        ("socket(AF_INET, SOCK_STREAM, SCTP)", libc::SOCK_STREAM, 132),
+        (
+            "socket(AF_INET, SOCK_DGRAM, UDPLITE)",
+            libc::SOCK_DGRAM,
+            136,
+        ),
+        ("socket(AF_INET, SOCK_DGRAM, ICMP)", libc::SOCK_DGRAM, 1),
+    ] {
+        socket_attempt(&mut a, what, libc::AF_INET, ty, proto);
+    }
+    a.target("socket")
 }
 
 fn raw_socket(_: &Ctx) -> Attempt {

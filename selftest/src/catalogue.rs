@@ -619,6 +619,20 @@ pub const CATALOGUE: &[Spec] = &[
         "raw sockets",
     ),
     sc(
+        "tcp-fastopen",
+        "network",
+        "TCP Fast Open: sendto(MSG_FASTOPEN) connects without connect(2)",
+        "sendto",
+        "MSG_FASTOPEN",
+    ),
+    sc(
+        "ip-protocol-variants",
+        "network",
+        "MPTCP, SCTP, UDP-Lite, ICMP echo sockets",
+        "socket",
+        "protocol other than",
+    ),
+    sc(
         "packet-socket",
         "network",
         "packet sockets (AF_PACKET, SOCK_PACKET)",

@@ -97,6 +97,8 @@ macro_rules! kernel_tests {
 }
 
 seccomp_tests! {
+    network_tcp_fastopen => "tcp-fastopen",
+    network_ip_protocol_variants => "ip-protocol-variants",
     terminal_tiocsti => "tiocsti",
     terminal_tiocsti_upper_bits => "tiocsti-upper-bits",
     terminal_tioclinux => "tioclinux",

@@ -197,3 +197,44 @@ fn view_sysv_ipc_and_dev_shm_are_the_sandboxs_own() {
         assert!(!leaked, "{run_as:?}: the sandbox wrote the host's /dev/shm");
     }
 }
+
+/// Without network access, a socket that listens without bind(2) gets an ephemeral port (no
+/// bind hook runs): in the sandbox's own network namespace nothing outside can reach it.
+#[test]
+fn view_no_network_profile_listening_without_bind_is_unreachable() {
+    for run_as in RunAs::all() {
+        let s = Scenario::new(run_as);
+        let (child, log) = s.spawn(
+            &["-q"],
+            &[
+                "/usr/bin/python3",
+                "-c",
+                "import socket, time\n\
+                 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)\n\
+                 s.listen(1)\n\
+                 print('listening', s.getsockname()[1], flush=True)\n\
+                 time.sleep(3)\n",
+            ],
+        );
+        // Read the port from the agent's output while it sleeps.
+        let mut child = child;
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+        let port: u16 = line
+            .strip_prefix("listening ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{run_as:?}: the agent did not listen: {line:?}"));
+        let reached = std::net::TcpStream::connect_timeout(
+            &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            std::time::Duration::from_secs(1),
+        )
+        .is_ok();
+        let r = s.finish(child, &log, std::time::Duration::from_secs(20));
+        assert!(
+            !reached,
+            "{run_as:?}: the host reached the agent's autobound port {port}"
+        );
+        assert_eq!(r.code(), Some(0), "{run_as:?}: {}", r.dump());
+    }
+}

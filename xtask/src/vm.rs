@@ -252,6 +252,8 @@ must_mount() {{
 must_mount proc proc /proc
 must_mount sysfs sysfs /sys
 must_mount devtmpfs devtmpfs /dev
+# As on a booted system: the sandbox's view replaces it with a tmpfs of its own.
+must_mount tmpfs tmpfs /dev/shm
 must_mount securityfs securityfs /sys/kernel/security
 must_mount tmpfs tmpfs /tmp
 must_mount tmpfs tmpfs /run

@@ -78,6 +78,8 @@ pub(crate) struct MountPlan {
     view: bool,
     /// Write "2" to `vm.memfd_noexec` in the sandbox's pid namespace.
     memfd_noexec: bool,
+    /// The host has a /dev/shm to replace (a minimal root, like the VM tier's, may not).
+    dev_shm: bool,
     /// Bind mounts, parents before children.
     pub binds: Vec<TreeMount>,
     /// The working directory, entered again once the view is built: a bind over it (the
@@ -107,12 +109,14 @@ impl MountPlan {
             if self.memfd_noexec {
                 write_sysctl(c"/proc/sys/vm/memfd_noexec", b"2")?;
             }
-            mount(
-                Some(c"tmpfs"),
-                c"/dev/shm",
-                Some(c"tmpfs"),
-                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-            )?;
+            if self.dev_shm {
+                mount(
+                    Some(c"tmpfs"),
+                    c"/dev/shm",
+                    Some(c"tmpfs"),
+                    libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                )?;
+            }
         }
         for bind in self.binds.iter().filter(|b| !b.protect) {
             mount(
@@ -127,7 +131,9 @@ impl MountPlan {
             // The sandbox's own /proc and /dev/shm stay writable (a process adjusts its own
             // /proc entries; multiprocessing creates semaphores in /dev/shm).
             setattr(c"/proc", 0, 0, MOUNT_ATTR_RDONLY)?;
-            setattr(c"/dev/shm", 0, 0, MOUNT_ATTR_RDONLY)?;
+            if self.dev_shm {
+                setattr(c"/dev/shm", 0, 0, MOUNT_ATTR_RDONLY)?;
+            }
         }
         for bind in self.binds.iter().filter(|b| !b.protect) {
             let mut set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
@@ -385,6 +391,7 @@ pub(crate) fn compile(policy: &Policy) -> anyhow::Result<(MountPlan, Coverage)> 
         MountPlan {
             view: true,
             memfd_noexec,
+            dev_shm: Path::new("/dev/shm").is_dir(),
             binds,
             cwd: std::env::current_dir()
                 .ok()

@@ -249,9 +249,17 @@ deny = ["![fd00:ec2::254]:*"]
         .unwrap();
     assert!(!p.filesystem.write.contains(&s.opts.workspace));
     assert!(!p.syscalls.deny_groups.contains(&SyscallGroup::Debug));
+    // The removed entry is gone; the other metadata endpoints stay.
     assert_eq!(
         p.network.deny,
-        vec![rule(Some("169.254.0.0/16"), 0, u16::MAX)]
+        [
+            "169.254.0.0/16",
+            "fd20:ce::254/128",
+            "100.100.100.200/32",
+            "168.63.129.16/32",
+            "192.0.0.192/32",
+        ]
+        .map(|net| rule(Some(net), 0, u16::MAX))
     );
     let err = s.error_at(
         "extends = \"default\"\n[process]\nenv_deny = [\"!NOPE_*\"]\n",

@@ -346,8 +346,7 @@ impl Sandbox {
                 match proto::recv(sup_end.as_raw_fd()).context("control socket")? {
                     Some(m) if m.tag == proto::TAG_MOUNTED => {}
                     Some(m) if m.tag == proto::TAG_SETUP_FAILED => bail!(
-                        "sandbox setup failed while making protected paths read-only bind \
-                         mounts: {}",
+                        "sandbox setup failed while building the filesystem view (layers/mounts.rs): {}",
                         errno_text(m.value)
                     ),
                     Some(m) => bail!("unexpected control message {:#x} before go", m.tag),

@@ -89,7 +89,7 @@ impl Step {
             Step::NotDumpable => "making init non-dumpable",
             Step::NoNewPrivs => "setting no_new_privs",
             Step::Rlimits => "setting resource limits",
-            Step::ProtectMounts => "making protected paths read-only bind mounts",
+            Step::ProtectMounts => "building the filesystem view (layers/mounts.rs)",
             Step::Capabilities => "dropping capabilities",
             Step::Landlock => "applying the Landlock ruleset",
             Step::Seccomp => "installing the seccomp filter",

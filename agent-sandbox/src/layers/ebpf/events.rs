@@ -1132,10 +1132,7 @@ mod tests {
             *addr = Some(("169.254.169.254".parse().unwrap(), 80));
         }
         let d = denial(m.map(connect));
-        assert_eq!(
-            d.rule,
-            "network.deny: 169.254.169.254/32:* 169.254.169.254:80"
-        );
+        assert_eq!(d.rule, "network.deny: 169.254.0.0/16:* 169.254.169.254:80");
         assert_eq!(
             d.object,
             Object::Net {

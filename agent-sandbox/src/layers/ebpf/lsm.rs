@@ -43,12 +43,18 @@ pub(crate) fn offers(host: &Host) -> Vec<Offer> {
 }
 
 /// The guarantees this layer delivers where its programs are attached.
-const GUARANTEES: [Guarantee; 5] = [
+const GUARANTEES: [Guarantee; 8] = [
     Guarantee::FsDenyExact,
     Guarantee::FsDenialsLogged,
     Guarantee::ExecAllowList,
     Guarantee::NetAddresses,
     Guarantee::ScopeSignals,
+    // Metadata changes only inside the write trees (inode_setattr and the xattr hooks).
+    Guarantee::FsMetadataReadOnly,
+    // Exec and PROT_EXEC mappings only from the exec trees (bprm_check, mmap_file): nothing
+    // written elsewhere runs, memfds included.
+    Guarantee::WritableNoExec,
+    Guarantee::MemfdNoExec,
 ];
 
 /// The layer compiled for a kernel where its programs are attached.

@@ -186,6 +186,9 @@ const SOCK_DCCP: u64 = 6;
 /// Obsolete: the kernel turns socket(AF_INET, SOCK_PACKET) into an AF_PACKET socket.
 const SOCK_PACKET: u64 = 10;
 const IPPROTO_TCP: u64 = 6;
+const IPPROTO_UDP: u64 = 17;
+/// `MSG_FASTOPEN` of <linux/socket.h>.
+const MSG_FASTOPEN: u64 = 0x2000_0000;
 const NETLINK_ROUTE: u64 = 0;
 
 /// Rules on socket(domain, type, protocol) and socketpair from the network policy.
@@ -230,33 +233,50 @@ pub(super) fn socket_rules(net: &NetPolicy) -> Vec<RuleSpec> {
         );
     }
 
+    // IP sockets are TCP and UDP only, whatever the profile allows: Landlock governs TCP
+    // alone, and the other protocols on stream and datagram sockets (MPTCP, SCTP,
+    // UDP-Lite, DCCP, ICMP echo) would each need a policy of their own.
+    for (fam, af) in [("AF_INET", AF_INET), ("AF_INET6", AF_INET6)] {
+        for (ty_name, ty) in [
+            ("SOCK_SEQPACKET", SOCK_SEQPACKET),
+            ("SOCK_RDM", SOCK_RDM),
+            ("SOCK_DCCP", SOCK_DCCP),
+        ] {
+            socket(
+                vec![domain_is(af), type_is(ty)],
+                format!("network: {fam} {ty_name} denied"),
+            );
+        }
+        socket(
+            vec![
+                domain_is(af),
+                type_is(SOCK_STREAM),
+                ArgCond::ne(2, Width::Dword, 0),
+                ArgCond::ne(2, Width::Dword, IPPROTO_TCP),
+            ],
+            format!("network: {fam} stream protocol other than TCP denied"),
+        );
+        socket(
+            vec![
+                domain_is(af),
+                type_is(SOCK_DGRAM),
+                ArgCond::ne(2, Width::Dword, 0),
+                ArgCond::ne(2, Width::Dword, IPPROTO_UDP),
+            ],
+            format!("network: {fam} datagram protocol other than UDP denied"),
+        );
+    }
     if net.allow.is_empty() {
-        // No network: Landlock only governs TCP, so every other IP socket is refused here
-        // (UDP egress without root, SCTP, DCCP, MPTCP, ICMP echo sockets).
+        // No network: Landlock only governs TCP, so UDP is refused here (egress without
+        // root), and netlink.
         socket(
             vec![domain_is(AF_NETLINK)],
             "network: socket family AF_NETLINK denied (network.allow is empty)".into(),
         );
         for (fam, af) in [("AF_INET", AF_INET), ("AF_INET6", AF_INET6)] {
-            for (ty_name, ty) in [
-                ("SOCK_DGRAM", SOCK_DGRAM),
-                ("SOCK_SEQPACKET", SOCK_SEQPACKET),
-                ("SOCK_RDM", SOCK_RDM),
-                ("SOCK_DCCP", SOCK_DCCP),
-            ] {
-                socket(
-                    vec![domain_is(af), type_is(ty)],
-                    format!("network: {fam} {ty_name} denied (network.allow is empty)"),
-                );
-            }
             socket(
-                vec![
-                    domain_is(af),
-                    type_is(SOCK_STREAM),
-                    ArgCond::ne(2, Width::Dword, 0),
-                    ArgCond::ne(2, Width::Dword, IPPROTO_TCP),
-                ],
-                format!("network: {fam} non-TCP stream protocol denied (network.allow is empty)"),
+                vec![domain_is(af), type_is(SOCK_DGRAM)],
+                format!("network: {fam} SOCK_DGRAM denied (network.allow is empty)"),
             );
         }
     } else {
@@ -269,6 +289,21 @@ pub(super) fn socket_rules(net: &NetPolicy) -> Vec<RuleSpec> {
             ],
             "network: socket family AF_NETLINK denied (except NETLINK_ROUTE)".into(),
         );
+    }
+
+    // TCP Fast Open sends the SYN from sendto/sendmsg without connect(2): Landlock's connect
+    // hook never runs. The flag is a scalar argument, so the filter sees it.
+    for (syscall, flags_arg) in [("sendto", 3), ("sendmsg", 2), ("sendmmsg", 3)] {
+        rules.push(RuleSpec {
+            syscall,
+            when: vec![ArgCond::masked(
+                flags_arg,
+                Width::Dword,
+                MSG_FASTOPEN,
+                MSG_FASTOPEN,
+            )],
+            rule: format!("network: {syscall} with MSG_FASTOPEN denied (connects without connect)"),
+        });
     }
 
     // socketpair only creates local pairs; nothing but AF_UNIX is needed.
