@@ -343,8 +343,8 @@ fn run_bpf_lsm_denials_reach_the_audit_log() {
     let all_denials = records.iter().filter(|r| r["type"] == "denial").count();
     assert_eq!(
         all_denials,
-        lsm.len() + execs.len(),
-        "only the LSM denials and the exec denial: {why}"
+        lsm.len() + execs.len() + chmods.len(),
+        "only the LSM denials, the exec denial and the view's chmod denial: {why}"
     );
     // `kill -0 <test pid>`: the pid namespace hides every process outside the sandbox, so
     // the number names nothing there (ESRCH) and nothing outside is signalled.

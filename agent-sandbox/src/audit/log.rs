@@ -62,6 +62,30 @@ struct Staged {
     prev: Range<usize>,
 }
 
+/// serde_json's compact output, with DEL, the C1 controls (U+0080 to U+009F) and the Unicode
+/// line and paragraph separators (U+2028, U+2029) written as `\uXXXX` too: JSON allows them
+/// raw, but terminals act on C1 controls and JavaScript-era tools split lines on the
+/// separators. serde_json already escapes quotes, backslashes and U+0000 to U+001F.
+struct LineSafe;
+
+impl serde_json::ser::Formatter for LineSafe {
+    fn write_string_fragment<W: ?Sized + io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        let risky = |c: char| matches!(c, '\u{7f}'..='\u{9f}' | '\u{2028}' | '\u{2029}');
+        let mut rest = fragment;
+        while let Some(at) = rest.find(risky) {
+            writer.write_all(rest[..at].as_bytes())?;
+            let c = rest[at..].chars().next().expect("found above");
+            write!(writer, "\\u{:04x}", u32::from(c))?;
+            rest = &rest[at + c.len_utf8()..];
+        }
+        writer.write_all(rest.as_bytes())
+    }
+}
+
 impl std::fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuditLog")
@@ -191,6 +215,10 @@ impl AuditLog {
 
     /// Serialises one record onto `buf` and advances the staged chain head.
     ///
+    /// Strings are escaped a little more than JSON requires (see `LineSafe`), so a name the
+    /// agent chose cannot break a line for tools that split on Unicode line terminators or
+    /// act on C1 controls.
+    ///
     /// The line is byte for byte `serde_json::to_string(&record)`: the common fields, then
     /// the event's own object with its `{` turned into `,`. Written this way (rather than
     /// through `Record`'s `#[serde(flatten)]`) so no `Record` and no per-line `String`s are
@@ -223,7 +251,10 @@ impl AuditLog {
         let prev = prev_start..buf.len();
         buf.push(b'"');
         let object = buf.len();
-        serde_json::to_writer(&mut *buf, &event)?;
+        serde::Serialize::serialize(
+            &event,
+            &mut serde_json::Serializer::with_formatter(&mut *buf, LineSafe),
+        )?;
         // An event is always an object with at least its `type` tag.
         if buf.len() <= object + 2 || buf[object] != b'{' || buf.last() != Some(&b'}') {
             return Err(io::Error::other(

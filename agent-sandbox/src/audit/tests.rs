@@ -777,3 +777,33 @@ fn a_flood_is_throttled_on_the_terminal_but_complete_in_the_log() {
         "{summary}"
     );
 }
+
+#[test]
+fn line_terminators_and_c1_controls_in_names_are_escaped_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("names.jsonl");
+    let mut log = AuditLog::create(&path, "0123456789abcdef").unwrap();
+    let hostile = "/w/a\u{2028}b\u{2029}c\u{85}d\u{9b}e\u{7f}f\nline\u{1b}[31m";
+    log.append(denial("landlock", hostile)).unwrap();
+    drop(log);
+    let bytes = std::fs::read(&path).unwrap();
+    let text = String::from_utf8(bytes).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    for raw in [
+        '\u{2028}', '\u{2029}', '\u{85}', '\u{9b}', '\u{7f}', '\u{1b}',
+    ] {
+        assert!(!text.contains(raw), "raw {:?} in {text}", raw);
+    }
+    for escaped in ["\\u2028", "\\u2029", "\\u0085", "\\u009b", "\\u007f", "\\n"] {
+        assert!(text.contains(escaped), "no {escaped} in {text}");
+    }
+    verify(&path).expect("the chain verifies");
+    let rec: Record = serde_json::from_str(text.trim_end()).unwrap();
+    match rec.event {
+        Event::Denial(d) => match d.object {
+            Object::Path { path, .. } => assert_eq!(path, hostile),
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+}
