@@ -77,7 +77,7 @@ impl serde_json::ser::Formatter for LineSafe {
         let risky = |c: char| matches!(c, '\u{7f}'..='\u{9f}' | '\u{2028}' | '\u{2029}');
         let mut rest = fragment;
         while let Some(at) = rest.find(risky) {
-            writer.write_all(rest[..at].as_bytes())?;
+            writer.write_all(&rest.as_bytes()[..at])?;
             let c = rest[at..].chars().next().expect("found above");
             write!(writer, "\\u{:04x}", u32::from(c))?;
             rest = &rest[at + c.len_utf8()..];
