@@ -43,7 +43,10 @@ enum Command {
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return usage_error(err),
+    };
     let result = match cli.command {
         Command::Run(args) => run::exec(args),
         Command::Doctor(args) => doctor_cmd::exec(args),
@@ -59,4 +62,64 @@ pub fn main() -> ExitCode {
             ExitCode::from(125)
         }
     }
+}
+
+/// Prints clap's message (help and version go to stdout, exit 0) and, for the commonest
+/// mistake, the fix: a command given to `run` without `--` before it. Misuse exits 125, like
+/// every failure of agentbox itself, so scripts tell it from the command's own status.
+fn usage_error(err: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+    ) {
+        let _ = err.print();
+        return ExitCode::SUCCESS;
+    }
+    let _ = err.print();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("run") && !args.iter().any(|a| a == "--") {
+        let (options, command): (Vec<&String>, Vec<&String>) = {
+            // Options that take a value (`--profile strict`) keep it.
+            let takes_value = |a: &str| {
+                !a.contains('=')
+                    && matches!(
+                        a,
+                        "-p" | "--profile"
+                            | "--allow-read"
+                            | "--allow-write"
+                            | "--allow-exec"
+                            | "--allow-net"
+                            | "--allow-bind"
+                            | "--keep-env"
+                            | "--log"
+                            | "--workspace"
+                            | "--tmpdir"
+                    )
+            };
+            let mut first_command = args.len();
+            let mut i = 1;
+            while i < args.len() {
+                if !args[i].starts_with('-') {
+                    first_command = i;
+                    break;
+                }
+                i += if takes_value(&args[i]) { 2 } else { 1 };
+            }
+            (
+                args[1..first_command].iter().collect(),
+                args[first_command..].iter().collect(),
+            )
+        };
+        if !command.is_empty() {
+            let join = |v: &[&String]| v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ");
+            let options = join(&options);
+            let space = if options.is_empty() { "" } else { " " };
+            eprintln!(
+                "\nhint: the command goes after `--`: agentbox run {options}{space}-- {}",
+                join(&command)
+            );
+        }
+    }
+    ExitCode::from(125)
 }

@@ -52,6 +52,21 @@ pub(crate) struct RunArgs {
     #[arg(long = "allow-write", value_name = "PATH")]
     pub allow_write: Vec<PathBuf>,
 
+    /// Also allow running programs from this tree (it stays as readable as before: add
+    /// --allow-read or --allow-write for that). Repeatable.
+    #[arg(long = "allow-exec", value_name = "PATH")]
+    pub allow_exec: Vec<PathBuf>,
+
+    /// Also allow binding (listening on) this port or range, e.g. `8000`, `8000-8100`.
+    /// Repeatable.
+    #[arg(long = "allow-bind", value_name = "PORTS")]
+    pub allow_bind: Vec<String>,
+
+    /// Keep this environment variable although the profile scrubs it (a name, or a glob such
+    /// as `NPM_CONFIG_*`). Repeatable.
+    #[arg(long = "keep-env", value_name = "NAME")]
+    pub keep_env: Vec<String>,
+
     /// Also allow outgoing connections to `host-or-cidr:port-or-range`, e.g. `*:443`,
     /// `10.0.0.0/8:*`, `[::1]:8000-8100`, `localhost:3000`. Repeatable.
     #[arg(long = "allow-net", value_name = "ENTRY")]
@@ -83,6 +98,14 @@ pub(crate) struct RunArgs {
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+/// Whether a profile's env glob (`*_TOKEN`, `AWS_*`) matches `name`, or names it outright.
+fn env_glob_matches(glob: &str, name: &str) -> bool {
+    glob == name
+        || globset::Glob::new(glob)
+            .map(|g| g.compile_matcher().is_match(name))
+            .unwrap_or(false)
 }
 
 fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
@@ -153,10 +176,36 @@ pub(crate) fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
     for p in &args.allow_write {
         policy.filesystem.write.push(absolute(p)?);
     }
+    for p in &args.allow_exec {
+        policy.filesystem.exec.push(absolute(p)?);
+    }
     for entry in &args.allow_net {
         let rules =
             profile::parse_net_entry(entry).map_err(|e| anyhow!("--allow-net {entry}: {e}"))?;
         policy.network.allow.extend(rules);
+    }
+    for entry in &args.allow_bind {
+        let ports = profile::parse_port_range(entry).map_err(|e| {
+            anyhow!("--allow-bind {entry}: {e} (a port like 8000, or a range like 8000-8100)")
+        })?;
+        policy.network.bind.push(ports);
+    }
+    // The name itself is kept; globs that would scrub it stop at it.
+    for name in &args.keep_env {
+        policy
+            .process
+            .env_deny
+            .retain(|glob| !env_glob_matches(glob, name));
+        if !policy.process.env_allow.is_empty() {
+            policy.process.env_allow.push(name.clone());
+        }
+    }
+    // A profile that opens the network must also open name resolution, or every tool hangs
+    // in its resolver (npm: 70 s, then EAI_AGAIN): the configured nameservers, port 53, TCP
+    // and UDP, and nothing else (loopback stubs such as systemd-resolved's included, by an
+    // exact rule that beats the loopback deny).
+    if !policy.network.allow.is_empty() {
+        policy.network.allow.extend(profile::resolver_rules());
     }
     if let Some(log) = &args.log {
         policy.audit.log = Some(absolute(log)?);

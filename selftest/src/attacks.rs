@@ -1733,8 +1733,10 @@ fn long_path(ctx: &Ctx) -> Attempt {
 // Exec
 
 /// A copy of /bin/true in the workspace (outside every exec tree).
-fn copied_true(ctx: &Ctx, name: &str) -> Option<PathBuf> {
-    let copy = ctx.workspace.join(name);
+/// A copy of /bin/true in the sandbox's TMPDIR: writable, never in the exec list (the
+/// workspace is, so builds can run what they build).
+fn copied_true(_: &Ctx, name: &str) -> Option<PathBuf> {
+    let copy = std::env::temp_dir().join(name);
     let bytes = std::fs::read("/bin/true").ok()?;
     std::fs::write(&copy, bytes).ok()?;
     use std::os::unix::fs::PermissionsExt;

@@ -481,3 +481,63 @@ fn run_explicit_tmpdir_is_used_and_kept() {
     assert_eq!(r.stdout.trim(), shared_arg, "{}", r.dump());
     assert!(shared.join("kept").exists(), "{}", r.dump());
 }
+
+/// The commonest misuse, a command without `--`, is agentbox's own failure (125, never the
+/// 2 a command could return) and the message says how to write it.
+#[test]
+fn run_command_without_double_dash_is_125_with_the_fix() {
+    let out = std::process::Command::new(agentbox_tests::agentbox_bin())
+        .args(["run", "--profile", "strict", "echo", "hi"])
+        .output()
+        .expect("run agentbox");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert!(
+        stderr.contains("agentbox run --profile strict -- echo hi"),
+        "{stderr}"
+    );
+}
+
+/// --keep-env keeps one scrubbed variable and nothing else; --allow-bind opens one port.
+#[test]
+fn run_keep_env_and_allow_bind_open_exactly_what_they_name() {
+    for run_as in RunAs::all() {
+        let mut s = Scenario::new(run_as);
+        s.env.push(("SSH_AUTH_SOCK".into(), "/kept".into()));
+        s.env.push(("GITHUB_TOKEN".into(), "scrubbed".into()));
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let r = s.run_probe(
+            &["-q", "--keep-env", "SSH_AUTH_SOCK", "--allow-bind", &port.to_string()],
+            &format!(
+                "print('env', os.environ.get('SSH_AUTH_SOCK'), os.environ.get('GITHUB_TOKEN'), flush=True)\n\
+                 def bind(p):\n\
+                 \x20   def go():\n\
+                 \x20       with socket.socket() as s: s.bind(('127.0.0.1', p)); s.listen(1)\n\
+                 \x20   return go\n\
+                 attempt('allowed', bind({port}))\n\
+                 attempt('other', bind({other}))\n",
+                other = port.wrapping_add(1).max(1024)
+            ),
+        );
+        assert!(
+            r.stdout.contains("env /kept None"),
+            "{run_as:?}: {}",
+            r.dump()
+        );
+        assert_eq!(
+            r.attempt("allowed"),
+            agentbox_tests::Attempt::Ok,
+            "{run_as:?}: {}",
+            r.dump()
+        );
+        assert!(
+            matches!(r.attempt("other"), agentbox_tests::Attempt::Err(_)),
+            "{run_as:?}: {}",
+            r.dump()
+        );
+    }
+}

@@ -73,26 +73,37 @@ fn view_metadata_of_read_only_files_cannot_change() {
 }
 
 #[test]
-fn view_programs_written_to_the_workspace_do_not_run_even_through_the_loader() {
+fn view_programs_written_to_tmpdir_do_not_run_even_through_the_loader() {
     for run_as in RunAs::all() {
         let s = Scenario::new(run_as);
-        let copy = s.workspace.join("copied-true");
-        std::fs::copy("/bin/true", &copy).unwrap();
-        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
-        s.fix_ownership();
-        let copy = copy.to_str().unwrap();
+        // The agent writes the copy into its TMPDIR: writable, not in the exec list. (The
+        // default profile lists the workspace for exec: builds run what they build.)
         let r = s.run_probe(
             &["-q"],
-            &format!(
-                "import subprocess\n\
-                 def run(argv):\n\
-                 \x20   def go():\n\
-                 \x20       code = subprocess.run(argv, stderr=subprocess.DEVNULL).returncode\n\
-                 \x20       if code != 0: raise OSError(errno.EACCES, f'exit {{code}}')\n\
-                 \x20   return go\n\
-                 attempt('system', run(['/bin/true']))\n\
-                 attempt('loader', run(['/lib64/ld-linux-x86-64.so.2', {copy:?}]))\n"
-            ),
+            "import shutil, subprocess\n\
+             copy = os.path.join(os.environ['TMPDIR'], 'copied-true')\n\
+             shutil.copy('/bin/true', copy); os.chmod(copy, 0o755)\n\
+             print('copy', copy, flush=True)\n\
+             def run(argv):\n\
+             \x20   def go():\n\
+             \x20       code = subprocess.run(argv, stderr=subprocess.DEVNULL).returncode\n\
+             \x20       if code != 0: raise OSError(errno.EACCES, f'exit {code}')\n\
+             \x20   return go\n\
+             attempt('system', run(['/bin/true']))\n\
+             attempt('direct', run([copy]))\n\
+             attempt('loader', run(['/lib64/ld-linux-x86-64.so.2', copy]))\n",
+        );
+        let copy = r
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("copy "))
+            .unwrap_or_else(|| panic!("{run_as:?}: no copy: {}", r.dump()))
+            .to_string();
+        let copy = copy.as_str();
+        assert!(
+            matches!(r.attempt("direct"), Attempt::Err(_)),
+            "{run_as:?}: a copy in TMPDIR ran: {}",
+            r.dump()
         );
         assert_eq!(r.attempt("system"), Attempt::Ok, "{run_as:?}: {}", r.dump());
         assert!(
@@ -236,5 +247,25 @@ fn view_no_network_profile_listening_without_bind_is_unreachable() {
             "{run_as:?}: the host reached the agent's autobound port {port}"
         );
         assert_eq!(r.code(), Some(0), "{run_as:?}: {}", r.dump());
+    }
+}
+
+/// The other side of noexec: what a build writes into the workspace runs (`./a.out`,
+/// `.venv/bin/*`, `node_modules/.bin/*`), the workspace being in the default exec list.
+#[test]
+fn view_workspace_programs_run_under_the_default_profile() {
+    for run_as in RunAs::all() {
+        let s = Scenario::new(run_as);
+        let built = s.workspace.join("a.out");
+        std::fs::copy("/bin/echo", &built).unwrap();
+        std::fs::set_permissions(&built, std::fs::Permissions::from_mode(0o755)).unwrap();
+        s.fix_ownership();
+        let r = s.run(&["-q"], &["./a.out", "built-program-ran"]);
+        assert_eq!(r.code(), Some(0), "{run_as:?}: {}", r.dump());
+        assert!(
+            r.stdout.contains("built-program-ran"),
+            "{run_as:?}: {}",
+            r.dump()
+        );
     }
 }

@@ -229,7 +229,7 @@ fn run_bpf_lsm_denials_reach_the_audit_log() {
          while [ ! -e late/.env ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\n\
          try env-late cat late/.env\n\
          try ssh cat {ssh}\n\
-         cp /bin/busybox ./bb; try exec ./bb true\n\
+         cp /bin/busybox \"$TMPDIR/bb\"; try exec \"$TMPDIR/bb\" true\n\
          try kill kill -0 {outside}\n\
          try chmod chmod 666 {ro}\n",
         ssh = ssh_key.display(),

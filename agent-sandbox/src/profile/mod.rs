@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 pub use error::{Location, ProfileError};
-pub use net::parse_net_entry;
+pub use net::{parse_net_entry, parse_port_range, resolver_rules};
 pub use render::to_toml;
 
 use crate::policy::Policy;

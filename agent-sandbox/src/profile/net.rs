@@ -98,7 +98,7 @@ fn unmap_v4(net: IpNet) -> IpNet {
 }
 
 /// `*`, `443`, `8000-8100`.
-pub(crate) fn parse_port_range(s: &str) -> Result<PortRange, String> {
+pub fn parse_port_range(s: &str) -> Result<PortRange, String> {
     let s = s.trim();
     if s == "*" {
         return Ok(PortRange::ANY);
@@ -119,5 +119,51 @@ pub(crate) fn parse_port_range(s: &str) -> Result<PortRange, String> {
             Ok(PortRange { first, last })
         }
         None => port(s).map(PortRange::single),
+    }
+}
+
+/// The host's configured nameservers (`/etc/resolv.conf`), each as an allow rule for port 53
+/// (TCP and UDP: the network layers' rules cover both): what a profile that opens the
+/// network adds so name resolution works.
+pub fn resolver_rules() -> Vec<NetRule> {
+    let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    nameserver_rules(&text)
+}
+
+fn nameserver_rules(resolv_conf: &str) -> Vec<NetRule> {
+    let mut rules: Vec<NetRule> = resolv_conf
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("nameserver"))
+        .filter_map(|rest| rest.split_whitespace().next())
+        // A scoped IPv6 address (`fe80::1%eth0`) is the address before the zone.
+        .filter_map(|addr| addr.split('%').next()?.parse::<std::net::IpAddr>().ok())
+        .map(|ip| NetRule {
+            net: Some(IpNet::from(ip)),
+            ports: PortRange::single(53),
+        })
+        .collect();
+    rules.dedup();
+    rules
+}
+
+#[cfg(test)]
+mod resolver_tests {
+    use super::*;
+
+    #[test]
+    fn nameservers_become_port_53_rules() {
+        let rules = nameserver_rules(
+            "# generated\nsearch example.invalid\nnameserver 127.0.0.53\n\
+             nameserver 2001:db8::1\nnameserver fe80::1%eth0\nnameserver bogus\noptions edns0\n",
+        );
+        let shown: Vec<String> = rules.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "127.0.0.53/32:53",
+                "[2001:db8::1/128]:53",
+                "[fe80::1/128]:53"
+            ]
+        );
     }
 }
