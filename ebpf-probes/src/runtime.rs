@@ -65,7 +65,10 @@ const CGROUP_PROGRAMS: [(&str, libbpf_rs::libbpf_sys::bpf_attach_type); 7] = [
     ),
 ];
 
-/// Global observers (tp_btf), attached once per version and pinned.
+/// Global observers (tp_btf): attached and pinned while some supervisor of this version runs,
+/// unpinned (so detached) by the last one to exit normally (see `Shared`'s Drop): when no
+/// sandbox runs, nothing of agentbox sits on the system's syscall path. The programs stay
+/// pinned for the next run to attach again without verification.
 pub(crate) const TRACE_PROGRAMS: [&str; 5] = [
     "observe_sys_enter",
     "observe_sys_exit",
@@ -150,8 +153,43 @@ struct Shared {
     _lsm_links: Vec<Link>,
     cgroup_programs: Vec<(ProgramHandle, libbpf_rs::libbpf_sys::bpf_attach_type)>,
     /// The pinned observer links, held open so that unpinning this version (a newer agentbox
-    /// replacing it) does not detach the observers of sandboxes this process runs.
-    _observer_links: Vec<Link>,
+    /// replacing it, or the last supervisor leaving) does not detach the observers of
+    /// sandboxes this process runs.
+    _observer_links: Vec<OwnedFd>,
+    /// `flock(LOCK_SH)` on the version directory for this process's whole life: the lock
+    /// dies with its holder (SIGKILL included), so a `LOCK_EX` that succeeds means no other
+    /// supervisor of this version runs.
+    observers_lock: File,
+}
+
+impl Drop for Shared {
+    /// The last supervisor out detaches the observers: it unpins their links (this
+    /// process's own fds close right after). Serialised with `Runtime::open` by the pin
+    /// root's lock, so a supervisor starting now either finds the links pinned or attaches
+    /// them anew, never both. A SIGKILLed last supervisor leaves them attached until the next
+    /// run ends.
+    fn drop(&mut self) {
+        let Some(root) = self.dir.parent() else {
+            return;
+        };
+        let Ok(root_file) = File::open(root) else {
+            return;
+        };
+        let Ok(_lock) = DirLock::exclusive(&root_file, root) else {
+            return;
+        };
+        let fd = self.observers_lock.as_raw_fd();
+        // SAFETY: flock on our own open fd.
+        let last = unsafe {
+            libc::flock(fd, libc::LOCK_UN);
+            libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) == 0
+        };
+        if last {
+            for name in TRACE_PROGRAMS {
+                let _ = fs::remove_file(self.dir.join("links").join(name));
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Runtime {
@@ -736,13 +774,22 @@ impl Shared {
             )?;
             cgroup_programs.push((program, attach_type));
         }
+        // Held before the links are looked at: the caller holds the pin root's lock, so no
+        // last supervisor can unpin them between here and our opening them.
+        let observers_lock = File::open(dir).map_err(|source| Error::Pin {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        // SAFETY: flock on the fd just opened.
+        if unsafe { libc::flock(observers_lock.as_raw_fd(), libc::LOCK_SH) } != 0 {
+            return Err(Error::Pin {
+                path: dir.to_path_buf(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
         let mut observer_links = Vec::with_capacity(TRACE_PROGRAMS.len());
         for name in TRACE_PROGRAMS {
-            let path = dir.join("links").join(name);
-            observer_links.push(run_libbpf(
-                &format!("opening pinned link {}", path.display()),
-                || Link::open(&path),
-            )?);
+            observer_links.push(observer_link(dir, name)?);
         }
         let lsm_paths: Vec<PathBuf> = lsm_program_names()
             .map(|name| dir.join("links").join(name))
@@ -806,6 +853,7 @@ impl Shared {
             _lsm_links: lsm_links,
             cgroup_programs,
             _observer_links: observer_links,
+            observers_lock,
         })
     }
 }
@@ -867,18 +915,19 @@ fn load_and_pin(staging: &Path) -> Result<Option<String>, Error> {
             run_libbpf(&format!("pinning program {name}"), || program.pin(&path))?;
         }
     }
+    // The observer programs are pinned; their links are made by `observer_link` when a
+    // supervisor opens this version.
     for name in TRACE_PROGRAMS {
-        let program = object
+        let mut program = object
             .progs_mut()
             .find(|program| program.name() == name)
             .ok_or_else(|| Error::Bpf {
-                step: format!("attaching {name}"),
+                step: format!("pinning {name}"),
                 errno: None,
                 message: "program is not in the object".into(),
             })?;
-        let mut link = run_libbpf(&format!("attaching {name}"), || program.attach())?;
-        let path = staging.join("links").join(name);
-        run_libbpf(&format!("pinning link {name}"), || link.pin(&path))?;
+        let path = staging.join("progs").join(name);
+        run_libbpf(&format!("pinning program {name}"), || program.pin(&path))?;
     }
     if let Some(reason) = &lsm_error {
         record_lsm_error(staging, reason)?;
@@ -949,6 +998,62 @@ fn link_create(
     }
     // SAFETY: bpf_link_create returned a new fd that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The observer `name`'s link: the pinned one, or (after the last supervisor detached them)
+/// a new attachment of the pinned program, pinned for the supervisors that follow.
+fn observer_link(dir: &Path, name: &str) -> Result<OwnedFd, Error> {
+    let link_path = dir.join("links").join(name);
+    let c_path = |path: &Path| {
+        std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+            .map_err(|_| Error::Config(format!("{} contains a NUL byte", path.display())))
+    };
+    let pinned = c_path(&link_path)?;
+    if link_path.exists() {
+        // SAFETY: `pinned` is NUL-terminated.
+        let fd = unsafe { libbpf_rs::libbpf_sys::bpf_obj_get(pinned.as_ptr()) };
+        if fd < 0 {
+            return Err(Error::Bpf {
+                step: format!("opening pinned link {}", link_path.display()),
+                errno: Some(-fd),
+                message: std::io::Error::from_raw_os_error(-fd).to_string(),
+            });
+        }
+        // SAFETY: a new fd nothing else owns.
+        return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+    let prog_path = dir.join("progs").join(name);
+    let program = run_libbpf(
+        &format!("opening pinned program {}", prog_path.display()),
+        || ProgramHandle::from_pinned_path(&prog_path),
+    )?;
+    // SAFETY: the program fd is valid for the call; a null name attaches a tp_btf program
+    // to the tracepoint its BTF names.
+    let fd = unsafe {
+        libbpf_rs::libbpf_sys::bpf_raw_tracepoint_open(
+            std::ptr::null(),
+            program.as_fd().as_raw_fd(),
+        )
+    };
+    if fd < 0 {
+        return Err(Error::Bpf {
+            step: format!("attaching the observer {name}"),
+            errno: Some(-fd),
+            message: std::io::Error::from_raw_os_error(-fd).to_string(),
+        });
+    }
+    // SAFETY: a new fd nothing else owns.
+    let link = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: the fd is a live link and `pinned` NUL-terminated.
+    let r = unsafe { libbpf_rs::libbpf_sys::bpf_obj_pin(link.as_raw_fd(), pinned.as_ptr()) };
+    if r < 0 {
+        return Err(Error::Bpf {
+            step: format!("pinning link {}", link_path.display()),
+            errno: Some(-r),
+            message: std::io::Error::from_raw_os_error(-r).to_string(),
+        });
+    }
+    Ok(link)
 }
 
 /// Hash of the embedded object: a new build with different programs gets a new pin dir.

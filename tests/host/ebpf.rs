@@ -835,3 +835,45 @@ fn probe_reports_what_this_kernel_accepts() {
         }
     }
 }
+
+/// No cost when idle: the observer links stay pinned while any runtime of the version is
+/// open and are unpinned (detached) by the last one to close; the next open attaches them
+/// again from the pinned programs, without a reload.
+#[test]
+fn observers_detach_with_the_last_runtime_and_come_back_with_the_next() {
+    if !is_root() {
+        eprintln!("skipped: needs root to load BPF programs");
+        return;
+    }
+    let root = PinRoot::create("idle");
+    let (first, state) = Runtime::open(&root.path).expect("cold open");
+    assert_eq!(state, LoadState::Cold);
+    let link = first.pin_dir().join("links/observe_sys_enter");
+    assert!(link.exists(), "observers attached while a runtime is open");
+    let (second, state) = Runtime::open(&root.path).expect("warm open");
+    assert_eq!(state, LoadState::Warm);
+    drop(first);
+    assert!(
+        link.exists(),
+        "another runtime is still open: the observers stay"
+    );
+    drop(second);
+    assert!(
+        !link.exists(),
+        "the last runtime closed: the observers are detached"
+    );
+    let (again, state) = Runtime::open(&root.path).expect("open after idle");
+    assert_eq!(state, LoadState::Warm, "programs stay pinned: no reload");
+    assert!(link.exists(), "the next open attaches them again");
+
+    // And they work: the sandboxed child's exit is observed.
+    let SandboxRun { events, .. } = run_sandboxed(
+        &again,
+        |id, cgroup| SandboxConfig::new(id, cgroup),
+        Vec::new,
+    );
+    assert!(
+        events.iter().any(|e| matches!(e, KernelEvent::Exit { .. })),
+        "no exit event from the re-attached observers: {events:?}"
+    );
+}
