@@ -243,6 +243,7 @@ pub const ATTACKS: &[(&str, AttackFn)] = &[
     ("read-gh-hosts", read_gh_hosts),
     ("read-dotenv", read_dotenv),
     ("read-etc-shadow", read_etc_shadow),
+    ("read-ssl-private", read_ssl_private),
     ("alias-symlink", alias_symlink),
     ("alias-dotdot", alias_dotdot),
     ("alias-double-slash", alias_double_slash),
@@ -1340,6 +1341,19 @@ fn read_etc_shadow(_: &Ctx) -> Attempt {
     let r = open(Path::new("/etc/shadow"), libc::O_RDONLY).map(|_| 0);
     a.step("open /etc/shadow", r);
     a.target("/etc/shadow")
+}
+
+/// TLS private keys under /etc: a root agent owns them by uid, no capability needed.
+fn read_ssl_private(_: &Ctx) -> Attempt {
+    let mut a = Attempt::default();
+    let dir = Path::new("/etc/ssl/private");
+    if !dir.is_dir() {
+        a.not_applicable = Some("this system has no /etc/ssl/private".into());
+        return a;
+    }
+    let r = open(dir, libc::O_RDONLY | libc::O_DIRECTORY).map(|_| 0);
+    a.step("open /etc/ssl/private", r);
+    a.target("/etc/ssl/private")
 }
 
 fn alias_symlink(ctx: &Ctx) -> Attempt {

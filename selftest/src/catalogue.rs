@@ -414,6 +414,11 @@ pub const CATALOGUE: &[Spec] = &[
         Guarantee::FsAllowList,
     ),
     fs(
+        "read-ssl-private",
+        "list /etc/ssl/private (TLS keys)",
+        Guarantee::FsAllowList,
+    ),
+    fs(
         "alias-symlink",
         "symlink (file and directory) to the secret",
         Guarantee::FsAllowList,

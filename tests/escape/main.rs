@@ -285,6 +285,14 @@ fn files_read_etc_shadow() {
     );
 }
 
+#[test]
+fn files_read_ssl_private() {
+    expect(
+        "read-ssl-private",
+        &["held", "held-not-logged", "not-applicable-here"],
+    );
+}
+
 /// The loader mapping a copy the agent wrote: refused by the view's noexec writable trees
 /// (and by BPF LSM's mmap_file where it loads), logged as root.
 #[test]
