@@ -113,12 +113,58 @@ fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// `${XDG_STATE_HOME:-$HOME/.local/state}/agentbox/logs/<id>.jsonl`
+///
+/// Services often have no usable HOME (`User=nobody`, `DynamicUser=`, HOME=/nonexistent):
+/// systemd's `$STATE_DIRECTORY` comes first, and without a HOME that exists, root's logs go to
+/// /var/lib/agentbox and anyone else's to a 0700 directory of their own under /tmp.
 fn default_log_path(home: &Path, sandbox: &str) -> PathBuf {
-    let state = std::env::var_os("XDG_STATE_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .unwrap_or_else(|| home.join(".local/state"));
-    state.join("agentbox/logs").join(format!("{sandbox}.jsonl"))
+    let var = |name: &str| {
+        std::env::var_os(name)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    let logs = if let Some(state) = var("STATE_DIRECTORY") {
+        // systemd may list several, separated by colons: the first is this unit's.
+        let first = state.to_string_lossy().split(':').next().map(PathBuf::from);
+        first.unwrap_or(state).join("logs")
+    } else if let Some(state) = var("XDG_STATE_HOME") {
+        state.join("agentbox/logs")
+    } else if home.is_dir() {
+        home.join(".local/state/agentbox/logs")
+    } else if nix::unistd::geteuid().is_root() {
+        PathBuf::from("/var/lib/agentbox/logs")
+    } else {
+        PathBuf::from(format!("/tmp/agentbox-{}/logs", nix::unistd::geteuid()))
+    };
+    logs.join(format!("{sandbox}.jsonl"))
+}
+
+/// The /tmp fallback of `default_log_path` is a name anyone could take first: it must be a
+/// real directory of ours, closed to others, or the log does not go there.
+fn check_shared_tmp_log_dir(log: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let Some(dir) = log.parent().and_then(Path::parent) else {
+        return Ok(());
+    };
+    if dir != Path::new(&format!("/tmp/agentbox-{}", nix::unistd::geteuid())) {
+        return Ok(());
+    }
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("checking {}", dir.display())),
+        Ok(m)
+            if m.is_dir()
+                && m.uid() == nix::unistd::geteuid().as_raw()
+                && m.mode() & 0o077 == 0 =>
+        {
+            Ok(())
+        }
+        Ok(_) => anyhow::bail!(
+            "{} is not a private directory of this user (someone else may have created it); \
+             choose the log with --log FILE, or set XDG_STATE_HOME",
+            dir.display()
+        ),
+    }
 }
 
 /// A profile given as a file (same rule as `profile::load`), for protection from the agent.
@@ -200,6 +246,33 @@ pub(crate) fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
             policy.process.env_allow.push(name.clone());
         }
     }
+    // Toolchains installed per user that the agent's PATH resolves into (a pyenv shim, a
+    // rustup proxy): read and exec on their roots, named once.
+    let env_of = |name: &str| {
+        policy
+            .process
+            .env_set
+            .get(name)
+            .cloned()
+            .or_else(|| std::env::var(name).ok())
+    };
+    let toolchains = profile::toolchain_roots(&opts.home, env_of);
+    let fs = &mut policy.filesystem;
+    let new: Vec<PathBuf> = toolchains
+        .into_iter()
+        .filter(|root| !fs.exec.iter().any(|e| root.starts_with(e)))
+        .collect();
+    if !new.is_empty() && !args.quiet {
+        let names: Vec<String> = new.iter().map(|p| p.display().to_string()).collect();
+        eprintln!(
+            "agentbox: toolchains on PATH granted read and exec: {}",
+            names.join(", ")
+        );
+    }
+    for root in new {
+        fs.read.push(root.clone());
+        fs.exec.push(root);
+    }
     // A profile that opens the network must also open name resolution, or every tool hangs
     // in its resolver (npm: 70 s, then EAI_AGAIN): the configured nameservers, port 53, TCP
     // and UDP, and nothing else (loopback stubs such as systemd-resolved's included, by an
@@ -215,6 +288,7 @@ pub(crate) fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
         Some(p) => p.clone(),
         None => default_log_path(&opts.home, &sandbox_id),
     };
+    check_shared_tmp_log_dir(&log_path)?;
     let mut protected = vec![log_path.clone()];
     protected.extend(profile_file(&args.profile));
 

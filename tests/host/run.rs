@@ -6,6 +6,7 @@
 
 use std::io::Read;
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
 use agentbox_tests::{descendants, is_alive, is_root, kill, wait_until, RunAs, Scenario};
@@ -540,4 +541,67 @@ fn run_keep_env_and_allow_bind_open_exactly_what_they_name() {
             r.dump()
         );
     }
+}
+
+/// A per-user toolchain on PATH works under the default profile with no flags: the
+/// machine's python3 is a pyenv shim under /root (as users install it); agentbox finds the
+/// root from PATH and grants it read and exec, and says so. Root only: /root is not
+/// traversable by another user.
+#[test]
+fn run_pyenv_shim_on_path_works_under_the_default_profile() {
+    let pyenv = std::path::Path::new("/root/.pyenv");
+    if !is_root() || !pyenv.join("shims/python3").exists() {
+        eprintln!("skipped: needs root and the machine's pyenv under /root/.pyenv");
+        return;
+    }
+    let mut s = Scenario::new(RunAs::Current);
+    s.env.push((
+        "PATH".into(),
+        "/root/.pyenv/shims:/usr/local/bin:/usr/bin:/bin".into(),
+    ));
+    s.env.push(("PYENV_ROOT".into(), "/root/.pyenv".into()));
+    let r = s.run(&[], &["python3", "-c", "print('pyenv-shim-ran')"]);
+    assert_eq!(r.code(), Some(0), "{}", r.dump());
+    assert!(r.stdout.contains("pyenv-shim-ran"), "{}", r.dump());
+    assert!(
+        r.stderr
+            .contains("toolchains on PATH granted read and exec: /root/.pyenv"),
+        "{}",
+        r.dump()
+    );
+}
+
+/// A service user without a usable HOME (User=nobody, HOME=/nonexistent) is not refused:
+/// the log goes to a private directory of its own, named in the summary.
+#[test]
+fn run_without_a_home_directory_logs_to_a_private_fallback() {
+    if !is_root() {
+        eprintln!("skipped: needs root to run as nobody");
+        return;
+    }
+    let s = Scenario::new(RunAs::Nobody);
+    let out = std::process::Command::new(agentbox_tests::agentbox_bin())
+        .args(["run", "--", "sh", "-c", "echo service-ran"])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", "/nonexistent")
+        .current_dir(&s.workspace)
+        .uid(agentbox_tests::NOBODY)
+        .gid(agentbox_tests::NOBODY)
+        .output()
+        .expect("run agentbox");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("service-ran"),
+        "{stderr}"
+    );
+    let log = stderr
+        .split("log: ")
+        .nth(1)
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no log in the summary: {stderr}"));
+    assert!(log.starts_with("/tmp/agentbox-65534/logs/"), "{stderr}");
+    agentbox_tests::verify_log(std::path::Path::new(log));
+    let _ = std::fs::remove_file(log);
 }

@@ -14,6 +14,7 @@ mod render;
 mod resolve;
 #[cfg(test)]
 mod tests;
+mod toolchains;
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +23,7 @@ use anyhow::Context;
 pub use error::{Location, ProfileError};
 pub use net::{parse_net_entry, parse_port_range, resolver_rules};
 pub use render::to_toml;
+pub use toolchains::toolchain_roots;
 
 use crate::policy::Policy;
 use error::Source;

@@ -415,7 +415,8 @@ struct FsRules {
     deny_in_writable: bool,
     /// A protect glob may match inside a writable tree: paths created later are not covered.
     protect_in_writable: bool,
-    /// Unanchored globs (`**/.env`) left unsearched in read-only trees.
+    /// Unanchored globs (`**/.env`) left unsearched in read-only trees, and parts of writable
+    /// trees the bounded search did not examine: stated gaps of the deny guarantee.
     unanchored_gaps: Vec<String>,
 }
 
@@ -544,11 +545,12 @@ fn compile_fs(
     let mut rules: BTreeMap<PathBuf, BitFlags<AccessFs>> = BTreeMap::new();
     let mut unanchored_skipped: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     let mut omitted = Vec::new();
+    let mut unexamined = Vec::new();
     for tree in trees.values() {
         let split = if omissions.is_empty() {
             omit::TreeRules {
                 rules: vec![(tree.real.clone(), tree.access)],
-                omitted: vec![],
+                ..Default::default()
             }
         } else {
             omissions.split(tree, limits)?
@@ -560,6 +562,7 @@ fn compile_fs(
                 .push(tree.written.display().to_string());
         }
         omitted.extend(split.omitted);
+        unexamined.extend(split.unexamined);
         for (path, access) in split.rules {
             *rules.entry(path).or_insert(BitFlags::EMPTY) |= access;
         }
@@ -593,6 +596,9 @@ fn compile_fs(
         })
         .collect();
     notes.extend(unanchored_gaps.iter().cloned());
+    notes.extend(unexamined.iter().cloned());
+    let mut unanchored_gaps = unanchored_gaps;
+    unanchored_gaps.extend(unexamined);
     Ok(FsRules {
         rules,
         deny_in_writable,

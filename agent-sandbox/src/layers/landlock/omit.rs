@@ -180,6 +180,10 @@ impl Keep {
 pub(crate) struct TreeRules {
     pub rules: Vec<(PathBuf, BitFlags<AccessFs>)>,
     pub omitted: Vec<PathBuf>,
+    /// Parts of the tree the search did not examine, and why (a directory this user cannot
+    /// list, a mount point, the depth or entry bound): their matches are not omitted. The
+    /// launch states them; it never refuses for them.
+    pub unexamined: Vec<String>,
 }
 
 impl Omissions {
@@ -323,6 +327,7 @@ impl Omissions {
             limits,
             dev: meta.dev(),
             entries: 0,
+            exhausted: false,
         };
         match walk.visit(&tree.real, &tree.written, 0, &mut out)? {
             Visit::Whole => out.rules.push((tree.real.clone(), tree.access)),
@@ -339,6 +344,8 @@ struct Walk<'a> {
     limits: WalkLimits,
     dev: u64,
     entries: usize,
+    /// The entry bound was reached: nothing more is examined.
+    exhausted: bool,
 }
 
 enum Visit {
@@ -349,14 +356,14 @@ enum Visit {
 }
 
 impl Walk<'_> {
-    fn fail(&self, what: String) -> anyhow::Error {
+    /// Records a part the search leaves unexamined (bounded search: stated, not fatal).
+    fn skip(&self, out: &mut TreeRules, what: String) {
         let globs = self.reach.near([&self.tree.real, &self.tree.written]);
-        anyhow::anyhow!(
-            "cannot enforce deny/protect globs [{}] inside allowed tree {} by omission: {what}; \
-             narrow the tree or the glob, or use a kernel with BPF LSM",
+        out.unexamined.push(format!(
+            "deny/protect globs [{}] not enforced by omission in {}: {what}",
             globs.join(", "),
             self.tree.written.display(),
-        )
+        ));
     }
 
     fn visit(
@@ -370,13 +377,23 @@ impl Walk<'_> {
         // type comes from getdents (d_type); only directories to descend into are stat'ed.
         let mut children: BTreeMap<std::ffi::OsString, (fs::FileType, Option<Keep>)> =
             BTreeMap::new();
+        if self.exhausted {
+            return Ok(Visit::Whole);
+        }
         let listing = match fs::read_dir(real) {
             Ok(listing) => listing,
             // A directory this process may neither list nor search is just as closed to the
             // agent, which runs with the same uid and fewer capabilities: nothing below it
             // needs omitting. One that is searchable but not listable could hide a match we
-            // cannot see, so that still refuses.
+            // cannot see: it is skipped and named.
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && !searchable(real) => {
+                return Ok(Visit::Whole);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                self.skip(
+                    out,
+                    format!("{} cannot be listed by this user", real.display()),
+                );
                 return Ok(Visit::Whole);
             }
             Err(e) => return Err(e).with_context(|| format!("listing {}", real.display())),
@@ -385,10 +402,16 @@ impl Walk<'_> {
             let entry = entry.with_context(|| format!("listing {}", real.display()))?;
             self.entries += 1;
             if self.entries > self.limits.max_entries {
-                return Err(self.fail(format!(
-                    "more than {} entries to examine",
-                    self.limits.max_entries
-                )));
+                self.exhausted = true;
+                self.skip(
+                    out,
+                    format!(
+                        "the search stopped after {} entries (at {})",
+                        self.limits.max_entries,
+                        real.display()
+                    ),
+                );
+                return Ok(Visit::Whole);
             }
             let name = entry.file_name();
             let file_type = entry
@@ -433,17 +456,27 @@ impl Walk<'_> {
                 let meta = fs::symlink_metadata(&child_real)
                     .with_context(|| format!("stat {}", child_real.display()))?;
                 if meta.dev() != self.dev {
-                    return Err(self.fail(format!(
-                        "{} is a mount point, which agentbox does not walk",
-                        child_real.display()
-                    )));
+                    self.skip(
+                        out,
+                        format!(
+                            "{} is a mount point, which agentbox does not walk",
+                            child_real.display()
+                        ),
+                    );
+                    pending.push((child_real, self.tree.access));
+                    continue;
                 }
                 if depth + 1 >= self.limits.max_depth {
-                    return Err(self.fail(format!(
-                        "{} is deeper than {} levels",
-                        child_real.display(),
-                        self.limits.max_depth
-                    )));
+                    self.skip(
+                        out,
+                        format!(
+                            "{} is deeper than {} levels",
+                            child_real.display(),
+                            self.limits.max_depth
+                        ),
+                    );
+                    pending.push((child_real, self.tree.access));
+                    continue;
                 }
                 match self.visit(&child_real, &child_written, depth + 1, &mut sub_rules)? {
                     Visit::Whole => pending.push((child_real, self.tree.access)),
@@ -457,6 +490,8 @@ impl Walk<'_> {
             pending.push((child_real, self.tree.access));
         }
 
+        // What the subtrees left unexamined is stated whatever this directory becomes.
+        out.unexamined.append(&mut sub_rules.unexamined);
         if !split {
             return Ok(Visit::Whole);
         }
