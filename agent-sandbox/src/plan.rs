@@ -179,6 +179,19 @@ impl Plan {
             );
         }
         let protect_by_mounts = !policy.filesystem.protect.is_empty() && view.is_ok();
+        // The view gives the sandbox a /dev/shm of its own; without it a profile's /dev/shm
+        // would be the host's, shared with every process: left out, and said.
+        let mut policy = policy;
+        if view.is_err() {
+            let before = policy.filesystem.write.len();
+            policy
+                .filesystem
+                .write
+                .retain(|p| !mounts::REMOUNTED.iter().any(|m| p.starts_with(m)));
+            if policy.filesystem.write.len() != before {
+                tracing::warn!("/dev/shm left out of the write list: no private /dev/shm here");
+            }
+        }
         let owners = Owners {
             tcp: if runtime.is_ok() {
                 Layer::CgroupBpf

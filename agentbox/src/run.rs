@@ -1,6 +1,7 @@
 //! `agentbox run`: profile → policy (+ command-line overrides) → plan → fail-closed check →
 //! sandbox → exit code.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -40,7 +41,8 @@ Exit status:
 #[derive(Debug, clap::Args)]
 #[command(after_help = AFTER_HELP)]
 pub(crate) struct RunArgs {
-    /// Profile: a built-in name (default, offline, python, node, ci, strict) or a TOML file.
+    /// Profile: a built-in name (default, offline, python, node, rust, go, ci, strict) or a TOML
+    /// file.
     #[arg(long, short = 'p', value_name = "NAME|FILE", default_value = "default")]
     pub profile: String,
 
@@ -272,6 +274,30 @@ pub(crate) fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
     for root in new {
         fs.read.push(root.clone());
         fs.exec.push(root);
+    }
+    // Write trees that do not exist yet (`~/.npm`, `~/.cache/pip` on a new machine) would be
+    // dropped without a word: under HOME, the workspace or TMPDIR they are created (what the
+    // tool would do), anywhere else the run says it skipped them.
+    for path in &policy.filesystem.write {
+        if path.exists() {
+            continue;
+        }
+        let ours = [&opts.home, &opts.workspace, &opts.tmpdir]
+            .iter()
+            .any(|base| path.starts_with(base) && base.is_dir());
+        let created = ours
+            && std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(path)
+                .is_ok();
+        if !created && !args.quiet {
+            eprintln!(
+                "agentbox: write path {} does not exist; skipped (create it, or drop it from \
+                 the profile)",
+                path.display()
+            );
+        }
     }
     // A profile that opens the network must also open name resolution, or every tool hangs
     // in its resolver (npm: 70 s, then EAI_AGAIN): the configured nameservers, port 53, TCP

@@ -6,3 +6,4 @@ mod observe;
 mod protect;
 mod run;
 mod view;
+mod workloads;

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use super::event::{Action, Event, Record, SCHEMA_VERSION};
 use super::terminal::{exit_status, seconds};
 use super::{Sink, GENESIS_PREV};
+use crate::policy::Guarantee;
 
 /// A batch is written with one write(2) per this many bytes (about 11k denial records): big
 /// enough that the syscall cost vanishes, small enough that a flood does not buffer unbounded.
@@ -34,6 +35,8 @@ pub struct AuditLog {
     sinks: Vec<Box<dyn Sink + Send>>,
     /// Denials per layer, in order of first appearance.
     by_layer: Vec<(String, u64)>,
+    /// Kinds of denials this run has no source for (from the Launch record).
+    unseen: Vec<&'static str>,
     denials: u64,
     audited: u64,
     lost: u64,
@@ -150,6 +153,7 @@ impl AuditLog {
             prev: GENESIS_PREV.to_string(),
             sinks: Vec::new(),
             by_layer: Vec::new(),
+            unseen: Vec::new(),
             denials: 0,
             audited: 0,
             lost: 0,
@@ -378,7 +382,20 @@ impl AuditLog {
                 duration_ms,
                 ..
             } => self.exit = Some((*code, *signal, *duration_ms)),
-            Event::Launch { .. } | Event::Anomaly { .. } | Event::Process(_) => {}
+            Event::Launch { guarantees, .. } => {
+                // What this run cannot see, for the summary: never "no denials" over a blind
+                // spot.
+                self.unseen = guarantees
+                    .iter()
+                    .filter(|g| !g.enforced)
+                    .filter_map(|g| match g.guarantee {
+                        Guarantee::FsDenialsLogged => Some("filesystem"),
+                        Guarantee::SyscallDenialsLogged => Some("syscall"),
+                        _ => None,
+                    })
+                    .collect();
+            }
+            Event::Anomaly { .. } | Event::Process(_) => {}
         }
     }
 
@@ -393,7 +410,14 @@ impl AuditLog {
                 seconds(self.started.elapsed().as_millis() as u64)
             ),
         };
-        let mut what = if self.denials == 0 {
+        let mut what = if self.denials == 0 && !self.unseen.is_empty() {
+            format!(
+                "no denials seen, but this run cannot see {} denials (unprivileged, or a kernel \
+                 without the observers: see fs-denials-logged in the log's launch record; as \
+                 root they are logged)",
+                self.unseen.join(" or ")
+            )
+        } else if self.denials == 0 {
             "no denials".to_string()
         } else {
             let layers: Vec<String> = self
@@ -412,6 +436,13 @@ impl AuditLog {
             }
             s
         };
+        if self.denials > 0 && !self.unseen.is_empty() {
+            let _ = write!(
+                what,
+                ", more not visible to this run ({} denials)",
+                self.unseen.join(" or ")
+            );
+        }
         if self.lost > 0 {
             what.push_str(&format!(", {} events LOST", self.lost));
         }

@@ -807,3 +807,31 @@ fn line_terminators_and_c1_controls_in_names_are_escaped_and_read_back() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn summary_never_says_no_denials_over_what_the_run_cannot_see() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = AuditLog::create(&dir.path().join("blind.jsonl"), "0123456789abcdef").unwrap();
+    let mut blind = launch();
+    if let Event::Launch { guarantees, .. } = &mut blind {
+        guarantees.push(GuaranteeState {
+            guarantee: Guarantee::FsDenialsLogged,
+            enforced: false,
+            reason: Some("observe: needs root".into()),
+            layers: vec![],
+        });
+    }
+    log.append(blind).unwrap();
+    let summary = log.summary();
+    assert!(!summary.contains("— no denials;"), "{summary}");
+    assert!(
+        summary.contains("cannot see filesystem denials"),
+        "{summary}"
+    );
+    log.append(denial("seccomp", "/x")).unwrap();
+    let summary = log.summary();
+    assert!(
+        summary.contains("more not visible to this run"),
+        "{summary}"
+    );
+}

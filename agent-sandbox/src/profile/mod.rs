@@ -123,13 +123,15 @@ pub fn resolve_cli_path(raw: &str, opts: &LoadOptions) -> Result<PathBuf, String
         .map_err(|e| e.message)
 }
 
-const BUILTINS: [(&str, &str); 6] = [
+const BUILTINS: [(&str, &str); 8] = [
     ("default", include_str!("../../../profiles/default.toml")),
     ("offline", include_str!("../../../profiles/offline.toml")),
     ("python", include_str!("../../../profiles/python.toml")),
     ("node", include_str!("../../../profiles/node.toml")),
     ("ci", include_str!("../../../profiles/ci.toml")),
     ("strict", include_str!("../../../profiles/strict.toml")),
+    ("rust", include_str!("../../../profiles/rust.toml")),
+    ("go", include_str!("../../../profiles/go.toml")),
 ];
 
 const BUILTIN_NAMES: [&str; 6] = ["default", "offline", "python", "node", "ci", "strict"];

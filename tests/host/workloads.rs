@@ -1,0 +1,118 @@
+//! Workload tier: what coding agents run all day, each run bare first (so a failure here is
+//! agentbox's, not the machine's), then under the built-in profile a user would pick, as root
+//! and as nobody, with no flags. Every workload prints a marker its run must show.
+
+use std::process::Command;
+
+use agentbox_tests::{RunAs, Scenario, NOBODY};
+
+/// Runs `script` with sh in the scenario's workspace without agentbox, as its user.
+fn bare(s: &Scenario, script: &str) -> String {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args(["-c", script])
+        .current_dir(&s.workspace)
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("HOME", &s.home)
+        .env("TMPDIR", &s.tmp);
+    if s.run_as == RunAs::Nobody {
+        cmd.uid(NOBODY).gid(NOBODY);
+    }
+    let out = cmd.output().expect("run the workload bare");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "the workload fails even without agentbox: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The workload bare, then under `profile`: both must succeed and print `marker`.
+fn works(profile: &str, setup: impl Fn(&Scenario), script: &str, marker: &str) {
+    for run_as in RunAs::all() {
+        let s = Scenario::new(run_as);
+        setup(&s);
+        s.fix_ownership();
+        assert!(
+            bare(&s, script).contains(marker),
+            "{run_as:?}: bare run lacks {marker}"
+        );
+        // A fresh tree for the sandboxed run: nothing left over from the bare one.
+        let s = Scenario::new(run_as);
+        setup(&s);
+        s.fix_ownership();
+        let r = s.run(&["-q", "--profile", profile], &["/bin/sh", "-c", script]);
+        assert_eq!(
+            r.code(),
+            Some(0),
+            "{run_as:?} under {profile}: {}",
+            r.dump()
+        );
+        assert!(
+            r.stdout.contains(marker),
+            "{run_as:?} under {profile}: no {marker}: {}",
+            r.dump()
+        );
+    }
+}
+
+#[test]
+fn workload_cc_and_make_build_and_run_in_the_workspace() {
+    works(
+        "default",
+        |s| {
+            s.plant_in_workspace(
+                "hello.c",
+                "#include <stdio.h>\nint main(void){puts(\"built-and-ran\");return 0;}\n",
+            );
+            s.plant_in_workspace(
+                "Makefile",
+                "hello: hello.c\n\tcc -o hello hello.c\ntest: hello\n\t./hello\n",
+            );
+        },
+        "make -s test",
+        "built-and-ran",
+    );
+}
+
+#[test]
+fn workload_python_multiprocessing_under_the_python_profile() {
+    works(
+        "python",
+        |_| {},
+        "/usr/bin/python3 -c \"import multiprocessing as mp\n\
+         if __name__ == '__main__':\n\
+         \x20   with mp.Pool(2) as p: print('pool', sum(p.map(abs, [-1, -2, 3])))\n\
+         \x20   q = mp.Queue(); q.put('queue-ok'); print(q.get())\"",
+        "queue-ok",
+    );
+}
+
+#[test]
+fn workload_pkill_of_its_own_background_job() {
+    works(
+        "default",
+        |_| {},
+        // The job's name is built at run time and the pattern has `[x]`: the shell's own
+        // command line matches neither.
+        "n=x7; /usr/bin/python3 -c 'import time; time.sleep(300)' agentbox-bg-$n & \
+         sleep 0.3; pkill -f 'agentbox-bg-[x]7' && echo pkill-found-its-job; wait; true",
+        "pkill-found-its-job",
+    );
+}
+
+#[test]
+fn workload_git_init_commit_branch_merge() {
+    works(
+        "default",
+        |_| {},
+        "set -e; export GIT_CONFIG_NOSYSTEM=1 GIT_AUTHOR_NAME=a GIT_AUTHOR_EMAIL=a@x.invalid \
+         GIT_COMMITTER_NAME=a GIT_COMMITTER_EMAIL=a@x.invalid; git init -q -b main .; \
+         echo 1 > f; git add f; git commit -qm one; git checkout -qb topic; echo 2 > f; \
+         git commit -qam two; git checkout -q main; git merge -q topic; git stash list; \
+         git log --oneline | wc -l | grep -q 2 && echo git-history-ok",
+        "git-history-ok",
+    );
+}
