@@ -14,6 +14,37 @@ use serde_spanned::Spanned;
 
 use crate::policy::SyscallGroup;
 
+/// `extends = "one"` or `extends = ["one", "two"]` (errors point at the whole value).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Extends {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Each parent named by `extends`, with the span of the value that names it.
+pub(crate) fn parents(extends: &Spanned<Extends>) -> Vec<Spanned<String>> {
+    let span = extends.span();
+    let names = match extends.get_ref() {
+        Extends::One(one) => vec![one.clone()],
+        Extends::Many(many) => many.clone(),
+    };
+    names
+        .into_iter()
+        .map(|name| Spanned::new(span.clone(), name))
+        .collect()
+}
+
+/// The schema of `extends`: a name or a list of names.
+fn extends_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "anyOf": [
+            { "type": "string" },
+            { "type": "array", "items": { "type": "string" } }
+        ]
+    })
+}
+
 /// A list entry: a value, or `"!value"` to remove an entry inherited through `extends`.
 pub(crate) type Entries = Vec<Spanned<String>>;
 
@@ -22,10 +53,12 @@ pub(crate) type Entries = Vec<Spanned<String>>;
 #[serde(deny_unknown_fields)]
 #[schemars(title = "agentbox profile")]
 pub(crate) struct ProfileFile {
-    /// Profile to start from: a built-in name (`default`) or a file path, relative to this file.
-    /// Scalars set here override it; lists append to it (`"!entry"` removes an inherited entry).
-    #[schemars(with = "Option<String>")]
-    pub extends: Option<Spanned<String>>,
+    /// Profile(s) to start from: a built-in name (`default`), a file path relative to this
+    /// file, or a list of them (`["python", "node"]`, applied in order, a shared ancestor
+    /// once). Scalars set here override them; lists append (`"!entry"` removes an inherited
+    /// entry).
+    #[schemars(schema_with = "extends_schema")]
+    pub extends: Option<Spanned<Extends>>,
     /// One line saying what this profile is for.
     pub description: Option<String>,
     /// `enforce` (deny and log) or `audit` (log what would be denied, where a layer can).

@@ -214,38 +214,54 @@ impl ProfileId {
     }
 }
 
-/// Read `spec` and everything it extends, leaf first.
+/// Read `spec` and everything it extends, leaf first: parents depth-first in the order they
+/// are listed, an ancestor shared by several parents once, at its first place (so
+/// `extends = ["python", "node"]` applies default, python, node, then the file).
 fn read_chain(spec: &str) -> Result<Vec<(Source, ProfileFile)>, ProfileError> {
+    let (id, source) = open_top(spec)?;
+    let mut root_first = Vec::new();
+    let mut done: Vec<ProfileId> = Vec::new();
+    let mut stack: Vec<(ProfileId, String)> = Vec::new();
+    collect(id, source, &mut stack, &mut done, &mut root_first)?;
+    root_first.reverse();
+    Ok(root_first)
+}
+
+fn collect(
+    id: ProfileId,
+    source: Source,
+    stack: &mut Vec<(ProfileId, String)>,
+    done: &mut Vec<ProfileId>,
+    out: &mut Vec<(Source, ProfileFile)>,
+) -> Result<(), ProfileError> {
     const MAX_DEPTH: usize = 32;
-    let (mut id, mut source) = open_top(spec)?;
-    let mut seen: Vec<(ProfileId, String)> = Vec::new();
-    let mut chain = Vec::new();
-    loop {
-        let file: ProfileFile =
-            toml::from_str(&source.text).map_err(|e| ProfileError::from_toml(&source, &e))?;
-        seen.push((id.clone(), source.name.clone()));
-        let Some(extends) = file.extends.clone() else {
-            chain.push((source, file));
-            return Ok(chain);
-        };
-        let (next_id, next_source) = open_extended(&id, &source, &extends)?;
-        if seen.iter().any(|(s, _)| s.same(&next_id)) || seen.len() >= MAX_DEPTH {
-            let mut path: Vec<&str> = seen.iter().map(|(_, n)| n.as_str()).collect();
+    let file: ProfileFile =
+        toml::from_str(&source.text).map_err(|e| ProfileError::from_toml(&source, &e))?;
+    stack.push((id.clone(), source.name.clone()));
+    for parent in file.extends.iter().flat_map(format::parents) {
+        let (next_id, next_source) = open_extended(&id, &source, &parent)?;
+        if stack.iter().any(|(s, _)| s.same(&next_id)) || stack.len() >= MAX_DEPTH {
+            let mut path: Vec<&str> = stack.iter().map(|(_, n)| n.as_str()).collect();
             path.push(&next_source.name);
             return Err(ProfileError::at(
                 &source,
-                extends.span(),
+                parent.span(),
                 format!(
                     "`extends` cycle: `{}` is already in the chain",
-                    extends.get_ref()
+                    parent.get_ref()
                 ),
                 Some(format!("chain: {}", path.join(" → "))),
             ));
         }
-        chain.push((source, file));
-        id = next_id;
-        source = next_source;
+        if done.iter().any(|d| d.same(&next_id)) {
+            continue;
+        }
+        collect(next_id, next_source, stack, done, out)?;
     }
+    stack.pop();
+    done.push(id);
+    out.push((source, file));
+    Ok(())
 }
 
 fn open_top(spec: &str) -> Result<(ProfileId, Source), ProfileError> {

@@ -176,6 +176,46 @@ fn shown_profiles_load_back_to_the_same_policy() {
 // ---- extends, merging, removal ----
 
 #[test]
+fn extends_a_list_applies_each_parent_in_order_and_a_shared_ancestor_once() {
+    let s = Scratch::new();
+    s.write(
+        "a.toml",
+        "extends = \"default\"\n[process]\nmax_processes = 10\nenv_set = { WHO = \"a\" }\n\
+         [filesystem]\nread = [\"/opt/a\"]\n",
+    );
+    s.write(
+        "b.toml",
+        "extends = \"default\"\n[process]\nenv_set = { WHO = \"b\" }\n\
+         [filesystem]\nread = [\"!/etc\", \"/opt/b\"]\n",
+    );
+    let leaf = s.write("leaf.toml", "extends = [\"a.toml\", \"b.toml\"]\n");
+    let p = load_with_notes(&leaf, &s.opts).unwrap().policy;
+    // The later parent wins a scalar; both parents' list entries are there.
+    assert_eq!(p.process.env_set.get("WHO").map(String::as_str), Some("b"));
+    assert_eq!(p.process.max_processes, Some(10));
+    let read: Vec<String> = p
+        .filesystem
+        .read
+        .iter()
+        .map(|r| r.display().to_string())
+        .collect();
+    assert!(
+        read.iter().any(|r| r == "/opt/a") && read.iter().any(|r| r == "/opt/b"),
+        "{read:?}"
+    );
+    // default applied once, before both: b's removal of /etc stands.
+    assert!(!read.iter().any(|r| r == "/etc"), "{read:?}");
+    // The built-ins compose the same way.
+    let both = s.write("both.toml", "extends = [\"python\", \"node\"]\n");
+    let p = load_with_notes(&both, &s.opts).unwrap().policy;
+    assert!(!p.network.allow.is_empty(), "node's network is in");
+    assert!(
+        p.filesystem.write.iter().any(|w| w.ends_with(".cache/pip")),
+        "python's cache is in"
+    );
+}
+
+#[test]
 fn extends_chain_overrides_scalars_and_appends_lists() {
     let s = Scratch::new();
     s.write(
