@@ -1746,7 +1746,6 @@ fn long_path(ctx: &Ctx) -> Attempt {
 // ---------------------------------------------------------------------------------------------
 // Exec
 
-/// A copy of /bin/true in the workspace (outside every exec tree).
 /// A copy of /bin/true in the sandbox's TMPDIR: writable, never in the exec list (the
 /// workspace is, so builds can run what they build).
 fn copied_true(_: &Ctx, name: &str) -> Option<PathBuf> {
@@ -1781,12 +1780,12 @@ fn spawn(a: &mut Attempt, what: &str, program: &Path, args: &[&str]) {
 fn exec_copied_binary(ctx: &Ctx) -> Attempt {
     let mut a = Attempt::default();
     let Some(copy) = copied_true(ctx, "copied-true") else {
-        a.not_applicable = Some("cannot copy /bin/true into the workspace".into());
+        a.not_applicable = Some("cannot copy /bin/true into TMPDIR".into());
         return a;
     };
     spawn(
         &mut a,
-        "exec a copy of /bin/true in the workspace",
+        "exec a copy of /bin/true in TMPDIR",
         &copy,
         &[],
     );
@@ -1796,7 +1795,7 @@ fn exec_copied_binary(ctx: &Ctx) -> Attempt {
 fn exec_ld_so(ctx: &Ctx) -> Attempt {
     let mut a = Attempt::default();
     let Some(copy) = copied_true(ctx, "copied-true-ldso") else {
-        a.not_applicable = Some("cannot copy /bin/true into the workspace".into());
+        a.not_applicable = Some("cannot copy /bin/true into TMPDIR".into());
         return a;
     };
     let loader = ["/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-x86-64.so.2"]
@@ -1808,14 +1807,14 @@ fn exec_ld_so(ctx: &Ctx) -> Attempt {
         return a;
     };
     let copy_s = copy.display().to_string();
-    spawn(&mut a, "ld.so <copy in the workspace>", loader, &[&copy_s]);
+    spawn(&mut a, "ld.so <copy in TMPDIR>", loader, &[&copy_s]);
     a.target(copy_s)
 }
 
 fn exec_proc_fd(ctx: &Ctx) -> Attempt {
     let mut a = Attempt::default();
     let Some(copy) = copied_true(ctx, "copied-true-fd") else {
-        a.not_applicable = Some("cannot copy /bin/true into the workspace".into());
+        a.not_applicable = Some("cannot copy /bin/true into TMPDIR".into());
         return a;
     };
     match open(&copy, libc::O_RDONLY) {
@@ -2214,7 +2213,7 @@ pub const HOSTILE_NAME: &str = "evil\n\"name\\'\u{1b}[2J\u{1b}]0;pwned\u{7}";
 
 fn hostile_names(ctx: &Ctx) -> Attempt {
     let mut a = Attempt::default();
-    // A denied create in HOME (not writable) and a denied exec in the workspace, both named
+    // A denied create in HOME (not writable) and a denied exec in TMPDIR, both named
     // with the hostile string, then a seccomp denial from a process whose comm is hostile.
     let in_home = ctx.home.join(HOSTILE_NAME);
     create(&mut a, &in_home, b"x");

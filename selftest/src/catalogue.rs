@@ -516,7 +516,7 @@ pub const CATALOGUE: &[Spec] = &[
     ),
     spec(
         "proc-host-process",
-        "processes",
+        "process",
         "read a host process's /proc/PID/cmdline",
         "mounts (private /proc)",
         Expect::NoEvent,
