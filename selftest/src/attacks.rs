@@ -1783,12 +1783,7 @@ fn exec_copied_binary(ctx: &Ctx) -> Attempt {
         a.not_applicable = Some("cannot copy /bin/true into TMPDIR".into());
         return a;
     };
-    spawn(
-        &mut a,
-        "exec a copy of /bin/true in TMPDIR",
-        &copy,
-        &[],
-    );
+    spawn(&mut a, "exec a copy of /bin/true in TMPDIR", &copy, &[]);
     a.target(copy.display().to_string())
 }
 
