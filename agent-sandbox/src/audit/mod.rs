@@ -21,7 +21,7 @@ pub use event::{
     SCHEMA_VERSION,
 };
 pub use log::AuditLog;
-pub use terminal::{denial_line, describe, sanitize, TerminalSink};
+pub use terminal::{allow_hint, denial_line, describe, sanitize, TerminalSink};
 pub use verify::{verify, verify_with_head, VerifyError, VerifyReport};
 
 /// `prev` of the first record.

@@ -71,7 +71,7 @@ impl TerminalSink {
             text.push_str(&self.more_line(held));
         }
         let live = match &rec.event {
-            Event::Denial(d) if self.throttle.admit() => Some(denial_line(d, self.colour)),
+            Event::Denial(d) if self.throttle.admit() => Some(live_denial(d, self.colour)),
             Event::Denial(_) => None,
             _ => live_line(rec, self.colour),
         };
@@ -178,7 +178,7 @@ pub(crate) fn thousands(n: u64) -> String {
 /// (launch and exit: the run command prints its own banner and summary).
 fn live_line(rec: &Record, colour: bool) -> Option<String> {
     match &rec.event {
-        Event::Denial(d) => Some(denial_line(d, colour)),
+        Event::Denial(d) => Some(live_denial(d, colour)),
         Event::Loss { .. } | Event::Anomaly { .. } => Some(describe(rec, colour)),
         Event::Launch { .. } | Event::Exit { .. } | Event::Process(_) => None,
     }
@@ -272,6 +272,83 @@ pub fn denial_line(d: &Denial, colour: bool) -> String {
         object_text(&d.object),
         sanitize(&d.rule)
     )
+}
+
+/// The live line: the denial, and what would allow it when that is a flag or a profile line.
+fn live_denial(d: &Denial, colour: bool) -> String {
+    let line = denial_line(d, colour);
+    match allow_hint(d) {
+        Some(hint) => format!("{line}; to allow: {hint}"),
+        None => line,
+    }
+}
+
+/// The `agentbox run` flag or profile line that would allow this operation, where one does
+/// (scoping, capabilities and the fixed refusals have none on purpose).
+pub fn allow_hint(d: &Denial) -> Option<String> {
+    let rule = d.rule.as_str();
+    let parent = |path: &str| {
+        let p = std::path::Path::new(path);
+        match p.parent().map(|d| d.display().to_string()) {
+            Some(d) if p.is_absolute() && !d.is_empty() => sanitize(&d),
+            _ => "its directory".to_string(),
+        }
+    };
+    let removal = |field: &str, value: &str| {
+        format!(
+            "`\"!{}\"` in `{field}` of a profile that extends this one",
+            sanitize(value)
+        )
+    };
+    match &d.object {
+        Object::Path { path, .. } | Object::Exec { path } => {
+            if rule.starts_with("filesystem: exec not in allow-list")
+                || rule.starts_with("filesystem: noexec")
+            {
+                Some(format!("--allow-exec {}", parent(path)))
+            } else if rule.starts_with("filesystem: not in allow-list") {
+                // Landlock's refusal looks the same for a deny glob's omission: say so.
+                Some(format!(
+                    "--allow-read {dir} (or --allow-write {dir}), unless a filesystem.deny glob \
+                     names it",
+                    dir = parent(path)
+                ))
+            } else if rule.starts_with("filesystem: read-only outside") {
+                Some(format!("--allow-write {}", parent(path)))
+            } else {
+                rule.strip_prefix("filesystem.deny: ")
+                    .map(|glob| removal("filesystem.deny", glob.split(' ').next().unwrap_or(glob)))
+            }
+        }
+        Object::Net { addr, port, .. } => {
+            let target = if addr.contains(':') {
+                format!("[{}]:{port}", sanitize(addr))
+            } else {
+                format!("{}:{port}", sanitize(addr))
+            };
+            if rule.contains("bind") {
+                Some(format!("--allow-bind {port}"))
+            } else if rule.starts_with("network.deny: ") {
+                Some(format!(
+                    "--allow-net {target} (an exact entry wins over the network.deny rule)"
+                ))
+            } else if rule.starts_with("network") {
+                Some(format!("--allow-net {target}"))
+            } else {
+                None
+            }
+        }
+        Object::Syscall { name, .. } => {
+            if let Some(group) = rule.strip_prefix("syscalls.deny-groups: ") {
+                Some(removal("syscalls.deny_groups", group))
+            } else if rule.starts_with("syscalls.deny: ") {
+                Some(removal("syscalls.deny", name))
+            } else {
+                None
+            }
+        }
+        Object::Socket { .. } | Object::Signal { .. } => None,
+    }
 }
 
 fn object_text(o: &Object) -> String {
@@ -424,6 +501,55 @@ mod tests {
     }
 
     #[test]
+    fn live_lines_name_the_flag_or_profile_line_that_would_allow_it() {
+        let mut d = denial("/home/u/data/x.csv");
+        assert_eq!(
+            allow_hint(&d).unwrap(),
+            "--allow-read /home/u/data (or --allow-write /home/u/data), unless a \
+             filesystem.deny glob names it"
+        );
+        d.rule = "filesystem: exec not in allow-list".into();
+        assert_eq!(allow_hint(&d).unwrap(), "--allow-exec /home/u/data");
+        d.rule = "filesystem.deny: **/.env".into();
+        assert!(allow_hint(&d)
+            .unwrap()
+            .contains("\"!**/.env\"` in `filesystem.deny`"));
+        let net = Denial {
+            rule: "network.deny: 169.254.0.0/16:* 169.254.169.254:80".into(),
+            object: Object::Net {
+                proto: "tcp".into(),
+                addr: "169.254.169.254".into(),
+                port: 80,
+            },
+            ..denial("/x")
+        };
+        assert!(allow_hint(&net)
+            .unwrap()
+            .starts_with("--allow-net 169.254.169.254:80"));
+        let sys = Denial {
+            rule: "syscalls.deny-groups: namespaces".into(),
+            object: Object::Syscall {
+                name: "unshare".into(),
+                nr: 272,
+                args: [0; 6],
+            },
+            ..denial("/x")
+        };
+        assert!(allow_hint(&sys)
+            .unwrap()
+            .contains("\"!namespaces\"` in `syscalls.deny_groups`"));
+        let signal = Denial {
+            rule: "scope: signal to a process outside the sandbox".into(),
+            object: Object::Signal {
+                target_pid: 1,
+                signal: 9,
+            },
+            ..denial("/x")
+        };
+        assert_eq!(allow_hint(&signal), None);
+    }
+
+    #[test]
     fn hostile_names_cannot_drive_the_terminal() {
         let line = denial_line(&denial("/tmp/a\x1b]0;pwned\x07\nb\r\u{202E}gpj.exe"), false);
         assert!(!line.contains('\x1b'));
@@ -476,7 +602,9 @@ mod tests {
         let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         assert_eq!(
             out,
-            "agentbox: denied [landlock] open /etc/shadow (pid 123 python3) — filesystem: not in allow-list\n"
+            "agentbox: denied [landlock] open /etc/shadow (pid 123 python3) — filesystem: not in allow-list; \
+             to allow: --allow-read /etc (or --allow-write /etc), unless a filesystem.deny glob \
+             names it\n"
         );
     }
 
@@ -547,11 +675,9 @@ mod tests {
         );
         let out = text(&buf);
         assert_eq!(out.lines().filter(|l| l.contains("denied [")).count(), 20);
-        assert!(out
-            .lines()
-            .next()
-            .unwrap()
-            .ends_with("/f0 (pid 123 python3) — filesystem: not in allow-list"));
+        assert!(out.lines().next().unwrap().contains(
+            "/f0 (pid 123 python3) — filesystem: not in allow-list; to allow: --allow-read"
+        ));
         assert!(out.contains("LOST 3 violations events"), "{out}");
         assert!(
             more_counts(&out).is_empty(),
