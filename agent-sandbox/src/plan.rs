@@ -244,8 +244,27 @@ impl Plan {
             rules = landlock.rule_count(),
             "landlock layer compiled"
         );
-        let (seccomp, seccomp_coverage) = seccomp::compile(&policy).context("seccomp layer")?;
+        // Pathname UNIX sockets: the supervisor connects them (seccomp user notification).
+        // Where a kernel hook refuses them to every sandboxed task (cgroup unix hooks on
+        // 6.7+, BPF LSM), the other calls can run as the agent made them; elsewhere datagram
+        // sends come to the supervisor too, and it checks IP destinations itself when no
+        // cgroup-BPF layer does.
+        let unix_hooks = match &runtime {
+            Ok((runtime, _)) if runtime.unix_hooks() => Some("cgroup connect_unix/sendmsg_unix"),
+            Ok(_) if lsm_rules.is_some() => Some("BPF LSM socket_connect/socket_sendmsg"),
+            _ => None,
+        };
+        let mediation =
+            seccomp::mediate::Mediation::compile(&policy, unix_hooks.is_none(), runtime.is_err())
+                .context("network.unix")?;
+        let (seccomp, seccomp_coverage) =
+            seccomp::compile(&policy, Some(mediation)).context("seccomp layer")?;
         coverage.extend(seccomp_coverage);
+        coverage.extend(seccomp::mediate::coverage(
+            &policy,
+            unix_hooks,
+            runtime.is_err(),
+        ));
         tracing::debug!(elapsed = ?started.elapsed(), "seccomp layer compiled");
         let process = process::compile(&policy, env, cgroup.holds("pids"), cgroup.holds("memory"))
             .context("process layer")?;
@@ -300,9 +319,10 @@ impl Plan {
         .context("seccomp notifier")?;
         let mut sources: Vec<Box<dyn EventSource>> = vec![Box::new(notifier)];
         if let Some(registration) = group.and_then(SandboxGroup::registration) {
-            if let Some(kernel) =
-                registration.event_source(std::sync::Arc::clone(seccomp.table()))?
-            {
+            if let Some(kernel) = registration.event_source(
+                std::sync::Arc::clone(seccomp.table()),
+                std::sync::Arc::clone(seccomp.answered()),
+            )? {
                 sources.push(Box::new(kernel));
             }
         }
@@ -310,10 +330,50 @@ impl Plan {
     }
 
     /// Required guarantees that no layer fully enforces, each with the reason.
+    ///
+    /// One exception: address rules checked by the supervisor alone (unprivileged), when the
+    /// addresses only carve denies (loopback, cloud metadata) out of port rules, or name the
+    /// DNS resolvers. The supervisor connects and sends on its own copy of the address, so
+    /// only a datagram sent by sendmsg/sendmmsg with an address that a racing thread rewrites
+    /// after the check gets past; that `Partial` is accepted and the launch report names it
+    /// (`caveats`). An allow list of the user's own addresses still needs cgroup-BPF.
     pub fn gaps(&self) -> Vec<(Guarantee, String)> {
         self.required
             .iter()
+            .filter(|&&g| !self.accepted_partial(g))
             .filter_map(|&g| self.coverage.gap(g).map(|reason| (g, reason)))
+            .collect()
+    }
+
+    fn accepted_partial(&self, g: Guarantee) -> bool {
+        let own_addresses =
+            self.policy.network.allow.iter().any(|rule| {
+                !rule.is_port_only() && rule.ports != crate::policy::PortRange::single(53)
+            });
+        g == Guarantee::NetAddresses
+            && !own_addresses
+            && self.coverage.gap(g).is_some()
+            && self.coverage.partly_enforces(g)
+    }
+
+    /// Required guarantees run with a stated weakness instead of refused (see `gaps`).
+    pub fn caveats(&self) -> Vec<(Guarantee, String)> {
+        self.required
+            .iter()
+            .filter(|&&g| self.accepted_partial(g))
+            .map(|&g| {
+                let reasons: Vec<String> = self
+                    .coverage
+                    .entries
+                    .iter()
+                    .filter(|e| e.guarantee == g)
+                    .filter_map(|e| match &e.status {
+                        Status::Partial(r) => Some(format!("{}: {r}", e.layer)),
+                        _ => None,
+                    })
+                    .collect();
+                (g, reasons.join("; "))
+            })
             .collect()
     }
 

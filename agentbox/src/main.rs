@@ -91,6 +91,7 @@ fn usage_error(err: clap::Error) -> ExitCode {
                             | "--allow-exec"
                             | "--allow-net"
                             | "--allow-bind"
+                            | "--allow-unix"
                             | "--keep-env"
                             | "--log"
                             | "--workspace"

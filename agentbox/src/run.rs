@@ -63,6 +63,10 @@ pub(crate) struct RunArgs {
     /// Repeatable.
     #[arg(long = "allow-bind", value_name = "PORTS")]
     pub allow_bind: Vec<String>,
+    /// Let the agent connect to this UNIX socket (a path or glob: `"$SSH_AUTH_SOCK"`,
+    /// `/run/user/*/bus`). Sockets inside the write trees need no flag. Repeatable.
+    #[arg(long = "allow-unix", value_name = "SOCKET")]
+    pub allow_unix: Vec<String>,
 
     /// Keep this environment variable although the profile scrubs it (a name, or a glob such
     /// as `NPM_CONFIG_*`). Repeatable.
@@ -238,6 +242,13 @@ pub(crate) fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
         })?;
         policy.network.bind.push(ports);
     }
+    for entry in &args.allow_unix {
+        let socket = absolute(std::path::Path::new(entry))?;
+        policy
+            .network
+            .unix
+            .push(socket.to_string_lossy().into_owned());
+    }
     // The name itself is kept; globs that would scrub it stop at it.
     for name in &args.keep_env {
         policy
@@ -337,6 +348,14 @@ pub(crate) fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if !args.quiet {
+        for (g, _) in plan.caveats() {
+            eprintln!(
+                "agentbox: note: {} is held by the supervisor here (unprivileged), except for a \
+                 datagram whose sendmsg() address a racing thread rewrites; as root, cgroup-BPF \
+                 holds it fully (`agentbox doctor`)",
+                g.describe()
+            );
+        }
         log.add_sink(Box::new(TerminalSink::stderr()));
     }
 

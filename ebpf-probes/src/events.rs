@@ -38,6 +38,9 @@ pub enum NetVerdictReason {
     SocketFamily,
     /// A socket type that is not allowed (raw).
     SocketType,
+    /// A pathname UNIX socket reached without the supervisor (connect, or a datagram sent to
+    /// a path).
+    UnixPath,
     /// A value this build does not know (newer object).
     Other(u8),
 }
@@ -56,6 +59,8 @@ pub enum KernelEvent {
         hook: NetHook,
         /// Destination (connect/sendmsg) or local address (bind); `None` for socket().
         addr: Option<IpAddr>,
+        /// The socket path of a pathname UNIX destination, as the caller wrote it.
+        path: Option<String>,
         port: u16,
         proto: u8,
         family: u16,
@@ -274,6 +279,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<KernelEvent> {
                 _ => NetHook::SockCreate,
             },
             addr: ip_of(&raw),
+            path: path_of(&raw),
             port: raw.port,
             proto: raw.proto,
             family: raw.family,
@@ -284,6 +290,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<KernelEvent> {
                 3 => NetVerdictReason::BindPort,
                 4 => NetVerdictReason::SocketFamily,
                 5 => NetVerdictReason::SocketType,
+                6 => NetVerdictReason::UnixPath,
                 other => NetVerdictReason::Other(other),
             },
             enforced: raw.flags & EVF_ENFORCED != 0,

@@ -400,6 +400,8 @@ pub enum LsmReason {
     OtherSandbox,
     /// bpf(), perf_event_open(), mount family, module request.
     KernelOperation,
+    /// A pathname UNIX socket: the supervisor connects to those on the agent's behalf.
+    UnixPath,
     Other(u8),
 }
 
@@ -418,6 +420,7 @@ impl LsmReason {
             9 => NetDenyRule,
             10 => OtherSandbox,
             11 => KernelOperation,
+            12 => UnixPath,
             other => Other(other),
         }
     }

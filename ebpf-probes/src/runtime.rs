@@ -65,6 +65,19 @@ const CGROUP_PROGRAMS: [(&str, libbpf_rs::libbpf_sys::bpf_attach_type); 7] = [
     ),
 ];
 
+/// Pathname UNIX socket hooks (Linux 6.7+): loaded, pinned and attached with the others
+/// where the kernel has their attach types; [`Runtime::unix_hooks`] says whether it does.
+const CGROUP_UNIX_PROGRAMS: [(&str, libbpf_rs::libbpf_sys::bpf_attach_type); 2] = [
+    (
+        "net_connect_unix",
+        libbpf_rs::libbpf_sys::BPF_CGROUP_UNIX_CONNECT,
+    ),
+    (
+        "net_sendmsg_unix",
+        libbpf_rs::libbpf_sys::BPF_CGROUP_UNIX_SENDMSG,
+    ),
+];
+
 /// Global observers (tp_btf): attached and pinned while some supervisor of this version runs,
 /// unpinned (so detached) by the last one to exit normally (see `Shared`'s Drop): when no
 /// sandbox runs, nothing of agentbox sits on the system's syscall path. The programs stay
@@ -152,6 +165,8 @@ struct Shared {
     /// The pinned LSM links, held like the observer links.
     _lsm_links: Vec<Link>,
     cgroup_programs: Vec<(ProgramHandle, libbpf_rs::libbpf_sys::bpf_attach_type)>,
+    /// Whether the pathname UNIX socket hooks are among `cgroup_programs`.
+    unix_hooks: bool,
     /// The pinned observer links, held open so that unpinning this version (a newer agentbox
     /// replacing it, or the last supervisor leaving) does not detach the observers of
     /// sandboxes this process runs.
@@ -309,6 +324,12 @@ impl Runtime {
     /// to load); `None` when they are and [`SandboxConfig::lsm`] rules are enforced.
     pub fn lsm_error(&self) -> Option<&str> {
         self.shared.lsm_error.as_deref()
+    }
+
+    /// Whether every sandbox cgroup gets the pathname UNIX socket hooks (connect and
+    /// datagram sends to a path refused to sandboxed tasks; Linux 6.7+).
+    pub fn unix_hooks(&self) -> bool {
+        self.shared.unix_hooks
     }
 
     /// Enters a sandbox into the maps and attaches the cgroup programs to its cgroup. The
@@ -774,6 +795,20 @@ impl Shared {
             )?;
             cgroup_programs.push((program, attach_type));
         }
+        // Optional: pinned only where the kernel has the attach types.
+        let mut unix_hooks = true;
+        for (name, attach_type) in CGROUP_UNIX_PROGRAMS {
+            let path = dir.join("progs").join(name);
+            if !path.exists() {
+                unix_hooks = false;
+                continue;
+            }
+            let program = run_libbpf(
+                &format!("opening pinned program {}", path.display()),
+                || ProgramHandle::from_pinned_path(&path),
+            )?;
+            cgroup_programs.push((program, attach_type));
+        }
         // Held before the links are looked at: the caller holds the pin root's lock, so no
         // last supervisor can unpin them between here and our opening them.
         let observers_lock = File::open(dir).map_err(|source| Error::Pin {
@@ -852,6 +887,7 @@ impl Shared {
             lsm_error,
             _lsm_links: lsm_links,
             cgroup_programs,
+            unix_hooks,
             _observer_links: observer_links,
             observers_lock,
         })
@@ -859,7 +895,7 @@ impl Shared {
 }
 
 /// Loads the sandbox programs (with the LSM programs where BPF LSM loads).
-fn load_runtime_object(with_lsm: bool) -> Result<libbpf_rs::Object, Error> {
+fn load_runtime_object(with_lsm: bool, with_unix: bool) -> Result<libbpf_rs::Object, Error> {
     run_libbpf("loading the sandbox programs", || {
         let mut builder = ObjectBuilder::default();
         builder.name(OBJECT_NAME)?;
@@ -868,6 +904,7 @@ fn load_runtime_object(with_lsm: bool) -> Result<libbpf_rs::Object, Error> {
             let name = program.name().to_string_lossy().into_owned();
             let wanted = CGROUP_PROGRAMS.iter().any(|(p, _)| *p == name)
                 || TRACE_PROGRAMS.contains(&name.as_str())
+                || (with_unix && CGROUP_UNIX_PROGRAMS.iter().any(|(p, _)| *p == name))
                 || (with_lsm && lsm_program_names().any(|p| p == name));
             program.set_autoload(wanted);
         }
@@ -889,13 +926,18 @@ fn load_and_pin(staging: &Path) -> Result<Option<String>, Error> {
         let path = staging.join(sub);
         fs::create_dir_all(&path).map_err(|source| Error::Pin { path, source })?;
     }
+    // Kernels before 6.7 have no UNIX attach types: the object loads without those two.
+    let load = |with_lsm: bool| {
+        // A refusal here shows as `Runtime::unix_hooks() == false`, which doctor reports.
+        load_runtime_object(with_lsm, true).or_else(|_| load_runtime_object(with_lsm, false))
+    };
     let (mut object, lsm_error) = match probe(ProgramKind::Lsm) {
-        Err(err) => (load_runtime_object(false)?, Some(err.to_string())),
-        Ok(()) => match load_runtime_object(true) {
+        Err(err) => (load(false)?, Some(err.to_string())),
+        Ok(()) => match load(true) {
             Ok(object) => (object, None),
             // A verifier refusal of an LSM program must not take the network layer down.
             Err(err) => (
-                load_runtime_object(false)?,
+                load(false)?,
                 Some(format!("the LSM programs failed to load: {err}")),
             ),
         },
@@ -909,7 +951,8 @@ fn load_and_pin(staging: &Path) -> Result<Option<String>, Error> {
     }
     for program in object.progs_mut() {
         let name = program.name().to_string_lossy().into_owned();
-        if CGROUP_PROGRAMS.iter().any(|(p, _)| *p == name) {
+        let optional = CGROUP_UNIX_PROGRAMS.iter().any(|(p, _)| *p == name);
+        if CGROUP_PROGRAMS.iter().any(|(p, _)| *p == name) || (optional && program.autoload()) {
             let path = staging.join("progs").join(&name);
             let mut program = program;
             run_libbpf(&format!("pinning program {name}"), || program.pin(&path))?;

@@ -10,6 +10,7 @@ use std::ffi::CString;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -280,6 +281,11 @@ pub const ATTACKS: &[(&str, AttackFn)] = &[
     ("netlink-socket", netlink_socket),
     ("vsock-socket", vsock_socket),
     ("unix-pathname-host", unix_pathname_host),
+    ("unix-symlink-redirect", unix_symlink_redirect),
+    ("unix-relative-path", unix_relative_path),
+    ("unix-proc-fd-alias", unix_proc_fd_alias),
+    ("unix-dgram-sendto", unix_dgram_sendto),
+    ("unix-dgram-sendmsg", unix_dgram_sendmsg),
     ("unix-abstract", unix_abstract),
     ("bind-listen", bind_listen),
     ("event-flood", event_flood),
@@ -2120,6 +2126,146 @@ fn unix_pathname_host(ctx: &Ctx) -> Attempt {
         ),
     }
     a.target(ctx.unix_path.display().to_string())
+}
+
+/// Connects a stream socket to `path` (as given), recording the variant.
+fn unix_connect(a: &mut Attempt, what: &str, path: &Path) {
+    a.tried.push(path.display().to_string());
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(mut s) => {
+            let _ = s.write_all(b"agentbox-selftest");
+            a.win(format!("{what}: connected"));
+        }
+        Err(e) => a.step(what, Err(e.raw_os_error().unwrap_or(0))),
+    }
+}
+
+/// A symlink in the writable workspace naming the host socket: a check of the path string
+/// would see a workspace path.
+fn unix_symlink_redirect(ctx: &Ctx) -> Attempt {
+    let mut a = Attempt::default();
+    let link = ctx.workspace.join("redirect.sock");
+    let _ = std::fs::remove_file(&link);
+    if let Err(e) = std::os::unix::fs::symlink(&ctx.unix_path, &link) {
+        a.not_applicable = Some(format!("symlink in the workspace: {e}"));
+        return a;
+    }
+    unix_connect(
+        &mut a,
+        &format!("connect {} (-> host socket)", link.display()),
+        &link,
+    );
+    let _ = std::fs::remove_file(&link);
+    a.target(ctx.unix_path.display().to_string())
+}
+
+/// chdir next to the host socket and connect by its bare name.
+fn unix_relative_path(ctx: &Ctx) -> Attempt {
+    let mut a = Attempt::default();
+    let (Some(dir), Some(name)) = (ctx.unix_path.parent(), ctx.unix_path.file_name()) else {
+        a.not_applicable = Some("no socket directory".into());
+        return a;
+    };
+    if let Err(e) = std::env::set_current_dir(dir) {
+        a.step(
+            &format!("chdir {}", dir.display()),
+            Err(e.raw_os_error().unwrap_or(0)),
+        );
+        return a.target(ctx.unix_path.display().to_string());
+    }
+    unix_connect(
+        &mut a,
+        &format!("connect {} (relative)", Path::new(name).display()),
+        Path::new(name),
+    );
+    let _ = std::env::set_current_dir(&ctx.workspace);
+    a.target(ctx.unix_path.display().to_string())
+}
+
+/// An O_PATH descriptor of the host socket (Landlock does not check O_PATH), then connect
+/// through its /proc magic link.
+fn unix_proc_fd_alias(ctx: &Ctx) -> Attempt {
+    let mut a = Attempt::default();
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(&ctx.unix_path)
+    {
+        Ok(f) => f,
+        Err(e) => {
+            a.step(
+                &format!("open(O_PATH) {}", ctx.unix_path.display()),
+                Err(e.raw_os_error().unwrap_or(0)),
+            );
+            return a.target(ctx.unix_path.display().to_string());
+        }
+    };
+    let alias = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+    unix_connect(&mut a, &format!("connect {}", alias.display()), &alias);
+    a.target(alias.display().to_string())
+}
+
+/// A datagram to a host socket path without connect(): sendto with the address.
+fn unix_dgram_sendto(ctx: &Ctx) -> Attempt {
+    let mut a = Attempt::default();
+    let path = ctx.unix_path.with_extension("dgram");
+    match std::os::unix::net::UnixDatagram::unbound() {
+        Ok(sock) => match sock.send_to(b"agentbox-selftest", &path) {
+            Ok(n) => a.win(format!("sendto {}: sent {n} bytes", path.display())),
+            Err(e) => a.step(
+                &format!("sendto {}", path.display()),
+                Err(e.raw_os_error().unwrap_or(0)),
+            ),
+        },
+        Err(e) => a.step(
+            "socket(AF_UNIX, SOCK_DGRAM)",
+            Err(e.raw_os_error().unwrap_or(0)),
+        ),
+    }
+    a.target(path.display().to_string())
+}
+
+/// The same datagram through sendmsg(), whose address the filter cannot see in registers.
+fn unix_dgram_sendmsg(ctx: &Ctx) -> Attempt {
+    let mut a = Attempt::default();
+    let path = ctx.unix_path.with_extension("dgram");
+    // SAFETY: socket takes integers only.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        a.step("socket(AF_UNIX, SOCK_DGRAM)", Err(errno()));
+        return a.target(path.display().to_string());
+    }
+    // SAFETY: the fd the kernel just returned.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: sockaddr_un is plain old data; all-zero is a valid empty address.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.len() >= addr.sun_path.len() {
+        a.not_applicable = Some("socket path too long for sockaddr_un".into());
+        return a;
+    }
+    for (slot, b) in addr.sun_path.iter_mut().zip(bytes) {
+        *slot = *b as libc::c_char;
+    }
+    let mut data = *b"agentbox-selftest";
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    // SAFETY: msghdr is plain old data; all-zero is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut addr as *mut libc::sockaddr_un).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    // SAFETY: msg and everything it points to live on this frame.
+    let r = unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, 0) };
+    a.step(
+        &format!("sendmsg {}", path.display()),
+        if r < 0 { Err(errno()) } else { Ok(r as i64) },
+    );
+    a.target(path.display().to_string())
 }
 
 fn unix_abstract(ctx: &Ctx) -> Attempt {

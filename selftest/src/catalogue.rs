@@ -111,9 +111,19 @@ const fn fs(name: &'static str, technique: &'static str, g: Guarantee) -> Spec {
     spec(name, "files", technique, "landlock", FS_LOGGED, Some(g))
 }
 
-const fn gap(mut s: Spec, why: &'static str) -> Spec {
-    s.known_gap = Some(why);
-    s
+/// Host UNIX sockets: the supervisor (seccomp user notification) or the kernel's unix hooks
+/// refuse and log them.
+const fn unix(name: &'static str, technique: &'static str) -> Spec {
+    spec(
+        name,
+        "network",
+        technique,
+        "seccomp (supervisor) / cgroup-bpf / bpf-lsm",
+        Expect::Kernel {
+            logged_by: Some(Guarantee::NetUnixSockets),
+        },
+        Some(Guarantee::NetUnixSockets),
+    )
 }
 
 const fn with(mut s: Spec, setup: Setup) -> Spec {
@@ -658,17 +668,29 @@ pub const CATALOGUE: &[Spec] = &[
         "socket",
         "AF_VSOCK",
     ),
-    gap(
-        spec(
-            "unix-pathname-host",
-            "network",
-            "pathname UNIX socket of a host service outside the allowed trees",
-            "bpf-lsm / cgroup connect_unix",
-            KERNEL_UNLOGGED,
-            None,
-        ),
-        "Landlock (ABI <= 7) does not mediate connect(2) to pathname UNIX sockets; no layer \
-         of this build covers it (needs BPF LSM unix_stream_connect or a cgroup connect_unix hook)",
+    unix(
+        "unix-pathname-host",
+        "pathname UNIX socket of a host service outside the allowed trees",
+    ),
+    unix(
+        "unix-symlink-redirect",
+        "host UNIX socket through a symlink planted in the workspace",
+    ),
+    unix(
+        "unix-relative-path",
+        "host UNIX socket by a relative path after chdir next to it",
+    ),
+    unix(
+        "unix-proc-fd-alias",
+        "host UNIX socket through /proc/self/fd of an O_PATH descriptor",
+    ),
+    unix(
+        "unix-dgram-sendto",
+        "datagram to a host UNIX socket path without connect (sendto)",
+    ),
+    unix(
+        "unix-dgram-sendmsg",
+        "datagram to a host UNIX socket path without connect (sendmsg)",
     ),
     spec(
         "unix-abstract",

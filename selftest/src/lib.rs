@@ -199,6 +199,8 @@ struct Fixtures {
     tcp6: Option<TcpListener>,
     udp: UdpSocket,
     unix: UnixListener,
+    /// Held for its socket file; the attacks only need it to exist.
+    _unix_dgram: std::os::unix::net::UnixDatagram,
     abstract_sock: Option<UnixListener>,
     abstract_name: String,
     free_port: u16,
@@ -216,6 +218,9 @@ impl Fixtures {
         udp.set_nonblocking(true)?;
         let unix = UnixListener::bind(dir.join("host-service.sock")).context("unix listener")?;
         unix.set_nonblocking(true)?;
+        let unix_dgram = std::os::unix::net::UnixDatagram::bind(dir.join("host-service.dgram"))
+            .context("unix datagram socket")?;
+        unix_dgram.set_nonblocking(true)?;
         let abstract_name = format!(
             "agentbox-selftest-{}-{}",
             std::process::id(),
@@ -237,6 +242,7 @@ impl Fixtures {
             tcp6,
             udp,
             unix,
+            _unix_dgram: unix_dgram,
             abstract_sock,
             abstract_name,
             free_port,
@@ -443,6 +449,9 @@ fn names_target(d: &Value, target: &str) -> bool {
             let (addr, port) = (o["addr"].as_str().unwrap_or(""), o["port"].as_u64());
             port.is_some_and(|p| target == format!("{addr}:{p}"))
         }
+        Some("unix") => [&o["path"], &o["resolved"]]
+            .iter()
+            .any(|p| p.as_str() == Some(target)),
         _ => false,
     }
 }

@@ -5,5 +5,6 @@ mod net;
 mod observe;
 mod protect;
 mod run;
+mod unix;
 mod view;
 mod workloads;

@@ -150,6 +150,16 @@ pub enum Object {
     Exec {
         path: String,
     },
+    /// A pathname UNIX socket: the path as the agent wrote it (absolute), and, when the
+    /// supervisor resolved it, the socket it names.
+    Unix {
+        path: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resolved: Option<String>,
+        /// `stream`, `dgram`, `seqpacket`, or empty when unknown.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        sock_type: String,
+    },
 }
 
 /// One line of the audit log.

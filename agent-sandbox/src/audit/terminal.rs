@@ -347,6 +347,14 @@ pub fn allow_hint(d: &Denial) -> Option<String> {
                 None
             }
         }
+        Object::Unix { path, resolved, .. } => {
+            let socket = sanitize(resolved.as_deref().unwrap_or(path));
+            if rule.starts_with("network.unix: not in") {
+                Some(format!("--allow-unix {socket}"))
+            } else {
+                None
+            }
+        }
         Object::Socket { .. } | Object::Signal { .. } => None,
     }
 }
@@ -372,6 +380,21 @@ fn object_text(o: &Object) -> String {
             format!("signal {} to pid {target_pid}", signal_name(*signal))
         }
         Object::Exec { path } => format!("exec {}", sanitize(path)),
+        Object::Unix {
+            path,
+            resolved,
+            sock_type,
+        } => {
+            let kind = if sock_type.is_empty() {
+                "unix".to_string()
+            } else {
+                format!("unix-{}", sanitize(sock_type))
+            };
+            match resolved {
+                Some(r) if r != path => format!("{kind} {} (-> {})", sanitize(path), sanitize(r)),
+                _ => format!("{kind} {}", sanitize(path)),
+            }
+        }
     }
 }
 

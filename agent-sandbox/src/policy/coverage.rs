@@ -97,10 +97,13 @@ pub enum Guarantee {
     ProcPrivate,
     /// SysV IPC, POSIX message queues and /dev/shm are the sandbox's own.
     IpcPrivate,
+    /// Pathname UNIX sockets (docker.sock, D-Bus, ssh-agent) reachable only inside the write
+    /// trees and as `network.unix` allows, judged on the socket the path resolves to.
+    NetUnixSockets,
 }
 
 impl Guarantee {
-    pub const ALL: [Guarantee; 18] = [
+    pub const ALL: [Guarantee; 19] = [
         Guarantee::FsAllowList,
         Guarantee::FsDenyExact,
         Guarantee::ExecAllowList,
@@ -119,6 +122,7 @@ impl Guarantee {
         Guarantee::MemfdNoExec,
         Guarantee::ProcPrivate,
         Guarantee::IpcPrivate,
+        Guarantee::NetUnixSockets,
     ];
 
     pub fn describe(self) -> &'static str {
@@ -145,6 +149,9 @@ impl Guarantee {
             Guarantee::MemfdNoExec => "no fileless (memfd) programs",
             Guarantee::ProcPrivate => "/proc shows only the sandbox's processes",
             Guarantee::IpcPrivate => "SysV IPC, message queues and /dev/shm private",
+            Guarantee::NetUnixSockets => {
+                "host UNIX sockets (docker.sock, D-Bus, ssh-agent) only as network.unix allows"
+            }
         }
     }
 }
@@ -194,6 +201,13 @@ impl Coverage {
     }
 
     /// Why `g` is not fully enforced (reasons from every layer that tried), or `None` if it is.
+    /// True when some layer enforces `g` at least in part.
+    pub fn partly_enforces(&self, g: Guarantee) -> bool {
+        self.entries
+            .iter()
+            .any(|e| e.guarantee == g && matches!(e.status, Status::Enforced | Status::Partial(_)))
+    }
+
     pub fn gap(&self, g: Guarantee) -> Option<String> {
         if self.enforces(g) {
             return None;

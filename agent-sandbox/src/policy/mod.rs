@@ -76,6 +76,11 @@ pub struct NetPolicy {
     pub deny: Vec<NetRule>,
     /// Ports the agent may bind (listen on). Empty means no inbound.
     pub bind: Vec<PortRange>,
+    /// Pathname UNIX sockets the agent may connect to beyond those inside its write trees:
+    /// absolute globs, matched against the socket the path resolves to (symlinks followed
+    /// in the sandbox's view), e.g. `/run/user/*/bus`, `${HOME}/.ssh/agent.sock`.
+    #[serde(default)]
+    pub unix: Vec<String>,
 }
 
 /// `host-or-cidr:port-or-range`, e.g. `10.0.0.0/8:443`, `[::1]:8000-8100`, `*:53`.

@@ -125,6 +125,12 @@ pub(crate) struct NetworkToml {
     #[serde(default)]
     #[schemars(with = "Vec<IntOrString>")]
     pub bind: Vec<Spanned<IntOrString>>,
+    /// Pathname UNIX sockets the agent may connect to beyond those inside its write trees:
+    /// absolute globs matched against the socket the path resolves to, e.g.
+    /// `"/run/user/*/bus"`, `"~/.ssh/agent.sock"`.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub unix: Entries,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

@@ -33,6 +33,7 @@ struct ShownNet {
     allow: Vec<String>,
     deny: Vec<String>,
     bind: Vec<String>,
+    unix: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -100,6 +101,7 @@ pub fn to_toml(policy: &Policy, description: Option<&str>, notes: &[String]) -> 
             allow: net.allow.iter().map(|r| format!("{r:#}")).collect(),
             deny: net.deny.iter().map(|r| format!("{r:#}")).collect(),
             bind: net.bind.iter().map(ToString::to_string).collect(),
+            unix: net.unix.clone(),
         },
         process: ShownProcess {
             env_allow: &proc.env_allow,

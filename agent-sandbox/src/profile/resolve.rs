@@ -116,6 +116,17 @@ impl<'a> Builder<'a> {
         let p = &mut self.policy.network;
         ctx.edit(&mut p.allow, &net.allow, &mut rule)?;
         ctx.edit(&mut p.deny, &net.deny, &mut rule)?;
+        let mut unix = |v: &str| {
+            let globs = path_glob(v, "network.unix", opts, &mut self.notes)?;
+            match globs.iter().find(|g| g.pattern.starts_with("**/")) {
+                Some(g) => Err(ValueError::new(
+                    format!("network.unix glob `{}` is not anchored", g.pattern),
+                    Some("name the socket's directory: `/run/user/*/bus`, `~/.ssh/agent.sock`"),
+                )),
+                None => Ok(globs.into_iter().map(|g| g.pattern).collect()),
+            }
+        };
+        ctx.edit(&mut p.unix, &net.unix, &mut unix)?;
         for entry in &net.bind {
             let span = entry.span();
             match entry.get_ref() {

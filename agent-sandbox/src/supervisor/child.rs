@@ -231,9 +231,18 @@ pub(crate) fn run_init(ctx: ChildContext<'_>) -> ! {
         Ok(fd) => fd,
         Err(e) => fail(ctl, Step::Seccomp, e.raw_os_error().unwrap_or(libc::EPERM)),
     };
-    if let Err(e) = proto::send_fd(ctl, listener.as_raw_fd()) {
+    // The supervisor takes the listener with pidfd_getfd rather than over SCM_RIGHTS: where
+    // the filter sends every sendmsg() to the supervisor (unprivileged), a sendmsg made now
+    // would wait for an answer only the listener it carries can give. pidfd_getfd needs init
+    // dumpable for that moment; no agent code exists yet.
+    check(ctl, Step::SendListener, prctl(libc::PR_SET_DUMPABLE, 1));
+    if let Err(e) = proto::send(ctl, proto::TAG_LISTENER, 0, listener.as_raw_fd()) {
         fail(ctl, Step::SendListener, e);
     }
+    if proto::recv_tag(ctl) != Some(proto::TAG_GO) {
+        fail(ctl, Step::SendListener, libc::ECONNRESET);
+    }
+    check(ctl, Step::NotDumpable, prctl(libc::PR_SET_DUMPABLE, 0));
     drop(listener);
     if let Err(e) = close_fds_except(&mut [ctx.ctl, ctx.lifeline], false) {
         fail(ctl, Step::CloseFds, e);

@@ -143,6 +143,25 @@ fn kill_and_reap(pid: libc::pid_t) {
     let _ = wait_status(pid);
 }
 
+/// A copy of process `pid`'s fd `fd` (close-on-exec).
+fn take_fd(pid: libc::pid_t, fd: RawFd) -> io::Result<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes no pointers.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if pidfd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd; we own it.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
+    // SAFETY: pidfd_getfd takes no pointers.
+    let got = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    if got < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pidfd_getfd installed a new fd for us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(got as RawFd) })
+}
+
 fn wait_status(pid: libc::pid_t) -> io::Result<i32> {
     let mut status = 0;
     loop {
@@ -370,7 +389,12 @@ impl Sandbox {
                 };
                 match msg.tag {
                     proto::TAG_LISTENER => {
-                        listener = Some(msg.fd.context("listener message without an fd")?);
+                        listener = Some(take_fd(pid, msg.value).context(
+                            "taking the seccomp listener from the sandbox init (pidfd_getfd)",
+                        )?);
+                        proto::send(sup_end.as_raw_fd(), proto::TAG_GO, 0, 0)
+                            .map_err(io::Error::from_raw_os_error)
+                            .context("acknowledging the seccomp listener")?;
                     }
                     proto::TAG_STARTED => {
                         let listener = listener

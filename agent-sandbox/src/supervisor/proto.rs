@@ -20,7 +20,8 @@ pub(crate) const MSG_LEN: usize = 8;
 pub(crate) const TAG_GO: u8 = b'G';
 /// Init → supervisor: the protect mounts made before go are in place (root only).
 pub(crate) const TAG_MOUNTED: u8 = b'M';
-/// Init → supervisor: the seccomp listener fd rides along (SCM_RIGHTS).
+/// Init → supervisor: the seccomp listener is init's fd `value`; the supervisor takes it
+/// (pidfd_getfd) and answers `TAG_GO`.
 pub(crate) const TAG_LISTENER: u8 = b'L';
 /// Agent → supervisor, right before exec: the message's credentials carry the agent's pid.
 pub(crate) const TAG_STARTED: u8 = b'P';
@@ -119,47 +120,6 @@ pub(crate) fn send(fd: RawFd, tag: u8, step: u8, value: i32) -> Result<(), i32> 
     }
 }
 
-/// Child side: sends `TAG_LISTENER` with `passed` attached as SCM_RIGHTS. No allocation.
-pub(crate) fn send_fd(fd: RawFd, passed: RawFd) -> Result<(), i32> {
-    /// Room for one cmsghdr plus one int, aligned like cmsghdr.
-    #[repr(C, align(8))]
-    struct CmsgBuf([u8; 64]);
-
-    let mut payload = encode(TAG_LISTENER, 0, 0);
-    let mut cmsg_buf = CmsgBuf([0; 64]);
-    let mut iov = libc::iovec {
-        iov_base: payload.as_mut_ptr().cast(),
-        iov_len: MSG_LEN,
-    };
-    // SAFETY: CMSG_SPACE is a pure size computation.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
-    if space > cmsg_buf.0.len() {
-        return Err(libc::EINVAL);
-    }
-    // SAFETY: msghdr is plain data; all-zero is a valid empty header we fill in below.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cmsg_buf.0.as_mut_ptr().cast();
-    msg.msg_controllen = space as _;
-    // SAFETY: msg_control points at `space` writable, cmsghdr-aligned bytes, so the first
-    // header and its data (one int) lie inside the buffer; `msg` outlives every use.
-    unsafe {
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), passed);
-    }
-    // SAFETY: `msg` and everything it points to are live for the call.
-    let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) };
-    if n == MSG_LEN as isize {
-        Ok(())
-    } else {
-        Err(errno())
-    }
-}
-
 /// Child side: blocks for one message; returns its tag, or `None` on EOF or error.
 pub(crate) fn recv_tag(fd: RawFd) -> Option<u8> {
     let mut buf = [0u8; MSG_LEN];
@@ -190,7 +150,6 @@ pub(crate) struct Message {
     pub value: i32,
     /// Sender's pid in the supervisor's pid namespace (from SCM_CREDENTIALS).
     pub pid: Option<i32>,
-    pub fd: Option<OwnedFd>,
 }
 
 /// Supervisor side: receives one message. `Ok(None)` on EOF (every sender has exited);
@@ -213,8 +172,9 @@ pub(crate) fn recv(fd: RawFd) -> io::Result<Option<Message>> {
         }
         (msg.bytes, pid, fds)
     };
+    // No message carries descriptors; any that arrive are closed here.
     // SAFETY: the kernel just installed these descriptors in our table; we own them now.
-    let mut owned: Vec<OwnedFd> = fds
+    let _stray: Vec<OwnedFd> = fds
         .into_iter()
         .map(|f| unsafe { OwnedFd::from_raw_fd(f) })
         .collect();
@@ -233,6 +193,5 @@ pub(crate) fn recv(fd: RawFd) -> io::Result<Option<Message>> {
         step: buf[1],
         value,
         pid,
-        fd: owned.pop(),
     }))
 }

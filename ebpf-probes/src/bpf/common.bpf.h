@@ -50,6 +50,7 @@ static __always_inline bool is_refusal(long ret)
 #define REASON_BIND_PORT 3
 #define REASON_SOCKET_FAMILY 4
 #define REASON_SOCKET_TYPE 5
+#define REASON_UNIX_PATH 6 /* a pathname UNIX socket: only the supervisor connects those */
 
 /* `RawEvent::flags`. */
 #define EVF_KILLED 0x01	   /* SIGKILL sent to the process */

@@ -81,6 +81,7 @@
 #define LR_NET_DENY_RULE 9
 #define LR_OTHER_SANDBOX 10
 #define LR_KERNEL_OP 11
+#define LR_UNIX_PATH 12 /* a pathname UNIX socket: only the supervisor connects those */
 
 /* EV_LSM_ANOMALY `reason`: which verdict each layer reached (bit set: allowed). */
 #define ANOMALY_LSM_ALLOWED 0x01
@@ -769,6 +770,40 @@ static __always_inline int net_reason_for(__u32 id, __u16 family, const __u32 ad
 	return port_verdict(verdicts, port);
 }
 
+/* A pathname UNIX destination: refused to every sandboxed task, as the cgroup unix hooks do
+ * on 6.7+ (net.bpf.h): the supervisor checks the resolved socket and connects on the agent's
+ * behalf. `uaddr` is the kernel's copy, so no thread can change it after this check. */
+static __always_inline int check_unix_dest(__u8 hook, struct socket *sock,
+					   struct sockaddr *uaddr, int addrlen)
+{
+	struct sandbox_record *sb = 0;
+	__u32 cfg = 0, id, len;
+	struct ab_event *e;
+	char first = 0;
+
+	if (addrlen <= UNIX_PATH_OFF)
+		return 0; /* unnamed: autobind */
+	bpf_probe_read_kernel(&first, 1, (char *)uaddr + UNIX_PATH_OFF);
+	if (!first)
+		return 0; /* abstract: Landlock's scoping */
+	id = lsm_sandbox(&sb, &cfg, LSM_F_SCOPE);
+	if (!id)
+		return 0;
+	e = lsm_event(sb, id, hook, LR_UNIX_PATH);
+	if (e) {
+		len = addrlen - UNIX_PATH_OFF;
+		if (len > 108)
+			len = 108;
+		bpf_probe_read_kernel(e->path, len & 127, (char *)uaddr + UNIX_PATH_OFF);
+		e->path[len & 127] = 0;
+		e->flags |= EVF_HAS_PATH;
+		e->family = AF_UNIX;
+		e->sock_type = BPF_CORE_READ(sock, type);
+		bpf_ringbuf_submit(e, 0);
+	}
+	return lsm_verdict(sb);
+}
+
 static __always_inline int check_dest(__u8 hook, struct socket *sock, struct sockaddr *uaddr,
 				      int addrlen)
 {
@@ -782,6 +817,8 @@ static __always_inline int check_dest(__u8 hook, struct socket *sock, struct soc
 	if (!uaddr)
 		return 0;
 	sk_family = BPF_CORE_READ(sock, sk, __sk_common.skc_family);
+	if (sk_family == AF_UNIX)
+		return check_unix_dest(hook, sock, uaddr, addrlen);
 	if (sk_family != AF_INET && sk_family != AF_INET6)
 		return 0;
 	family = BPF_CORE_READ(uaddr, sa_family);

@@ -18,6 +18,7 @@
 
 #include "common.bpf.h"
 
+#define AF_UNIX 1
 #define AF_INET 2
 #define AF_INET6 10
 #define AF_NETLINK 16
@@ -309,6 +310,83 @@ int net_sock_create(struct bpf_sock *ctx)
 		return SOCK_ALLOW;
 	return net_deny(sb, id, HOOK_SOCK_CREATE, reason, family, 0, false, 0, type,
 			ctx->protocol);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Pathname UNIX sockets (Linux 6.7+ hooks). A sandboxed task never reaches one by itself:   */
+/* its connect() goes to the supervisor (seccomp user notification), which resolves the path  */
+/* in the sandbox's view, checks the resolved socket against `network.unix` and connects on  */
+/* the agent's behalf from outside the sandbox cgroup. These hooks run before the kernel     */
+/* looks the path up, so they judge the caller, not the string: any task of a sandbox cgroup */
+/* is refused, whatever it wrote (a symlink cannot redirect the check), and a datagram sent  */
+/* to a path without connect() is refused the same way. Abstract and unnamed addresses pass: */
+/* Landlock's scoping (or the network namespace) confines those.                             */
+
+extern void *bpf_cast_to_kern_ctx(void *obj) __ksym __weak;
+
+#define UNIX_PATH_OFF 2 /* offsetof(struct sockaddr_un, sun_path) */
+
+static __always_inline int unix_egress(struct bpf_sock_addr *ctx, __u8 hook)
+{
+	struct bpf_sock_addr_kern *kctx = bpf_cast_to_kern_ctx(ctx);
+	struct sandbox_record *sb;
+	__u32 id = net_sandbox(&sb);
+	struct sockaddr *uaddr;
+	bool enforced;
+	struct ab_event *e;
+	__u64 pid_tgid;
+	__u32 len;
+	char first = 0;
+
+	/* Not a sandboxed task: the supervisor, connecting on the agent's behalf. */
+	if (!sb)
+		return SOCK_ALLOW;
+	uaddr = BPF_CORE_READ(kctx, uaddr);
+	len = BPF_CORE_READ(kctx, uaddrlen);
+	if (len <= UNIX_PATH_OFF)
+		return SOCK_ALLOW; /* unnamed: autobind */
+	bpf_probe_read_kernel(&first, 1, (char *)uaddr + UNIX_PATH_OFF);
+	if (first == 0)
+		return SOCK_ALLOW; /* abstract */
+
+	enforced = !(sb->flags & SB_AUDIT_ONLY);
+	e = event_reserve(sb, id, EV_NET_DENIED, true);
+	if (e) {
+		pid_tgid = bpf_get_current_pid_tgid();
+		e->pid = (__u32)pid_tgid;
+		e->tgid = pid_tgid >> 32;
+		bpf_get_current_comm(e->comm, sizeof(e->comm));
+		e->hook = hook;
+		e->reason = REASON_UNIX_PATH;
+		e->family = AF_UNIX;
+		e->sock_type = ctx->type;
+		len -= UNIX_PATH_OFF;
+		if (len > 108)
+			len = 108;
+		bpf_probe_read_kernel(e->path, len & 127, (char *)uaddr + UNIX_PATH_OFF);
+		e->path[127] = 0;
+		e->path[len & 127] = 0;
+		e->flags |= EVF_HAS_PATH;
+		if (enforced)
+			e->flags |= EVF_ENFORCED;
+		if (enforced && (sb->flags & SB_KILL_ON_VIOLATION))
+			e->flags |= EVF_KILLED;
+		bpf_ringbuf_submit(e, 0);
+	}
+	net_mark_task();
+	return enforced ? SOCK_DENY : SOCK_ALLOW;
+}
+
+SEC("cgroup/connect_unix")
+int net_connect_unix(struct bpf_sock_addr *ctx)
+{
+	return unix_egress(ctx, HOOK_CONNECT);
+}
+
+SEC("cgroup/sendmsg_unix")
+int net_sendmsg_unix(struct bpf_sock_addr *ctx)
+{
+	return unix_egress(ctx, HOOK_SENDMSG);
 }
 
 #endif /* AGENTBOX_NET_BPF_H */

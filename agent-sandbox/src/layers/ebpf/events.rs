@@ -17,7 +17,7 @@ use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use super::lsm::LAYER as LSM_LAYER;
 use super::net::LAYER as NET_LAYER;
 use crate::audit::{Action, Denial, Event, Object, ProcessEvent, ProcessKind};
-use crate::layers::seccomp::DenyTable;
+use crate::layers::seccomp::{Answered, DenyTable};
 use crate::layers::EventSource;
 
 /// Rule of an EROFS on a protect match (layers/mounts.rs binds it read-only).
@@ -108,6 +108,8 @@ pub(crate) struct Mapper {
     /// The sandbox's id in the eBPF maps: events of other sandboxes are not ours.
     sandbox: u32,
     seccomp: Arc<DenyTable>,
+    /// Socket calls the supervisor answered itself (already logged when denied).
+    answered: Arc<Answered>,
     net: ebpf_probes::NetRules,
     who: HashMap<i32, Who>,
     /// The policy's deny globs, to name the one a BPF LSM file denial enforced.
@@ -125,6 +127,7 @@ impl Mapper {
         Mapper {
             sandbox,
             seccomp,
+            answered: Arc::default(),
             net,
             who: HashMap::new(),
             deny_globs: Vec::new(),
@@ -133,6 +136,12 @@ impl Mapper {
             delivered: 0,
             foreign: 0,
         }
+    }
+
+    /// The supervisor's record of the socket calls it answered itself.
+    pub(crate) fn with_answered(mut self, answered: Arc<Answered>) -> Self {
+        self.answered = answered;
+        self
     }
 
     /// Tells protect binds from the read-only view: an EROFS on a protect match (or inside
@@ -197,6 +206,7 @@ impl Mapper {
                 comm,
                 hook,
                 addr,
+                path,
                 port,
                 proto,
                 family,
@@ -209,6 +219,12 @@ impl Mapper {
                 let pid = tgid as i32;
                 let who = self.who(pid, &comm);
                 let object = match (hook, addr) {
+                    _ if rule == NetVerdictReason::UnixPath => {
+                        crate::layers::seccomp::mediate::unix_object(
+                            path.unwrap_or_default(),
+                            i32::from(sock_type),
+                        )
+                    }
                     (NetHook::SockCreate, _) | (_, None) => Object::Socket {
                         family: i32::from(family),
                         sock_type: i32::from(sock_type),
@@ -226,9 +242,15 @@ impl Mapper {
                 } else {
                     Action::Denied
                 };
+                let rule = match rule {
+                    NetVerdictReason::UnixPath => {
+                        crate::layers::seccomp::mediate::unix_bypass_rule(hook == NetHook::Sendmsg)
+                    }
+                    _ => self.net_rule_text(rule, addr, port, family, sock_type),
+                };
                 Some(Event::Denial(Denial {
                     layer: NET_LAYER.name().into(),
-                    rule: self.net_rule_text(rule, addr, port, family, sock_type),
+                    rule,
                     action,
                     pid,
                     ppid: who.ppid,
@@ -237,6 +259,7 @@ impl Mapper {
                 }))
             }
             KernelEvent::SyscallDenied {
+                pid,
                 tgid,
                 ppid,
                 comm,
@@ -251,6 +274,10 @@ impl Mapper {
                 ..
             } => {
                 let name = crate::policy::syscalls::name(syscall).unwrap_or("?");
+                // A socket call the supervisor answered (and logged, if it denied it).
+                if self.answered.take(pid as i32, syscall) {
+                    return None;
+                }
                 if errno == libc::EPERM {
                     let args = reconstructed_args(name, target_pid, socket);
                     if self.seccomp.denies(syscall, &args) {
@@ -384,7 +411,11 @@ impl Mapper {
                 }
                 let path = path.map(|p| if path_truncated { p + "…" } else { p });
                 let rule = self.lsm_rule_text(hook, reason, path.as_deref(), addr);
-                let object = lsm_object(hook, path, addr, target_pid, detail);
+                let object = if reason == LsmReason::UnixPath {
+                    crate::layers::seccomp::mediate::unix_object(path.unwrap_or_default(), 0)
+                } else {
+                    lsm_object(hook, path, addr, target_pid, detail)
+                };
                 let action = if killed {
                     Action::Killed
                 } else if !enforced {
@@ -495,6 +526,9 @@ impl Mapper {
                 LsmHook::KernelModuleRequest => "kernel: module request".into(),
                 _ => "kernel: mount".into(),
             },
+            LsmReason::UnixPath => {
+                crate::layers::seccomp::mediate::unix_bypass_rule(hook == LsmHook::SocketSendmsg)
+            }
             LsmReason::Other(code) => format!("{LSM_LAYER}: denied (reason {code})"),
         }
     }
@@ -544,6 +578,7 @@ impl Mapper {
             NetVerdictReason::SocketType => {
                 format!("network: socket type {sock_type} denied (raw)")
             }
+            NetVerdictReason::UnixPath => "network.unix: socket path".into(),
             NetVerdictReason::Other(code) => format!("network: denied (reason {code}) {target}"),
         }
     }
@@ -878,6 +913,7 @@ mod tests {
                 comm: "python3".into(),
                 hook: NetHook::Connect,
                 addr: Some(std::net::Ipv4Addr::new(127, 0, (seq >> 8) as u8, seq as u8).into()),
+                path: None,
                 port: 80,
                 proto: 6,
                 family: libc::AF_INET as u16,
@@ -934,6 +970,7 @@ mod tests {
                 comm: "python3".into(),
                 hook: NetHook::Connect,
                 addr: Some("127.0.0.2".parse().unwrap()),
+                path: None,
                 port: 80,
                 proto: 6,
                 family: libc::AF_INET as u16,

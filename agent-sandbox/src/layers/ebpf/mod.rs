@@ -185,6 +185,7 @@ impl Registration {
     pub(crate) fn event_source(
         &self,
         seccomp: Arc<super::seccomp::DenyTable>,
+        answered: Arc<super::seccomp::Answered>,
     ) -> anyhow::Result<Option<events::KernelSource>> {
         if !self.observe {
             return Ok(None);
@@ -195,7 +196,8 @@ impl Registration {
             .context("opening the kernel event rings")?;
         let mapper = events::Mapper::new(self.sandbox.id(), seccomp, self.net.clone())
             .with_deny_globs(&self.deny_globs)
-            .with_protect_globs(&self.protect_globs);
+            .with_protect_globs(&self.protect_globs)
+            .with_answered(answered);
         Ok(Some(events::KernelSource::new(
             stream,
             mapper,

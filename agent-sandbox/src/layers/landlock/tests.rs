@@ -341,6 +341,7 @@ fn tcp_connect_and_bind_by_port() {
         }],
         deny: vec![],
         bind: vec![PortRange::single(bind_ok)],
+        unix: vec![],
     };
     let (plan, coverage) = compile_ok(&policy(FsPolicy::default(), network), &[]);
     assert_eq!(
@@ -552,6 +553,7 @@ fn port_ranges_and_address_rules() {
         allow,
         deny: vec![],
         bind: vec![],
+        unix: vec![],
     };
 
     let wide = policy(FsPolicy::default(), net(vec![rule(None, 1000, 5000)]));

@@ -9,13 +9,14 @@
 //! `SeccompProgram::install`, which does not allocate.
 
 mod groups;
+pub(crate) mod mediate;
 pub(crate) mod notify;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::{bail, Context};
 use seccompiler::{
@@ -50,6 +51,8 @@ const MARKER_ACTION: u32 = libc::SECCOMP_RET_TRACE | 0x0ab5;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Width {
     Dword,
+    /// All 64 bits: pointers.
+    Qword,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +103,7 @@ impl ArgCond {
     pub(crate) fn matches(&self, args: &[u64; 6]) -> bool {
         let cut = |v: u64| match self.width {
             Width::Dword => v & 0xffff_ffff,
+            Width::Qword => v,
         };
         let Some(&raw) = args.get(usize::from(self.arg)) else {
             return false;
@@ -115,6 +119,7 @@ impl ArgCond {
     fn to_seccompiler(self) -> anyhow::Result<SeccompCondition> {
         let len = match self.width {
             Width::Dword => SeccompCmpArgLen::Dword,
+            Width::Qword => SeccompCmpArgLen::Qword,
         };
         let (op, value) = match self.cmp {
             Cmp::Eq(v) => (SeccompCmpOp::Eq, v),
@@ -186,11 +191,48 @@ impl DenyTable {
     }
 }
 
+/// Mediated calls the supervisor answered with an error itself, by (thread id, syscall):
+/// the observers see those calls fail too and must not report them a second time.
+#[derive(Debug, Default)]
+pub(crate) struct Answered(Mutex<HashMap<(i32, i64), u32>>);
+
+impl Answered {
+    /// Entries kept at most: an observer event that never comes cannot grow the map.
+    const MAX: usize = 4096;
+
+    pub(crate) fn record(&self, tid: i32, nr: i64) {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.len() >= Self::MAX {
+            map.clear();
+        }
+        *map.entry((tid, nr)).or_default() += 1;
+    }
+
+    /// True (once per recorded answer) when the supervisor answered this call.
+    pub(crate) fn take(&self, tid: i32, nr: i64) -> bool {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match map.get_mut(&(tid, nr)) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                true
+            }
+            Some(_) => {
+                map.remove(&(tid, nr));
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// The compiled filter, ready for `install` in the child, and the table the notifier reads.
 #[derive(Clone)]
 pub(crate) struct SeccompProgram {
     filter: Vec<libc::sock_filter>,
     table: Arc<DenyTable>,
+    /// Socket calls the supervisor judges (`None`: every notification is a denial).
+    mediation: Option<Arc<mediate::Mediation>>,
+    answered: Arc<Answered>,
 }
 
 impl fmt::Debug for SeccompProgram {
@@ -205,6 +247,14 @@ impl fmt::Debug for SeccompProgram {
 impl SeccompProgram {
     pub(crate) fn table(&self) -> &Arc<DenyTable> {
         &self.table
+    }
+
+    pub(crate) fn mediation(&self) -> Option<&Arc<mediate::Mediation>> {
+        self.mediation.as_ref()
+    }
+
+    pub(crate) fn answered(&self) -> &Arc<Answered> {
+        &self.answered
     }
 
     /// The cBPF program, as (code, jt, jf, k).
@@ -257,13 +307,26 @@ pub(crate) fn offers(host: &Host) -> Vec<Offer> {
     vec![
         Offer::new(Guarantee::SyscallFilter, filter.clone()),
         Offer::new(Guarantee::NetSocketFamilies, filter),
-        Offer::new(Guarantee::SyscallDenialsLogged, notify),
+        Offer::new(Guarantee::SyscallDenialsLogged, notify.clone()),
+        Offer::new(
+            Guarantee::NetUnixSockets,
+            notify.map(|_| {
+                "the supervisor connects pathname sockets (user notification); race-free where \
+                 cgroup unix hooks (6.7+) or BPF LSM refuse the agent's own calls"
+                    .to_string()
+            }),
+        ),
     ]
 }
 
 /// Compile the policy's syscall rules into a filter, and say what it enforces here.
-pub(crate) fn compile(policy: &Policy) -> anyhow::Result<(SeccompProgram, Coverage)> {
+/// `mediation`: the socket calls the supervisor judges (see `mediate`).
+pub(crate) fn compile(
+    policy: &Policy,
+    mediation: Option<mediate::Mediation>,
+) -> anyhow::Result<(SeccompProgram, Coverage)> {
     let table = deny_table(policy)?;
+    let mediated = mediation.as_ref().map_or_else(Vec::new, mediated_calls);
     let explicit_clone3 = policy
         .syscalls
         .deny
@@ -275,14 +338,28 @@ pub(crate) fn compile(policy: &Policy) -> anyhow::Result<(SeccompProgram, Covera
         .deny_groups
         .contains(&SyscallGroup::Namespaces)
         && !explicit_clone3;
-    let filter = build_filter(&table, clone3_enosys)?;
+    let filter = build_filter(&table, &mediated, clone3_enosys)?;
     Ok((
         SeccompProgram {
             filter,
             table: Arc::new(table),
+            mediation: mediation.map(Arc::new),
+            answered: Arc::default(),
         },
         coverage(),
     ))
+}
+
+/// The calls the filter sends to the supervisor for a decision, with their conditions.
+fn mediated_calls(mediation: &mediate::Mediation) -> Vec<(i64, Vec<ArgCond>)> {
+    let mut calls = vec![(libc::SYS_connect, Vec::new())];
+    if mediation.sends {
+        // sendto without an address (arg 4) goes to a connected peer: nothing to judge.
+        calls.push((libc::SYS_sendto, vec![ArgCond::ne(4, Width::Qword, 0)]));
+        calls.push((libc::SYS_sendmsg, Vec::new()));
+        calls.push((libc::SYS_sendmmsg, Vec::new()));
+    }
+    calls
 }
 
 fn resolve(name: &str, field: &str) -> anyhow::Result<i64> {
@@ -333,6 +410,14 @@ fn deny_table(policy: &Policy) -> anyhow::Result<DenyTable> {
         });
     }
     Ok(table)
+}
+
+fn seccomp_rule(when: &[ArgCond]) -> anyhow::Result<SeccompRule> {
+    let conds = when
+        .iter()
+        .map(|c| c.to_seccompiler())
+        .collect::<Result<_, _>>()?;
+    SeccompRule::new(conds).context("seccomp rule")
 }
 
 // Classic BPF opcodes (<linux/filter.h>).
@@ -399,7 +484,11 @@ fn rewrite_marker(insn: &seccompiler::sock_filter) -> libc::sock_filter {
     }
 }
 
-fn build_filter(table: &DenyTable, clone3_enosys: bool) -> anyhow::Result<Vec<libc::sock_filter>> {
+fn build_filter(
+    table: &DenyTable,
+    mediated: &[(i64, Vec<ArgCond>)],
+    clone3_enosys: bool,
+) -> anyhow::Result<Vec<libc::sock_filter>> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
     for (&nr, entries) in &table.rules {
         // An unconditional entry makes the conditional ones moot: an empty chain matches all.
@@ -419,6 +508,21 @@ fn build_filter(table: &DenyTable, clone3_enosys: bool) -> anyhow::Result<Vec<li
                 .collect::<anyhow::Result<_>>()?
         };
         rules.insert(nr, chain);
+    }
+    // Mediated calls notify too; the notifier tells them from denials by the table.
+    for (nr, when) in mediated {
+        let unconditional = when.is_empty();
+        match rules.get_mut(nr) {
+            Some(chain) if chain.is_empty() => {}
+            Some(chain) if unconditional => chain.clear(),
+            Some(chain) => chain.push(seccomp_rule(when)?),
+            None if unconditional => {
+                rules.insert(*nr, Vec::new());
+            }
+            None => {
+                rules.insert(*nr, vec![seccomp_rule(when)?]);
+            }
+        }
     }
     let filter = SeccompFilter::new(
         rules,

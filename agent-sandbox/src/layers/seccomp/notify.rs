@@ -24,14 +24,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::audit::{Action, Denial, Event, Object};
-use crate::layers::seccomp::{DenyTable, SeccompProgram, LAYER};
+use crate::layers::seccomp::mediate::{self, Mediation, Verdict};
+use crate::layers::seccomp::{
+    Answered, DenyTable, SeccompProgram, AUDIT_ARCH_X86_64, LAYER, X32_SYSCALL_BIT,
+};
 use crate::layers::EventSource;
 use crate::policy::{Mode, ViolationAction};
 
 /// Answers the sandbox's denied syscalls and turns each into a `Denial`.
 pub(crate) struct Notifier {
-    listener: OwnedFd,
+    /// Shared with the threads that finish mediated connects.
+    listener: Arc<OwnedFd>,
     table: Arc<DenyTable>,
+    mediation: Option<Arc<Mediation>>,
+    answered: Arc<Answered>,
     mode: Mode,
     on_violation: ViolationAction,
     /// Receive/send buffers sized for the running kernel's structs (which may be larger than
@@ -83,8 +89,10 @@ impl Notifier {
         let sizes = notif_sizes()?;
         let words = |kernel: u16, ours: usize| usize::from(kernel).max(ours).div_ceil(8);
         Ok(Notifier {
-            listener,
+            listener: Arc::new(listener),
             table: Arc::clone(program.table()),
+            mediation: program.mediation().cloned(),
+            answered: Arc::clone(program.answered()),
             mode,
             on_violation,
             notif_buf: vec![0; words(sizes.seccomp_notif, size_of::<libc::seccomp_notif>())],
@@ -153,6 +161,14 @@ impl Notifier {
         // just filled by the kernel; seccomp_notif is plain old data.
         let notif: libc::seccomp_notif = unsafe { std::ptr::read(self.notif_buf.as_ptr().cast()) };
         let data = notif.data;
+        let nr = i64::from(data.nr);
+        let native = data.arch == AUDIT_ARCH_X86_64 && (data.nr as u32) < X32_SYSCALL_BIT;
+        if let Some(mediation) = &self.mediation {
+            if native && mediation.handles(nr) && !self.table.denies(nr, &data.args) {
+                let mediation = Arc::clone(mediation);
+                return self.mediate(&notif, &mediation);
+            }
+        }
         let (name, rule) = self.table.describe(data.arch, data.nr, &data.args);
 
         // /proc/<pid> is only trusted while the notification is still pending: a dead task's
@@ -192,6 +208,129 @@ impl Notifier {
                 args: data.args,
             },
         }))
+    }
+
+    /// A socket call the supervisor judges (see `mediate`).
+    fn mediate(
+        &mut self,
+        notif: &libc::seccomp_notif,
+        mediation: &Mediation,
+    ) -> io::Result<Option<Denial>> {
+        let tid = notif.pid as i32;
+        let nr = i64::from(notif.data.nr);
+        let verdict = mediation.decide(tid, nr, &notif.data.args);
+        // What we read is only this task's if its notification is still pending.
+        if !self.id_valid(notif.id) {
+            return Ok(None);
+        }
+        match verdict {
+            Verdict::Continue => {
+                self.respond_raw(
+                    notif.id,
+                    0,
+                    0,
+                    libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
+                )?;
+                Ok(None)
+            }
+            Verdict::Fail(errno) => {
+                self.answered.record(tid, nr);
+                self.respond_raw(notif.id, 0, -errno, 0)?;
+                Ok(None)
+            }
+            Verdict::Connect { fd, target } => {
+                self.perform(notif, move |tgid| {
+                    mediate::connect_on_behalf(tgid, fd, &target)
+                })?;
+                Ok(None)
+            }
+            Verdict::SendTo {
+                fd,
+                data,
+                flags,
+                addr,
+            } => {
+                self.perform(notif, move |tgid| {
+                    mediate::sendto_on_behalf(tgid, fd, &data, flags, &addr)
+                })?;
+                Ok(None)
+            }
+            Verdict::Deny { rule, object } => {
+                let info = ProcInfo::read(tid);
+                let info = if self.id_valid(notif.id) {
+                    info
+                } else {
+                    ProcInfo::default()
+                };
+                let pid = info.tgid.unwrap_or(tid);
+                let action = match (self.mode, self.on_violation) {
+                    (Mode::Audit, _) => Action::Audited,
+                    (Mode::Enforce, ViolationAction::Deny) => Action::Denied,
+                    (Mode::Enforce, ViolationAction::Kill) => {
+                        if self.kill(notif.id, pid) {
+                            Action::Killed
+                        } else {
+                            Action::Denied
+                        }
+                    }
+                };
+                if action == Action::Audited {
+                    self.respond_raw(
+                        notif.id,
+                        0,
+                        0,
+                        libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
+                    )?;
+                } else {
+                    self.answered.record(tid, nr);
+                    self.respond_raw(notif.id, 0, -libc::EPERM, 0)?;
+                }
+                Ok(Some(Denial {
+                    layer: LAYER.to_string(),
+                    rule,
+                    action,
+                    pid,
+                    ppid: info.ppid,
+                    exe: info.exe,
+                    object,
+                }))
+            }
+        }
+    }
+
+    /// Runs `call` (given the caller's process id) on a thread of its own, which answers
+    /// the notification with its result: a blocking socket waits as long as the agent's
+    /// call would, and the event loop must not.
+    fn perform(
+        &mut self,
+        notif: &libc::seccomp_notif,
+        call: impl FnOnce(i32) -> i64 + Send + 'static,
+    ) -> io::Result<()> {
+        let tid = notif.pid as i32;
+        let nr = i64::from(notif.data.nr);
+        let tgid = ProcInfo::read(tid).tgid.unwrap_or(tid);
+        let listener = Arc::clone(&self.listener);
+        let answered = Arc::clone(&self.answered);
+        let words = self.resp_buf.len();
+        let id = notif.id;
+        let spawned = std::thread::Builder::new()
+            .name("ab-mediate".into())
+            .spawn(move || {
+                let rc = call(tgid);
+                if rc < 0 {
+                    answered.record(tid, nr);
+                }
+                let (val, error) = if rc < 0 { (0, rc as i32) } else { (rc, 0) };
+                let _ = send_response(listener.as_raw_fd(), words, id, val, error, 0);
+            });
+        if spawned.is_err() {
+            self.respond_raw(notif.id, 0, -libc::EAGAIN, 0)?;
+        }
+        Ok(())
+    }
+
+    fn respond_raw(&mut self, id: u64, val: i64, error: i32, flags: u32) -> io::Result<()> {
+        send_response(self.as_raw_fd(), self.resp_buf.len(), id, val, error, flags)
     }
 
     fn id_valid(&self, id: u64) -> bool {
@@ -234,45 +373,48 @@ impl Notifier {
     }
 
     fn respond(&mut self, id: u64, action: Action) -> io::Result<()> {
-        let resp = match action {
+        match action {
             // The filter only decides "tell the supervisor"; in audit mode the supervisor lets
             // the call run. CONTINUE re-reads pointer arguments after our check (TOCTOU), which
             // matters only when a decision depends on them: audit mode decides nothing.
-            Action::Audited => libc::seccomp_notif_resp {
-                id,
-                val: 0,
-                error: 0,
-                flags: libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
-            },
-            Action::Denied | Action::Killed => libc::seccomp_notif_resp {
-                id,
-                val: 0,
-                error: -libc::EPERM,
-                flags: 0,
-            },
-        };
-        self.resp_buf.fill(0);
-        // SAFETY: the buffer is 8-aligned and at least size_of::<seccomp_notif_resp>() bytes.
-        unsafe { std::ptr::write(self.resp_buf.as_mut_ptr().cast(), resp) };
-        loop {
-            // SAFETY: the buffer is at least as large as the kernel's seccomp_notif_resp.
-            let ret = unsafe {
-                libc::ioctl(
-                    self.as_raw_fd(),
-                    libc::SECCOMP_IOCTL_NOTIF_SEND,
-                    self.resp_buf.as_ptr(),
-                )
-            };
-            if ret == 0 {
-                return Ok(());
+            Action::Audited => {
+                self.respond_raw(id, 0, 0, libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32)
             }
-            let err = io::Error::last_os_error();
-            match err.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                // The task died (or we killed it) while we were deciding: nothing to answer.
-                Some(libc::ENOENT) => return Ok(()),
-                _ => return Err(err),
-            }
+            Action::Denied | Action::Killed => self.respond_raw(id, 0, -libc::EPERM, 0),
+        }
+    }
+}
+
+/// Answers notification `id` on `listener`; `words`: the kernel's response size in u64s.
+fn send_response(
+    listener: RawFd,
+    words: usize,
+    id: u64,
+    val: i64,
+    error: i32,
+    flags: u32,
+) -> io::Result<()> {
+    let resp = libc::seccomp_notif_resp {
+        id,
+        val,
+        error,
+        flags,
+    };
+    let mut buf = vec![0u64; words.max(size_of::<libc::seccomp_notif_resp>().div_ceil(8))];
+    // SAFETY: the buffer is 8-aligned and at least size_of::<seccomp_notif_resp>() bytes.
+    unsafe { std::ptr::write(buf.as_mut_ptr().cast(), resp) };
+    loop {
+        // SAFETY: the buffer is at least as large as the kernel's seccomp_notif_resp.
+        let ret = unsafe { libc::ioctl(listener, libc::SECCOMP_IOCTL_NOTIF_SEND, buf.as_ptr()) };
+        if ret == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            // The task died (or we killed it) while we were deciding: nothing to answer.
+            Some(libc::ENOENT) => return Ok(()),
+            _ => return Err(err),
         }
     }
 }
@@ -285,7 +427,7 @@ impl AsRawFd for Notifier {
 
 impl AsFd for Notifier {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.listener.as_fd()
+        self.listener.as_ref().as_fd()
     }
 }
 

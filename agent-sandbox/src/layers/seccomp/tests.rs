@@ -63,7 +63,7 @@ struct Outcome {
 
 /// Run `attempt` in a forked child confined by `policy`; the parent answers notifications.
 fn run_confined(policy: &Policy, attempt: fn() -> i64) -> Outcome {
-    let (program, _) = compile(policy).expect("compile");
+    let (program, _) = compile(policy, None).expect("compile");
     let (sock_parent, sock_child) = nix::sys::socket::socketpair(
         nix::sys::socket::AddressFamily::Unix,
         nix::sys::socket::SockType::Stream,
@@ -213,7 +213,7 @@ const EPERM: i64 = -(libc::EPERM as i64);
 
 #[test]
 fn seccomp_every_group_resolves_and_compiles() {
-    let (program, cov) = compile(&default_policy()).expect("all groups compile");
+    let (program, cov) = compile(&default_policy(), None).expect("all groups compile");
     let table = program.table();
     for name in [
         "mount",
@@ -257,7 +257,7 @@ fn seccomp_group_names_match_the_profile_spelling() {
 fn seccomp_unknown_names_are_errors_naming_them() {
     let mut p = default_policy();
     p.syscalls.deny = vec!["mount".into(), "definitely_not_a_syscall".into()];
-    let err = compile(&p).unwrap_err().to_string();
+    let err = compile(&p, None).unwrap_err().to_string();
     assert!(
         err.contains("definitely_not_a_syscall") && err.contains("syscalls.deny"),
         "{err}"
@@ -265,7 +265,7 @@ fn seccomp_unknown_names_are_errors_naming_them() {
 
     let mut p = default_policy();
     p.syscalls.allow = vec!["nope_allow".into()];
-    let err = compile(&p).unwrap_err().to_string();
+    let err = compile(&p, None).unwrap_err().to_string();
     assert!(
         err.contains("nope_allow") && err.contains("syscalls.allow"),
         "{err}"
@@ -277,7 +277,7 @@ fn seccomp_allow_carves_out_of_groups_and_deny_adds() {
     let mut p = default_policy();
     p.syscalls.allow = vec!["mount".into()];
     p.syscalls.deny = vec!["getppid".into()];
-    let (program, _) = compile(&p).unwrap();
+    let (program, _) = compile(&p, None).unwrap();
     let t = program.table();
     assert!(t.rules_for(libc::SYS_mount).is_empty());
     assert!(!t.rules_for(libc::SYS_umount2).is_empty());
@@ -288,7 +288,7 @@ fn seccomp_allow_carves_out_of_groups_and_deny_adds() {
 
 #[test]
 fn seccomp_conditions_match_like_the_kernel() {
-    let t = compile(&default_policy()).unwrap().0;
+    let t = compile(&default_policy(), None).unwrap().0;
     let t = t.table();
     let tiocsti = libc::TIOCSTI;
     assert!(t.denies(libc::SYS_ioctl, &[0, tiocsti | 1 << 32, 0, 0, 0, 0]));
@@ -313,7 +313,7 @@ fn seccomp_conditions_match_like_the_kernel() {
 
 #[test]
 fn seccomp_coverage_on_this_kernel() {
-    let (_, cov) = compile(&default_policy()).unwrap();
+    let (_, cov) = compile(&default_policy(), None).unwrap();
     let expected = kernel::seccomp_action_available(libc::SECCOMP_RET_USER_NOTIF);
     for g in [
         Guarantee::SyscallFilter,
@@ -662,7 +662,7 @@ fn seccomp_threads_and_spawn_work_under_the_filter() {
 
 /// Like `run_confined`, but the child execs `argv` after installing the filter.
 fn run_confined_exec(policy: &Policy, argv: &[std::ffi::CString]) -> Outcome {
-    let (program, _) = compile(policy).expect("compile");
+    let (program, _) = compile(policy, None).expect("compile");
     let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     ptrs.push(std::ptr::null());
     let (sock_parent, sock_child) = nix::sys::socket::socketpair(

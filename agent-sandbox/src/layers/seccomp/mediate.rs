@@ -1,0 +1,607 @@
+//! Socket calls the supervisor decides, and for pathname UNIX sockets performs, itself.
+//!
+//! A pathname UNIX socket is a door into a host process (docker.sock, D-Bus, ssh-agent,
+//! /dev/log). No kernel check can judge one by its path before the lookup (a symlink in a
+//! writable tree names any socket), so agentbox never lets the agent's own connect() reach
+//! one: the filter sends every connect() here (user notification); for a pathname address
+//! the supervisor
+//! 1. copies the address out of the agent's memory (its copy is what gets judged),
+//! 2. opens the path with `O_PATH` inside the agent's root (`/proc/<tid>/root`,
+//!    `RESOLVE_IN_ROOT`), so symlinks resolve as the agent's view resolves them,
+//! 3. checks the socket that open pinned against the write trees and `network.unix`,
+//! 4. takes the agent's socket (`pidfd_getfd`) and connects it to `/proc/self/fd/<pinned>`:
+//!    exactly the inode it checked, whatever the agent's threads change meanwhile.
+//!
+//! Other addresses are answered CONTINUE. That is only sound where the kernel refuses a
+//! pathname destination to every sandboxed task by itself (the cgroup `connect_unix` and
+//! `sendmsg_unix` hooks of 6.7+, or BPF LSM's `socket_connect`/`socket_sendmsg`): a thread
+//! that rewrites the address after our read then meets the kernel hook. Without those hooks
+//! (unprivileged, or old kernels) datagram sends come here as well (`sends`) and are judged
+//! on our copy, and IP destinations are checked against the network rules here; the rewrite
+//! race stays open there, and the coverage says so.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+
+use crate::audit::Object;
+use crate::policy::{Coverage, Guarantee, Layer, Policy, Status, SyscallGroup};
+
+/// Longest address the kernel copies in (`sizeof(struct sockaddr_storage)`).
+const SOCKADDR_MAX: usize = 128;
+/// `offsetof(struct sockaddr_un, sun_path)`.
+const SUN_PATH_OFF: usize = 2;
+/// `sizeof(struct msghdr)` / `sizeof(struct mmsghdr)` on 64-bit.
+const MSGHDR_LEN: usize = 56;
+const MMSGHDR_LEN: usize = 64;
+/// The largest datagram the supervisor sends on the agent's behalf (UDP's own limit).
+const DATAGRAM_MAX: usize = 65_535;
+/// sendmmsg() handles at most this many messages per call (UIO_MAXIOV).
+const MMSG_MAX: u64 = 1024;
+
+/// Rule text of a datagram sent to a socket path (and of a pathname connect the kernel
+/// hooks refused, which only a call racing the supervisor can make).
+pub(crate) fn unix_bypass_rule(datagram: bool) -> String {
+    if datagram {
+        "network.unix: datagram sent to a socket path; connect() to the socket first".into()
+    } else {
+        "network.unix: socket path reached around the supervisor".into()
+    }
+}
+
+/// The audit object of a pathname UNIX socket.
+pub(crate) fn unix_object(path: String, sock_type: i32) -> Object {
+    Object::Unix {
+        path,
+        resolved: None,
+        sock_type: sock_type_name(sock_type).to_string(),
+    }
+}
+
+fn sock_type_name(sock_type: i32) -> &'static str {
+    match sock_type & 0xf {
+        libc::SOCK_STREAM => "stream",
+        libc::SOCK_DGRAM => "dgram",
+        libc::SOCK_SEQPACKET => "seqpacket",
+        _ => "",
+    }
+}
+
+/// What the supervisor judges here, compiled before fork.
+#[derive(Debug, Clone)]
+pub(crate) struct Mediation {
+    /// The sandbox's own trees: sockets inside them are always reachable.
+    own: Vec<PathBuf>,
+    /// `network.unix`, compiled.
+    set: GlobSet,
+    /// Datagram sends (sendto with an address, sendmsg, sendmmsg) come here too: no kernel
+    /// hook refuses a pathname destination.
+    pub(crate) sends: bool,
+    /// The network rules, when no kernel layer checks IP destinations (unprivileged).
+    net: Option<ebpf_probes::NetRules>,
+}
+
+/// The supervisor's answer to one mediated call.
+#[derive(Debug)]
+pub(crate) enum Verdict {
+    /// Let the kernel run the call as the agent made it.
+    Continue,
+    /// Refuse with EPERM and log.
+    Deny { rule: String, object: Object },
+    /// Refuse with this errno, as the kernel would have (bad pointer, no such socket).
+    Fail(i32),
+    /// Connect the agent's socket `fd` to this destination on its behalf.
+    Connect { fd: i32, target: Target },
+    /// Send this datagram from the agent's socket `fd` on its behalf.
+    SendTo {
+        fd: i32,
+        data: Vec<u8>,
+        flags: i32,
+        addr: Vec<u8>,
+    },
+}
+
+/// Where a mediated connect goes: exactly what the supervisor checked.
+#[derive(Debug)]
+pub(crate) enum Target {
+    /// The socket file pinned with O_PATH.
+    Socket(OwnedFd),
+    /// The supervisor's copy of an IP address.
+    Addr(Vec<u8>),
+}
+
+impl Mediation {
+    /// `sends`: no kernel hook for pathname destinations here. `check_ip`: no kernel layer
+    /// checks IP destinations (the supervisor is the only one).
+    pub(crate) fn compile(policy: &Policy, sends: bool, check_ip: bool) -> anyhow::Result<Self> {
+        let mut builder = GlobSetBuilder::new();
+        for glob in &policy.network.unix {
+            builder.add(GlobBuilder::new(glob).literal_separator(true).build()?);
+        }
+        Ok(Mediation {
+            own: policy.filesystem.write.clone(),
+            set: builder.build()?,
+            sends,
+            net: check_ip.then(|| crate::layers::ebpf::net::net_rules(policy)),
+        })
+    }
+
+    /// Whether this syscall comes to the supervisor (the filter sends it).
+    pub(crate) fn handles(&self, nr: i64) -> bool {
+        nr == libc::SYS_connect
+            || (self.sends
+                && matches!(
+                    nr,
+                    libc::SYS_sendto | libc::SYS_sendmsg | libc::SYS_sendmmsg
+                ))
+    }
+
+    /// Judge one call of thread `tid`. Reads the agent's memory: the caller checks the
+    /// notification is still pending afterwards.
+    pub(crate) fn decide(&self, tid: i32, nr: i64, args: &[u64; 6]) -> Verdict {
+        let mem = match fs::File::open(format!("/proc/{tid}/mem")) {
+            Ok(mem) => mem,
+            // The task is gone: its notification is answered into the void.
+            Err(_) => return Verdict::Fail(libc::ESRCH),
+        };
+        match nr {
+            libc::SYS_connect => match read_sockaddr(&mem, args[1], args[2]) {
+                Ok(addr) => self.connect(tid, args[0] as i32, &addr),
+                Err(errno) => Verdict::Fail(errno),
+            },
+            libc::SYS_sendto if args[4] != 0 => match read_sockaddr(&mem, args[4], args[5]) {
+                // A datagram the supervisor checked is sent from its copy: no thread can
+                // change the address in between.
+                Ok(addr) => match self.send(&addr) {
+                    Verdict::Continue if self.net.is_some() && is_ip(&addr) => {
+                        let len = (args[2] as usize).min(DATAGRAM_MAX);
+                        match read_exact_at(&mem, args[1], len) {
+                            Ok(data) => Verdict::SendTo {
+                                fd: args[0] as i32,
+                                data,
+                                flags: args[3] as i32,
+                                addr,
+                            },
+                            Err(errno) => Verdict::Fail(errno),
+                        }
+                    }
+                    other => other,
+                },
+                Err(errno) => Verdict::Fail(errno),
+            },
+            libc::SYS_sendmsg => match msghdr_name(&mem, args[1]) {
+                Ok(Some(addr)) => self.send(&addr),
+                Ok(None) => Verdict::Continue,
+                Err(errno) => Verdict::Fail(errno),
+            },
+            libc::SYS_sendmmsg => {
+                let count = (args[2] & 0xffff_ffff).min(MMSG_MAX);
+                for i in 0..count {
+                    match msghdr_name(&mem, args[1].wrapping_add(i * MMSGHDR_LEN as u64)) {
+                        Ok(Some(addr)) => match self.send(&addr) {
+                            Verdict::Continue => {}
+                            other => return other,
+                        },
+                        Ok(None) => {}
+                        Err(errno) => return Verdict::Fail(errno),
+                    }
+                }
+                Verdict::Continue
+            }
+            _ => Verdict::Continue,
+        }
+    }
+
+    fn connect(&self, tid: i32, fd: i32, addr: &[u8]) -> Verdict {
+        match family(addr) {
+            Some(libc::AF_UNIX) => {}
+            Some(libc::AF_INET | libc::AF_INET6) => {
+                return match self.ip(addr, "connect") {
+                    // Checked here: connect from our copy of the address.
+                    Verdict::Continue if self.net.is_some() => Verdict::Connect {
+                        fd,
+                        target: Target::Addr(addr.to_vec()),
+                    },
+                    other => other,
+                };
+            }
+            _ => return Verdict::Continue,
+        }
+        let Some(path) = sun_path(addr) else {
+            // Unnamed or abstract: Landlock's scoping (or the network namespace) judges.
+            return Verdict::Continue;
+        };
+        let written = absolute(tid, path);
+        let shown = written.to_string_lossy().into_owned();
+        let (socket, resolved) = match open_in_root(tid, &written) {
+            Ok(found) => found,
+            // RESOLVE_NO_MAGICLINKS: /proc/<pid>/fd/N names an inode, not a path we could
+            // judge (an O_PATH descriptor of a host socket; `self` is not ours to resolve
+            // either). No socket lives under /proc: refused and said.
+            Err(_) if written.starts_with("/proc") => {
+                return Verdict::Deny {
+                    rule: "network.unix: socket named through a /proc magic link; connect \
+                           by its path"
+                        .into(),
+                    object: unix_object(shown, 0),
+                }
+            }
+            Err(errno) => return Verdict::Fail(errno),
+        };
+        let object = Object::Unix {
+            path: shown,
+            resolved: Some(resolved.to_string_lossy().into_owned()),
+            sock_type: String::new(),
+        };
+        if self.allows(&resolved) {
+            Verdict::Connect {
+                fd,
+                target: Target::Socket(socket),
+            }
+        } else {
+            Verdict::Deny {
+                rule: format!(
+                    "network.unix: not in the write trees or network.unix ({})",
+                    resolved.display()
+                ),
+                object,
+            }
+        }
+    }
+
+    fn send(&self, addr: &[u8]) -> Verdict {
+        match family(addr) {
+            Some(libc::AF_UNIX) => match sun_path(addr) {
+                Some(path) => Verdict::Deny {
+                    rule: unix_bypass_rule(true),
+                    object: unix_object(
+                        String::from_utf8_lossy(path).into_owned(),
+                        libc::SOCK_DGRAM,
+                    ),
+                },
+                None => Verdict::Continue,
+            },
+            Some(libc::AF_INET | libc::AF_INET6) => self.ip(addr, "udp"),
+            _ => Verdict::Continue,
+        }
+    }
+
+    /// IP destinations, when the supervisor is their only check.
+    fn ip(&self, addr: &[u8], proto: &str) -> Verdict {
+        let Some(rules) = &self.net else {
+            return Verdict::Continue;
+        };
+        let Some((ip, port)) = ip_of(addr) else {
+            return Verdict::Fail(libc::EINVAL);
+        };
+        match ebpf_probes::verdict(rules, ip, port) {
+            Ok(true) => Verdict::Continue,
+            _ => Verdict::Deny {
+                rule: format!("network: not in allow-list {}", net_target(ip, port)),
+                object: Object::Net {
+                    proto: if proto == "connect" { "tcp" } else { proto }.into(),
+                    addr: ip.to_string(),
+                    port,
+                },
+            },
+        }
+    }
+
+    fn allows(&self, socket: &Path) -> bool {
+        self.own.iter().any(|tree| socket.starts_with(tree)) || self.set.is_match(socket)
+    }
+}
+
+/// What the supervisor's socket checks deliver here. `unix_hooks`: the kernel hook that
+/// refuses pathname destinations to sandboxed tasks, if any. `check_ip`: the supervisor is
+/// the only check of IP destinations.
+pub(crate) fn coverage(policy: &Policy, unix_hooks: Option<&str>, check_ip: bool) -> Coverage {
+    let mut cov = Coverage::default();
+    let race = "a thread that rewrites a socket call's address after the supervisor read it \
+                is not stopped (no cgroup unix hooks or BPF LSM here: unprivileged, or a \
+                kernel before 6.7 without BPF LSM)";
+    let unix = if policy.syscalls.deny_groups.contains(&SyscallGroup::IoUring) {
+        match unix_hooks {
+            Some(_) => Status::Enforced,
+            None => Status::Partial(race.into()),
+        }
+    } else {
+        Status::Partial("io_uring is allowed: its connect bypasses the supervisor".into())
+    };
+    cov.push(Layer::Seccomp, Guarantee::NetUnixSockets, unix);
+    if check_ip {
+        cov.push(
+            Layer::Seccomp,
+            Guarantee::NetAddresses,
+            Status::Partial(
+                "checked by the supervisor (no cgroup-BPF here), which connects and sends \
+                 from its own copy of the address; a datagram sent by sendmsg/sendmmsg is \
+                 checked on a copy the kernel reads again, so a thread racing the check can \
+                 rewrite its address"
+                    .into(),
+            ),
+        );
+    }
+    cov
+}
+
+fn net_target(ip: std::net::IpAddr, port: u16) -> String {
+    match ip {
+        std::net::IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+        v4 => format!("{v4}:{port}"),
+    }
+}
+
+fn is_ip(addr: &[u8]) -> bool {
+    matches!(family(addr), Some(libc::AF_INET | libc::AF_INET6))
+}
+
+fn family(addr: &[u8]) -> Option<i32> {
+    Some(i32::from(u16::from_ne_bytes([
+        *addr.first()?,
+        *addr.get(1)?,
+    ])))
+}
+
+/// The path of a pathname `sockaddr_un` (up to its NUL); `None` when unnamed or abstract.
+fn sun_path(addr: &[u8]) -> Option<&[u8]> {
+    let path = addr.get(SUN_PATH_OFF..)?;
+    if path.first().is_none_or(|&b| b == 0) {
+        return None;
+    }
+    let end = path.iter().position(|&b| b == 0).unwrap_or(path.len());
+    Some(&path[..end])
+}
+
+fn ip_of(addr: &[u8]) -> Option<(std::net::IpAddr, u16)> {
+    let port = u16::from_be_bytes([*addr.get(2)?, *addr.get(3)?]);
+    match family(addr)? {
+        libc::AF_INET => {
+            let octets: [u8; 4] = addr.get(4..8)?.try_into().ok()?;
+            Some((std::net::IpAddr::from(octets), port))
+        }
+        libc::AF_INET6 => {
+            let octets: [u8; 16] = addr.get(8..24)?.try_into().ok()?;
+            Some((std::net::IpAddr::from(octets), port))
+        }
+        _ => None,
+    }
+}
+
+fn read_exact_at(mem: &fs::File, addr: u64, len: usize) -> Result<Vec<u8>, i32> {
+    let mut buf = vec![0u8; len];
+    match mem.read_exact_at(&mut buf, addr) {
+        Ok(()) => Ok(buf),
+        Err(_) => Err(libc::EFAULT),
+    }
+}
+
+/// The address a call passes, as the kernel would copy it (`move_addr_to_kernel`).
+fn read_sockaddr(mem: &fs::File, ptr: u64, len: u64) -> Result<Vec<u8>, i32> {
+    let len = len & 0xffff_ffff;
+    if len > SOCKADDR_MAX as u64 {
+        return Err(libc::EINVAL);
+    }
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    read_exact_at(mem, ptr, len as usize)
+}
+
+/// The destination of one `struct msghdr`, if it names one.
+fn msghdr_name(mem: &fs::File, ptr: u64) -> Result<Option<Vec<u8>>, i32> {
+    let hdr = read_exact_at(mem, ptr, MSGHDR_LEN)?;
+    let name = u64::from_ne_bytes(hdr[0..8].try_into().expect("8 bytes"));
+    let namelen = u32::from_ne_bytes(hdr[8..12].try_into().expect("4 bytes"));
+    if name == 0 || namelen == 0 {
+        return Ok(None);
+    }
+    read_sockaddr(mem, name, u64::from(namelen)).map(Some)
+}
+
+/// The path as the agent meant it: relative paths start at its working directory.
+fn absolute(tid: i32, path: &[u8]) -> PathBuf {
+    let path = Path::new(OsStr::from_bytes(path));
+    if path.is_absolute() {
+        return path.to_path_buf();
+    }
+    let cwd = fs::read_link(format!("/proc/{tid}/cwd")).unwrap_or_else(|_| "/".into());
+    cwd.join(path)
+}
+
+/// Opens `path` with O_PATH as the agent's view resolves it, and checks it is a socket.
+/// Returns the pinned file and the path it resolved to.
+fn open_in_root(tid: i32, path: &Path) -> Result<(OwnedFd, PathBuf), i32> {
+    let root = fs::File::open(format!("/proc/{tid}/root")).map_err(|e| errno_of(&e))?;
+    let relative = path.strip_prefix("/").unwrap_or(path);
+    let relative = if relative.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        relative
+    };
+    let c_path =
+        std::ffi::CString::new(relative.as_os_str().as_bytes()).map_err(|_| libc::EINVAL)?;
+    // SAFETY: open_how is plain old data; all-zero is a valid start.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: valid dirfd, NUL-terminated path and open_how live across the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            c_path.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO));
+    }
+    // SAFETY: the kernel just returned this fd; nothing else owns it.
+    let file = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    // SAFETY: fstat writes one struct stat into a live local.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid fd and a live stat buffer.
+    if unsafe { libc::fstat(file.as_raw_fd(), &mut st) } != 0 {
+        return Err(libc::EIO);
+    }
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        // What connect() answers for a path that is not a socket.
+        return Err(libc::ECONNREFUSED);
+    }
+    let resolved =
+        fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).map_err(|e| errno_of(&e))?;
+    Ok((file, resolved))
+}
+
+fn errno_of(err: &io::Error) -> i32 {
+    err.raw_os_error().unwrap_or(libc::EIO)
+}
+
+/// Connects the agent's socket (`fd` in process `tgid`) to `target`. Returns connect()'s
+/// result as the agent should see it (0 or a negative errno). Blocks as the agent's connect
+/// would (a blocking TCP socket, a full backlog): run it off the event loop.
+pub(crate) fn connect_on_behalf(tgid: i32, fd: i32, target: &Target) -> i64 {
+    let agent_socket = match take_fd(tgid, fd) {
+        Ok(sock) => sock,
+        Err(errno) => return -i64::from(errno),
+    };
+    let addr = match target {
+        // The pinned inode, reached through our own /proc: the path cannot be swapped.
+        Target::Socket(socket) => {
+            let mut addr = (libc::AF_UNIX as u16).to_ne_bytes().to_vec();
+            addr.extend_from_slice(format!("/proc/self/fd/{}", socket.as_raw_fd()).as_bytes());
+            addr.push(0);
+            addr
+        }
+        Target::Addr(addr) => addr.clone(),
+    };
+    retry_eintr(|| {
+        // SAFETY: a valid socket fd and `addr.len()` initialised bytes of address.
+        unsafe {
+            libc::connect(
+                agent_socket.as_raw_fd(),
+                addr.as_ptr().cast(),
+                addr.len() as libc::socklen_t,
+            ) as isize
+        }
+    })
+}
+
+/// Sends `data` from the agent's socket (`fd` in process `tgid`) to `addr`; returns the
+/// byte count or a negative errno, as sendto() would.
+pub(crate) fn sendto_on_behalf(tgid: i32, fd: i32, data: &[u8], flags: i32, addr: &[u8]) -> i64 {
+    let agent_socket = match take_fd(tgid, fd) {
+        Ok(sock) => sock,
+        Err(errno) => return -i64::from(errno),
+    };
+    retry_eintr(|| {
+        // SAFETY: valid fd; `data` and `addr` are live buffers of the lengths given.
+        unsafe {
+            libc::sendto(
+                agent_socket.as_raw_fd(),
+                data.as_ptr().cast(),
+                data.len(),
+                flags | libc::MSG_NOSIGNAL,
+                addr.as_ptr().cast(),
+                addr.len() as libc::socklen_t,
+            )
+        }
+    })
+}
+
+fn retry_eintr(mut call: impl FnMut() -> isize) -> i64 {
+    loop {
+        let rc = call();
+        if rc >= 0 {
+            return rc as i64;
+        }
+        let errno = io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO);
+        if errno != libc::EINTR {
+            return -i64::from(errno);
+        }
+    }
+}
+
+/// The agent's open file behind `fd`: the same open file description, so connecting it
+/// connects the agent's socket.
+fn take_fd(tgid: i32, fd: i32) -> Result<OwnedFd, i32> {
+    // SAFETY: pidfd_open takes no pointers.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, tgid, 0) };
+    if pidfd < 0 {
+        return Err(libc::ESRCH);
+    }
+    // SAFETY: the kernel just returned this fd; we own it.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
+    // SAFETY: pidfd_getfd takes no pointers.
+    let got = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    if got < 0 {
+        let errno = io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO);
+        // EBADF: not an open fd of the agent, as connect() would say.
+        return Err(if errno == libc::EBADF {
+            libc::EBADF
+        } else {
+            errno
+        });
+    }
+    // SAFETY: pidfd_getfd installed a new fd for us (close-on-exec); nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(got as RawFd) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn un(path: &[u8]) -> Vec<u8> {
+        let mut a = (libc::AF_UNIX as u16).to_ne_bytes().to_vec();
+        a.extend_from_slice(path);
+        a
+    }
+
+    #[test]
+    fn pathname_abstract_and_unnamed_addresses_are_told_apart() {
+        assert_eq!(sun_path(&un(b"/run/x.sock\0")), Some(&b"/run/x.sock"[..]));
+        assert_eq!(sun_path(&un(b"rel.sock")), Some(&b"rel.sock"[..]));
+        assert_eq!(sun_path(&un(b"\0abstract")), None);
+        assert_eq!(sun_path(&un(b"")), None);
+    }
+
+    #[test]
+    fn sockets_in_the_write_trees_and_the_globs_are_allowed_others_not() {
+        let mut policy = Policy::default();
+        policy.filesystem.write.push("/work/ws".into());
+        policy.network.unix.push("/run/user/*/bus".into());
+        let m = Mediation::compile(&policy, false, false).unwrap();
+        assert!(m.allows(Path::new("/work/ws/sub/app.sock")));
+        assert!(m.allows(Path::new("/run/user/1000/bus")));
+        assert!(!m.allows(Path::new("/run/docker.sock")));
+        assert!(!m.allows(Path::new("/work/wsx/app.sock")));
+        assert!(!m.allows(Path::new("/run/user/1000/x/bus")));
+    }
+
+    #[test]
+    fn datagram_sends_to_a_path_are_refused_and_ip_is_left_to_the_kernel_when_it_checks() {
+        let m = Mediation::compile(&Policy::default(), true, false).unwrap();
+        assert!(matches!(m.send(&un(b"/dev/log\0")), Verdict::Deny { .. }));
+        assert!(matches!(m.send(&un(b"\0abstract")), Verdict::Continue));
+        let mut v4 = (libc::AF_INET as u16).to_ne_bytes().to_vec();
+        v4.extend_from_slice(&53u16.to_be_bytes());
+        v4.extend_from_slice(&[1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert!(matches!(m.send(&v4), Verdict::Continue));
+        let checked = Mediation::compile(&Policy::default(), true, true).unwrap();
+        assert!(matches!(checked.send(&v4), Verdict::Deny { .. }));
+    }
+}
