@@ -255,6 +255,7 @@ pub const ATTACKS: &[(&str, AttackFn)] = &[
     ("refer-rename-out", refer_rename_out),
     ("refer-link-out", refer_link_out),
     ("create-git-hook", create_git_hook),
+    ("git-dir-swap", git_dir_swap),
     ("create-envrc", create_envrc),
     ("create-dotenv", create_dotenv),
     ("write-shell-rc", write_shell_rc),
@@ -1575,6 +1576,31 @@ fn create_git_hook(ctx: &Ctx) -> Attempt {
     let hook = ctx.workspace.join(".git/hooks/pre-commit");
     create(&mut a, &hook, b"#!/bin/sh\necho agentbox-selftest-hook\n");
     a.target(hook.display().to_string())
+}
+
+/// Protect covers `.git/hooks`; replace the directory holding it instead: rename `.git`
+/// away and build a new one with a hook, which the user's next commit would run.
+fn git_dir_swap(ctx: &Ctx) -> Attempt {
+    let mut a = Attempt::default();
+    let git = ctx.workspace.join(".git");
+    let aside = ctx.workspace.join(".git-swapped");
+    a.tried.push(git.display().to_string());
+    match std::fs::rename(&git, &aside) {
+        Ok(()) => {
+            a.win(format!(
+                "rename {} {}: renamed",
+                git.display(),
+                aside.display()
+            ));
+            let hook = git.join("hooks/pre-commit");
+            create(&mut a, &hook, b"#!/bin/sh\necho agentbox-selftest-hook\n");
+        }
+        Err(e) => a.step(
+            &format!("rename {} {}", git.display(), aside.display()),
+            Err(e.raw_os_error().unwrap_or(0)),
+        ),
+    }
+    a.target(git.display().to_string())
 }
 
 fn create_envrc(ctx: &Ctx) -> Attempt {

@@ -487,6 +487,14 @@ pub const CATALOGUE: &[Spec] = &[
         ),
         protected(".git/hooks/pre-commit"),
     ),
+    spec(
+        "git-dir-swap",
+        "files",
+        "rename .git away and build a new one with a hook (protect by replacement)",
+        "mounts (pinned directory)",
+        FS_LOGGED,
+        None,
+    ),
     with(
         fs("create-envrc", "create .envrc", Guarantee::FsDenyExact),
         protected(".envrc"),

@@ -494,7 +494,13 @@ fn try_run(opts: &Options, spec: &Spec) -> anyhow::Result<Report> {
         write_file(&ctx_paths.3, &format!("API_KEY={secret}\n"))?;
     }
     write_file(&ws.join("app/main.py"), "print('hello')\n")?;
+    // A repository as git leaves it (HEAD is how the view finds a git directory).
     std::fs::create_dir_all(ws.join(".git/hooks"))?;
+    write_file(&ws.join(".git/HEAD"), "ref: refs/heads/main\n")?;
+    write_file(
+        &ws.join(".git/config"),
+        "[core]\n\trepositoryformatversion = 0\n\tbare = false\n",
+    )?;
 
     let fixtures = Fixtures::new(&root)?;
     let (log, profile_path) = if spec.setup.log_in_workspace {

@@ -210,3 +210,75 @@ fn protect_existing_envrc_is_read_only_under_the_default_profile() {
         assert_eq!(std::fs::read_to_string(&envrc).unwrap(), "export A=1\n");
     }
 }
+
+/// Replacing what protect covers instead of writing it: renaming `.git` (or the repository)
+/// and building a new one with a hook, retargeting `core.hooksPath`, editing the hook
+/// directory or a program the config already names. All refused while normal git work
+/// (branch, checkout, merge, stash, rebase) still works.
+#[test]
+fn protect_holds_against_replacing_the_git_directory_and_the_programs_its_config_names() {
+    for run_as in RunAs::all() {
+        let s = repository(run_as);
+        let ws = s.workspace.clone();
+        s.plant_in_workspace(".husky/pre-commit", "#!/bin/sh\nexit 0\n");
+        s.plant_in_workspace("tools/watch", "#!/bin/sh\n");
+        git(&s, &ws, &["config", "core.hooksPath", ".husky"]);
+        git(&s, &ws, &["config", "core.fsmonitor", "tools/watch"]);
+        git(&s, &ws, &["config", "core.fsmonitor", "false"]);
+        git(&s, &ws, &["config", "alias.fmt", "!tools/watch --fmt"]);
+        s.plant_in_workspace("sub/.vscode/tasks.json", "{}\n");
+        s.fix_ownership();
+        let r = s.run(
+            &["-q"],
+            &[
+                "sh",
+                "-c",
+                "mv .git .git-old && echo git-dir-moved; \
+                 mkdir -p ../ws2 2>/dev/null; mv \"$PWD\" ../ws2 && echo repo-moved; \
+                 echo evil > .husky/pre-commit && echo husky-edited; \
+                 mv .husky .husky-old && echo husky-moved; \
+                 echo evil > tools/watch && echo alias-program-edited; \
+                 mv sub/.vscode sub/.vscode-old && echo vscode-moved; \
+                 mv sub sub-old && echo sub-moved; \
+                 set -e; git checkout -q -b topic; echo 2 > src/lib.py; git commit -qam two; \
+                 git checkout -q main; git merge -q --no-edit topic; \
+                 echo 3 > src/lib.py; git stash -q; git stash pop -q; git commit -qam three; \
+                 git checkout -q topic; echo t > t.txt; git add t.txt; git commit -qm t; \
+                 git rebase -q main; echo git-work-done",
+            ],
+        );
+        assert_eq!(r.code(), Some(0), "{run_as:?}: {}", r.dump());
+        assert!(
+            r.stdout.contains("git-work-done"),
+            "{run_as:?}: {}",
+            r.dump()
+        );
+        for replaced in [
+            "git-dir-moved",
+            "repo-moved",
+            "husky-edited",
+            "husky-moved",
+            "alias-program-edited",
+            "vscode-moved",
+            "sub-moved",
+        ] {
+            assert!(
+                !r.stdout.contains(replaced),
+                "{run_as:?} {replaced}: {}",
+                r.dump()
+            );
+        }
+        assert!(ws.join(".git/HEAD").is_file());
+        assert_eq!(
+            std::fs::read_to_string(ws.join(".husky/pre-commit")).unwrap(),
+            "#!/bin/sh\nexit 0\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(ws.join("tools/watch")).unwrap(),
+            "#!/bin/sh\n"
+        );
+        assert!(ws.join("sub/.vscode/tasks.json").is_file());
+        let log = git(&s, &ws, &["log", "--format=%s", "topic"]);
+        assert_eq!(log.lines().next(), Some("t"), "{run_as:?}: {log}");
+    }
+}

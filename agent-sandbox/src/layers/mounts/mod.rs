@@ -14,7 +14,14 @@
 //!   namespace `vm.memfd_noexec` (6.3+);
 //! - each protect match that exists at launch is bind-mounted onto itself read-only: writing it
 //!   fails (EROFS), renaming or deleting it fails (EBUSY), and the directory holding it stays
-//!   writable, so git still writes `.git/index`, objects and refs (bubblewrap's `--ro-bind`).
+//!   writable, so git still writes `.git/index`, objects and refs (bubblewrap's `--ro-bind`);
+//! - what protects a file must not be sidestepped by replacing a directory above it: every
+//!   directory between a writable tree and a protect match (a repository, its `.git`, the
+//!   `.vscode` holding tasks.json) is bound onto itself read-write, "pinned": a mount point
+//!   cannot be renamed or removed (EBUSY), so no new `.git` with new hooks takes its place.
+//!   Programs a repository's config names (`core.hooksPath`, includes, fsmonitor, aliases,
+//!   filters: `git.rs`) are protected like the config. The cost: rename(2) across a pin
+//!   fails with EXDEV (mv copies instead).
 //!
 //! The agent cannot undo any of it: seccomp denies the mount family, Landlock forbids mount
 //! changes in its domain, and the agent holds no capabilities.
@@ -28,9 +35,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+mod git;
+
 use crate::layers::{Host, Offer};
-use crate::policy::Policy;
 use crate::policy::{Coverage, Guarantee, Layer, Status};
+use crate::policy::{DenyGlob, Policy};
 
 pub(crate) const LAYER: Layer = Layer::Mounts;
 
@@ -337,9 +346,6 @@ pub(crate) fn compile(policy: &Policy) -> anyhow::Result<(MountPlan, Coverage)> 
             protect: false,
         });
     }
-    // Parents first: a child's bind lands on top of its parent's.
-    binds.sort_by(|a, b| a.path.cmp(&b.path));
-    binds.dedup_by(|a, b| a.path == b.path);
     for g in VIEW_GUARANTEES {
         coverage.push(LAYER, g, Status::Enforced);
     }
@@ -354,9 +360,20 @@ pub(crate) fn compile(policy: &Policy) -> anyhow::Result<(MountPlan, Coverage)> 
     );
     let memfd_noexec = memfd_noexec.is_ok();
 
-    let (matches, may_match) =
-        crate::layers::landlock::protect_matches(policy).context("finding protect matches")?;
-    for path in matches {
+    let (protected, pins, may_match) = protect_plan(policy, &writable)?;
+    for path in pins {
+        binds.push(TreeMount {
+            c_path: c_path(&path)?,
+            exec: under(&path, &exec),
+            path,
+            writable: true,
+            protect: false,
+        });
+    }
+    // Parents first: a child's bind lands on top of its parent's.
+    binds.sort_by(|a, b| a.path.cmp(&b.path));
+    binds.dedup_by(|a, b| a.path == b.path);
+    for path in protected {
         binds.push(TreeMount {
             c_path: c_path(&path)?,
             path,
@@ -399,6 +416,81 @@ pub(crate) fn compile(policy: &Policy) -> anyhow::Result<(MountPlan, Coverage)> 
         },
         coverage,
     ))
+}
+
+/// (read-only binds, pinned directories, whether a protect glob may match later).
+///
+/// With git protected, every repository's git directory is found too (an internal
+/// `**/.git/HEAD` search: a match inside `.git` leaves its siblings to the other globs): the
+/// directory is pinned and its config read for the programs it names, and a `.git` file
+/// (the pointer of a linked worktree or a submodule, at a writable tree's top or a path
+/// `.gitmodules` names) is protected.
+fn protect_plan(
+    policy: &Policy,
+    writable: &[PathBuf],
+) -> anyhow::Result<(Vec<PathBuf>, Vec<PathBuf>, bool)> {
+    const GIT_HEAD: &str = "**/.git/HEAD";
+    let protects_git = policy
+        .filesystem
+        .protect
+        .iter()
+        .any(|g| g.pattern.contains("/.git/"));
+    let mut search = policy.clone();
+    if protects_git {
+        search.filesystem.protect.push(DenyGlob {
+            pattern: GIT_HEAD.into(),
+        });
+    }
+    let (matches, may_match) =
+        crate::layers::landlock::protect_matches(&search).context("finding protect matches")?;
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let mut protected = Vec::new();
+    let mut pins = Vec::new();
+    let mut pointers: Vec<PathBuf> = writable.iter().map(|w| w.join(".git")).collect();
+    for path in matches {
+        let git_dir = path
+            .parent()
+            .filter(|d| protects_git && path.ends_with(".git/HEAD") && d.is_dir());
+        match git_dir {
+            Some(dir) => {
+                let worktree = dir.parent().unwrap_or(Path::new("/"));
+                protected.extend(
+                    git::targets(&dir.join("config"), worktree, home.as_deref())
+                        .into_iter()
+                        .filter(|t| under(t, writable) && !writable.contains(t)),
+                );
+                pointers.extend(
+                    git::submodule_paths(worktree)
+                        .into_iter()
+                        .map(|p| p.join(".git")),
+                );
+                pins.push(dir.to_path_buf());
+            }
+            None => protected.push(path),
+        }
+    }
+    if protects_git {
+        protected.extend(
+            pointers
+                .into_iter()
+                .filter(|p| p.is_file() && under(p, writable)),
+        );
+    }
+    protected.sort();
+    protected.dedup();
+    // Every directory strictly between a writable tree and what is protected or pinned.
+    for path in protected.clone().iter().chain(pins.clone().iter()) {
+        for ancestor in path.ancestors().skip(1) {
+            if writable.iter().any(|w| w == ancestor) || !under(ancestor, writable) {
+                break;
+            }
+            pins.push(ancestor.to_path_buf());
+        }
+    }
+    pins.retain(|p| !protected.contains(p) && !writable.contains(p));
+    pins.sort();
+    pins.dedup();
+    Ok((protected, pins, may_match))
 }
 
 /// The view's coverage where init cannot have a mount namespace: what the fallback loses.
