@@ -219,7 +219,8 @@ impl Plan {
 
         let mounts = match &view {
             Ok(()) => {
-                let (plan, mounts_coverage) = mounts::compile(&policy).context("mounts layer")?;
+                let (plan, mounts_coverage) =
+                    mounts::compile(&policy, protected).context("mounts layer")?;
                 coverage.extend(mounts_coverage);
                 coverage.push(Layer::Ipcns, Guarantee::IpcPrivate, Status::Enforced);
                 plan
@@ -235,7 +236,13 @@ impl Plan {
             }
         };
         let (landlock, landlock_coverage) =
-            landlock::compile(&policy, &owners.landlock_share(), protected)
+            // With a view, the protected paths are read-only binds (no Landlock omission,
+            // which would cost every directory above them its create rights).
+            landlock::compile(
+                &policy,
+                &owners.landlock_share(),
+                if view.is_ok() { &[] } else { protected },
+            )
                 .context("landlock layer")?;
         coverage.extend(landlock_coverage);
         tracing::debug!(

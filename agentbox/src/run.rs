@@ -321,12 +321,18 @@ pub(crate) fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
         policy.audit.log = Some(absolute(log)?);
     }
 
-    let log_path = match &policy.audit.log {
-        Some(p) => p.clone(),
-        None => default_log_path(&opts.home, &sandbox_id),
+    let (log_path, own_log_dir) = match &policy.audit.log {
+        Some(p) => (p.clone(), false),
+        None => (default_log_path(&opts.home, &sandbox_id), true),
     };
     check_shared_tmp_log_dir(&log_path)?;
-    let mut protected = vec![log_path.clone()];
+    // The default log directory holds every earlier run's log too: none of them is the
+    // agent's to append to or truncate, whatever its write trees say. A --log file is
+    // protected alone (its directory may be anything).
+    let mut protected = match log_path.parent() {
+        Some(dir) if own_log_dir => vec![dir.to_path_buf()],
+        _ => vec![log_path.clone()],
+    };
     protected.extend(profile_file(&args.profile));
 
     let mut log = AuditLog::create(&log_path, &sandbox_id)?;

@@ -605,3 +605,123 @@ fn run_without_a_home_directory_logs_to_a_private_fallback() {
     agentbox_tests::verify_log(std::path::Path::new(log));
     let _ = std::fs::remove_file(log);
 }
+
+/// With a writable HOME, the default log directory (which holds every earlier run's log)
+/// stays read-only to the agent: no appending, truncating or planting logs.
+#[test]
+fn run_earlier_logs_in_the_default_directory_are_read_only_to_the_agent() {
+    for run_as in RunAs::all() {
+        let s = Scenario::new(run_as);
+        let profile = s.profile(
+            "home-rw",
+            "extends = \"default\"\n\n[filesystem]\nwrite = [\"${HOME}\"]\n",
+        );
+        let logs = s.home.join(".local/state/agentbox/logs");
+        let go = |script: &str| {
+            let mut c = std::process::Command::new(agentbox_tests::agentbox_bin());
+            c.args(["run", "-q", "--profile", profile.to_str().unwrap(), "--"])
+                .args(["sh", "-c", script])
+                .env_clear()
+                .env("PATH", agentbox_tests::AGENT_PATH)
+                .env("HOME", &s.home)
+                .env("TMPDIR", &s.tmp)
+                .current_dir(&s.workspace);
+            if run_as == RunAs::Nobody {
+                c.uid(agentbox_tests::NOBODY).gid(agentbox_tests::NOBODY);
+            }
+            c.output().expect("run agentbox")
+        };
+        let first = go("echo first");
+        assert!(first.status.success(), "{run_as:?}: {first:?}");
+        let earlier: Vec<_> = std::fs::read_dir(&logs).unwrap().flatten().collect();
+        assert_eq!(earlier.len(), 1, "{run_as:?}");
+        let earlier = earlier[0].path();
+        let before = std::fs::read(&earlier).unwrap();
+        let out = go(&format!(
+            "echo forged >> {e} && echo appended; true > {e} && echo truncated; \
+             echo x > {d}/planted.jsonl && echo planted; echo home-writable > ~/note && cat ~/note",
+            e = earlier.display(),
+            d = logs.display()
+        ));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{run_as:?}: {out:?}");
+        assert!(stdout.contains("home-writable"), "{run_as:?}: {out:?}");
+        for forged in ["appended", "truncated", "planted"] {
+            assert!(!stdout.contains(forged), "{run_as:?} {forged}: {out:?}");
+        }
+        assert_eq!(std::fs::read(&earlier).unwrap(), before, "{run_as:?}");
+        agentbox_tests::verify_log(&earlier);
+    }
+}
+
+/// An agent that turns echo off, goes raw and resizes the user's terminal (through the
+/// inherited descriptors) leaves it as it found it: agentbox restores the settings after
+/// the run and logs that it did.
+#[test]
+fn run_terminal_settings_the_agent_changes_are_restored() {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    for run_as in RunAs::all() {
+        let s = Scenario::new(run_as);
+        let (mut master, mut slave) = (-1, -1);
+        // SAFETY: openpty writes two fds; name, termios and winsize may be NULL.
+        let rc = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(rc, 0, "openpty");
+        // SAFETY: openpty just returned these fds; we own them.
+        let (master, slave) =
+            unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        let size = libc::winsize {
+            ws_row: 24,
+            ws_col: 80,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads one winsize.
+        let rc = unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+        assert_eq!(rc, 0);
+        let before = nix::sys::termios::tcgetattr(&slave).unwrap();
+        let log = s.next_log();
+        let mut cmd = s.command(
+            &["-q"],
+            &[
+                "sh",
+                "-c",
+                "stty -echo raw && stty rows 7 cols 33 && echo changed-tty",
+            ],
+            &log,
+        );
+        cmd.stdin(slave.try_clone().unwrap())
+            .stdout(slave.try_clone().unwrap())
+            .stderr(slave.try_clone().unwrap());
+        let status = cmd.status().expect("run agentbox");
+        assert!(status.success(), "{run_as:?}: {status:?}");
+        let mut out = vec![0u8; 4096];
+        // SAFETY: reads into a live buffer; the master holds what the run printed.
+        let n = unsafe { libc::read(master.as_raw_fd(), out.as_mut_ptr().cast(), out.len()) };
+        let out = String::from_utf8_lossy(&out[..n.max(0) as usize]).into_owned();
+        assert!(
+            out.contains("changed-tty"),
+            "{run_as:?}: the agent ran: {out}"
+        );
+        let after = nix::sys::termios::tcgetattr(&slave).unwrap();
+        assert!(after == before, "{run_as:?}: termios restored");
+        // SAFETY: winsize is plain old data; TIOCGWINSZ fills it.
+        let mut now: libc::winsize = unsafe { std::mem::zeroed() };
+        // SAFETY: TIOCGWINSZ writes one winsize into a live local.
+        unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCGWINSZ, &mut now) };
+        assert_eq!(
+            (now.ws_row, now.ws_col),
+            (24, 80),
+            "{run_as:?}: size restored"
+        );
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.contains("restored them"), "{run_as:?}: {text}");
+    }
+}

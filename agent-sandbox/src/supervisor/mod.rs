@@ -26,6 +26,7 @@ mod init;
 mod proto;
 mod signals;
 mod tmpdir;
+mod tty;
 
 pub use tmpdir::PrivateTmp;
 
@@ -107,6 +108,8 @@ pub struct Sandbox {
     saved_mask: libc::sigset_t,
     /// The sandbox's cgroups and eBPF registration (root only); torn down after the agent.
     group: Option<SandboxGroup>,
+    /// The user's terminal settings at launch, restored after the agent.
+    terminal: tty::TerminalState,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -270,6 +273,7 @@ impl Sandbox {
         tracing::debug!(?group, "sandbox cgroup created");
 
         ensure_single_threaded()?;
+        let terminal = tty::TerminalState::save();
         // Blocked until the tokio handlers exist (see signals.rs); init inherits the block.
         let saved_mask = signals::block(&signals::forwarded_set(false))
             .map_err(io::Error::from_raw_os_error)
@@ -454,6 +458,7 @@ impl Sandbox {
             isolation,
             saved_mask,
             group,
+            terminal,
         })
     }
 
@@ -486,6 +491,7 @@ impl Sandbox {
             started,
             saved_mask,
             group,
+            terminal,
             ..
         } = self;
         let guard = InitGuard(init);
@@ -520,6 +526,16 @@ impl Sandbox {
                     .map(drop)
                     .context("audit log")?,
             }
+        }
+        // No process of the sandbox is left to change the terminal again.
+        if terminal.restore() {
+            audit
+                .append(Event::Anomaly {
+                    detail: "the agent changed the terminal's settings (termios or window \
+                             size); agentbox restored them"
+                        .into(),
+                })
+                .context("audit log")?;
         }
         // No task of the sandbox is left to add events: close the books of every source.
         let mut closing = Vec::new();

@@ -319,7 +319,12 @@ fn c_path(path: &Path) -> anyhow::Result<CString> {
 
 /// The view for `policy`, and the coverage it gives. Call it where init can have a mount
 /// namespace of its own (see `available`); elsewhere `unavailable` states what is lost.
-pub(crate) fn compile(policy: &Policy) -> anyhow::Result<(MountPlan, Coverage)> {
+/// `protected`: paths the agent must never write whatever its trees say (the audit log or
+/// its directory, the profile file): read-only binds like protect matches.
+pub(crate) fn compile(
+    policy: &Policy,
+    protected: &[PathBuf],
+) -> anyhow::Result<(MountPlan, Coverage)> {
     let mut coverage = Coverage::default();
     let mut binds = Vec::new();
     let writable = mountable(&policy.filesystem.write);
@@ -360,7 +365,7 @@ pub(crate) fn compile(policy: &Policy) -> anyhow::Result<(MountPlan, Coverage)> 
     );
     let memfd_noexec = memfd_noexec.is_ok();
 
-    let (protected, pins, may_match) = protect_plan(policy, &writable)?;
+    let (protected, pins, may_match) = protect_plan(policy, &writable, protected)?;
     for path in pins {
         binds.push(TreeMount {
             c_path: c_path(&path)?,
@@ -428,6 +433,7 @@ pub(crate) fn compile(policy: &Policy) -> anyhow::Result<(MountPlan, Coverage)> 
 fn protect_plan(
     policy: &Policy,
     writable: &[PathBuf],
+    always: &[PathBuf],
 ) -> anyhow::Result<(Vec<PathBuf>, Vec<PathBuf>, bool)> {
     const GIT_HEAD: &str = "**/.git/HEAD";
     let protects_git = policy
@@ -476,6 +482,12 @@ fn protect_plan(
                 .filter(|p| p.is_file() && under(p, writable)),
         );
     }
+    protected.extend(
+        always
+            .iter()
+            .filter_map(|p| p.canonicalize().ok())
+            .filter(|p| under(p, writable) && !writable.contains(p)),
+    );
     protected.sort();
     protected.dedup();
     // Every directory strictly between a writable tree and what is protected or pinned.
@@ -530,7 +542,7 @@ mod tests {
         std::fs::write(ws.join("repo/.git/config"), "[core]\n").unwrap();
         std::fs::write(ws.join("repo/.git/index"), "").unwrap();
         let p = policy(&ws, &["**/.git/hooks", "**/.git/config", "**/.envrc"]);
-        let (plan, coverage) = compile(&p).unwrap();
+        let (plan, coverage) = compile(&p, &[]).unwrap();
         let protected: Vec<&std::path::Path> = plan
             .binds
             .iter()
@@ -564,7 +576,7 @@ mod tests {
         p.filesystem.write.push(ws.join("missing"));
         p.filesystem.write.push("/dev/null".into());
         p.filesystem.exec = vec![ws.join("w/bin"), ws.join("x")];
-        let (plan, coverage) = compile(&p).unwrap();
+        let (plan, coverage) = compile(&p, &[]).unwrap();
         assert!(!plan.is_empty());
         let view: Vec<(PathBuf, bool, bool)> = plan
             .binds
