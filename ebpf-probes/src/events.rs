@@ -86,6 +86,9 @@ pub enum KernelEvent {
         path: Option<String>,
         /// True when the path filled the kernel buffer and may be cut short.
         path_truncated: bool,
+        /// The path was longer than the event holds: `path` is its head, "…", and its tail
+        /// (the object's name); this is the whole path's length and hash.
+        path_elided: Option<PathElided>,
         addr: Option<(IpAddr, u16)>,
         target_pid: Option<i32>,
         /// socket(): (family, type, protocol).
@@ -136,6 +139,8 @@ pub enum KernelEvent {
         path: Option<String>,
         /// True when the path was cut short (buffer, component or walk bound).
         path_truncated: bool,
+        /// See `SyscallDenied::path_elided`.
+        path_elided: Option<PathElided>,
         /// The object's device (`st_dev` encoding) and inode; 0 when there is none.
         dev: u64,
         ino: u64,
@@ -257,6 +262,20 @@ fn user_dev(kernel: u64) -> u64 {
     libc::makedev((kernel >> 20) as u32, (kernel & 0xf_ffff) as u32)
 }
 
+/// A path too long for an event: its length and FNV-1a 64 hash, computed in the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathElided {
+    pub len: u32,
+    pub fnv1a: u64,
+}
+
+fn elided_of(raw: &RawEvent) -> Option<PathElided> {
+    (raw.flags & EVF_PATH_ELIDED != 0).then_some(PathElided {
+        len: raw.path_full,
+        fnv1a: raw.path_hash,
+    })
+}
+
 fn path_of(raw: &RawEvent) -> Option<String> {
     (raw.flags & EVF_HAS_PATH != 0).then(|| c_string(&raw.path))
 }
@@ -309,6 +328,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<KernelEvent> {
                 errno: raw.err,
                 path: path_of(&raw),
                 path_truncated: raw.flags & EVF_PATH_TRUNC != 0,
+                path_elided: elided_of(&raw),
                 addr: ip_of(&raw).map(|ip| (ip, raw.port)),
                 target_pid: (raw.flags & EVF_HAS_TARGET != 0).then_some(raw.target_pid),
                 socket: is_socket.then_some((raw.family, raw.sock_type, raw.proto)),
@@ -349,6 +369,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<KernelEvent> {
             reason: LsmReason::from_raw(raw.reason),
             path: path_of(&raw),
             path_truncated: raw.flags & EVF_PATH_TRUNC != 0,
+            path_elided: elided_of(&raw),
             dev: user_dev(raw.dev),
             ino: raw.ino,
             addr: ip_of(&raw).map(|ip| (ip, raw.port)),

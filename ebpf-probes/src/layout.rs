@@ -31,6 +31,7 @@ pub(crate) const EVF_HAS_ADDR: u8 = 0x04;
 pub(crate) const EVF_HAS_PATH: u8 = 0x08;
 pub(crate) const EVF_PATH_TRUNC: u8 = 0x10;
 pub(crate) const EVF_HAS_TARGET: u8 = 0x20;
+pub(crate) const EVF_PATH_ELIDED: u8 = 0x40;
 
 pub(crate) const SB_KILL_ON_VIOLATION: u32 = 0x01;
 pub(crate) const SB_AUDIT_ONLY: u32 = 0x02;
@@ -66,6 +67,9 @@ pub(crate) struct RawEvent {
     pub detail: u32,
     pub dev: u64,
     pub ino: u64,
+    pub path_hash: u64,
+    pub path_full: u32,
+    pub _pad2: u32,
 }
 
 impl RawEvent {
@@ -286,7 +290,7 @@ mod tests {
             size_of::<RawEvent>(),
             fields!(RawEvent: kind, sandbox, seq, ts_ns, pid, tgid, ppid, err, syscall, comm,
                 addr, family, port, sock_type, proto, hook, reason, flags, path_len,
-                target_pid, child, path, detail, dev, ino),
+                target_pid, child, path, detail, dev, ino, path_hash, path_full, _pad2),
         );
         check(
             &btf,

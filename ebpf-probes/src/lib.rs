@@ -29,7 +29,7 @@ mod lsm;
 mod rules;
 mod runtime;
 
-pub use events::{syscall_name, EventStream, KernelEvent, NetHook, NetVerdictReason};
+pub use events::{syscall_name, EventStream, KernelEvent, NetHook, NetVerdictReason, PathElided};
 /// Re-exported so callers build [`NetRule`]s with the same `IpNet` type.
 pub use ipnet;
 pub use lsm::{
@@ -437,6 +437,8 @@ mod tests {
             "net_bind4",
             "net_bind6",
             "net_sock_create",
+            "net_connect_unix",
+            "net_sendmsg_unix",
         ]);
         names
     }

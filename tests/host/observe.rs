@@ -49,6 +49,40 @@ fn observe_landlock_denied_open_is_logged_with_its_path() {
     assert_eq!(logged["enforced"], true, "{launch}");
 }
 
+/// A denied path longer than the kernel event holds keeps its head and its final component,
+/// with the whole path's length and FNV-1a hash (the one the kernel computed, checked here).
+#[test]
+fn observe_long_denied_path_keeps_its_name_length_and_hash() {
+    if !ebpf_tier("observe_long_denied_path") {
+        return;
+    }
+    let s = Scenario::new(RunAs::Current);
+    let key = s.plant_in_home(".ssh/id_rsa", "PRIVATE KEY\n");
+    let long = format!("{}{}", "/.".repeat(1000), key.display());
+    let r = s.run(&["-q"], &["cat", &long]);
+    assert_ne!(r.code(), Some(0), "{}", r.dump());
+    assert!(!r.stdout.contains("PRIVATE KEY"));
+    let denials = r.denials_of("landlock");
+    let d = denials
+        .iter()
+        .find(|d| d["object"]["elided"].is_string())
+        .unwrap_or_else(|| panic!("no elided landlock denial: {}", r.dump()));
+    let shown = d["object"]["path"].as_str().unwrap();
+    assert!(shown.starts_with("/./././"), "{shown}");
+    assert!(shown.contains('…'), "{shown}");
+    assert!(shown.ends_with(key.to_str().unwrap()), "{shown}");
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in long.as_bytes() {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    assert_eq!(
+        d["object"]["elided"],
+        format!("{} bytes, fnv1a-64 {hash:#018x}", long.len()),
+        "{d}"
+    );
+}
+
 #[test]
 fn observe_forks_double_forks_and_threads_stay_confined_and_attributed() {
     if !ebpf_tier("observe_forks_double_forks_and_threads") {

@@ -133,6 +133,11 @@ pub enum Object {
     Path {
         path: String,
         access: String,
+        /// Set when the path was longer than the kernel event holds: `path` is then its
+        /// head, "…", and its tail (the object's name), and this says how long it was and
+        /// its FNV-1a 64 hash (`4213 bytes, fnv1a-64 0x…`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        elided: Option<String>,
     },
     Net {
         proto: String,

@@ -361,7 +361,7 @@ pub fn allow_hint(d: &Denial) -> Option<String> {
 
 fn object_text(o: &Object) -> String {
     match o {
-        Object::Path { path, access } => format!("{} {}", sanitize(access), sanitize(path)),
+        Object::Path { path, access, .. } => format!("{} {}", sanitize(access), sanitize(path)),
         Object::Syscall { name, nr, .. } => format!("syscall {} ({nr})", sanitize(name)),
         Object::Net { proto, addr, port } if addr.contains(':') => {
             format!("{} [{}]:{port}", sanitize(proto), sanitize(addr))
@@ -511,6 +511,7 @@ mod tests {
             object: Object::Path {
                 path: path.into(),
                 access: "open".into(),
+                elided: None,
             },
         }
     }

@@ -19,6 +19,7 @@ fn denial(layer: &str, path: &str) -> Event {
         object: Object::Path {
             path: path.into(),
             access: "open".into(),
+            elided: None,
         },
     })
 }

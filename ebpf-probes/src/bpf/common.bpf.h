@@ -59,6 +59,7 @@ static __always_inline bool is_refusal(long ret)
 #define EVF_HAS_PATH 0x08  /* path holds a NUL-terminated string */
 #define EVF_PATH_TRUNC 0x10 /* path filled the buffer: it may be cut short */
 #define EVF_HAS_TARGET 0x20 /* target_pid is set */
+#define EVF_PATH_ELIDED 0x40 /* path is head + "…" + tail of path_full bytes, hashed */
 
 #define EVENT_PATH_MAX 256
 
@@ -89,6 +90,9 @@ struct ab_event {
 	__u32 detail;	/* LSM: hook-specific value (flags, prot, signal, cmd, ...) */
 	__u64 dev;	/* LSM: kernel dev_t of the object's superblock, 0 when none */
 	__u64 ino;	/* LSM: the object's inode number, 0 when none */
+	__u64 path_hash; /* EVF_PATH_ELIDED: FNV-1a 64 of the whole path */
+	__u32 path_full; /* EVF_PATH_ELIDED: the whole path's length in bytes */
+	__u32 _pad2;
 };
 
 /* Only puts `struct ab_event` into the object's BTF, for the layout test and the skeleton;
@@ -265,6 +269,91 @@ event_reserve(struct sandbox_record *sb, __u32 id, __u32 kind, bool violation)
 	e->ts_ns = bpf_ktime_get_ns();
 	e->syscall = -1;
 	return e;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Paths longer than the event's buffer keep their head and their tail (the object's name),  */
+/* with the whole path's length and hash: a denial never loses what it was about.            */
+
+#define PATH_FULL_MAX 4096
+#define PATH_SPARE 128 /* room past the mask for one component's bounded write */
+#define PATH_HEAD 96
+#define PATH_TAIL (EVENT_PATH_MAX - PATH_HEAD - 3 - 1) /* 3: "…" in UTF-8; 1: NUL */
+
+struct path_scratch {
+	char buf[PATH_FULL_MAX + PATH_SPARE];
+	/* Write offset of a path being built. Kept here, not on the stack: a value loaded from
+	 * a map is not tracked precisely, so a loop appending components converges instead of
+	 * giving the verifier one state per possible offset. */
+	__u32 off;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct path_scratch);
+} path_scratch SEC(".maps");
+
+static __always_inline struct path_scratch *path_scratch_get(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&path_scratch, &zero);
+}
+
+struct fnv_ctx {
+	__u64 hash;
+	__u32 len;
+};
+
+static long fnv_step(__u32 index, void *data)
+{
+	struct fnv_ctx *c = data;
+	struct path_scratch *s = path_scratch_get();
+
+	if (!s || index >= c->len)
+		return 1;
+	c->hash ^= (__u8)s->buf[index & (PATH_FULL_MAX - 1)];
+	c->hash *= 0x100000001b3ULL;
+	return 0;
+}
+
+/* FNV-1a 64 of the first `len` bytes of the scratch buffer. A global function: verified
+ * once on its own, so hashing does not multiply the states of the programs that call it. */
+__attribute__((noinline)) __u64 path_fnv(__u32 len)
+{
+	struct fnv_ctx fnv = { .hash = 0xcbf29ce484222325ULL, .len = len };
+
+	bpf_loop(PATH_FULL_MAX, fnv_step, &fnv, 0);
+	return fnv.hash;
+}
+
+/* The `len`-byte string (NUL included) in the scratch buffer into the event. */
+static __always_inline void event_path_put(struct ab_event *e, struct path_scratch *s, __u32 len)
+{
+	__u32 n = len, off;
+
+	if (n == 0)
+		return;
+	e->flags |= EVF_HAS_PATH;
+	if (n <= EVENT_PATH_MAX) {
+		bpf_probe_read_kernel(e->path, n & (2 * EVENT_PATH_MAX - 1), s->buf);
+		e->path[EVENT_PATH_MAX - 1] = 0;
+		e->path_len = n;
+		return;
+	}
+	bpf_probe_read_kernel(e->path, PATH_HEAD, s->buf);
+	e->path[PATH_HEAD] = (char)0xe2;
+	e->path[PATH_HEAD + 1] = (char)0x80;
+	e->path[PATH_HEAD + 2] = (char)0xa6;
+	off = (n - 1 - PATH_TAIL) & (PATH_FULL_MAX - 1);
+	bpf_probe_read_kernel(&e->path[PATH_HEAD + 3], PATH_TAIL, &s->buf[off]);
+	e->path[EVENT_PATH_MAX - 1] = 0;
+	e->path_len = EVENT_PATH_MAX;
+	e->path_hash = path_fnv(n - 1);
+	e->path_full = n - 1;
+	e->flags |= EVF_PATH_TRUNC | EVF_PATH_ELIDED;
 }
 
 #endif /* AGENTBOX_COMMON_BPF_H */

@@ -157,8 +157,8 @@ struct {
 struct lsm_scratch {
 	struct lsm_name_key name;
 	struct lsm_child_key child;
-	char comps[WALK_MAX][COMP_MAX];
-	char path[2 * EVENT_PATH_MAX];
+	/* WALK_MAX components of COMP_MAX bytes, flat (the skeleton's Default needs it). */
+	char comps[WALK_MAX * COMP_MAX];
 };
 
 struct {
@@ -327,7 +327,8 @@ static long walk_step(__u32 index, void *data)
 	parent = BPF_CORE_READ(d, d_parent);
 	name = BPF_CORE_READ(d, d_name.name);
 	if (w->depth < WALK_MAX) {
-		len = bpf_probe_read_kernel_str(s->comps[w->depth & (WALK_MAX - 1)], COMP_MAX, name);
+		len = bpf_probe_read_kernel_str(&s->comps[(w->depth & (WALK_MAX - 1)) * COMP_MAX], COMP_MAX,
+						name);
 		if (len <= 0 || len == COMP_MAX)
 			w->trunc = 1;
 		w->depth++;
@@ -375,7 +376,6 @@ static __always_inline void walk_from(struct walk *w, __u32 id, __u32 cfg_flags,
 }
 
 struct path_build {
-	__u32 off;
 	__u32 depth;
 	__u32 trunc;
 };
@@ -384,22 +384,25 @@ static long path_step(__u32 index, void *data)
 {
 	struct path_build *p = data;
 	struct lsm_scratch *s = scratch();
-	__u32 comp;
+	struct path_scratch *ps = path_scratch_get();
+	__u32 comp, off;
 	long len;
 
-	if (!s || index >= p->depth)
+	if (!s || !ps || index >= p->depth)
 		return 1;
-	if (p->off >= EVENT_PATH_MAX - 1) {
+	off = ps->off;
+	if (off >= PATH_FULL_MAX - 1) {
 		p->trunc = 1;
 		return 1;
 	}
 	comp = (p->depth - 1 - index) & (WALK_MAX - 1);
-	s->path[p->off & (EVENT_PATH_MAX - 1)] = '/';
-	p->off++;
-	len = bpf_probe_read_kernel_str(&s->path[p->off & (EVENT_PATH_MAX - 1)], COMP_MAX,
-					s->comps[comp]);
+	ps->buf[off & (PATH_FULL_MAX - 1)] = '/';
+	off++;
+	len = bpf_probe_read_kernel_str(&ps->buf[off & (PATH_FULL_MAX - 1)], COMP_MAX,
+					&s->comps[comp * COMP_MAX]);
 	if (len > 1)
-		p->off += len - 1;
+		off += len - 1;
+	ps->off = off;
 	return 0;
 }
 
@@ -409,24 +412,25 @@ static long path_step(__u32 index, void *data)
 static __always_inline void event_path(struct ab_event *e, struct walk *w)
 {
 	struct path_build p = { .depth = w->depth, .trunc = w->trunc || !w->done };
-	struct lsm_scratch *s = scratch();
+	struct path_scratch *ps = path_scratch_get();
 
-	if (!s)
+	__u32 off;
+
+	if (!ps)
 		return;
+	ps->off = 0;
 	bpf_loop(WALK_MAX, path_step, &p, 0);
-	if (p.off == 0) {
-		s->path[0] = '/';
-		p.off = 1;
+	off = ps->off;
+	if (off == 0) {
+		ps->buf[0] = '/';
+		off = 1;
 	}
-	if (p.off >= EVENT_PATH_MAX) {
-		p.off = EVENT_PATH_MAX - 1;
+	if (off >= PATH_FULL_MAX) {
+		off = PATH_FULL_MAX - 1;
 		p.trunc = 1;
 	}
-	s->path[p.off & (EVENT_PATH_MAX - 1)] = 0;
-	bpf_probe_read_kernel(e->path, sizeof(e->path), s->path);
-	e->path[EVENT_PATH_MAX - 1] = 0;
-	e->path_len = p.off + 1;
-	e->flags |= EVF_HAS_PATH;
+	ps->buf[off & (PATH_FULL_MAX - 1)] = 0;
+	event_path_put(e, ps, off + 1);
 	if (p.trunc)
 		e->flags |= EVF_PATH_TRUNC;
 }

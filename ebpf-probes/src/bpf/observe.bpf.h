@@ -237,15 +237,19 @@ static __always_inline void label_event(struct ab_event *e, long nr, __u64 args[
 		return;
 	arg = args[index];
 	switch (kind) {
-	case LABEL_PATH:
-		len = bpf_probe_read_user_str(e->path, sizeof(e->path), (void *)arg);
+	case LABEL_PATH: {
+		struct path_scratch *s = path_scratch_get();
+
+		if (!s)
+			break;
+		len = bpf_probe_read_user_str(s->buf, PATH_FULL_MAX, (void *)arg);
 		if (len > 0) {
-			e->path_len = len;
-			e->flags |= EVF_HAS_PATH;
-			if (len == sizeof(e->path))
+			event_path_put(e, s, len);
+			if (len == PATH_FULL_MAX)
 				e->flags |= EVF_PATH_TRUNC;
 		}
 		break;
+	}
 	case LABEL_SOCKADDR:
 		label_sockaddr(e, arg);
 		break;
@@ -449,12 +453,15 @@ int BPF_PROG(observe_exec, struct task_struct *task, pid_t old_pid, struct linux
 	if (!e)
 		return 0;
 	fill_process(e, task);
-	len = bpf_probe_read_kernel_str(e->path, sizeof(e->path), BPF_CORE_READ(bprm, filename));
-	if (len > 0) {
-		e->path_len = len;
-		e->flags |= EVF_HAS_PATH;
-		if (len == sizeof(e->path))
-			e->flags |= EVF_PATH_TRUNC;
+	{
+		struct path_scratch *s = path_scratch_get();
+
+		if (s) {
+			len = bpf_probe_read_kernel_str(s->buf, PATH_FULL_MAX,
+							BPF_CORE_READ(bprm, filename));
+			if (len > 0)
+				event_path_put(e, s, len);
+		}
 	}
 	bpf_ringbuf_submit(e, 0);
 	return 0;

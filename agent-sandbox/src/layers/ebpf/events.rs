@@ -267,6 +267,7 @@ impl Mapper {
                 errno,
                 path,
                 path_truncated,
+                path_elided,
                 addr,
                 target_pid,
                 socket,
@@ -290,15 +291,16 @@ impl Mapper {
                 if ppid != 0 {
                     who.ppid = Some(ppid as i32);
                 }
-                let (layer, mut rule, object) = syscall_denial(
+                let (layer, mut rule, mut object) = syscall_denial(
                     name,
                     syscall,
                     errno,
-                    path.map(|p| if path_truncated { p + "…" } else { p }),
+                    path.map(|p| shown_path(p, path_truncated, path_elided)),
                     addr,
                     target_pid,
                     socket,
                 );
+                mark_elided(&mut object, path_elided);
                 // EBUSY is a mount point (a protect bind) refusing to move; EROFS may be either.
                 if rule == PROTECT_RULE && errno == libc::EROFS {
                     rule = self.read_only_rule(&object).to_string();
@@ -397,6 +399,7 @@ impl Mapper {
                 reason,
                 path,
                 path_truncated,
+                path_elided,
                 addr,
                 target_pid,
                 detail,
@@ -409,13 +412,14 @@ impl Mapper {
                 if ppid != 0 {
                     who.ppid = Some(ppid as i32);
                 }
-                let path = path.map(|p| if path_truncated { p + "…" } else { p });
+                let path = path.map(|p| shown_path(p, path_truncated, path_elided));
                 let rule = self.lsm_rule_text(hook, reason, path.as_deref(), addr);
-                let object = if reason == LsmReason::UnixPath {
+                let mut object = if reason == LsmReason::UnixPath {
                     crate::layers::seccomp::mediate::unix_object(path.unwrap_or_default(), 0)
                 } else {
                     lsm_object(hook, path, addr, target_pid, detail)
                 };
+                mark_elided(&mut object, path_elided);
                 let action = if killed {
                     Action::Killed
                 } else if !enforced {
@@ -701,6 +705,7 @@ fn lsm_object(
         _ => Object::Path {
             path: path.unwrap_or_default(),
             access: hook.name().to_string(),
+            elided: None,
         },
     }
 }
@@ -712,6 +717,23 @@ fn proto_name(proto: u8, sock_type: u16, hook: NetHook) -> &'static str {
         (_, libc::SOCK_STREAM, _) => "tcp",
         (_, libc::SOCK_DGRAM, _) | (_, _, NetHook::Sendmsg) => "udp",
         _ => "ip",
+    }
+}
+
+/// A path as the log shows it: marked `…` at the end when the kernel cut it short; an
+/// elided path already holds its `…` between head and tail.
+fn shown_path(path: String, truncated: bool, elided: Option<ebpf_probes::PathElided>) -> String {
+    if truncated && elided.is_none() {
+        path + "…"
+    } else {
+        path
+    }
+}
+
+/// Says how long an elided path was, and its hash, on the object that names it.
+fn mark_elided(object: &mut Object, elided: Option<ebpf_probes::PathElided>) {
+    if let (Object::Path { elided: note, .. }, Some(e)) = (object, elided) {
+        *note = Some(format!("{} bytes, fnv1a-64 {:#018x}", e.len, e.fnv1a));
     }
 }
 
@@ -777,6 +799,7 @@ fn syscall_denial(
             let object = Object::Path {
                 path: path.unwrap_or_default(),
                 access: access.to_string(),
+                elided: None,
             };
             return (
                 crate::layers::mounts::LAYER.name(),
@@ -790,6 +813,7 @@ fn syscall_denial(
             let object = Object::Path {
                 path: path.unwrap_or_default(),
                 access: access.to_string(),
+                elided: None,
             };
             return (
                 crate::layers::mounts::LAYER.name(),
@@ -808,6 +832,7 @@ fn syscall_denial(
                 Some(path) => Object::Path {
                     path,
                     access: access.to_string(),
+                    elided: None,
                 },
                 None => syscall_object(),
             };
@@ -859,6 +884,7 @@ fn syscall_denial(
                 (Some(path), _) => Object::Path {
                     path,
                     access: name.to_string(),
+                    elided: None,
                 },
                 (None, Some(a)) => net_object(a),
                 (None, None) => syscall_object(),
@@ -1011,6 +1037,7 @@ mod tests {
             errno: libc::EACCES,
             path: Some("/etc/shadow".into()),
             path_truncated: false,
+            path_elided: None,
             addr: None,
             target_pid: None,
             socket: None,
@@ -1027,7 +1054,8 @@ mod tests {
             d.object,
             Object::Path {
                 path: "/etc/shadow".into(),
-                access: "open".into()
+                access: "open".into(),
+                elided: None,
             }
         );
         assert_eq!(m.delivered(), 1);
@@ -1045,6 +1073,7 @@ mod tests {
             reason,
             path: path.map(str::to_string),
             path_truncated: false,
+            path_elided: None,
             dev: 0,
             ino: 0,
             addr: None,
@@ -1082,7 +1111,8 @@ mod tests {
             d.object,
             Object::Path {
                 path: "/w/sub/.env".into(),
-                access: "path_mknod".into()
+                access: "path_mknod".into(),
+                elided: None,
             }
         );
         // A path given relative to its filesystem's root still names the basename glob.
