@@ -262,6 +262,7 @@ pub const ATTACKS: &[(&str, AttackFn)] = &[
     ("write-audit-log", write_audit_log),
     ("write-profile", write_profile),
     ("long-path", long_path),
+    ("inotify-denied-dir", inotify_denied_dir),
     ("metadata-chmod-secret", metadata_chmod_secret),
     ("metadata-utime-secret", metadata_utime_secret),
     ("metadata-xattr-secret", metadata_xattr_secret),
@@ -1726,6 +1727,37 @@ fn write_profile(ctx: &Ctx) -> Attempt {
     });
     a.step("append to the profile", r);
     a.target(ctx.profile.display().to_string())
+}
+
+/// inotify on a denied directory names the files inside as they change (Landlock has no
+/// right for watching): watch ~/.ssh, and the home outside every tree.
+fn inotify_denied_dir(ctx: &Ctx) -> Attempt {
+    let mut a = Attempt::default();
+    // SAFETY: inotify_init1 takes flags only.
+    let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
+    if fd < 0 {
+        a.step("inotify_init1", Err(errno()));
+        return a;
+    }
+    // SAFETY: the fd the kernel just returned.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let ssh = ctx.ssh_key.parent().unwrap_or(&ctx.home).to_path_buf();
+    for dir in [&ssh, &ctx.home] {
+        a.tried.push(dir.display().to_string());
+        let c = cstr(dir);
+        // SAFETY: a valid fd and a NUL-terminated path alive for the call.
+        let wd =
+            unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c.as_ptr(), libc::IN_ALL_EVENTS) };
+        a.step(
+            &format!("inotify_add_watch {}", dir.display()),
+            if wd < 0 {
+                Err(errno())
+            } else {
+                Ok(i64::from(wd))
+            },
+        );
+    }
+    a.target(ssh.display().to_string())
 }
 
 fn long_path(ctx: &Ctx) -> Attempt {

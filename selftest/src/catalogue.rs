@@ -561,6 +561,16 @@ pub const CATALOGUE: &[Spec] = &[
         "paths longer than PATH_MAX / NAME_MAX, deep symlink",
         Guarantee::FsAllowList,
     ),
+    spec(
+        "inotify-denied-dir",
+        "files",
+        "inotify watch on a denied directory (~/.ssh) and on the home outside the trees",
+        "seccomp (supervisor)",
+        Expect::Kernel {
+            logged_by: Some(Guarantee::SyscallDenialsLogged),
+        },
+        Some(Guarantee::FsAllowList),
+    ),
     // Exec.
     spec(
         "exec-copied-binary",

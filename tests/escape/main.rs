@@ -138,6 +138,7 @@ seccomp_tests! {
 
 kernel_tests! {
     files_git_dir_swap => "git-dir-swap",
+    files_inotify_denied_dir => "inotify-denied-dir",
     process_cgroup_write => "cgroup-write",
     process_signal_outside => "signal-outside",
     process_proc_environ_outside => "proc-environ-outside",

@@ -116,3 +116,66 @@ fn workload_git_init_commit_branch_merge() {
         "git-history-ok",
     );
 }
+
+#[test]
+fn workload_file_watcher_sees_changes_in_the_workspace() {
+    works(
+        "default",
+        |_| {},
+        "/usr/bin/python3 -c \"import ctypes, os, select\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         fd = libc.inotify_init1(0)\n\
+         assert libc.inotify_add_watch(fd, b'.', 0x100) > 0, os.strerror(ctypes.get_errno())\n\
+         open('new.txt', 'w').write('x')\n\
+         r, _, _ = select.select([fd], [], [], 5)\n\
+         assert r and b'new.txt' in os.read(fd, 4096)\n\
+         print('watch-saw-event')\"",
+        "watch-saw-event",
+    );
+}
+
+#[test]
+fn workload_venv_and_pip_install_of_a_local_package() {
+    works(
+        "python",
+        |s| {
+            // setup.py, not pyproject.toml: Debian's venv has setuptools but no `wheel`,
+            // and the test has no index to fetch it from.
+            s.plant_in_workspace(
+                "pkg/setup.py",
+                "from setuptools import setup\n\
+                 setup(name='abpkg', version='0.1', packages=['abpkg'])\n",
+            );
+            s.plant_in_workspace("pkg/abpkg/__init__.py", "MARK = 'pip-installed-it'\n");
+        },
+        "/usr/bin/python3 -m venv .venv && \
+         .venv/bin/pip install -q --no-index --no-build-isolation ./pkg && \
+         .venv/bin/python -c 'import abpkg; print(abpkg.MARK)'",
+        "pip-installed-it",
+    );
+}
+
+#[test]
+fn workload_npm_install_of_a_local_package_and_npm_test() {
+    works(
+        "node",
+        |s| {
+            s.plant_in_workspace(
+                "dep/package.json",
+                "{\"name\": \"abdep\", \"version\": \"1.0.0\", \"bin\": {\"abdep\": \"cli.js\"}}\n",
+            );
+            s.plant_in_workspace(
+                "dep/cli.js",
+                "#!/usr/bin/env node\nconsole.log('npm-bin-ran');\n",
+            );
+            s.plant_in_workspace(
+                "app/package.json",
+                "{\"name\": \"app\", \"version\": \"1.0.0\", \
+                 \"scripts\": {\"test\": \"abdep\"}, \
+                 \"dependencies\": {\"abdep\": \"file:../dep\"}}\n",
+            );
+        },
+        "cd app && npm install --offline --no-audit --no-fund -q && npm test --silent",
+        "npm-bin-ran",
+    );
+}

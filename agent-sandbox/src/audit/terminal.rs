@@ -301,6 +301,12 @@ pub fn allow_hint(d: &Denial) -> Option<String> {
         )
     };
     match &d.object {
+        // A watch names the directory itself, not a file in it.
+        Object::Path { path, access, .. }
+            if access == "watch" && rule.starts_with("filesystem: not in allow-list") =>
+        {
+            Some(format!("--allow-read {}", sanitize(path)))
+        }
         Object::Path { path, .. } | Object::Exec { path } => {
             if rule.starts_with("filesystem: exec not in allow-list")
                 || rule.starts_with("filesystem: noexec")

@@ -220,7 +220,7 @@ pub enum SyscallGroup {
     Mount,
     /// unshare/clone with namespace flags, clone3 (flags live in memory), setns.
     Namespaces,
-    /// bpf, perf_event_open.
+    /// bpf, perf_event_open, fanotify_init (filesystem-wide watches).
     KernelObservability,
     /// init_module, finit_module, delete_module, kexec_load, kexec_file_load.
     KernelModules,

@@ -95,7 +95,7 @@ pub(super) fn group_rules(group: SyscallGroup) -> Vec<RuleSpec> {
             });
             rules
         }
-        SyscallGroup::KernelObservability => always(&["bpf", "perf_event_open"]),
+        SyscallGroup::KernelObservability => always(&["bpf", "perf_event_open", "fanotify_init"]),
         SyscallGroup::KernelModules => always(&[
             "init_module",
             "finit_module",

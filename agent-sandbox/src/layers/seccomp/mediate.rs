@@ -12,6 +12,11 @@
 //! 4. takes the agent's socket (`pidfd_getfd`) and connects it to `/proc/self/fd/<pinned>`:
 //!    exactly the inode it checked, whatever the agent's threads change meanwhile.
 //!
+//! inotify_add_watch() comes here the same way: Landlock has no right for watching, so a
+//! watch on a denied directory (or one outside every tree) would name the files inside as
+//! they change. The path is opened O_PATH in the agent's root, judged by the file-system
+//! lists, and the watch added to the agent's inotify instance on the pinned inode.
+//!
 //! Other addresses are answered CONTINUE. That is only sound where the kernel refuses a
 //! pathname destination to every sandboxed task by itself (the cgroup `connect_unix` and
 //! `sendmsg_unix` hooks of 6.7+, or BPF LSM's `socket_connect`/`socket_sendmsg`): a thread
@@ -85,6 +90,10 @@ pub(crate) struct Mediation {
     pub(crate) sends: bool,
     /// The network rules, when no kernel layer checks IP destinations (unprivileged).
     net: Option<ebpf_probes::NetRules>,
+    /// What may be watched: inside the read, write or exec trees, and no deny glob.
+    watch_trees: Vec<PathBuf>,
+    deny: GlobSet,
+    deny_globs: Vec<String>,
 }
 
 /// The supervisor's answer to one mediated call.
@@ -98,6 +107,8 @@ pub(crate) enum Verdict {
     Fail(i32),
     /// Connect the agent's socket `fd` to this destination on its behalf.
     Connect { fd: i32, target: Target },
+    /// Add a watch for the pinned file to the agent's inotify instance `fd`.
+    Watch { fd: i32, file: OwnedFd, mask: u32 },
     /// Send this datagram from the agent's socket `fd` on its behalf.
     SendTo {
         fd: i32,
@@ -124,17 +135,36 @@ impl Mediation {
         for glob in &policy.network.unix {
             builder.add(GlobBuilder::new(glob).literal_separator(true).build()?);
         }
+        let fs = &policy.filesystem;
+        let mut deny = GlobSetBuilder::new();
+        for glob in &fs.deny {
+            deny.add(
+                GlobBuilder::new(&glob.pattern)
+                    .literal_separator(true)
+                    .build()?,
+            );
+        }
         Ok(Mediation {
-            own: policy.filesystem.write.clone(),
+            own: fs.write.clone(),
             set: builder.build()?,
             sends,
             net: check_ip.then(|| crate::layers::ebpf::net::net_rules(policy)),
+            watch_trees: fs
+                .read
+                .iter()
+                .chain(&fs.write)
+                .chain(&fs.exec)
+                .cloned()
+                .collect(),
+            deny: deny.build()?,
+            deny_globs: fs.deny.iter().map(|g| g.pattern.clone()).collect(),
         })
     }
 
     /// Whether this syscall comes to the supervisor (the filter sends it).
     pub(crate) fn handles(&self, nr: i64) -> bool {
         nr == libc::SYS_connect
+            || nr == libc::SYS_inotify_add_watch
             || (self.sends
                 && matches!(
                     nr,
@@ -153,6 +183,10 @@ impl Mediation {
         match nr {
             libc::SYS_connect => match read_sockaddr(&mem, args[1], args[2]) {
                 Ok(addr) => self.connect(tid, args[0] as i32, &addr),
+                Err(errno) => Verdict::Fail(errno),
+            },
+            libc::SYS_inotify_add_watch => match read_c_path(&mem, args[1]) {
+                Ok(path) => self.watch(tid, args[0] as i32, &path, args[2] as u32),
                 Err(errno) => Verdict::Fail(errno),
             },
             libc::SYS_sendto if args[4] != 0 => match read_sockaddr(&mem, args[4], args[5]) {
@@ -252,6 +286,45 @@ impl Mediation {
                 ),
                 object,
             }
+        }
+    }
+
+    fn watch(&self, tid: i32, fd: i32, path: &[u8], mask: u32) -> Verdict {
+        let written = absolute(tid, path);
+        let follow = mask & libc::IN_DONT_FOLLOW == 0;
+        let (file, resolved) = match open_path_in_root(tid, &written, follow) {
+            Ok(found) => found,
+            Err(errno) => return Verdict::Fail(errno),
+        };
+        let object = |path: &Path| Object::Path {
+            path: path.to_string_lossy().into_owned(),
+            access: "watch".into(),
+            elided: None,
+        };
+        // A deny glob naming the object, or everything below it (`~/.ssh/**` for `~/.ssh`).
+        let inside = resolved.join("x");
+        if let Some(i) = self
+            .deny
+            .matches(&resolved)
+            .into_iter()
+            .chain(self.deny.matches(&inside))
+            .next()
+        {
+            return Verdict::Deny {
+                rule: format!("filesystem.deny: {}", self.deny_globs[i]),
+                object: object(&resolved),
+            };
+        }
+        if !self.watch_trees.iter().any(|t| resolved.starts_with(t)) {
+            return Verdict::Deny {
+                rule: "filesystem: not in allow-list (inotify watch)".into(),
+                object: object(&resolved),
+            };
+        }
+        Verdict::Watch {
+            fd,
+            file,
+            mask: mask & !libc::IN_DONT_FOLLOW,
         }
     }
 
@@ -415,9 +488,53 @@ fn absolute(tid: i32, path: &[u8]) -> PathBuf {
     cwd.join(path)
 }
 
+/// A NUL-terminated path from the agent's memory (PATH_MAX at most), as the kernel copies it.
+fn read_c_path(mem: &fs::File, ptr: u64) -> Result<Vec<u8>, i32> {
+    let mut out = Vec::new();
+    let mut at = ptr;
+    while out.len() < libc::PATH_MAX as usize {
+        // Up to the next page boundary: the rest of a page may be unmapped.
+        let chunk = (4096 - (at % 4096)) as usize;
+        let mut buf = vec![0u8; chunk];
+        let n = mem.read_at(&mut buf, at).map_err(|_| libc::EFAULT)?;
+        if n == 0 {
+            return Err(libc::EFAULT);
+        }
+        if let Some(end) = buf[..n].iter().position(|&b| b == 0) {
+            out.extend_from_slice(&buf[..end]);
+            return if out.is_empty() {
+                Err(libc::ENOENT)
+            } else {
+                Ok(out)
+            };
+        }
+        out.extend_from_slice(&buf[..n]);
+        at += n as u64;
+    }
+    Err(libc::ENAMETOOLONG)
+}
+
 /// Opens `path` with O_PATH as the agent's view resolves it, and checks it is a socket.
 /// Returns the pinned file and the path it resolved to.
 fn open_in_root(tid: i32, path: &Path) -> Result<(OwnedFd, PathBuf), i32> {
+    let (file, resolved) = open_path_in_root(tid, path, true)?;
+    // SAFETY: fstat writes one struct stat into a live local.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid fd and a live stat buffer.
+    if unsafe { libc::fstat(file.as_raw_fd(), &mut st) } != 0 {
+        return Err(libc::EIO);
+    }
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        // What connect() answers for a path that is not a socket.
+        return Err(libc::ECONNREFUSED);
+    }
+    Ok((file, resolved))
+}
+
+/// Opens `path` with O_PATH inside the agent's root (`RESOLVE_IN_ROOT`, no magic links;
+/// the last component not followed unless `follow`). Returns the pinned file and the path
+/// it resolved to.
+fn open_path_in_root(tid: i32, path: &Path, follow: bool) -> Result<(OwnedFd, PathBuf), i32> {
     let root = fs::File::open(format!("/proc/{tid}/root")).map_err(|e| errno_of(&e))?;
     let relative = path.strip_prefix("/").unwrap_or(path);
     let relative = if relative.as_os_str().is_empty() {
@@ -429,7 +546,8 @@ fn open_in_root(tid: i32, path: &Path) -> Result<(OwnedFd, PathBuf), i32> {
         std::ffi::CString::new(relative.as_os_str().as_bytes()).map_err(|_| libc::EINVAL)?;
     // SAFETY: open_how is plain old data; all-zero is a valid start.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
+    let nofollow = if follow { 0 } else { libc::O_NOFOLLOW };
+    how.flags = (libc::O_PATH | libc::O_CLOEXEC | nofollow) as u64;
     how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
     // SAFETY: valid dirfd, NUL-terminated path and open_how live across the call.
     let fd = unsafe {
@@ -448,16 +566,6 @@ fn open_in_root(tid: i32, path: &Path) -> Result<(OwnedFd, PathBuf), i32> {
     }
     // SAFETY: the kernel just returned this fd; nothing else owns it.
     let file = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
-    // SAFETY: fstat writes one struct stat into a live local.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: valid fd and a live stat buffer.
-    if unsafe { libc::fstat(file.as_raw_fd(), &mut st) } != 0 {
-        return Err(libc::EIO);
-    }
-    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
-        // What connect() answers for a path that is not a socket.
-        return Err(libc::ECONNREFUSED);
-    }
     let resolved =
         fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).map_err(|e| errno_of(&e))?;
     Ok((file, resolved))
@@ -494,6 +602,21 @@ pub(crate) fn connect_on_behalf(tgid: i32, fd: i32, target: &Target) -> i64 {
                 addr.len() as libc::socklen_t,
             ) as isize
         }
+    })
+}
+
+/// Adds a watch on the pinned `file` to the agent's inotify instance (`fd` in process
+/// `tgid`); returns the watch descriptor or a negative errno, as inotify_add_watch() would.
+pub(crate) fn watch_on_behalf(tgid: i32, fd: i32, file: &OwnedFd, mask: u32) -> i64 {
+    let instance = match take_fd(tgid, fd) {
+        Ok(f) => f,
+        Err(errno) => return -i64::from(errno),
+    };
+    let target = std::ffi::CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .expect("no NUL in a number");
+    retry_eintr(|| {
+        // SAFETY: a valid fd and a NUL-terminated path alive for the call.
+        unsafe { libc::inotify_add_watch(instance.as_raw_fd(), target.as_ptr(), mask) as isize }
     })
 }
 

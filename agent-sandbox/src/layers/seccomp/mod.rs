@@ -352,7 +352,10 @@ pub(crate) fn compile(
 
 /// The calls the filter sends to the supervisor for a decision, with their conditions.
 fn mediated_calls(mediation: &mediate::Mediation) -> Vec<(i64, Vec<ArgCond>)> {
-    let mut calls = vec![(libc::SYS_connect, Vec::new())];
+    let mut calls = vec![
+        (libc::SYS_connect, Vec::new()),
+        (libc::SYS_inotify_add_watch, Vec::new()),
+    ];
     if mediation.sends {
         // sendto without an address (arg 4) goes to a connected peer: nothing to judge.
         calls.push((libc::SYS_sendto, vec![ArgCond::ne(4, Width::Qword, 0)]));

@@ -244,6 +244,18 @@ impl Notifier {
                 })?;
                 Ok(None)
             }
+            // Never blocks: answered here, without a thread (file watchers add thousands).
+            Verdict::Watch { fd, file, mask } => {
+                let tgid = ProcInfo::read(tid).tgid.unwrap_or(tid);
+                let rc = mediate::watch_on_behalf(tgid, fd, &file, mask);
+                if rc < 0 {
+                    self.answered.record(tid, nr);
+                    self.respond_raw(notif.id, 0, rc as i32, 0)?;
+                } else {
+                    self.respond_raw(notif.id, rc, 0, 0)?;
+                }
+                Ok(None)
+            }
             Verdict::SendTo {
                 fd,
                 data,
