@@ -12,6 +12,7 @@
 
 pub mod audit;
 pub mod doctor;
+pub mod gc;
 mod kernel;
 mod layers;
 mod plan;

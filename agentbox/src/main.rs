@@ -3,6 +3,7 @@
 
 mod audit_cmd;
 mod doctor_cmd;
+mod gc_cmd;
 mod profile_cmd;
 mod run;
 mod selftest_cmd;
@@ -26,6 +27,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the `run` variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a command inside a sandbox.
@@ -40,6 +43,8 @@ enum Command {
     Audit(audit_cmd::AuditCmd),
     /// Attack this machine's sandbox with the built-in escape suite and report what holds.
     Selftest(selftest_cmd::SelftestArgs),
+    /// Reclaim what killed runs left behind (TMPDIRs, cgroups, eBPF entries); prune old logs.
+    Gc(gc_cmd::GcArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -53,6 +58,7 @@ pub fn main() -> ExitCode {
         Command::Profile(cmd) => profile_cmd::exec(cmd),
         Command::Audit(cmd) => audit_cmd::exec(cmd),
         Command::Selftest(args) => selftest_cmd::exec(args),
+        Command::Gc(args) => gc_cmd::exec(args),
     };
     match result {
         Ok(code) => code,
@@ -96,6 +102,7 @@ fn usage_error(err: clap::Error) -> ExitCode {
                             | "--log"
                             | "--workspace"
                             | "--tmpdir"
+                            | "--user"
                     )
             };
             let mut first_command = args.len();

@@ -101,9 +101,58 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pub tmpdir: Option<PathBuf>,
 
+    /// Run the agent as this user (a name or uid), keeping the layers only root can build
+    /// (needs root). Through sudo the default is the user who ran sudo, with that user's
+    /// HOME, as `sudo -u` would; `--user root` keeps root.
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+/// The user the agent runs as, when not agentbox's own: `--user`, else (as root, through
+/// sudo) the invoking user.
+fn agent_user(args: &RunArgs) -> anyhow::Result<Option<agent_sandbox::policy::UserIdentity>> {
+    use nix::unistd::{Uid, User};
+    let root = Uid::effective().is_root();
+    let wanted = match &args.user {
+        Some(u) if !root => anyhow::bail!(
+            "--user {u}: only a root agentbox can run the agent as another user (the agent \
+             already runs as you)"
+        ),
+        Some(u) => Some(u.clone()),
+        None if root => std::env::var("SUDO_UID").ok().filter(|uid| uid != "0"),
+        None => None,
+    };
+    let Some(wanted) = wanted else {
+        return Ok(None);
+    };
+    let found = match wanted.parse::<u32>() {
+        Ok(uid) => User::from_uid(Uid::from_raw(uid)),
+        Err(_) => User::from_name(&wanted),
+    }
+    .with_context(|| format!("looking up user {wanted}"))?;
+    let Some(user) = found else {
+        anyhow::bail!("--user {wanted}: no such user (a name or uid from the passwd database)");
+    };
+    if user.uid.is_root() {
+        return Ok(None);
+    }
+    let name = std::ffi::CString::new(user.name.clone()).context("user name")?;
+    let groups = nix::unistd::getgrouplist(&name, user.gid)
+        .with_context(|| format!("groups of {}", user.name))?
+        .into_iter()
+        .map(|g| g.as_raw())
+        .collect();
+    Ok(Some(agent_sandbox::policy::UserIdentity {
+        name: user.name,
+        uid: user.uid.as_raw(),
+        gid: user.gid.as_raw(),
+        groups,
+        home: user.dir,
+    }))
 }
 
 /// Whether a profile's env glob (`*_TOKEN`, `AWS_*`) matches `name`, or names it outright.
@@ -112,6 +161,11 @@ fn env_glob_matches(glob: &str, name: &str) -> bool {
         || globset::Glob::new(glob)
             .map(|g| g.compile_matcher().is_match(name))
             .unwrap_or(false)
+}
+
+fn chown(path: &Path, user: &agent_sandbox::policy::UserIdentity) -> anyhow::Result<()> {
+    std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid))
+        .with_context(|| format!("chown {} to {}", path.display(), user.name))
 }
 
 fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
@@ -123,6 +177,15 @@ fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
 /// Services often have no usable HOME (`User=nobody`, `DynamicUser=`, HOME=/nonexistent):
 /// systemd's `$STATE_DIRECTORY` comes first, and without a HOME that exists, root's logs go to
 /// /var/lib/agentbox and anyone else's to a 0700 directory of their own under /tmp.
+/// Where `agentbox run` writes its logs by default (for `agentbox gc`).
+pub(crate) fn default_log_dir() -> PathBuf {
+    let home = LoadOptions::from_env().map(|o| o.home).unwrap_or_default();
+    default_log_path(&home, "x")
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
 fn default_log_path(home: &Path, sandbox: &str) -> PathBuf {
     let var = |name: &str| {
         std::env::var_os(name)
@@ -202,9 +265,33 @@ pub(crate) fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(ws) = &args.workspace {
         opts.workspace = absolute(ws)?;
     }
+    // Logs stay where agentbox's own user keeps them (out of the agent user's reach).
+    let log_home = opts.home.clone();
+    let user = agent_user(&args)?;
+    if let Some(u) = &user {
+        opts.home = u.home.clone();
+        opts.user = u.name.clone();
+        if !args.quiet {
+            eprintln!(
+                "agentbox: the agent runs as {} (uid {}){}; --user root keeps root",
+                u.name,
+                u.uid,
+                if args.user.is_none() {
+                    ", who ran sudo"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
     let sandbox_id = audit::new_sandbox_id();
     // Created before the profile's variables are expanded: `${TMPDIR}` names it. Dropped
     // (removed) on every way out of this function, after the sandbox is torn down.
+    // What killed runs left behind: their private TMPDIRs (root: cgroups and map entries are
+    // reclaimed when this run's group is made).
+    for dead in agent_sandbox::gc::reclaim_tmpdirs(&opts.tmpdir) {
+        tracing::info!("removed the TMPDIR of a dead run: {}", dead.display());
+    }
     let private_tmp = match &args.tmpdir {
         Some(dir) => {
             opts.tmpdir = absolute(dir)?;
@@ -212,6 +299,9 @@ pub(crate) fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         None => {
             let tmp = PrivateTmp::create(&opts.tmpdir, &sandbox_id)?;
+            if let Some(u) = &user {
+                chown(tmp.path(), u)?;
+            }
             opts.tmpdir = tmp.path().to_path_buf();
             Some(tmp)
         }
@@ -222,6 +312,13 @@ pub(crate) fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
         .env_set
         .entry("TMPDIR".into())
         .or_insert_with(|| opts.tmpdir.to_string_lossy().into_owned());
+    if let Some(u) = &user {
+        let env = &mut policy.process.env_set;
+        env.insert("HOME".into(), u.home.to_string_lossy().into_owned());
+        env.insert("USER".into(), u.name.clone());
+        env.insert("LOGNAME".into(), u.name.clone());
+        policy.process.user = Some(u.clone());
+    }
     for p in &args.allow_read {
         policy.filesystem.read.push(absolute(p)?);
     }
@@ -296,12 +393,23 @@ pub(crate) fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
         let ours = [&opts.home, &opts.workspace, &opts.tmpdir]
             .iter()
             .any(|base| path.starts_with(base) && base.is_dir());
+        let missing: Vec<PathBuf> = path
+            .ancestors()
+            .take_while(|d| !d.exists())
+            .map(Path::to_path_buf)
+            .collect();
         let created = ours
             && std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
                 .create(path)
                 .is_ok();
+        // Made for the agent's user, not for root: every directory this created.
+        if let (true, Some(u)) = (created, &user) {
+            for dir in &missing {
+                chown(dir, u)?;
+            }
+        }
         if !created && !args.quiet {
             eprintln!(
                 "agentbox: write path {} does not exist; skipped (create it, or drop it from \
@@ -323,7 +431,7 @@ pub(crate) fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
 
     let (log_path, own_log_dir) = match &policy.audit.log {
         Some(p) => (p.clone(), false),
-        None => (default_log_path(&opts.home, &sandbox_id), true),
+        None => (default_log_path(&log_home, &sandbox_id), true),
     };
     check_shared_tmp_log_dir(&log_path)?;
     // The default log directory holds every earlier run's log too: none of them is the
@@ -378,6 +486,13 @@ pub(crate) fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let outcome = sandbox.wait()?;
+    // The default log directory keeps the newest logs only (`agentbox gc --help`).
+    if own_log_dir {
+        if let Some(dir) = log_path.parent() {
+            let pruned = agent_sandbox::gc::prune_logs(dir, crate::gc_cmd::retention(None, None));
+            tracing::debug!(count = pruned.len(), "pruned old audit logs");
+        }
+    }
     tracing::debug!(elapsed = ?started.elapsed(), "sandbox torn down");
     if let Some(tmp) = private_tmp {
         if let Err(e) = tmp.remove() {

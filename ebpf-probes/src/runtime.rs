@@ -326,6 +326,71 @@ impl Runtime {
         self.shared.lsm_error.as_deref()
     }
 
+    /// Removes the entries of sandboxes whose supervisor died without tearing down (a
+    /// SIGKILL, a stop timeout): every record whose cgroup `alive` says is gone, with its
+    /// rules, LSM entries and rings. Without this, crashed runs would fill the sandbox map
+    /// (SANDBOXES_MAX records). Returns the ids removed.
+    pub fn reclaim_dead(&self, alive: impl Fn(u64) -> bool) -> Vec<u32> {
+        let shared = &self.shared;
+        let mut dead: Vec<(u32, u64)> = Vec::new();
+        for key in shared.sandboxes.keys() {
+            let Some(id) = key
+                .get(..4)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_ne_bytes)
+            else {
+                continue;
+            };
+            let Ok(Some(value)) = shared.sandboxes.lookup(&key, MapFlags::ANY) else {
+                continue;
+            };
+            if let Some(record) = from_bytes::<SandboxRecord>(&value) {
+                if !alive(record.cgroup_id) {
+                    dead.push((id, record.cgroup_id));
+                }
+            }
+        }
+        if dead.is_empty() {
+            return Vec::new();
+        }
+        let is_dead = |sandbox: u32| dead.iter().any(|(id, _)| *id == sandbox);
+        // Every rule key holds its sandbox id at a fixed offset.
+        let sweep = |map: &MapHandle, offset: usize| {
+            let doomed: Vec<Vec<u8>> = map
+                .keys()
+                .filter(|k| {
+                    k.get(offset..offset + 4)
+                        .and_then(|b| b.try_into().ok())
+                        .map(u32::from_ne_bytes)
+                        .is_some_and(is_dead)
+                })
+                .collect();
+            for key in doomed {
+                let _ = map.delete(&key);
+            }
+        };
+        sweep(&shared.net4, std::mem::offset_of!(Net4Key, sandbox));
+        sweep(&shared.net6, std::mem::offset_of!(Net6Key, sandbox));
+        sweep(
+            &shared.lsm_inodes,
+            std::mem::offset_of!(LsmInodeKey, sandbox),
+        );
+        sweep(
+            &shared.lsm_children,
+            std::mem::offset_of!(LsmChildKey, sandbox),
+        );
+        sweep(&shared.lsm_names, std::mem::offset_of!(LsmNameKey, sandbox));
+        for (id, cgroup) in &dead {
+            let key = id.to_ne_bytes();
+            let _ = shared.lsm_sandboxes.delete(&key);
+            let _ = shared.cgroup_sandbox.delete(&cgroup.to_ne_bytes());
+            let _ = shared.violations.delete(&key);
+            let _ = shared.trace.delete(&key);
+            let _ = shared.sandboxes.delete(&key);
+        }
+        dead.into_iter().map(|(id, _)| id).collect()
+    }
+
     /// Whether every sandbox cgroup gets the pathname UNIX socket hooks (connect and
     /// datagram sends to a path refused to sandboxed tasks; Linux 6.7+).
     pub fn unix_hooks(&self) -> bool {

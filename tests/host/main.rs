@@ -1,6 +1,7 @@
 //! Host tier: real agents under real profiles on the host kernel.
 
 mod ebpf;
+mod gc;
 mod net;
 mod observe;
 mod protect;

@@ -725,3 +725,60 @@ fn run_terminal_settings_the_agent_changes_are_restored() {
         assert!(text.contains("restored them"), "{run_as:?}: {text}");
     }
 }
+
+/// Through sudo the agent runs as the user who ran sudo, with the layers only root builds
+/// (cgroup-BPF, the observers) still in place; `--user root` keeps root; unprivileged,
+/// `--user` is refused with a reason.
+#[test]
+fn run_through_sudo_the_agent_runs_as_the_invoking_user_with_the_root_layers() {
+    if !is_root() {
+        let s = Scenario::new(RunAs::Current);
+        let r = s.run(&["--user", "nobody"], &["true"]);
+        assert_eq!(r.code(), Some(125), "{}", r.dump());
+        assert!(r.stderr.contains("only a root agentbox"), "{}", r.dump());
+        return;
+    }
+    let mut s = Scenario::new(RunAs::Current);
+    std::fs::set_permissions(
+        &s.workspace,
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    s.env.push(("SUDO_UID".into(), "65534".into()));
+    s.env.push(("SUDO_USER".into(), "nobody".into()));
+    let r = s.run(
+        &[],
+        &[
+            "sh",
+            "-c",
+            "id -u; echo made > made.txt; echo \"$USER\"; touch \"$TMPDIR/t\" && echo tmp-ok",
+        ],
+    );
+    assert_eq!(r.code(), Some(0), "{}", r.dump());
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines, ["65534", "nobody", "tmp-ok"], "{}", r.dump());
+    assert!(
+        r.stderr
+            .contains("runs as nobody (uid 65534), who ran sudo"),
+        "{}",
+        r.dump()
+    );
+    let owner = std::os::unix::fs::MetadataExt::uid(
+        &std::fs::metadata(s.workspace.join("made.txt")).unwrap(),
+    );
+    assert_eq!(owner, 65534);
+    // The root layers held: cgroup-BPF enforces addresses for this run.
+    let launch = r.record("launch").unwrap();
+    let addresses = launch["guarantees"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["guarantee"] == "net-addresses")
+        .unwrap()
+        .clone();
+    if agentbox_tests::ebpf_tier("run_through_sudo") {
+        assert_eq!(addresses["layers"][0], "cgroup-bpf", "{launch}");
+    }
+    let r = s.run(&["--user", "root"], &["id", "-u"]);
+    assert_eq!(r.stdout.trim(), "0", "{}", r.dump());
+}

@@ -255,6 +255,44 @@ fn kill_group(dir: &Path) {
     }
 }
 
+/// Whether a cgroup with this id (its kernfs node id, what bpf_get_current_cgroup_id
+/// returns) exists anywhere under the cgroup2 `mount`: opened by file handle, so groups
+/// elsewhere in the hierarchy (another agentbox's, a systemd unit's) count too. Errors other
+/// than "gone" count as alive: a record is only reclaimed when its group is known gone.
+pub(crate) fn cgroup_exists(mount: &fs::File, id: u64) -> bool {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    /// `struct file_handle` with room for kernfs's 8-byte handle (FILEID_KERNFS).
+    #[repr(C)]
+    struct KernfsHandle {
+        handle_bytes: u32,
+        handle_type: i32,
+        id: u64,
+    }
+    const FILEID_KERNFS: i32 = 0xfe;
+    let mut handle = KernfsHandle {
+        handle_bytes: 8,
+        handle_type: FILEID_KERNFS,
+        id,
+    };
+    // SAFETY: a valid mount fd and a file_handle laid out as the kernel reads it.
+    let fd = unsafe {
+        libc::open_by_handle_at(
+            mount.as_raw_fd(),
+            (&mut handle as *mut KernfsHandle).cast(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd >= 0 {
+        // SAFETY: the kernel just returned this fd; closed on drop.
+        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+        return true;
+    }
+    !matches!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::ESTALE) | Some(libc::ENOENT)
+    )
+}
+
 /// Groups younger than this are never collected: a concurrent launch may not have moved its
 /// init in yet.
 const STALE_AFTER: Duration = Duration::from_secs(60);
@@ -262,9 +300,10 @@ const STALE_AFTER: Duration = Duration::from_secs(60);
 /// Removes empty sandbox groups left behind by supervisors that were killed (SIGKILL skips
 /// the teardown). rmdir refuses a group with a task in it, so a running sandbox's group
 /// (init is always in it) is never touched; young groups are skipped, see `STALE_AFTER`.
-fn collect_stale(parent: &Path) {
+fn collect_stale(parent: &Path) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
     let Ok(entries) = fs::read_dir(parent) else {
-        return;
+        return removed;
     };
     for entry in entries.flatten() {
         let old = entry
@@ -280,8 +319,30 @@ fn collect_stale(parent: &Path) {
                 "removed stale group {}",
                 entry.path().display()
             );
+            removed.push(entry.path());
         }
     }
+    removed
+}
+
+/// `agentbox gc` as root: stale empty sandbox groups, then the eBPF map entries of every
+/// sandbox whose cgroup is gone (`ebpf::EbpfPlan::reclaim`'s rule).
+pub(crate) fn reclaim_dead() -> (Vec<PathBuf>, Vec<u32>) {
+    let Some(mount) = kernel::cgroup2_mount().filter(|_| kernel::is_root()) else {
+        return (Vec::new(), Vec::new());
+    };
+    let groups = collect_stale(&mount.join(GROUP_DIR));
+    let pinned = Path::new(ebpf_probes::DEFAULT_PIN_ROOT).exists();
+    let sandboxes = match (pinned, fs::File::open(&mount)) {
+        (true, Ok(handle)) => {
+            match ebpf_probes::Runtime::open(Path::new(ebpf_probes::DEFAULT_PIN_ROOT)) {
+                Ok((runtime, _)) => runtime.reclaim_dead(|id| cgroup_exists(&handle, id)),
+                Err(_) => Vec::new(),
+            }
+        }
+        _ => Vec::new(),
+    };
+    (groups, sandboxes)
 }
 
 impl SandboxGroup {
@@ -307,7 +368,7 @@ impl SandboxGroup {
             .iter()
             .chain(plan.limits.iter().filter_map(|l| l.v1_parent.as_ref()));
         for parent in parents {
-            collect_stale(parent);
+            let _ = collect_stale(parent);
         }
         if let Ok(parent) = &plan.v2_parent {
             if !plan.v2_controllers.is_empty() {
@@ -336,6 +397,12 @@ impl SandboxGroup {
             write_file(&dir.join(limit.file), &limit.value.to_string())?;
         }
         if let (Some(ebpf), Some(dir)) = (ebpf, &group.v2_dir) {
+            if let Some(mount) = plan.v2_parent.as_ref().ok().and_then(|p| p.parent()) {
+                let reclaimed = ebpf.reclaim(mount);
+                if !reclaimed.is_empty() {
+                    tracing::info!(?reclaimed, "removed map entries of dead supervisors");
+                }
+            }
             group.bpf = Some(ebpf.register(dir, name)?);
         }
         Ok(Some(group))

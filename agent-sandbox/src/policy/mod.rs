@@ -193,7 +193,22 @@ pub struct ProcessPolicy {
     /// Keep the user's controlling terminal (with TIOCSTI/TIOCLINUX filtered) instead of a new
     /// session without one.
     pub share_tty: bool,
+    /// Run the agent as this user (a root supervisor only): `sudo agentbox run` runs it as
+    /// the user who ran sudo, keeping the layers only root can build. `None`: as agentbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<UserIdentity>,
     pub on_violation: ViolationAction,
+}
+
+/// Who the agent runs as when it is not agentbox's own user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserIdentity {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups (the user's, from the group database).
+    pub groups: Vec<u32>,
+    pub home: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -25,7 +25,7 @@ mod command;
 mod init;
 mod proto;
 mod signals;
-mod tmpdir;
+pub(crate) mod tmpdir;
 mod tty;
 
 pub use tmpdir::PrivateTmp;

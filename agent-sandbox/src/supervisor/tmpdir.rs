@@ -16,10 +16,59 @@ use anyhow::Context;
 pub(super) const PREFIX: &str = "agentbox-";
 
 /// The sandbox's temporary directory; removed on `remove` or drop.
+///
+/// The supervisor holds `flock(LOCK_EX)` on it for its whole life: the lock dies with its
+/// holder, so a directory whose lock can be taken belongs to a supervisor that was killed
+/// (SIGKILL skips the removal), and `reclaim_dead` removes it.
 #[derive(Debug)]
 pub struct PrivateTmp {
     path: PathBuf,
     removed: bool,
+    _lock: fs::File,
+}
+
+/// Removes the private TMPDIRs under `host_tmp` of this user's dead supervisors (see
+/// `PrivateTmp`). Returns what it removed.
+pub(crate) fn reclaim_dead(host_tmp: &Path) -> Vec<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = fs::read_dir(host_tmp) else {
+        return Vec::new();
+    };
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        // `agentbox-<16 hex digits>` only: `agentbox-<uid>` is the unprivileged log fallback.
+        let id = name
+            .to_string_lossy()
+            .strip_prefix(PREFIX)
+            .map(str::to_string);
+        let is_sandbox_id =
+            id.is_some_and(|id| id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()));
+        let is_ours = is_sandbox_id
+            && entry
+                .metadata()
+                .is_ok_and(|m| m.is_dir() && m.uid() == me && m.mode() & 0o777 == 0o700);
+        if !is_ours {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(dir) = fs::File::open(&path) else {
+            continue;
+        };
+        if try_lock(&dir) && remove_tree(&path).is_ok() {
+            removed.push(path);
+        }
+    }
+    removed
+}
+
+/// `flock(LOCK_EX | LOCK_NB)`: true when taken.
+fn try_lock(file: &fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on an fd we own.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
 }
 
 impl PrivateTmp {
@@ -31,9 +80,15 @@ impl PrivateTmp {
             .mode(0o700)
             .create(&path)
             .with_context(|| format!("creating the sandbox's TMPDIR {}", path.display()))?;
+        let lock = fs::File::open(&path)
+            .with_context(|| format!("opening the sandbox's TMPDIR {}", path.display()))?;
+        if !try_lock(&lock) {
+            anyhow::bail!("{} is locked by another process", path.display());
+        }
         let tmp = PrivateTmp {
             path,
             removed: false,
+            _lock: lock,
         };
         // The umask can only take bits away; set the mode anyway so it is exactly 0700.
         fs::set_permissions(&tmp.path, fs::Permissions::from_mode(0o700))

@@ -108,6 +108,16 @@ impl EbpfPlan {
 
     /// Registers the sandbox with the runtime: its network rules are in force for anything
     /// that enters `dir` from now on. `name` is the run's sandbox id.
+    /// Removes what dead supervisors left in the maps (see `Runtime::reclaim_dead`): a
+    /// record is dead when no cgroup with its id exists any more, anywhere.
+    pub(crate) fn reclaim(&self, cgroup2: &Path) -> Vec<u32> {
+        let Ok(mount) = std::fs::File::open(cgroup2) else {
+            return Vec::new();
+        };
+        self.runtime
+            .reclaim_dead(|id| super::cgroup::cgroup_exists(&mount, id))
+    }
+
     pub(crate) fn register(&self, dir: &Path, name: &str) -> anyhow::Result<Registration> {
         let mut attempt = 0;
         let sandbox = loop {

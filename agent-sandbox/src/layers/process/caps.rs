@@ -105,7 +105,18 @@ fn prctl(op: libc::c_int, a: libc::c_ulong, b: libc::c_ulong) -> Result<(), i32>
 /// Without CAP_SETPCAP (an unprivileged run without a user namespace) the bounding set and
 /// securebits cannot change, but then there is nothing to drop either: effective and permitted
 /// are already empty, and no_new_privs stops setuid/file capabilities at exec.
-pub(crate) fn apply(plan: &CapPlan) -> Result<(), i32> {
+/// A user to become (root supervisor only), switched to between the bounding set and capset.
+#[derive(Debug, Clone)]
+pub(crate) struct Identity {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+/// `identity`: switched to after the bounding set is dropped and SECBIT_NO_SETUID_FIXUP is
+/// locked (so the switch itself drops nothing), before capset keeps only what is granted: a
+/// granted capability then survives as an ambient one for the new user.
+pub(crate) fn apply(plan: &CapPlan, identity: Option<&Identity>) -> Result<(), i32> {
     let (effective, permitted) = capget()?;
     if effective & (1 << CAP_SETPCAP) != 0 {
         for cap in 0..64u32 {
@@ -124,6 +135,20 @@ pub(crate) fn apply(plan: &CapPlan) -> Result<(), i32> {
             | libc::SECBIT_NO_SETUID_FIXUP
             | libc::SECBIT_NO_SETUID_FIXUP_LOCKED;
         prctl(libc::PR_SET_SECUREBITS, bits as libc::c_ulong, 0)?;
+    }
+    if let Some(id) = identity {
+        // SAFETY: setgroups reads `len` gids from a live slice (allocated before fork).
+        if unsafe { libc::setgroups(id.groups.len(), id.groups.as_ptr()) } != 0 {
+            return Err(errno());
+        }
+        // SAFETY: setresgid/setresuid take integers only.
+        if unsafe { libc::setresgid(id.gid, id.gid, id.gid) } != 0 {
+            return Err(errno());
+        }
+        // SAFETY: as above.
+        if unsafe { libc::setresuid(id.uid, id.uid, id.uid) } != 0 {
+            return Err(errno());
+        }
     }
     prctl(
         libc::PR_CAP_AMBIENT,
@@ -145,6 +170,12 @@ pub(crate) fn apply(plan: &CapPlan) -> Result<(), i32> {
         }
     }
     Ok(())
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EPERM)
 }
 
 #[cfg(test)]

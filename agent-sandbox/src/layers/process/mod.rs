@@ -1,6 +1,7 @@
 //! process layer: what the agent's process inherits. Its environment (the caller's, filtered
 //! by the policy, built before fork so the child only passes ready pointers to execve), its
-//! resource limits, and its capabilities (none unless the profile grants one by name).
+//! resource limits, its capabilities (none unless the profile grants one by name), and, under
+//! a root supervisor asked to, the user it runs as.
 //!
 //! Parent side: `compile` resolves everything. Child side: `ProcessPlan::apply_rlimits` and
 //! `caps::apply`, called by `supervisor/child.rs` in its fixed order.
@@ -22,6 +23,8 @@ pub(crate) struct ProcessPlan {
     pub env: Vec<(OsString, OsString)>,
     rlimits: Vec<(libc::__rlimit_resource_t, u64)>,
     caps: caps::CapPlan,
+    /// (uid, gid, supplementary groups) to switch to, with the capabilities.
+    identity: Option<caps::Identity>,
 }
 
 /// Compiles the process layer. `inherited`: the caller's environment. `cgroup_pids` /
@@ -36,6 +39,11 @@ pub(crate) fn compile(
         env: build_env(&policy.process, inherited)?,
         rlimits: rlimits(policy, cgroup_pids, cgroup_memory),
         caps: caps::CapPlan::from_names(&policy.process.capabilities)?,
+        identity: policy.process.user.as_ref().map(|u| caps::Identity {
+            uid: u.uid,
+            gid: u.gid,
+            groups: u.groups.clone(),
+        }),
     })
 }
 
@@ -59,7 +67,7 @@ impl ProcessPlan {
 
     /// Drops every capability the policy does not grant. Child side: no allocation.
     pub(crate) fn apply_capabilities(&self) -> Result<(), i32> {
-        caps::apply(&self.caps)
+        caps::apply(&self.caps, self.identity.as_ref())
     }
 }
 

@@ -1,0 +1,89 @@
+//! Reclaiming what runs that never finished left behind, and pruning old audit logs.
+//!
+//! A supervisor killed by SIGKILL (a systemd stop timeout, a cancelled CI job) skips its
+//! teardown. What it leaves is found by liveness, never by age alone: private TMPDIRs whose
+//! lock died with their supervisor, sandbox cgroups that are empty (rmdir refuses any other),
+//! and eBPF map entries whose cgroup no longer exists. Every `agentbox run` reclaims as it
+//! starts; `agentbox gc` does it on demand and prunes logs.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// What one collection removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct GcReport {
+    pub tmpdirs: Vec<PathBuf>,
+    pub cgroups: Vec<PathBuf>,
+    /// eBPF sandbox ids whose map entries were removed (root).
+    pub bpf_sandboxes: Vec<u32>,
+    pub logs: Vec<PathBuf>,
+}
+
+/// How many audit logs a log directory keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogRetention {
+    /// Logs older than this are removed.
+    pub max_age: Duration,
+    /// Beyond this many, the oldest are removed.
+    pub max_count: usize,
+}
+
+impl Default for LogRetention {
+    /// 30 days, 1000 logs.
+    fn default() -> Self {
+        LogRetention {
+            max_age: Duration::from_secs(30 * 24 * 3600),
+            max_count: 1000,
+        }
+    }
+}
+
+/// Removes this user's dead private TMPDIRs under `host_tmp`.
+pub fn reclaim_tmpdirs(host_tmp: &Path) -> Vec<PathBuf> {
+    crate::supervisor::tmpdir::reclaim_dead(host_tmp)
+}
+
+/// Root: empty sandbox cgroups (any age) and the map entries of sandboxes whose cgroup is
+/// gone. Unprivileged: nothing to do.
+pub fn reclaim_kernel_state() -> (Vec<PathBuf>, Vec<u32>) {
+    crate::layers::cgroup::reclaim_dead()
+}
+
+/// Removes `*.jsonl` audit logs in `dir` beyond `keep` (oldest first). Only files that
+/// verify as agentbox logs are touched.
+pub fn prune_logs(dir: &Path, keep: LogRetention) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let now = SystemTime::now();
+    let mut logs: Vec<(SystemTime, PathBuf)> = entries
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "jsonl") && looks_like_log(&e.path()))
+        .filter_map(|e| {
+            let modified = e.metadata().ok()?.modified().ok()?;
+            Some((modified, e.path()))
+        })
+        .collect();
+    // Newest first.
+    logs.sort_by_key(|(modified, _)| std::cmp::Reverse(*modified));
+    let mut removed = Vec::new();
+    for (index, (modified, path)) in logs.into_iter().enumerate() {
+        let old = now.duration_since(modified).unwrap_or_default() > keep.max_age;
+        if (old || index >= keep.max_count)
+            && crate::audit::verify(&path).is_ok()
+            && std::fs::remove_file(&path).is_ok()
+        {
+            removed.push(path);
+        }
+    }
+    removed
+}
+
+/// Cheap test before counting a file as a log: it starts like the first record of one.
+fn looks_like_log(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 8];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok_and(|()| head.starts_with(b"{\"v\":"))
+}
