@@ -68,9 +68,12 @@ impl NetRule {
 pub struct NetRules {
     /// Destinations that connect()/sendmsg() may reach.
     pub allow: Vec<NetRule>,
-    /// Destinations that stay denied even under a broader allow rule. The caller puts the
-    /// defaults here (host loopback, cloud metadata endpoints).
+    /// Destinations that stay denied even under a broader allow rule, and under an allow of
+    /// the same address whatever its ports.
     pub deny: Vec<NetRule>,
+    /// Denies agentbox adds on its own (host loopback, cloud metadata: `default_deny_rules`):
+    /// like `deny`, except that an allow of the same address wins over them.
+    pub default_deny: Vec<NetRule>,
     /// Local ports that bind() may take (port 0, "any ephemeral port", is always allowed).
     pub bind: Vec<PortRange>,
     /// socket(AF_NETLINK, ...).
@@ -84,7 +87,8 @@ pub struct NetRules {
 struct Flat {
     net: IpNet,
     ports: PortRange,
-    allow: bool,
+    /// At the same address: 0 a deny, 1 an allow, 2 a default deny (the order they win in).
+    class: u8,
 }
 
 /// `::ffff:a.b.c.d/n` (n >= 96) is the IPv4 network `a.b.c.d/(n-96)`: the kernel programs
@@ -121,14 +125,15 @@ pub struct TooManyRanges {
 
 pub(crate) fn compile(rules: &NetRules) -> Result<CompiledRules, TooManyRanges> {
     let flat: Vec<Flat> = rules
-        .allow
+        .deny
         .iter()
-        .map(|rule| (rule, true))
-        .chain(rules.deny.iter().map(|rule| (rule, false)))
-        .map(|(rule, allow)| Flat {
+        .map(|rule| (rule, 0))
+        .chain(rules.allow.iter().map(|rule| (rule, 1)))
+        .chain(rules.default_deny.iter().map(|rule| (rule, 2)))
+        .map(|(rule, class)| Flat {
             net: normalise(rule.net),
             ports: rule.ports,
-            allow,
+            class,
         })
         .collect();
 
@@ -140,12 +145,16 @@ pub(crate) fn compile(rules: &NetRules) -> Result<CompiledRules, TooManyRanges> 
     let mut compiled = CompiledRules::default();
     for net in networks.into_keys() {
         let mut covering: Vec<&Flat> = flat.iter().filter(|rule| rule.net.contains(&net)).collect();
-        // Longest prefix first, then the narrower port range, then deny before allow.
+        // The one precedence (docs/profiles.md): the rule naming the narrower address wins;
+        // for the same address a deny wins over an allow whatever the ports (`*:*` denied
+        // stays denied under `*:443` allowed), and an allow over a default deny (an allow of
+        // `[::1]:3000` opens that port of the loopback agentbox denies); then the narrower
+        // port range.
         covering.sort_by_key(|rule| {
             (
                 std::cmp::Reverse(rule.net.prefix_len()),
+                rule.class,
                 rule.ports.hi - rule.ports.lo,
-                rule.allow,
             )
         });
         covering.dedup_by(|a, b| a == b);
@@ -160,7 +169,7 @@ pub(crate) fn compile(rules: &NetRules) -> Result<CompiledRules, TooManyRanges> 
             *slot = PortVerdict {
                 lo: rule.ports.lo,
                 hi: rule.ports.hi,
-                allow: u8::from(rule.allow),
+                allow: u8::from(rule.class == 1),
                 prefixlen: rule.net.prefix_len(),
                 _pad: 0,
             };
@@ -328,13 +337,27 @@ mod tests {
     }
 
     #[test]
-    fn same_prefix_narrower_ports_win_and_full_ties_deny() {
+    fn same_address_deny_wins_whatever_the_ports_a_default_deny_loses() {
         let r = rules(
             &[("127.0.0.2/32", PortRange::single(8080))],
             &[("127.0.0.2/32", PortRange::ALL)],
         );
-        assert!(verdict(&r, ip("127.0.0.2"), 8080).unwrap());
-        assert!(!verdict(&r, ip("127.0.0.2"), 8081).unwrap());
+        assert!(!verdict(&r, ip("127.0.0.2"), 8080).unwrap());
+        let mut r = rules(
+            &[("0.0.0.0/0", PortRange::single(443))],
+            &[("0.0.0.0/0", PortRange::ALL)],
+        );
+        assert!(
+            !verdict(&r, ip("1.1.1.1"), 443).unwrap(),
+            "offline + --allow-net *:443"
+        );
+        r.deny.clear();
+        r.allow
+            .push(NetRule::new(net("::1/128"), PortRange::single(3000)));
+        r.default_deny = default_deny_rules();
+        assert!(verdict(&r, ip("::1"), 3000).unwrap());
+        assert!(!verdict(&r, ip("::1"), 3001).unwrap());
+        assert!(!verdict(&r, ip("127.0.0.1"), 443).unwrap());
         let r = rules(
             &[("127.0.0.2/32", PortRange::single(8080))],
             &[("127.0.0.2/32", PortRange::single(8080))],
@@ -388,7 +411,7 @@ mod tests {
     #[test]
     fn ipv6_rules() {
         let mut r = rules(&[("::/0", PortRange::ALL)], &[]);
-        r.deny = default_deny_rules();
+        r.default_deny = default_deny_rules();
         assert!(!verdict(&r, ip("::1"), 80).unwrap());
         assert!(!verdict(&r, ip("fd00:ec2::254"), 80).unwrap());
         assert!(verdict(&r, ip("2001:db8::1"), 80).unwrap());

@@ -164,7 +164,8 @@ fn network_rules_deny_with_events() {
                 NetRule::new(net("127.0.0.1/32"), PortRange::single(allowed)),
                 NetRule::new(net("::1/128"), PortRange::single(allowed6)),
             ],
-            deny: default_deny_rules(),
+            deny: Vec::new(),
+            default_deny: default_deny_rules(),
             bind: vec![PortRange::single(bind_ok)],
             allow_netlink: false,
             allow_raw: false,
@@ -259,11 +260,12 @@ fn most_specific_rule_wins_and_sandboxes_run_side_by_side() {
     let base = |id, cgroup: &Path| {
         let mut cfg = SandboxConfig::new(id, cgroup);
         cfg.net.allow = vec![NetRule::new(net("0.0.0.0/0"), PortRange::ALL)];
-        cfg.net.deny = vec![NetRule::new(net("127.0.0.2/32"), PortRange::ALL)];
+        cfg.net.deny = vec![NetRule::new(net("127.0.0.0/8"), PortRange::ALL)];
         cfg
     };
 
-    // Two sandboxes registered at once: A denies 127.0.0.2, B allows exactly PORT on it.
+    // Two sandboxes registered at once: A denies 127/8, B allows exactly PORT of 127.0.0.2
+    // (the narrower address wins over the deny; the same address would not).
     let cgroup_a = TempCgroup::create("ebpf");
     let cgroup_b = TempCgroup::create("ebpf");
     let cfg_a = base(next_sandbox_id(), &cgroup_a.path);
@@ -291,7 +293,7 @@ fn most_specific_rule_wins_and_sandboxes_run_side_by_side() {
     assert_eq!(
         results_a,
         [libc::EPERM],
-        "A: deny 127.0.0.2/32 beats 0.0.0.0/0"
+        "A: deny 127.0.0.0/8 beats 0.0.0.0/0"
     );
     assert_eq!(
         results_b,

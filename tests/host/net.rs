@@ -347,3 +347,62 @@ fn net_two_sandboxes_side_by_side_keep_their_own_policies() {
     assert_ne!(open.sandbox_id(), closed.sandbox_id());
     assert_eq!(server.accepted(), open.stdout.lines().count());
 }
+
+/// One precedence for kernel and supervisor: for the same address a deny wins over an allow
+/// whatever the ports (so `offline`'s `*:*` stays closed under `--allow-net '*:443'`); an
+/// allow naming a narrower address wins. Root (cgroup-BPF) and unprivileged (supervisor).
+#[test]
+fn net_a_deny_wins_over_an_allow_of_the_same_address_and_loses_to_a_narrower_one() {
+    let server = TcpServer::start("127.0.0.2");
+    let p = server.port;
+    for run_as in RunAs::all() {
+        let s = Scenario::new(run_as);
+        let profile = s.profile(
+            "deny-host",
+            "extends = \"default\"\n\n[network]\ndeny = [\"127.0.0.0/8:*\"]\n",
+        );
+        let profile = profile.to_str().unwrap();
+        // Unprivileged, an allow list of addresses needs --best-effort (the supervisor's
+        // check has the sendmsg race); the precedence is the same.
+        let base: Vec<&str> = if run_as == RunAs::Nobody {
+            vec!["-q", "--best-effort", "--profile", profile]
+        } else {
+            vec!["-q", "--profile", profile]
+        };
+        let with = |allow: &str| -> Vec<String> {
+            base.iter()
+                .map(|a| a.to_string())
+                .chain(["--allow-net".to_string(), allow.to_string()])
+                .collect()
+        };
+        let args = with("127.0.0.0/8:*");
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let same = s.run_probe(
+            &args,
+            &format!("attempt('same', connect('127.0.0.2', {p}))\n"),
+        );
+        assert_eq!(same.attempt("same"), EPERM, "{run_as:?}: {}", same.dump());
+        let args = with(&format!("127.0.0.2:{p}"));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let narrower = s.run_probe(
+            &args,
+            &format!("attempt('narrower', connect('127.0.0.2', {p}))\n"),
+        );
+        assert_eq!(
+            narrower.attempt("narrower"),
+            Attempt::Ok,
+            "{run_as:?}: {}",
+            narrower.dump()
+        );
+        let denials: Vec<_> = same
+            .denials()
+            .into_iter()
+            .filter(|d| d["object"]["port"] == p)
+            .collect();
+        assert!(
+            !denials.is_empty(),
+            "{run_as:?}: the denial is logged: {}",
+            same.dump()
+        );
+    }
+}

@@ -72,7 +72,8 @@ pub struct DenyGlob {
 pub struct NetPolicy {
     /// Destinations the agent may reach. Empty means no network.
     pub allow: Vec<NetRule>,
-    /// Destinations always denied, winning over `allow` unless an allow entry names them exactly.
+    /// Destinations denied: a deny wins over an allow of the same address whatever the ports;
+    /// only an allow naming a narrower address wins over it (docs/profiles.md).
     pub deny: Vec<NetRule>,
     /// Ports the agent may bind (listen on). Empty means no inbound.
     pub bind: Vec<PortRange>,

@@ -5,7 +5,7 @@
  * Rules live in two LPM tries (IPv4, IPv6) keyed by (sandbox id, address). User space
  * precomputes each entry's verdict list: its own port ranges followed by those of every
  * less-specific entry of the same sandbox that covers it, most specific first (longest
- * prefix, then narrowest port range, then deny before allow). The first range holding the
+ * prefix, then deny before allow, then narrowest port range). The first range holding the
  * port decides, so the most specific matching rule wins even though an LPM lookup only
  * returns the longest prefix.
  * No matching range: denied (the allow list is exhaustive).

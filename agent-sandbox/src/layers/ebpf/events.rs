@@ -596,6 +596,7 @@ impl Mapper {
         self.net
             .deny
             .iter()
+            .chain(&self.net.default_deny)
             .filter(|r| r.net.contains(&addr) && r.ports.contains(port))
             .max_by_key(|r| (r.net.prefix_len(), u16::MAX - (r.ports.hi - r.ports.lo)))
             .map(|r| {
@@ -925,7 +926,7 @@ mod tests {
 
         let n = 200_000u64;
         let net = ebpf_probes::NetRules {
-            deny: ebpf_probes::default_deny_rules(),
+            default_deny: ebpf_probes::default_deny_rules(),
             ..Default::default()
         };
         let mut mapper = Mapper::new(7, Default::default(), net);
@@ -978,7 +979,7 @@ mod tests {
 
     fn mapper() -> Mapper {
         let net = ebpf_probes::NetRules {
-            deny: ebpf_probes::default_deny_rules(),
+            default_deny: ebpf_probes::default_deny_rules(),
             ..Default::default()
         };
         Mapper::new(7, Arc::new(DenyTable::default()), net)

@@ -75,11 +75,10 @@ pub(crate) fn net_rules(policy: &Policy) -> ebpf_probes::NetRules {
         }
     };
     let net = &policy.network;
-    let mut deny: Vec<ebpf_probes::NetRule> = net.deny.iter().flat_map(expand).collect();
-    deny.extend(ebpf_probes::default_deny_rules());
     ebpf_probes::NetRules {
         allow: net.allow.iter().flat_map(expand).collect(),
-        deny,
+        deny: net.deny.iter().flat_map(expand).collect(),
+        default_deny: ebpf_probes::default_deny_rules(),
         bind: net
             .bind
             .iter()
