@@ -309,6 +309,20 @@ impl Plan {
         &self.policy
     }
 
+    /// Names of this process's environment variables the agent will not get (scrubbed by
+    /// `env_deny`, or outside `env_allow`), sorted: said once at launch.
+    pub fn scrubbed_env(&self) -> Vec<String> {
+        let kept: std::collections::HashSet<&OsString> =
+            self.child.process.env.iter().map(|(k, _)| k).collect();
+        let mut names: Vec<String> = std::env::vars_os()
+            .map(|(k, _)| k)
+            .filter(|k| !kept.contains(k))
+            .map(|k| k.to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
     /// The sandbox's event sources once init is confined: the seccomp notifier on
     /// `listener`, and the kernel rings of the group's eBPF registration, if any.
     pub(crate) fn event_sources(

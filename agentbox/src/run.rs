@@ -462,6 +462,13 @@ pub(crate) fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if !args.quiet {
+        let scrubbed = plan.scrubbed_env();
+        if !scrubbed.is_empty() {
+            eprintln!(
+                "agentbox: not passed to the agent (profile env rules): {}; --keep-env NAME keeps one",
+                scrubbed.join(", ")
+            );
+        }
         for (g, _) in plan.caveats() {
             eprintln!(
                 "agentbox: note: {} is held by the supervisor here (unprivileged), except for a \

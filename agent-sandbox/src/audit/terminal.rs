@@ -24,7 +24,15 @@ pub struct TerminalSink {
     out: Box<dyn Write + Send>,
     colour: bool,
     throttle: Throttle,
+    /// Denials already shown, by what they say (layer, object, rule): a repeat is counted,
+    /// not printed again, and the counts come in one line at the end.
+    seen: std::collections::HashMap<String, u64>,
+    /// First-seen order of the repeated ones, for the closing lines.
+    repeated: Vec<String>,
 }
+
+/// The repeats the closing lines name at most (the log has them all).
+const REPEAT_LINES: usize = 10;
 
 impl std::fmt::Debug for TerminalSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -47,6 +55,8 @@ impl TerminalSink {
             out,
             colour,
             throttle: Throttle::new(LIVE_DENIALS_PER_SECOND),
+            seen: std::collections::HashMap::new(),
+            repeated: Vec::new(),
         }
     }
 
@@ -70,7 +80,11 @@ impl TerminalSink {
         {
             text.push_str(&self.more_line(held));
         }
+        if matches!(rec.event, Event::Exit { .. }) {
+            text.push_str(&self.repeat_lines());
+        }
         let live = match &rec.event {
+            Event::Denial(d) if self.repeat(d) => None,
             Event::Denial(d) if self.throttle.admit() => Some(live_denial(d, self.colour)),
             Event::Denial(_) => None,
             _ => live_line(rec, self.colour),
@@ -86,6 +100,34 @@ impl TerminalSink {
         self.out.flush()
     }
 
+    /// True when this denial was shown before (and counts it).
+    fn repeat(&mut self, d: &Denial) -> bool {
+        let key = format!("[{}] {} — {}", d.layer, object_text(&d.object), d.rule);
+        let count = self.seen.entry(key.clone()).or_insert(0);
+        *count += 1;
+        if *count == 2 {
+            self.repeated.push(key);
+        }
+        *count > 1
+    }
+
+    /// `agentbox: repeated 41×: [landlock] open /x — ...`, for the denials seen more than once.
+    fn repeat_lines(&self) -> String {
+        let mut out = String::new();
+        for key in self.repeated.iter().take(REPEAT_LINES) {
+            let text = format!("repeated {}×: {}", thousands(self.seen[key]), sanitize(key));
+            let _ = writeln!(out, "agentbox: {}", paint(self.colour, YELLOW, &text));
+        }
+        if self.repeated.len() > REPEAT_LINES {
+            let _ = writeln!(
+                out,
+                "agentbox: … {} more denials repeated (see the log)",
+                self.repeated.len() - REPEAT_LINES
+            );
+        }
+        out
+    }
+
     fn more_line(&self, held: u64) -> String {
         let text = format!("… {} more denials (see the log)", thousands(held));
         format!("agentbox: {}\n", paint(self.colour, YELLOW, &text))
@@ -98,12 +140,18 @@ impl Sink for TerminalSink {
     }
 
     fn summary_note(&self) -> Option<String> {
-        (self.throttle.not_shown > 0).then(|| {
-            format!(
+        let repeats: u64 = self.repeated.iter().map(|k| self.seen[k] - 1).sum();
+        let mut notes = Vec::new();
+        if self.throttle.not_shown > 0 {
+            notes.push(format!(
                 "{} denials not shown live",
                 thousands(self.throttle.not_shown)
-            )
-        })
+            ));
+        }
+        if repeats > 0 {
+            notes.push(format!("{} repeats counted", thousands(repeats)));
+        }
+        (!notes.is_empty()).then(|| notes.join(", "))
     }
 }
 
@@ -639,6 +687,39 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_denial_is_shown_once_and_counted_at_the_end() {
+        let buf = Buf::default();
+        let mut sink = TerminalSink::new(Box::new(buf.clone()), false);
+        for seq in 0..5 {
+            let mut d = denial("/etc/shadow");
+            d.pid = 100 + seq as i32;
+            sink.record(&rec(seq, Event::Denial(d)), "").unwrap();
+        }
+        sink.record(&rec(5, Event::Denial(denial("/etc/gshadow"))), "")
+            .unwrap();
+        sink.record(
+            &rec(
+                6,
+                Event::Exit {
+                    code: Some(0),
+                    signal: None,
+                    denials: 6,
+                    duration_ms: 5,
+                },
+            ),
+            "",
+        )
+        .unwrap();
+        let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(out.matches("open /etc/shadow").count(), 2, "{out}");
+        assert_eq!(out.matches("open /etc/gshadow").count(), 1, "{out}");
+        assert!(
+            out.contains("agentbox: repeated 5×: [landlock] open /etc/shadow — filesystem: not in allow-list"),
+            "{out}"
+        );
+    }
+
+    #[test]
     fn socket_and_signal_objects_are_named() {
         let mut d = denial("");
         d.object = Object::Socket {
@@ -716,7 +797,11 @@ mod tests {
 
         // Second 1: the count for second 0, then up to the limit again.
         for i in 0..30 {
-            send(&mut sink, Event::Denial(denial("/g")), 1000 + i);
+            send(
+                &mut sink,
+                Event::Denial(denial(&format!("/g{i}"))),
+                1000 + i,
+            );
         }
         let out = text(&buf);
         assert_eq!(more_counts(&out), [12_325]);
@@ -757,7 +842,7 @@ mod tests {
         for i in 0..100u64 {
             // 10 per second: under the limit.
             sink.record_at(
-                &rec(i, Event::Denial(denial("/q"))),
+                &rec(i, Event::Denial(denial(&format!("/q{i}")))),
                 t0 + Duration::from_millis(i * 100),
             )
             .unwrap();
