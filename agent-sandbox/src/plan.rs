@@ -352,12 +352,13 @@ impl Plan {
 
     /// Required guarantees that no layer fully enforces, each with the reason.
     ///
-    /// One exception: address rules checked by the supervisor alone (unprivileged), when the
-    /// addresses only carve denies (loopback, cloud metadata) out of port rules, or name the
-    /// DNS resolvers. The supervisor connects and sends on its own copy of the address, so
-    /// only a datagram sent by sendmsg/sendmmsg with an address that a racing thread rewrites
-    /// after the check gets past; that `Partial` is accepted and the launch report names it
-    /// (`caveats`). An allow list of the user's own addresses still needs cgroup-BPF.
+    /// One exception: address rules checked by the supervisor alone (unprivileged). It
+    /// checks every destination and connects and sends from its own copy of the address;
+    /// what stays open is a race a thread must win against the check (a datagram whose
+    /// sendmsg() address it rewrites, or a connect the supervisor lets the kernel run, for
+    /// an abstract UNIX address, whose socket or address it swaps). That `Partial` is accepted
+    /// and named at launch (`caveats`), in the launch record and by doctor; as root
+    /// cgroup-BPF holds it fully.
     pub fn gaps(&self) -> Vec<(Guarantee, String)> {
         self.required
             .iter()
@@ -367,12 +368,7 @@ impl Plan {
     }
 
     fn accepted_partial(&self, g: Guarantee) -> bool {
-        let own_addresses =
-            self.policy.network.allow.iter().any(|rule| {
-                !rule.is_port_only() && rule.ports != crate::policy::PortRange::single(53)
-            });
         g == Guarantee::NetAddresses
-            && !own_addresses
             && self.coverage.gap(g).is_some()
             && self.coverage.partly_enforces(g)
     }
@@ -550,5 +546,45 @@ mod tests {
             ports: PortRange::single(2),
         };
         assert!(!overlaps(&one, &two));
+    }
+
+    /// The fail-closed check on a real plan with one guarantee taken away: refused without
+    /// best effort (naming it), returned as a gap with it; a partial NetAddresses (the
+    /// unprivileged supervisor's) is a caveat, not a gap.
+    #[test]
+    fn a_missing_required_guarantee_refuses_the_launch_and_a_partial_address_check_does_not() {
+        let mut p = policy();
+        p.filesystem.read.push("/usr".into());
+        let mut plan = Plan::build_with_env(p, &[], Vec::new()).expect("plan");
+        plan.coverage
+            .entries
+            .retain(|e| e.guarantee != Guarantee::FsAllowList);
+        plan.coverage.push(
+            Layer::Landlock,
+            Guarantee::FsAllowList,
+            Status::Missing("no Landlock here".into()),
+        );
+        let err = plan.check(false).unwrap_err().to_string();
+        assert!(
+            err.contains("refusing to start") && err.contains("FsAllowList"),
+            "{err}"
+        );
+        assert!(err.contains("no Landlock here"), "{err}");
+        let gaps = plan.check(true).unwrap();
+        assert_eq!(gaps.len(), 1, "{gaps:?}");
+
+        plan.coverage.entries.retain(|e| {
+            e.guarantee != Guarantee::FsAllowList && e.guarantee != Guarantee::NetAddresses
+        });
+        plan.coverage
+            .push(Layer::Landlock, Guarantee::FsAllowList, Status::Enforced);
+        plan.required.push(Guarantee::NetAddresses);
+        plan.coverage.push(
+            Layer::Seccomp,
+            Guarantee::NetAddresses,
+            Status::Partial("a race".into()),
+        );
+        assert!(plan.check(false).unwrap().is_empty());
+        assert_eq!(plan.caveats().len(), 1);
     }
 }

@@ -471,9 +471,9 @@ pub(crate) fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         for (g, _) in plan.caveats() {
             eprintln!(
-                "agentbox: note: {} is held by the supervisor here (unprivileged), except for a \
-                 datagram whose sendmsg() address a racing thread rewrites; as root, cgroup-BPF \
-                 holds it fully (`agentbox doctor`)",
+                "agentbox: note: {} is held by the supervisor here (unprivileged), except \
+                 against a thread racing its check (sendmsg datagrams, abstract-socket \
+                 connects); as root, cgroup-BPF holds it fully (`agentbox doctor`)",
                 g.describe()
             );
         }

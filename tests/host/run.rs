@@ -328,9 +328,12 @@ fn run_agent_holds_no_capabilities() {
     }
 }
 
+/// An address allow-list unprivileged: the supervisor holds it (the kernel's cgroup-BPF
+/// needs root), with the race it cannot close named before the agent starts and recorded
+/// as partial in the launch record. The refusal itself is unit-tested in plan.rs, since
+/// every guarantee the default profile requires holds unprivileged on this kernel.
 #[test]
-fn run_fail_closed_when_a_guarantee_is_missing() {
-    // An allow rule naming an address needs address filtering (cgroup-BPF, root only).
+fn run_unprivileged_address_rules_start_with_their_caveat_named() {
     let s = Scenario::new(RunAs::unprivileged());
     let profile = s.profile(
         "needs-addresses",
@@ -338,42 +341,28 @@ fn run_fail_closed_when_a_guarantee_is_missing() {
     );
     let p = profile.to_str().unwrap();
     let r = s.run(&["--profile", p], &["sh", "-c", "echo ran"]);
-    assert_eq!(r.code(), Some(125), "{}", r.dump());
-    assert!(!r.stdout.contains("ran"), "the agent must not start");
-    assert!(r.stderr.contains("refusing to start"), "{}", r.dump());
-    assert!(
-        r.stderr.contains("NetAddresses"),
-        "names the guarantee: {}",
-        r.dump()
-    );
-    assert!(
-        r.stderr.contains("--best-effort"),
-        "gives the hint: {}",
-        r.dump()
-    );
-    assert!(r.log.is_none(), "no log for a run that never started");
-
-    let r = s.run(
-        &["--profile", p, "--best-effort"],
-        &["sh", "-c", "echo ran"],
-    );
     assert_eq!(r.code(), Some(0), "{}", r.dump());
-    assert!(r.stdout.contains("ran"));
-    assert!(r.stderr.contains("WITHOUT"), "{}", r.dump());
+    assert!(r.stdout.contains("ran"), "{}", r.dump());
+    if is_root() && RunAs::unprivileged() == RunAs::Current {
+        return;
+    }
     assert!(
-        r.stderr.contains("egress limited by address"),
+        r.stderr.contains("held by the supervisor here"),
         "{}",
         r.dump()
     );
-    let launch = &r.records[0];
-    assert_eq!(launch["best_effort"], true);
-    let missing = launch["guarantees"]
+    let launch = r.record("launch").unwrap();
+    let addresses = launch["guarantees"]
         .as_array()
         .unwrap()
         .iter()
         .find(|g| g["guarantee"] == "net-addresses")
-        .expect("net-addresses listed");
-    assert_eq!(missing["enforced"], false);
+        .unwrap();
+    assert_eq!(addresses["enforced"], false, "{launch}");
+    assert!(
+        addresses["reason"].as_str().unwrap().contains("racing"),
+        "{launch}"
+    );
 }
 
 #[test]

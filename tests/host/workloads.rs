@@ -179,3 +179,69 @@ fn workload_npm_install_of_a_local_package_and_npm_test() {
         "npm-bin-ran",
     );
 }
+
+#[test]
+fn workload_python_unittest_discovers_and_runs_the_workspace_tests() {
+    works(
+        "python",
+        |s| {
+            s.plant_in_workspace("calc.py", "def add(a, b):\n    return a + b\n");
+            s.plant_in_workspace(
+                "tests/test_calc.py",
+                "import unittest\nimport calc\n\n\
+                 class T(unittest.TestCase):\n    def test_add(self):\n        \
+                 self.assertEqual(calc.add(2, 3), 5)\n",
+            );
+            s.plant_in_workspace("tests/__init__.py", "");
+        },
+        "/usr/bin/python3 -m unittest discover -s tests -t . 2>&1 && echo unittest-passed",
+        "unittest-passed",
+    );
+}
+
+/// A dev server and its client: the server binds the port `--allow-bind`-free profiles give
+/// no inbound for, so the profile line that allows it is part of the workload.
+#[test]
+fn workload_http_server_with_a_client_on_loopback() {
+    for run_as in RunAs::all() {
+        let s = Scenario::new(run_as);
+        s.plant_in_workspace("index.html", "served-by-http-server\n");
+        s.fix_ownership();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let script = format!(
+            "/usr/bin/python3 -m http.server {port} --bind 127.0.0.1 >/dev/null 2>&1 & srv=$!; \
+             for i in $(seq 50); do \
+             /usr/bin/python3 -c \"import urllib.request as u; \
+             print(u.urlopen('http://127.0.0.1:{port}/index.html').read().decode())\" \
+             2>/dev/null && break; sleep 0.1; done; kill $srv"
+        );
+        assert!(
+            bare(&s, &script).contains("served-by-http-server"),
+            "{run_as:?}: bare"
+        );
+        let s = Scenario::new(run_as);
+        s.plant_in_workspace("index.html", "served-by-http-server\n");
+        s.fix_ownership();
+        let r = s.run(
+            &[
+                "-q",
+                "--profile",
+                "python",
+                "--allow-bind",
+                &port.to_string(),
+                "--allow-net",
+                &format!("127.0.0.1:{port}"),
+            ],
+            &["/bin/sh", "-c", &script],
+        );
+        assert!(
+            r.stdout.contains("served-by-http-server"),
+            "{run_as:?}: {}",
+            r.dump()
+        );
+    }
+}

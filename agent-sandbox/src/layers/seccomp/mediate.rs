@@ -394,9 +394,10 @@ pub(crate) fn coverage(policy: &Policy, unix_hooks: Option<&str>, check_ip: bool
             Guarantee::NetAddresses,
             Status::Partial(
                 "checked by the supervisor (no cgroup-BPF here), which connects and sends \
-                 from its own copy of the address; a datagram sent by sendmsg/sendmmsg is \
-                 checked on a copy the kernel reads again, so a thread racing the check can \
-                 rewrite its address"
+                 from its own copy of the address; two calls run as the agent made them after \
+                 the check (a datagram sent by sendmsg/sendmmsg, and a connect to an abstract \
+                 UNIX address), so a thread racing the check can rewrite the address or swap \
+                 the socket"
                     .into(),
             ),
         );
