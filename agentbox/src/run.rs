@@ -35,7 +35,13 @@ Exit status:
   128+N    the command was killed by signal N (143: SIGTERM, 137: SIGKILL)
   125      agentbox itself failed (bad profile, missing guarantee, setup error)
   126      the command was found but could not be executed
-  127      the command was not found";
+  127      the command was not found
+  121      --fail-on-denial: the command exited 0, but a denial was logged
+
+CI: --report junit:FILE, --report sarif:FILE, --report markdown:FILE write reports from the
+audit log when the run ends (docs/ci.md). On GitHub Actions (GITHUB_ACTIONS set) the Markdown
+summary is appended to $GITHUB_STEP_SUMMARY, each denied rule becomes an ::error annotation,
+and the log's path is the step output `agentbox-log`.";
 
 /// Run a command inside a sandbox.
 #[derive(Debug, clap::Args)]
@@ -100,6 +106,17 @@ pub(crate) struct RunArgs {
     /// 0700), removed with everything in it when the sandbox ends.
     #[arg(long, value_name = "DIR")]
     pub tmpdir: Option<PathBuf>,
+
+    /// Write a report when the run ends: `junit:FILE`, `sarif:FILE` or `markdown:FILE`.
+    /// Repeatable.
+    #[arg(long, value_name = "KIND:FILE")]
+    pub report: Vec<String>,
+
+    /// Exit 121 when the command exited 0 but something was denied (the tool under test may
+    /// have swallowed the error). `--fail-on-denial=landlock,cgroup-bpf` counts those layers
+    /// only.
+    #[arg(long, value_name = "LAYERS", num_args = 0..=1, default_missing_value = "all")]
+    pub fail_on_denial: Option<String>,
 
     /// Run the agent as this user (a name or uid), keeping the layers only root can build
     /// (needs root). Through sudo the default is the user who ran sudo, with that user's
@@ -516,5 +533,98 @@ pub(crate) fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
     if !args.quiet {
         eprintln!("{}", outcome.summary);
     }
+    let run = ci_reports(&args, &log_path, &opts.workspace)?;
+    let denied = |layers: &str| {
+        run.rules
+            .iter()
+            .filter(|r| r.enforced)
+            .filter(|r| layers == "all" || layers.split(',').any(|l| l.trim() == r.layer))
+            .map(|r| r.count)
+            .sum::<u64>()
+    };
+    if let Some(layers) = &args.fail_on_denial {
+        let n = denied(layers);
+        if outcome.exit_code() == 0 && n > 0 {
+            eprintln!("agentbox: --fail-on-denial: {n} denial(s); exit 121");
+            return Ok(ExitCode::from(FAIL_ON_DENIAL));
+        }
+    }
     Ok(ExitCode::from(outcome.exit_code()))
+}
+
+/// `--fail-on-denial`'s exit status (documented in `run --help`).
+const FAIL_ON_DENIAL: u8 = 121;
+
+/// The `--report` files and, on GitHub Actions, the job summary, annotations and step
+/// output, all from the finished log.
+fn ci_reports(
+    args: &RunArgs,
+    log: &Path,
+    workspace: &Path,
+) -> anyhow::Result<audit::report::RunSummary> {
+    let records: Vec<audit::Record> = std::fs::read_to_string(log)
+        .with_context(|| format!("reading {}", log.display()))?
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    let run = audit::report::RunSummary::from_records(&records);
+    for spec in &args.report {
+        let (kind, file) = spec.split_once(':').with_context(|| {
+            format!("--report {spec}: write KIND:FILE (junit, sarif, markdown)")
+        })?;
+        let text = match kind {
+            "junit" => audit::report::junit(&run),
+            "sarif" => audit::report::sarif(&run, workspace),
+            "markdown" | "md" => audit::report::markdown(&run, log),
+            other => {
+                anyhow::bail!("--report {spec}: unknown kind `{other}` (junit, sarif or markdown)")
+            }
+        };
+        std::fs::write(file, text).with_context(|| format!("--report: writing {file}"))?;
+    }
+    if std::env::var_os("GITHUB_ACTIONS").is_some_and(|v| v == "true") {
+        github_actions(&run, log)?;
+    }
+    Ok(run)
+}
+
+/// GitHub Actions: the summary, one `::error` per denied rule, the log path as an output.
+fn github_actions(run: &audit::report::RunSummary, log: &Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    let append = |var: &str, text: &str| -> anyhow::Result<()> {
+        if let Some(path) = std::env::var_os(var) {
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(&path)
+                .with_context(|| format!("opening ${var}"))?;
+            f.write_all(text.as_bytes())?;
+        }
+        Ok(())
+    };
+    append("GITHUB_STEP_SUMMARY", &audit::report::markdown(run, log))?;
+    append(
+        "GITHUB_OUTPUT",
+        &format!(
+            "agentbox-log={}
+",
+            log.display()
+        ),
+    )?;
+    // Workflow commands: `%`, CR and LF must be escaped in the message.
+    let escape = |s: &str| {
+        s.replace('%', "%25")
+            .replace('\r', "%0D")
+            .replace('\n', "%0A")
+    };
+    for r in run.rules.iter().filter(|r| r.enforced) {
+        println!(
+            "::error title=agentbox {} denial::{} x{}: {}",
+            escape(&r.layer),
+            escape(&r.rule),
+            r.count,
+            escape(&r.objects.join("; "))
+        );
+    }
+    Ok(())
 }

@@ -5,6 +5,7 @@ mod gc;
 mod net;
 mod observe;
 mod protect;
+mod report;
 mod run;
 mod unix;
 mod view;

@@ -93,10 +93,30 @@ fn run_step(step: &str) -> Res<()> {
         // The integration tests run the `agentbox` binary of another package, which `cargo
         // test` would not rebuild: build it first so no test runs a stale (or missing) binary.
         "test" => run(cargo().args(["build", "-p", "agentbox", "--bin", "agentbox"]))
-            .and_then(|()| run(cargo().args(["test", "--workspace"]))),
+            .and_then(|()| run(cargo().args(["test", "--workspace"])))
+            .and_then(|()| dogfood()),
         // Bounded: each target for 60 s (AGENTBOX_FUZZ_SECS); longer with `cargo xtask fuzz`.
         "fuzz" => fuzz::test_step(),
         "vm" => vm::vm_test(&vm::Options::default()),
         _ => unreachable!("steps are validated against STEPS"),
     }
+}
+
+/// One check of this pipeline runs under agentbox itself, as a user's CI would: the format
+/// check under the `rust` profile, failing on any denial, with a JUnit report in target/.
+fn dogfood() -> Res<()> {
+    let agentbox = std::path::Path::new("target/debug/agentbox");
+    let mut cmd = std::process::Command::new(agentbox);
+    cmd.args([
+        "run",
+        "--profile",
+        "rust",
+        "--report",
+        "junit:target/agentbox-dogfood.xml",
+        "--fail-on-denial",
+        "--",
+    ]);
+    cmd.arg(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args(["fmt", "--all", "--", "--check"]);
+    run(&mut cmd)
 }

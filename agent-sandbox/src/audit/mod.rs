@@ -6,6 +6,7 @@
 
 pub mod event;
 mod log;
+pub mod report;
 mod terminal;
 mod verify;
 

@@ -413,7 +413,7 @@ pub fn allow_hint(d: &Denial) -> Option<String> {
     }
 }
 
-fn object_text(o: &Object) -> String {
+pub(crate) fn object_text(o: &Object) -> String {
     match o {
         Object::Path { path, access, .. } => format!("{} {}", sanitize(access), sanitize(path)),
         Object::Syscall { name, nr, .. } => format!("syscall {} ({nr})", sanitize(name)),

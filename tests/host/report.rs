@@ -1,0 +1,111 @@
+//! CI reports from a real run, read back with real parsers: JUnit (an XML parser), SARIF
+//! 2.1.0 (its required structure), Markdown; the GitHub Actions summary, annotations and
+//! step output; `--fail-on-denial`'s exit status. Root and unprivileged.
+
+use std::time::Duration;
+
+use agentbox_tests::{RunAs, Scenario};
+
+#[test]
+fn reports_name_every_guarantee_and_denied_rule_and_fail_on_denial_exits_121() {
+    for run_as in RunAs::all() {
+        let s = Scenario::new(run_as);
+        let secret = s.plant_in_home(".ssh/id_rsa", "PRIVATE\n");
+        let out = s.root().join("out");
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::set_permissions(&out, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+            .unwrap();
+        let (junit, sarif, md) = (out.join("j.xml"), out.join("r.sarif"), out.join("s.md"));
+        let (summary, output) = (out.join("summary.md"), out.join("output"));
+        let mut s = s;
+        s.env.push(("GITHUB_ACTIONS".into(), "true".into()));
+        s.env.push((
+            "GITHUB_STEP_SUMMARY".into(),
+            summary.to_str().unwrap().into(),
+        ));
+        s.env
+            .push(("GITHUB_OUTPUT".into(), output.to_str().unwrap().into()));
+        let (child, log) = s.spawn(
+            &[
+                "-q",
+                "--report",
+                &format!("junit:{}", junit.display()),
+                "--report",
+                &format!("sarif:{}", sarif.display()),
+                "--report",
+                &format!("markdown:{}", md.display()),
+                "--fail-on-denial",
+            ],
+            &[
+                "sh",
+                "-c",
+                &format!("cat {} ; mount -t tmpfs x /mnt; true", secret.display()),
+            ],
+        );
+        let r = s.finish(child, &log, Duration::from_secs(60));
+        assert_eq!(r.code(), Some(121), "{run_as:?}: {}", r.dump());
+        assert!(r.stderr.contains("--fail-on-denial"), "{}", r.dump());
+
+        // JUnit: well-formed; every guarantee of the launch record; the seccomp rule failed.
+        let text = std::fs::read_to_string(&junit).unwrap();
+        let doc = roxmltree::Document::parse(&text).expect("JUnit parses as XML");
+        let cases: Vec<_> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("testcase"))
+            .collect();
+        let launch = r.record("launch").unwrap();
+        let guarantees = launch["guarantees"].as_array().unwrap();
+        let guarantee_cases = cases
+            .iter()
+            .filter(|c| c.attribute("classname") == Some("agentbox.guarantee"))
+            .count();
+        assert_eq!(guarantee_cases, guarantees.len(), "{text}");
+        let mount = cases
+            .iter()
+            .find(|c| c.attribute("name") == Some("syscalls.deny-groups: mount"))
+            .unwrap_or_else(|| panic!("{run_as:?}: no case for the mount denial: {text}"));
+        assert!(
+            mount.children().any(|n| n.has_tag_name("failure")),
+            "{text}"
+        );
+
+        // SARIF 2.1.0: version, driver, rules, results naming a rule of the driver.
+        let sarif: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&sarif).unwrap()).unwrap();
+        assert_eq!(sarif["version"], "2.1.0");
+        let run = &sarif["runs"][0];
+        assert_eq!(run["tool"]["driver"]["name"], "agentbox");
+        let rules: Vec<&str> = run["tool"]["driver"]["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap())
+            .collect();
+        let results = run["results"].as_array().unwrap();
+        assert!(!results.is_empty());
+        for res in results {
+            assert!(rules.contains(&res["ruleId"].as_str().unwrap()), "{res}");
+            assert!(res["message"]["text"].is_string(), "{res}");
+            assert!(["error", "warning"].contains(&res["level"].as_str().unwrap()));
+        }
+        assert!(
+            rules.contains(&"seccomp/syscalls-deny-groups-mount"),
+            "{rules:?}"
+        );
+
+        // Markdown, the job summary, the annotation and the step output.
+        let md = std::fs::read_to_string(&md).unwrap();
+        assert!(
+            md.contains("| seccomp | syscalls.deny-groups: mount |"),
+            "{md}"
+        );
+        assert_eq!(std::fs::read_to_string(&summary).unwrap(), md);
+        assert!(
+            r.stdout.contains("::error title=agentbox seccomp denial::"),
+            "{}",
+            r.dump()
+        );
+        let step = std::fs::read_to_string(&output).unwrap();
+        assert_eq!(step.trim(), format!("agentbox-log={}", log.display()));
+    }
+}
