@@ -12,6 +12,9 @@ pub(crate) enum AuditCmd {
     ///
     /// Prints `ok: N records, sandbox ID, denials: N` and exits 0, or names the first bad line
     /// and exits 1.
+    #[command(
+        after_help = "Examples:\n  agentbox audit verify run.jsonl\n  agentbox audit verify run.jsonl --head 3f2a...   # the head recorded elsewhere"
+    )]
     Verify {
         file: PathBuf,
         /// Also require this chain head (hex SHA-256 of the last line, as `verify` prints it,
@@ -20,6 +23,9 @@ pub(crate) enum AuditCmd {
         head: Option<String>,
     },
     /// Print a log human-readably, one line per record; checks the chain too.
+    #[command(
+        after_help = "Examples:\n  agentbox audit show run.jsonl\n  agentbox audit show run.jsonl --denials"
+    )]
     Show {
         file: PathBuf,
         /// Only denial records.

@@ -4,6 +4,9 @@ use std::process::ExitCode;
 /// load (by loading a tiny program of each), cgroup2, bpffs, user namespaces — and from them,
 /// which guarantees `agentbox run` can give here.
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  agentbox doctor\n  sudo agentbox doctor      what root adds (cgroup-BPF, observers, BPF LSM)"
+)]
 pub(crate) struct DoctorArgs {
     /// Print the report as JSON (for tools) instead of a table.
     #[arg(long)]

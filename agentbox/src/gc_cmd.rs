@@ -10,6 +10,9 @@ use agent_sandbox::gc::{self, LogRetention};
 /// sandbox cgroups and eBPF map entries), and prune audit logs. Every `agentbox run` does
 /// the reclaiming itself as it starts, and prunes its log directory as it ends.
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  agentbox gc\n  agentbox gc --keep-days 7 --keep 200\n  sudo agentbox gc          also cgroups and eBPF map entries"
+)]
 pub(crate) struct GcArgs {
     /// Keep audit logs younger than this many days (default 30; `AGENTBOX_LOG_KEEP_DAYS`).
     #[arg(long, value_name = "DAYS")]

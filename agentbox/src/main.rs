@@ -3,6 +3,7 @@
 
 mod audit_cmd;
 mod doctor_cmd;
+mod events_cmd;
 mod gc_cmd;
 mod profile_cmd;
 mod run;
@@ -45,6 +46,34 @@ enum Command {
     Selftest(selftest_cmd::SelftestArgs),
     /// Reclaim what killed runs left behind (TMPDIRs, cgroups, eBPF entries); prune old logs.
     Gc(gc_cmd::GcArgs),
+    /// Read an audit log: process tree, denials by rule with counts; --follow a live run.
+    Events(events_cmd::EventsArgs),
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Example:\n  agentbox completions bash > /etc/bash_completion.d/agentbox\n  \
+                            agentbox completions zsh > \"${fpath[1]}/_agentbox\""
+    )]
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), generated from these --help texts.
+    #[command(after_help = "Example:\n  agentbox man | man -l -")]
+    Man,
+}
+
+/// agentbox(1), then a page per subcommand (agentbox-run(1), ...), roff on stdout.
+fn man() -> anyhow::Result<ExitCode> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let mut out = Vec::new();
+    clap_mangen::Man::new(cmd.clone()).render(&mut out)?;
+    for sub in cmd.get_subcommands() {
+        // clap names are `&'static str` without its `string` feature; one page each, once.
+        let name: &'static str = Box::leak(format!("agentbox-{}", sub.get_name()).into_boxed_str());
+        clap_mangen::Man::new(sub.clone().name(name)).render(&mut out)?;
+    }
+    std::io::Write::write_all(&mut std::io::stdout(), &out)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn main() -> ExitCode {
@@ -59,6 +88,13 @@ pub fn main() -> ExitCode {
         Command::Audit(cmd) => audit_cmd::exec(cmd),
         Command::Selftest(args) => selftest_cmd::exec(args),
         Command::Gc(args) => gc_cmd::exec(args),
+        Command::Events(args) => events_cmd::exec(args),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "agentbox", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => man(),
     };
     match result {
         Ok(code) => code,

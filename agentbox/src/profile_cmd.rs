@@ -10,8 +10,12 @@ use agent_sandbox::profile::{self, LoadOptions};
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum ProfileCmd {
     /// List the built-in profiles with their descriptions.
+    #[command(after_help = "Example:\n  agentbox profile list")]
     List,
     /// Print a profile fully resolved (extends applied, variables expanded).
+    #[command(
+        after_help = "Examples:\n  agentbox profile show default\n  agentbox profile show ./my.toml --json"
+    )]
     Show {
         /// A built-in name (`default`) or a file (`./my.toml`).
         profile: String,
@@ -20,11 +24,15 @@ pub(crate) enum ProfileCmd {
         json: bool,
     },
     /// Check a profile: print `ok`, or the error and exit 1.
+    #[command(
+        after_help = "Example:\n  agentbox profile check ./my.toml   # my.toml:4:9: ... with a hint"
+    )]
     Check {
         /// A profile file (or a built-in name).
         profile: String,
     },
     /// Print the JSON Schema of the profile format (for editors and linters).
+    #[command(after_help = "Example:\n  agentbox profile schema > .vscode/agentbox.schema.json")]
     Schema,
 }
 

@@ -15,6 +15,9 @@ use agentbox_selftest::{self as selftest, Options, CATALOGUE};
 /// attempt failed AND the audit log holds the expected denial. Exit status 0 when every
 /// guarantee enforced here held, 1 otherwise.
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  agentbox selftest\n  agentbox selftest --only unix-symlink-redirect --keep\n  agentbox selftest --markdown > security.md"
+)]
 pub(crate) struct SelftestArgs {
     /// Profile under test: a built-in name or a TOML file.
     #[arg(long, short = 'p', value_name = "NAME|FILE", default_value = "default")]

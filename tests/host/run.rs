@@ -771,3 +771,124 @@ fn run_through_sudo_the_agent_runs_as_the_invoking_user_with_the_root_layers() {
     let r = s.run(&["--user", "root"], &["id", "-u"]);
     assert_eq!(r.stdout.trim(), "0", "{}", r.dump());
 }
+
+/// Every subcommand's --help teaches by example; completions and the man page come from the
+/// same definitions.
+#[test]
+fn run_every_subcommand_help_has_an_example_and_completions_and_man_render() {
+    let help = |args: &[&str]| {
+        let out = std::process::Command::new(agentbox_tests::agentbox_bin())
+            .args(args)
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for sub in [
+        &["run"][..],
+        &["doctor"],
+        &["profile", "list"],
+        &["profile", "show"],
+        &["profile", "check"],
+        &["profile", "schema"],
+        &["audit", "verify"],
+        &["audit", "show"],
+        &["selftest"],
+        &["gc"],
+        &["events"],
+        &["completions"],
+        &["man"],
+    ] {
+        let text = help(sub);
+        assert!(
+            text.contains("Example"),
+            "{sub:?} --help has no example:\n{text}"
+        );
+        assert!(
+            text.contains(&format!("agentbox {}", sub.join(" "))),
+            "{sub:?}:\n{text}"
+        );
+    }
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(agentbox_tests::agentbox_bin())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(run(&["completions", "bash"]).contains("_agentbox()"));
+    let man = run(&["man"]);
+    assert!(
+        man.contains(".TH agentbox") && man.contains(".TH agentbox-run"),
+        "{man:.300}"
+    );
+    assert!(
+        man.contains("allow\\-unix"),
+        "run's options are in the page"
+    );
+}
+
+/// `agentbox events`: the denials of a run grouped by rule with counts, the process tree as
+/// root (the observers record forks and execs), JSON, filters, and --follow ending at exit.
+#[test]
+fn run_events_groups_denials_by_rule_and_follows_to_the_exit() {
+    let s = Scenario::new(RunAs::Current);
+    let key = s.plant_in_home(".ssh/id_rsa", "PRIVATE\n");
+    let r = s.run(
+        &["-q"],
+        &[
+            "sh",
+            "-c",
+            &format!("cat {k}; cat {k}; /bin/true", k = key.display()),
+        ],
+    );
+    let log = r.log.clone().expect("a log");
+    let events = |args: &[&str]| {
+        let out = std::process::Command::new(agentbox_tests::agentbox_bin())
+            .arg("events")
+            .args(args)
+            .arg(&log)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let json: serde_json::Value = serde_json::from_str(events(&["--json"]).trim()).unwrap();
+    let denials = r.denials().len() as u64;
+    assert_eq!(json["denials"], denials, "{json}");
+    assert_eq!(json["exit_code"], 0);
+    if agentbox_tests::ebpf_tier("run_events") {
+        assert_eq!(json["denials"], 2, "two cat: {json}");
+        let text = events(&[]);
+        assert!(
+            text.contains("2× [landlock] filesystem: not in allow-list"),
+            "{text}"
+        );
+        assert!(
+            text.contains("/usr/bin/cat") && text.contains("processes:"),
+            "{text}"
+        );
+        let only = events(&[
+            "--filter",
+            "type=denial",
+            "--filter",
+            "object.path~.ssh",
+            "--json",
+        ]);
+        let only: serde_json::Value = serde_json::from_str(only.trim()).unwrap();
+        assert_eq!(only["denials"], 2, "{only}");
+    }
+    let followed = events(&["--follow", "--json"]);
+    assert_eq!(
+        followed.lines().count(),
+        r.records.len(),
+        "--follow printed every record"
+    );
+    assert!(followed
+        .lines()
+        .last()
+        .unwrap()
+        .contains("\"type\":\"exit\""));
+}
