@@ -8,6 +8,7 @@ mod gc_cmd;
 mod profile_cmd;
 mod run;
 mod selftest_cmd;
+mod systemd_cmd;
 
 use std::process::ExitCode;
 
@@ -48,6 +49,9 @@ enum Command {
     Gc(gc_cmd::GcArgs),
     /// Read an audit log: process tree, denials by rule with counts; --follow a live run.
     Events(events_cmd::EventsArgs),
+    /// Generate systemd units (or drop-ins for existing units) that run under agentbox.
+    #[command(subcommand)]
+    Systemd(systemd_cmd::SystemdCmd),
     /// Print a shell completion script.
     #[command(
         after_help = "Example:\n  agentbox completions bash > /etc/bash_completion.d/agentbox\n  \
@@ -89,6 +93,7 @@ pub fn main() -> ExitCode {
         Command::Selftest(args) => selftest_cmd::exec(args),
         Command::Gc(args) => gc_cmd::exec(args),
         Command::Events(args) => events_cmd::exec(args),
+        Command::Systemd(cmd) => systemd_cmd::exec(cmd),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "agentbox", &mut std::io::stdout());

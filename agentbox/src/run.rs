@@ -324,6 +324,14 @@ pub(crate) fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let mut policy = profile::load(&args.profile, &opts).map_err(|e| anyhow!("{e}"))?;
+    // systemd's notification socket is agentbox's to answer (it is the unit's main process):
+    // the agent does not get it.
+    let notify_socket = std::env::var("NOTIFY_SOCKET")
+        .ok()
+        .filter(|s| !s.is_empty());
+    if notify_socket.is_some() {
+        policy.process.env_deny.push("NOTIFY_SOCKET".into());
+    }
     policy
         .process
         .env_set
@@ -503,6 +511,15 @@ pub(crate) fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let sandbox = Sandbox::launch(plan, log, launch).map_err(discard)?;
     tracing::debug!(elapsed = ?started.elapsed(), "agent released");
+    if let Some(socket) = &notify_socket {
+        // Type=notify: the service is ready once the agent runs (agentbox is the main pid).
+        if let Err(e) = sd_notify(
+            socket,
+            &format!("READY=1\nMAINPID={}\n", std::process::id()),
+        ) {
+            eprintln!("agentbox: warning: sd_notify READY=1 to {socket}: {e}");
+        }
+    }
     if let Isolation::Subreaper { reason } = sandbox.isolation() {
         eprintln!(
             "agentbox: warning: {reason}; the agent's process tree is contained by a subreaper \
@@ -550,6 +567,18 @@ pub(crate) fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::from(outcome.exit_code()))
+}
+
+/// One sd_notify(3) datagram to `socket` (a path, or `@name` for an abstract socket).
+fn sd_notify(socket: &str, message: &str) -> std::io::Result<()> {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let sock = UnixDatagram::unbound()?;
+    let addr = match socket.strip_prefix('@') {
+        Some(name) => SocketAddr::from_abstract_name(name.as_bytes())?,
+        None => SocketAddr::from_pathname(socket)?,
+    };
+    sock.send_to_addr(message.as_bytes(), &addr).map(drop)
 }
 
 /// `--fail-on-denial`'s exit status (documented in `run --help`).

@@ -7,6 +7,7 @@ mod observe;
 mod protect;
 mod report;
 mod run;
+mod systemd;
 mod unix;
 mod view;
 mod workloads;
