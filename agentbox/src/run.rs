@@ -107,8 +107,8 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pub tmpdir: Option<PathBuf>,
 
-    /// Write a report when the run ends: `junit:FILE`, `sarif:FILE` or `markdown:FILE`.
-    /// Repeatable.
+    /// Write a report when the run ends: `junit:FILE`, `sarif:FILE`, `markdown:FILE`, or
+    /// `ocsf:FILE` (OCSF 1.1 events, one per line, for a SIEM). Repeatable.
     #[arg(long, value_name = "KIND:FILE")]
     pub report: Vec<String>,
 
@@ -605,9 +605,10 @@ fn ci_reports(
             "junit" => audit::report::junit(&run),
             "sarif" => audit::report::sarif(&run, workspace),
             "markdown" | "md" => audit::report::markdown(&run, log),
-            other => {
-                anyhow::bail!("--report {spec}: unknown kind `{other}` (junit, sarif or markdown)")
-            }
+            "ocsf" => audit::report::ocsf(&records),
+            other => anyhow::bail!(
+                "--report {spec}: unknown kind `{other}` (junit, sarif, markdown or ocsf)"
+            ),
         };
         std::fs::write(file, text).with_context(|| format!("--report: writing {file}"))?;
     }

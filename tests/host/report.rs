@@ -109,3 +109,78 @@ fn reports_name_every_guarantee_and_denied_rule_and_fail_on_denial_exits_121() {
         assert_eq!(step.trim(), format!("agentbox-log={}", log.display()));
     }
 }
+
+/// `--report ocsf:FILE`: every line an OCSF 1.1.0 event of a class agentbox emits, with the
+/// attributes that class requires (tests/ocsf/required-1.1.0.json), type_uid consistent.
+#[test]
+fn ocsf_events_carry_what_their_class_requires() {
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../ocsf/required-1.1.0.json")).unwrap();
+    let s = Scenario::new(RunAs::Current);
+    let secret = s.plant_in_home(".aws/credentials", "KEY\n");
+    let file = s.root().join("events.ocsf.jsonl");
+    let r = s.run(
+        &["-q", "--report", &format!("ocsf:{}", file.display())],
+        &[
+            "sh",
+            "-c",
+            &format!("cat {}; mount -t tmpfs x /mnt; true", secret.display()),
+        ],
+    );
+    assert_eq!(r.code(), Some(0), "{}", r.dump());
+    let text = std::fs::read_to_string(&file).unwrap();
+    let get =
+        |v: &serde_json::Value, path: &str| path.split('.').fold(v.clone(), |v, k| v[k].clone());
+    let mut classes = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        let event: serde_json::Value =
+            serde_json::from_str(line).expect("one JSON object per line");
+        for attr in schema["base"].as_array().unwrap() {
+            assert!(
+                !get(&event, attr.as_str().unwrap()).is_null(),
+                "{attr} missing: {line}"
+            );
+        }
+        let class = event["class_uid"].as_u64().unwrap();
+        let spec = &schema["classes"][class.to_string()];
+        assert!(
+            spec.is_object(),
+            "class {class} is not one agentbox documents: {line}"
+        );
+        assert_eq!(event["category_uid"], spec["category_uid"], "{line}");
+        for attr in spec["required"].as_array().unwrap() {
+            assert!(
+                !get(&event, attr.as_str().unwrap()).is_null(),
+                "{attr} missing: {line}"
+            );
+        }
+        let activity = event["activity_id"].as_u64().unwrap();
+        assert!(
+            spec["activity_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a == activity),
+            "{line}"
+        );
+        assert_eq!(
+            event["type_uid"].as_u64().unwrap(),
+            class * 100 + activity,
+            "{line}"
+        );
+        for (key, allowed) in schema["enums"].as_object().unwrap() {
+            if let Some(v) = event.get(key) {
+                assert!(allowed.as_array().unwrap().contains(v), "{key}={v}: {line}");
+            }
+        }
+        classes.insert(class);
+    }
+    assert!(
+        classes.contains(&2004),
+        "the mount denial is a Detection Finding: {text}"
+    );
+    if agentbox_tests::ebpf_tier("ocsf") {
+        assert!(classes.contains(&1001), "the file denial: {text}");
+        assert!(classes.contains(&1007), "the process records: {text}");
+    }
+}

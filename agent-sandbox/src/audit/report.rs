@@ -373,6 +373,145 @@ pub fn markdown(run: &RunSummary, log: &Path) -> String {
     out
 }
 
+/// OCSF 1.1 events, one JSON object per line: denials of files and execs as File System
+/// Activity (1001), of network destinations and sockets as Network Activity (4001), of
+/// syscalls, signals and losses as Detection Finding (2004), execs and exits as Process
+/// Activity (1007). The mapping is docs/events.md's "OCSF" section.
+pub fn ocsf(records: &[Record]) -> String {
+    let mut out = String::new();
+    for rec in records {
+        if let Some(event) = ocsf_event(rec) {
+            out.push_str(&event.to_string());
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn ocsf_time(ts: &str) -> u64 {
+    humantime::parse_rfc3339(ts)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn ocsf_event(rec: &Record) -> Option<serde_json::Value> {
+    use serde_json::json;
+    let base = |class_uid: u32, category_uid: u32, activity_id: u32, severity_id: u32| {
+        json!({
+            "class_uid": class_uid,
+            "category_uid": category_uid,
+            "activity_id": activity_id,
+            "type_uid": u64::from(class_uid) * 100 + u64::from(activity_id),
+            "severity_id": severity_id,
+            "time": ocsf_time(&rec.ts),
+            "metadata": {
+                "version": "1.1.0",
+                "product": { "name": "agentbox", "vendor_name": "agentbox",
+                             "version": env!("CARGO_PKG_VERSION") },
+                "uid": format!("{}-{}", rec.sandbox, rec.seq),
+                "correlation_uid": rec.sandbox,
+            },
+        })
+    };
+    let actor = |pid: i32, exe: &Option<String>| json!({ "process": { "pid": pid, "file": { "path": exe.clone().unwrap_or_default() } } });
+    let merge = |mut a: serde_json::Value, b: serde_json::Value| {
+        if let (Some(a), serde_json::Value::Object(b)) = (a.as_object_mut(), b) {
+            a.extend(b);
+        }
+        a
+    };
+    match &rec.event {
+        Event::Denial(d) => {
+            // Blocked (2) when denied or killed, Allowed (1) for an audit-mode record.
+            let (status_id, disposition_id) = match d.action {
+                Action::Audited => (1, 1),
+                _ => (2, 2),
+            };
+            let common = json!({
+                "actor": actor(d.pid, &d.exe),
+                "status_id": status_id,
+                "disposition_id": disposition_id,
+                "message": d.rule,
+                "unmapped": { "agentbox_layer": d.layer, "agentbox_rule": d.rule },
+            });
+            let specific = match &d.object {
+                Object::Path { path, access, .. } => {
+                    let activity = match access.as_str() {
+                        "create" | "path_mknod" | "inode_create" | "path_mkdir" => 1,
+                        "open" | "file_open" | "watch" => 2,
+                        "unlink" | "path_unlink" => 4,
+                        "rename" | "path_rename" => 5,
+                        "truncate" | "inode_setattr" | "chmod" | "chown" | "utime" => 3,
+                        _ => 99,
+                    };
+                    merge(
+                        base(1001, 1, activity, 3),
+                        json!({ "file": { "path": path } }),
+                    )
+                }
+                Object::Exec { path } => merge(
+                    base(1001, 1, 99, 3),
+                    json!({ "file": { "path": path }, "activity_name": "Execute" }),
+                ),
+                Object::Net { proto, addr, port } => merge(
+                    base(4001, 4, 1, 3),
+                    json!({
+                        "dst_endpoint": { "ip": addr, "port": port },
+                        "connection_info": { "protocol_name": proto },
+                    }),
+                ),
+                Object::Unix { path, resolved, .. } => merge(
+                    base(4001, 4, 1, 3),
+                    json!({
+                        "dst_endpoint": { "name": resolved.clone().unwrap_or(path.clone()) },
+                        "connection_info": { "protocol_name": "unix" },
+                    }),
+                ),
+                Object::Socket { family, sock_type } => merge(
+                    base(4001, 4, 1, 3),
+                    json!({ "unmapped": { "socket_family": family, "socket_type": sock_type } }),
+                ),
+                Object::Syscall { .. } | Object::Signal { .. } => merge(
+                    base(2004, 2, 1, 3),
+                    json!({ "finding_info": { "title": d.rule, "uid": rule_id(&d.layer, &d.rule),
+                                              "desc": super::terminal::object_text(&d.object) } }),
+                ),
+            };
+            Some(merge(specific, common))
+        }
+        Event::Process(p) if !p.thread => {
+            let activity = match p.kind {
+                super::event::ProcessKind::Exec => 1,
+                super::event::ProcessKind::Exit => 2,
+                _ => return None,
+            };
+            Some(merge(
+                base(1007, 1, activity, 1),
+                json!({
+                    "process": { "pid": p.pid, "file": { "path": p.exe.clone().unwrap_or_default() } },
+                    "actor": { "process": { "pid": p.ppid.unwrap_or(0) } },
+                    "exit_code": p.code,
+                }),
+            ))
+        }
+        Event::Loss {
+            source,
+            kind,
+            count,
+        } => Some(merge(
+            base(2004, 2, 1, 4),
+            json!({ "finding_info": { "title": format!("{count} {kind} events lost"),
+                                      "uid": format!("agentbox/loss/{source}") } }),
+        )),
+        Event::Anomaly { detail } => Some(merge(
+            base(2004, 2, 1, 4),
+            json!({ "finding_info": { "title": detail, "uid": "agentbox/anomaly" } }),
+        )),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
