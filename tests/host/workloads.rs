@@ -245,3 +245,50 @@ fn workload_http_server_with_a_client_on_loopback() {
         );
     }
 }
+
+/// An offline cargo build and run under the rust profile. The machine's only Rust toolchain
+/// is root's (/root/.rustup, mode 0700), so this runs as root only: the toolchain is taken
+/// from its install directory and CARGO_HOME is the scenario's own, as a fresh user's is.
+#[test]
+fn workload_offline_cargo_build_and_run_under_the_rust_profile() {
+    if !agentbox_tests::is_root() {
+        eprintln!("skipped: the only Rust toolchain here is root's");
+        return;
+    }
+    let toolchain =
+        std::path::Path::new("/root/.rustup/toolchains/stable-x86_64-unknown-linux-gnu/bin");
+    if !toolchain.join("cargo").exists() {
+        eprintln!("skipped: no stable toolchain in /root/.rustup");
+        return;
+    }
+    let mut s = Scenario::new(RunAs::Current);
+    s.plant_in_workspace(
+        "hello/Cargo.toml",
+        "[package]\nname = \"hello\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+    );
+    s.plant_in_workspace(
+        "hello/src/main.rs",
+        "fn main() { println!(\"cargo-built-and-ran\"); }\n",
+    );
+    let path = format!("{}:/usr/local/bin:/usr/bin:/bin", toolchain.display());
+    let cargo_home = s.home.join(".cargo");
+    s.env.push(("PATH".into(), path.into()));
+    s.env
+        .push(("CARGO_HOME".into(), cargo_home.to_str().unwrap().into()));
+    s.env.push(("RUSTUP_HOME".into(), "/root/.rustup".into()));
+    let script = "cd hello && cargo build --offline -q && ./target/debug/hello";
+    let r = s.run(
+        &[
+            "-q",
+            "--profile",
+            "rust",
+            "--allow-exec",
+            "/root/.rustup",
+            "--allow-read",
+            "/root/.rustup",
+        ],
+        &["/bin/sh", "-c", script],
+    );
+    assert_eq!(r.code(), Some(0), "{}", r.dump());
+    assert!(r.stdout.contains("cargo-built-and-ran"), "{}", r.dump());
+}
