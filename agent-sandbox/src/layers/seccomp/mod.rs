@@ -311,8 +311,9 @@ pub(crate) fn offers(host: &Host) -> Vec<Offer> {
         Offer::new(
             Guarantee::NetUnixSockets,
             notify.map(|_| {
-                "the supervisor connects pathname sockets (user notification); race-free where \
-                 cgroup unix hooks (6.7+) or BPF LSM refuse the agent's own calls"
+                "seccomp user notification, the supervisor connecting the socket itself \
+                 (race-free where the cgroup unix hooks of 6.7+ or BPF LSM refuse the agent's \
+                 own calls: as root)"
                     .to_string()
             }),
         ),
