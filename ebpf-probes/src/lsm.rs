@@ -64,6 +64,10 @@ const LSM_F_NET: u32 = 0x10;
 const LSM_F_SCOPE: u32 = 0x20;
 const LSM_F_KERNEL: u32 = 0x40;
 const LSM_F_NAMES: u32 = 0x80;
+const LSM_F_PROTECT_NAMES: u32 = 0x100;
+/// `lsm_names` values.
+pub(crate) const NAME_DENY: u8 = 0x01;
+pub(crate) const NAME_PROTECT: u8 = 0x02;
 
 // Inode and child rule flags (lsm.bpf.h).
 const IN_DENY: u32 = 0x01;
@@ -128,6 +132,9 @@ pub struct LsmRules {
     pub deny_children: Vec<ChildName>,
     /// Basenames denied anywhere.
     pub deny_names: Vec<NamePattern>,
+    /// Basenames protected anywhere: readable, never created, written, moved or removed
+    /// (`**/.envrc`: a new one is refused too).
+    pub protect_names: Vec<NamePattern>,
     /// `Some`: metadata changes (chmod, chown, utime, truncate, xattrs) only inside these
     /// trees (directories or single files).
     pub write_trees: Option<Vec<InodeId>>,
@@ -148,7 +155,8 @@ pub(crate) struct LsmEntries {
     pub config: LsmConfig,
     pub inodes: BTreeMap<LsmInodeKey, u32>,
     pub children: BTreeMap<LsmChildKey, u32>,
-    pub names: Vec<LsmNameKey>,
+    /// Each basename key with its `NAME_*` flags.
+    pub names: Vec<(LsmNameKey, u8)>,
 }
 
 pub(crate) fn compile(id: u32, rules: &LsmRules) -> Result<LsmEntries, Error> {
@@ -205,11 +213,14 @@ pub(crate) fn compile(id: u32, rules: &LsmRules) -> Result<LsmEntries, Error> {
         };
         *entries.children.entry(key).or_default() |= flags;
     }
+    let mut names: BTreeMap<LsmNameKey, u8> = BTreeMap::new();
     for pattern in &rules.deny_names {
-        entries.names.push(name_key(id, pattern)?);
+        *names.entry(name_key(id, pattern)?).or_default() |= NAME_DENY;
     }
-    entries.names.sort();
-    entries.names.dedup();
+    for pattern in &rules.protect_names {
+        *names.entry(name_key(id, pattern)?).or_default() |= NAME_PROTECT;
+    }
+    entries.names = names.into_iter().collect();
 
     let mut flags = 0;
     for (on, flag) in [
@@ -219,6 +230,7 @@ pub(crate) fn compile(id: u32, rules: &LsmRules) -> Result<LsmEntries, Error> {
         ),
         (any_tree, LSM_F_DENY_TREES),
         (!rules.deny_names.is_empty(), LSM_F_NAMES),
+        (!rules.protect_names.is_empty(), LSM_F_PROTECT_NAMES),
         (rules.write_trees.is_some(), LSM_F_WRITE),
         (rules.exec_trees.is_some(), LSM_F_EXEC),
         (rules.net, LSM_F_NET),
@@ -402,6 +414,8 @@ pub enum LsmReason {
     KernelOperation,
     /// A pathname UNIX socket: the supervisor connects to those on the agent's behalf.
     UnixPath,
+    /// A protected basename created, written, moved or removed.
+    ProtectName,
     Other(u8),
 }
 
@@ -421,6 +435,7 @@ impl LsmReason {
             10 => OtherSandbox,
             11 => KernelOperation,
             12 => UnixPath,
+            13 => ProtectName,
             other => Other(other),
         }
     }

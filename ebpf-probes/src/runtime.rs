@@ -549,9 +549,11 @@ impl Runtime {
                 })?;
                 sandbox.lsm_child_keys.push(*key);
             }
-            for key in &entries.names {
+            for (key, flags) in &entries.names {
                 run_libbpf(&step("LSM basename rule"), || {
-                    shared.lsm_names.update(bytes_of(key), &[1], MapFlags::ANY)
+                    shared
+                        .lsm_names
+                        .update(bytes_of(key), &[*flags], MapFlags::ANY)
                 })?;
                 sandbox.lsm_name_keys.push(*key);
             }

@@ -259,10 +259,10 @@ fn processes_proc_host_process() {
     expect("proc-host-process", &["held"]);
 }
 
-/// `default` protects `**/.envrc`, but the attack creates a NEW `.envrc` after launch: Landlock
-/// protects only paths that exist at launch, so `not-enforced-here` (fs-deny-exact partial)
-/// where the selftest reads protect globs, `held` where BPF LSM enforces them, and
-/// `not-applicable-here` while the selftest's applicability check reads only deny globs.
+/// `default` protects `**/.envrc`, but the attack creates a NEW `.envrc` after launch: the
+/// view's read-only binds cover only files that exist at launch, so `not-enforced-here`
+/// (fs-deny-exact partial) without BPF LSM, and `held` where BPF LSM's protect-name rules
+/// refuse the create (the 6.1 guest).
 #[test]
 fn files_create_envrc() {
     expect(

@@ -32,7 +32,8 @@
 #define LSM_F_NET 0x10	      /* connect/sendmsg judged by the net4/net6 rules */
 #define LSM_F_SCOPE 0x20      /* no signals / ptrace across the sandbox boundary */
 #define LSM_F_KERNEL 0x40     /* bpf, perf_event_open, mounts, module requests denied */
-#define LSM_F_NAMES 0x80      /* basename rules exist */
+#define LSM_F_NAMES 0x80      /* basename deny rules exist */
+#define LSM_F_PROTECT_NAMES 0x100 /* basename protect rules exist (no create, write, move) */
 
 /* Inode and child-name rule flags. */
 #define IN_DENY 0x01	  /* the object itself */
@@ -82,6 +83,12 @@
 #define LR_OTHER_SANDBOX 10
 #define LR_KERNEL_OP 11
 #define LR_UNIX_PATH 12 /* a pathname UNIX socket: only the supervisor connects those */
+#define LR_PROTECT_NAME 13 /* a protected basename created, written, moved or removed */
+
+/* `lsm_names` values. */
+#define NAME_DENY 0x01
+#define NAME_PROTECT 0x02
+#define FMODE_WRITE 0x2
 
 /* EV_LSM_ANOMALY `reason`: which verdict each layer reached (bit set: allowed). */
 #define ANOMALY_LSM_ALLOWED 0x01
@@ -451,12 +458,18 @@ static __always_inline void label_fd(struct ab_event *e, __u64 fd)
 	event_path(e, &w);
 }
 
-/* Basename rules on the leaf: 0, LR_DENY_NAME or LR_NAME_TOO_LONG. */
-static __always_inline __u8 name_rule(__u32 id, struct dentry *leaf)
+/* Basename rules on the leaf: 0, LR_DENY_NAME, LR_PROTECT_NAME (only when `modify`: a
+ * create, write open, link, rename or unlink) or LR_NAME_TOO_LONG. A name too long to
+ * compare is refused like a match: always with deny names, for a change with protect ones. */
+static __always_inline __u8 name_rule(__u32 id, __u32 cfg, struct dentry *leaf, bool modify)
 {
 	struct lsm_scratch *s = scratch();
 	__u32 len = BPF_CORE_READ(leaf, d_name.len);
+	bool judged = (cfg & LSM_F_NAMES) || modify;
+	__u8 *flags;
 
+	if (!judged)
+		return 0;
 	if (!s)
 		return LR_NAME_TOO_LONG; /* cannot check: deny */
 	if (len >= NAME_RULE_MAX)
@@ -465,11 +478,17 @@ static __always_inline __u8 name_rule(__u32 id, struct dentry *leaf)
 	s->name.prefixlen = 32 + NAME_RULE_MAX * 8;
 	s->name.sandbox = id;
 	bpf_probe_read_kernel_str(s->name.name, NAME_RULE_MAX, BPF_CORE_READ(leaf, d_name.name));
-	return bpf_map_lookup_elem(&lsm_names, &s->name) ? LR_DENY_NAME : 0;
+	flags = bpf_map_lookup_elem(&lsm_names, &s->name);
+	if (!flags)
+		return 0;
+	if (*flags & NAME_DENY)
+		return LR_DENY_NAME;
+	return (modify && (*flags & NAME_PROTECT)) ? LR_PROTECT_NAME : 0;
 }
 
 /* Why the deny rules refuse the walked object, or 0. */
-static __always_inline __u8 deny_reason(__u32 id, __u32 cfg, struct walk *w, struct dentry *leaf)
+static __always_inline __u8 deny_reason(__u32 id, __u32 cfg, struct walk *w, struct dentry *leaf,
+					bool modify)
 {
 	__u8 reason;
 
@@ -477,8 +496,8 @@ static __always_inline __u8 deny_reason(__u32 id, __u32 cfg, struct walk *w, str
 		return LR_DENY_INODE;
 	if (w->above & IN_DENY_TREE)
 		return LR_DENY_TREE;
-	if (cfg & LSM_F_NAMES) {
-		reason = name_rule(id, leaf);
+	if (cfg & (LSM_F_NAMES | LSM_F_PROTECT_NAMES)) {
+		reason = name_rule(id, cfg, leaf, modify && (cfg & LSM_F_PROTECT_NAMES));
 		if (reason)
 			return reason;
 	}
@@ -515,18 +534,19 @@ static __always_inline int deny_object(struct sandbox_record *sb, __u32 id, __u8
 
 /* Deny globs on one object (open, create, link, rename, unlink). */
 static __always_inline int check_deny(__u8 hook, struct dentry *dentry, struct vfsmount *mnt,
-				      __u32 detail)
+				      __u32 detail, bool modify)
 {
 	struct sandbox_record *sb = 0;
 	struct walk w;
 	__u32 cfg = 0, id;
 	__u8 reason;
 
-	id = lsm_sandbox(&sb, &cfg, LSM_F_FS | LSM_F_NAMES | LSM_F_DENY_TREES);
+	id = lsm_sandbox(&sb, &cfg,
+			 LSM_F_FS | LSM_F_NAMES | LSM_F_PROTECT_NAMES | LSM_F_DENY_TREES);
 	if (!id || !dentry)
 		return 0;
 	walk_from(&w, id, cfg, dentry, mnt);
-	reason = deny_reason(id, cfg, &w, dentry);
+	reason = deny_reason(id, cfg, &w, dentry, modify);
 	if (!reason)
 		return 0;
 	return deny_object(sb, id, hook, reason, &w, BPF_CORE_READ(dentry, d_inode), detail);
@@ -543,14 +563,16 @@ static __always_inline int check_metadata(__u8 hook, struct dentry *dentry,
 	__u32 cfg = 0, id;
 	__u8 reason;
 
-	id = lsm_sandbox(&sb, &cfg, LSM_F_FS | LSM_F_NAMES | LSM_F_DENY_TREES | LSM_F_WRITE);
+	id = lsm_sandbox(&sb, &cfg,
+			 LSM_F_FS | LSM_F_NAMES | LSM_F_PROTECT_NAMES | LSM_F_DENY_TREES |
+				 LSM_F_WRITE);
 	if (!id || !dentry)
 		return 0;
 	inode = BPF_CORE_READ(dentry, d_inode);
 	if (inode && (BPF_CORE_READ(inode, i_sb, s_flags) & SB_KERNMOUNT))
 		return 0;
 	walk_from(&w, id, cfg, dentry, mnt);
-	reason = deny_reason(id, cfg, &w, dentry);
+	reason = deny_reason(id, cfg, &w, dentry, true);
 	if (!reason && (cfg & LSM_F_WRITE))
 		reason = tree_reason(&w, IN_WRITE_TREE, LR_OUTSIDE_WRITE);
 	if (!reason)
@@ -572,7 +594,7 @@ static __always_inline int check_exec(__u8 hook, struct file *file, __u32 detail
 		return 0;
 	dentry = BPF_CORE_READ(file, f_path.dentry);
 	walk_from(&w, id, cfg, dentry, BPF_CORE_READ(file, f_path.mnt));
-	reason = deny_reason(id, cfg, &w, dentry);
+	reason = deny_reason(id, cfg, &w, dentry, false);
 	if (!reason)
 		reason = tree_reason(&w, IN_EXEC_TREE, LR_OUTSIDE_EXEC);
 	if (!reason)
@@ -586,7 +608,8 @@ int BPF_PROG(lsm_file_open, struct file *file, int ret)
 	if (ret)
 		return ret;
 	return check_deny(LH_FILE_OPEN, BPF_CORE_READ(file, f_path.dentry),
-			  BPF_CORE_READ(file, f_path.mnt), BPF_CORE_READ(file, f_flags));
+			  BPF_CORE_READ(file, f_path.mnt), BPF_CORE_READ(file, f_flags),
+			  BPF_CORE_READ(file, f_mode) & FMODE_WRITE);
 }
 
 /* open(O_CREAT) and mknod reach path_mknod first (with the mount); inode_create is the
@@ -597,7 +620,7 @@ int BPF_PROG(lsm_path_mknod, const struct path *dir, struct dentry *dentry, umod
 {
 	if (ret)
 		return ret;
-	return check_deny(LH_PATH_MKNOD, dentry, BPF_CORE_READ(dir, mnt), mode);
+	return check_deny(LH_PATH_MKNOD, dentry, BPF_CORE_READ(dir, mnt), mode, true);
 }
 
 SEC("lsm/inode_create")
@@ -605,7 +628,7 @@ int BPF_PROG(lsm_inode_create, struct inode *dir, struct dentry *dentry, umode_t
 {
 	if (ret)
 		return ret;
-	return check_deny(LH_INODE_CREATE, dentry, 0, mode);
+	return check_deny(LH_INODE_CREATE, dentry, 0, mode, true);
 }
 
 SEC("lsm/path_mkdir")
@@ -614,7 +637,7 @@ int BPF_PROG(lsm_path_mkdir, const struct path *dir, struct dentry *dentry, umod
 {
 	if (ret)
 		return ret;
-	return check_deny(LH_PATH_MKDIR, dentry, BPF_CORE_READ(dir, mnt), mode);
+	return check_deny(LH_PATH_MKDIR, dentry, BPF_CORE_READ(dir, mnt), mode, true);
 }
 
 SEC("lsm/path_symlink")
@@ -623,7 +646,7 @@ int BPF_PROG(lsm_path_symlink, const struct path *dir, struct dentry *dentry,
 {
 	if (ret)
 		return ret;
-	return check_deny(LH_PATH_SYMLINK, dentry, BPF_CORE_READ(dir, mnt), 0);
+	return check_deny(LH_PATH_SYMLINK, dentry, BPF_CORE_READ(dir, mnt), 0, true);
 }
 
 SEC("lsm/path_link")
@@ -634,10 +657,10 @@ int BPF_PROG(lsm_path_link, struct dentry *old_dentry, const struct path *new_di
 
 	if (ret)
 		return ret;
-	ret = check_deny(LH_PATH_LINK, old_dentry, mnt, 0);
+	ret = check_deny(LH_PATH_LINK, old_dentry, mnt, 0, true);
 	if (ret)
 		return ret;
-	return check_deny(LH_PATH_LINK, new_dentry, mnt, 0);
+	return check_deny(LH_PATH_LINK, new_dentry, mnt, 0, true);
 }
 
 SEC("lsm/path_rename")
@@ -646,10 +669,10 @@ int BPF_PROG(lsm_path_rename, const struct path *old_dir, struct dentry *old_den
 {
 	if (ret)
 		return ret;
-	ret = check_deny(LH_PATH_RENAME, old_dentry, BPF_CORE_READ(old_dir, mnt), flags);
+	ret = check_deny(LH_PATH_RENAME, old_dentry, BPF_CORE_READ(old_dir, mnt), flags, true);
 	if (ret)
 		return ret;
-	return check_deny(LH_PATH_RENAME, new_dentry, BPF_CORE_READ(new_dir, mnt), flags);
+	return check_deny(LH_PATH_RENAME, new_dentry, BPF_CORE_READ(new_dir, mnt), flags, true);
 }
 
 SEC("lsm/path_unlink")
@@ -657,7 +680,7 @@ int BPF_PROG(lsm_path_unlink, const struct path *dir, struct dentry *dentry, int
 {
 	if (ret)
 		return ret;
-	return check_deny(LH_PATH_UNLINK, dentry, BPF_CORE_READ(dir, mnt), 0);
+	return check_deny(LH_PATH_UNLINK, dentry, BPF_CORE_READ(dir, mnt), 0, true);
 }
 
 /* A context argument by index with a load at a constant offset: the verifier refuses

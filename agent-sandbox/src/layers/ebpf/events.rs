@@ -530,6 +530,11 @@ impl Mapper {
                 LsmHook::KernelModuleRequest => "kernel: module request".into(),
                 _ => "kernel: mount".into(),
             },
+            // Protect names are only ever `**/NAME` globs: the glob is the object's basename.
+            LsmReason::ProtectName => match path.and_then(|p| p.rsplit('/').next()) {
+                Some(name) if !name.is_empty() => format!("filesystem.protect: **/{name}"),
+                _ => "filesystem.protect: protected name".into(),
+            },
             LsmReason::UnixPath => {
                 crate::layers::seccomp::mediate::unix_bypass_rule(hook == LsmHook::SocketSendmsg)
             }

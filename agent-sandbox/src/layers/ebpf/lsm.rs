@@ -86,6 +86,21 @@ pub(crate) fn compile_rules(policy: &Policy) -> anyhow::Result<LsmCompiled> {
             exact_globs.push(glob.pattern.clone());
         }
     }
+    // Protected basenames (`**/.envrc`): existing matches are the view's read-only binds;
+    // these rules refuse a new one, or a write, move or removal, wherever it appears.
+    for glob in &fs.protect {
+        if let Some(name) = glob
+            .pattern
+            .strip_prefix("**/")
+            .filter(|n| !n.contains('/'))
+        {
+            if !has_meta(name) {
+                rules
+                    .protect_names
+                    .push(NamePattern::Exact(name.to_string()));
+            }
+        }
+    }
     rules.write_trees = Some(existing_inodes(&fs.write));
     rules.exec_trees = Some(existing_inodes(&fs.exec));
 
