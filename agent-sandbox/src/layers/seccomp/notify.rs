@@ -182,17 +182,7 @@ impl Notifier {
         }
         let pid = info.tgid.unwrap_or(notif.pid as i32);
 
-        let action = match (self.mode, self.on_violation) {
-            (Mode::Audit, _) => Action::Audited,
-            (Mode::Enforce, ViolationAction::Deny) => Action::Denied,
-            (Mode::Enforce, ViolationAction::Kill) => {
-                if self.kill(notif.id, pid) {
-                    Action::Killed
-                } else {
-                    Action::Denied
-                }
-            }
-        };
+        let action = self.action_for(notif.id, pid);
         self.respond(notif.id, action)?;
 
         Ok(Some(Denial {
@@ -275,17 +265,7 @@ impl Notifier {
                     ProcInfo::default()
                 };
                 let pid = info.tgid.unwrap_or(tid);
-                let action = match (self.mode, self.on_violation) {
-                    (Mode::Audit, _) => Action::Audited,
-                    (Mode::Enforce, ViolationAction::Deny) => Action::Denied,
-                    (Mode::Enforce, ViolationAction::Kill) => {
-                        if self.kill(notif.id, pid) {
-                            Action::Killed
-                        } else {
-                            Action::Denied
-                        }
-                    }
-                };
+                let action = self.action_for(notif.id, pid);
                 if action == Action::Audited {
                     self.respond_raw(
                         notif.id,
@@ -339,6 +319,17 @@ impl Notifier {
             self.respond_raw(notif.id, 0, -libc::EAGAIN, 0)?;
         }
         Ok(())
+    }
+
+    /// What a denial does under this mode: audited, denied, or (on_violation = "kill") the
+    /// caller killed first, through a pidfd, before it runs another instruction.
+    fn action_for(&self, id: u64, pid: i32) -> Action {
+        match (self.mode, self.on_violation) {
+            (Mode::Audit, _) => Action::Audited,
+            (Mode::Enforce, ViolationAction::Deny) => Action::Denied,
+            (Mode::Enforce, ViolationAction::Kill) if self.kill(id, pid) => Action::Killed,
+            (Mode::Enforce, ViolationAction::Kill) => Action::Denied,
+        }
     }
 
     fn respond_raw(&mut self, id: u64, val: i64, error: i32, flags: u32) -> io::Result<()> {
