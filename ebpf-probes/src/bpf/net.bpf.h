@@ -129,25 +129,44 @@ static __always_inline void net_mark_task(void)
 	bpf_map_update_elem(&net_reported, &pid_tgid, &one, BPF_ANY);
 }
 
+/* Reserves a network denial event with the caller, hook, reason and verdict flags filled
+ * in; the caller adds the destination and submits it. NULL when the ring is full (the loss
+ * is counted). */
+static __always_inline struct ab_event *net_event(struct sandbox_record *sb, __u32 id,
+						  __u8 hook, __u8 reason, __u16 family,
+						  __u16 sock_type)
+{
+	struct ab_event *e = event_reserve(sb, id, EV_NET_DENIED, true);
+	__u64 pid_tgid;
+
+	if (!e)
+		return 0;
+	pid_tgid = bpf_get_current_pid_tgid();
+	e->pid = (__u32)pid_tgid;
+	e->tgid = pid_tgid >> 32;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	e->hook = hook;
+	e->reason = reason;
+	e->family = family;
+	e->sock_type = sock_type;
+	if (!(sb->flags & SB_AUDIT_ONLY)) {
+		e->flags |= EVF_ENFORCED;
+		/* The sys_exit observer kills the task when this syscall returns. */
+		if (sb->flags & SB_KILL_ON_VIOLATION)
+			e->flags |= EVF_KILLED;
+	}
+	return e;
+}
+
 static __always_inline int net_deny(struct sandbox_record *sb, __u32 id, __u8 hook,
 				    __u8 reason, __u16 family, const __u32 *addr, bool v6,
 				    __u16 port, __u16 sock_type, __u8 proto)
 {
 	bool enforced = !(sb->flags & SB_AUDIT_ONLY);
-	struct ab_event *e;
-	__u64 pid_tgid;
+	struct ab_event *e = net_event(sb, id, hook, reason, family, sock_type);
 
-	e = event_reserve(sb, id, EV_NET_DENIED, true);
 	if (e) {
-		pid_tgid = bpf_get_current_pid_tgid();
-		e->pid = (__u32)pid_tgid;
-		e->tgid = pid_tgid >> 32;
-		bpf_get_current_comm(e->comm, sizeof(e->comm));
-		e->hook = hook;
-		e->reason = reason;
-		e->family = family;
 		e->port = port;
-		e->sock_type = sock_type;
 		e->proto = proto;
 		if (addr) {
 			e->flags |= EVF_HAS_ADDR;
@@ -156,11 +175,6 @@ static __always_inline int net_deny(struct sandbox_record *sb, __u32 id, __u8 ho
 			else
 				__builtin_memcpy(e->addr, addr, 4);
 		}
-		if (enforced)
-			e->flags |= EVF_ENFORCED;
-		/* The sys_exit observer kills the task when this syscall returns. */
-		if (enforced && (sb->flags & SB_KILL_ON_VIOLATION))
-			e->flags |= EVF_KILLED;
 		bpf_ringbuf_submit(e, 0);
 	}
 	net_mark_task();
@@ -334,7 +348,6 @@ static __always_inline int unix_egress(struct bpf_sock_addr *ctx, __u8 hook)
 	struct sockaddr *uaddr;
 	bool enforced;
 	struct ab_event *e;
-	__u64 pid_tgid;
 	__u32 len;
 	char first = 0;
 
@@ -350,27 +363,14 @@ static __always_inline int unix_egress(struct bpf_sock_addr *ctx, __u8 hook)
 		return SOCK_ALLOW; /* abstract */
 
 	enforced = !(sb->flags & SB_AUDIT_ONLY);
-	e = event_reserve(sb, id, EV_NET_DENIED, true);
+	e = net_event(sb, id, hook, REASON_UNIX_PATH, AF_UNIX, ctx->type);
 	if (e) {
-		pid_tgid = bpf_get_current_pid_tgid();
-		e->pid = (__u32)pid_tgid;
-		e->tgid = pid_tgid >> 32;
-		bpf_get_current_comm(e->comm, sizeof(e->comm));
-		e->hook = hook;
-		e->reason = REASON_UNIX_PATH;
-		e->family = AF_UNIX;
-		e->sock_type = ctx->type;
 		len -= UNIX_PATH_OFF;
 		if (len > 108)
 			len = 108;
 		bpf_probe_read_kernel(e->path, len & 127, (char *)uaddr + UNIX_PATH_OFF);
-		e->path[127] = 0;
 		e->path[len & 127] = 0;
 		e->flags |= EVF_HAS_PATH;
-		if (enforced)
-			e->flags |= EVF_ENFORCED;
-		if (enforced && (sb->flags & SB_KILL_ON_VIOLATION))
-			e->flags |= EVF_KILLED;
 		bpf_ringbuf_submit(e, 0);
 	}
 	net_mark_task();

@@ -185,19 +185,17 @@ impl Notifier {
         let action = self.action_for(notif.id, pid);
         self.respond(notif.id, action)?;
 
-        Ok(Some(Denial {
-            layer: LAYER.to_string(),
+        Ok(Some(denial(
             rule,
             action,
             pid,
-            ppid: info.ppid,
-            exe: info.exe,
-            object: Object::Syscall {
+            info,
+            Object::Syscall {
                 name,
                 nr: i64::from(data.nr),
                 args: data.args,
             },
-        }))
+        )))
     }
 
     /// A socket call the supervisor judges (see `mediate`).
@@ -277,15 +275,7 @@ impl Notifier {
                     self.answered.record(tid, nr);
                     self.respond_raw(notif.id, 0, -libc::EPERM, 0)?;
                 }
-                Ok(Some(Denial {
-                    layer: LAYER.to_string(),
-                    rule,
-                    action,
-                    pid,
-                    ppid: info.ppid,
-                    exe: info.exe,
-                    object,
-                }))
+                Ok(Some(denial(rule, action, pid, info, object)))
             }
         }
     }
@@ -385,6 +375,19 @@ impl Notifier {
             }
             Action::Denied | Action::Killed => self.respond_raw(id, 0, -libc::EPERM, 0),
         }
+    }
+}
+
+/// A seccomp-layer denial of process `pid` (with what /proc said about it).
+fn denial(rule: String, action: Action, pid: i32, info: ProcInfo, object: Object) -> Denial {
+    Denial {
+        layer: LAYER.to_string(),
+        rule,
+        action,
+        pid,
+        ppid: info.ppid,
+        exe: info.exe,
+        object,
     }
 }
 
