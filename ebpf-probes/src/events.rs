@@ -409,7 +409,13 @@ pub struct EventStream {
 }
 
 impl EventStream {
-    pub(crate) fn new(violations: &MapHandle, trace: &MapHandle) -> Result<Self, Error> {
+    /// A reader of `sandbox`'s rings. A ring slot's rings are reused from run to run, so
+    /// events another sandbox left there (written after its last drain) are dropped.
+    pub(crate) fn new(
+        violations: &MapHandle,
+        trace: &MapHandle,
+        sandbox: u32,
+    ) -> Result<Self, Error> {
         let queue: Queue = Arc::default();
         let undecodable: Arc<Mutex<u64>> = Arc::default();
         let mut builder = RingBufferBuilder::new();
@@ -419,6 +425,7 @@ impl EventStream {
             run_libbpf("adding a ring buffer", || {
                 builder.add(map, move |bytes: &[u8]| {
                     match decode(bytes) {
+                        Some(event) if event.sandbox() != sandbox => {}
                         Some(event) => queue
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner)

@@ -107,7 +107,7 @@ pub(crate) struct SandboxRecord {
     pub trace_per_sec: u32,
     pub flags: u32,
     pub bind_count: u32,
-    pub _pad: u32,
+    pub ring_slot: u32,
     pub bind: [RawPortRange; BIND_RANGES_MAX],
 }
 
@@ -322,7 +322,7 @@ mod tests {
             size_of::<SandboxRecord>(),
             fields!(SandboxRecord: cgroup_id, seq, lost_violations, lost_trace,
                 throttled_trace, lost_task_storage, trace_window_start, trace_window_count,
-                trace_per_sec, flags, bind_count, _pad, bind),
+                trace_per_sec, flags, bind_count, ring_slot, bind),
         );
         check(
             &btf,

@@ -23,9 +23,11 @@ use std::sync::Once;
 
 use libbpf_rs::{Link, MapCore, MapFlags, Object, ObjectBuilder, PrintLevel};
 
+mod attach;
 mod events;
 mod layout;
 mod lsm;
+mod rings;
 mod rules;
 mod runtime;
 

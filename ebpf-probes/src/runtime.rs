@@ -13,16 +13,17 @@ use std::fs::{self, File};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use libbpf_rs::{Link, MapCore, MapFlags, MapHandle, MapType, ObjectBuilder, ProgramHandle};
+use libbpf_rs::{Link, MapCore, MapFlags, MapHandle, ObjectBuilder, ProgramHandle};
 use sha2::{Digest, Sha256};
 
+use crate::attach::{self, CgroupProgram};
 use crate::events::EventStream;
 use crate::layout::*;
 use crate::lsm::{self, LsmRules, LSM_PROGRAMS, LSM_TASK_ALLOC};
+use crate::rings::{self, RingLease, RingRequest};
 use crate::rules::{compile, NetRules};
 use crate::{probe, run_libbpf, Error, ProgramKind, OBJECT, OBJECT_NAME};
 
@@ -39,7 +40,7 @@ const STAGING_PREFIX: &str = "staging-";
 const BPFFS_MOUNT: &str = "/sys/fs/bpf";
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
-/// cgroup programs and their attach types, attached per sandbox cgroup.
+/// cgroup programs and their attach types, attached once to the sandbox cgroups' parent.
 const CGROUP_PROGRAMS: [(&str, libbpf_rs::libbpf_sys::bpf_attach_type); 7] = [
     (
         "net_connect4",
@@ -164,7 +165,10 @@ struct Shared {
     lsm_error: Option<String>,
     /// The pinned LSM links, held like the observer links.
     _lsm_links: Vec<Link>,
-    cgroup_programs: Vec<(ProgramHandle, libbpf_rs::libbpf_sys::bpf_attach_type)>,
+    cgroup_programs: Vec<CgroupProgram>,
+    /// The links of `cgroup_programs` on each parent group this process registered a
+    /// sandbox under (by parent cgroup id), held while it runs (see `attach`).
+    parent_links: Mutex<Vec<(u64, Vec<OwnedFd>)>>,
     /// Whether the pathname UNIX socket hooks are among `cgroup_programs`.
     unix_hooks: bool,
     /// The pinned observer links, held open so that unpinning this version (a newer agentbox
@@ -328,10 +332,23 @@ impl Runtime {
 
     /// Removes the entries of sandboxes whose supervisor died without tearing down (a
     /// SIGKILL, a stop timeout): every record whose cgroup `alive` says is gone, with its
-    /// rules, LSM entries and rings. Without this, crashed runs would fill the sandbox map
-    /// (SANDBOXES_MAX records). Returns the ids removed.
+    /// rules and LSM entries, and the pinned parent links of parent groups that are gone.
+    /// Without this, crashed runs would fill the sandbox map (SANDBOXES_MAX records). Ring
+    /// slots need nothing: their locks died with their holders. Returns the ids removed.
     pub fn reclaim_dead(&self, alive: impl Fn(u64) -> bool) -> Vec<u32> {
         let shared = &self.shared;
+        if let Ok(parents) = fs::read_dir(shared.dir.join(attach::CGROUPS_DIR)) {
+            for entry in parents.flatten() {
+                let gone = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|name| name.parse::<u64>().ok())
+                    .is_some_and(|id| !alive(id));
+                if gone {
+                    let _ = fs::remove_dir_all(entry.path());
+                }
+            }
+        }
         let mut dead: Vec<(u32, u64)> = Vec::new();
         for key in shared.sandboxes.keys() {
             let Some(id) = key
@@ -384,8 +401,6 @@ impl Runtime {
             let key = id.to_ne_bytes();
             let _ = shared.lsm_sandboxes.delete(&key);
             let _ = shared.cgroup_sandbox.delete(&cgroup.to_ne_bytes());
-            let _ = shared.violations.delete(&key);
-            let _ = shared.trace.delete(&key);
             let _ = shared.sandboxes.delete(&key);
         }
         dead.into_iter().map(|(id, _)| id).collect()
@@ -397,21 +412,11 @@ impl Runtime {
         self.shared.unix_hooks
     }
 
-    /// Enters a sandbox into the maps and attaches the cgroup programs to its cgroup. The
+    /// Enters a sandbox into the maps. The cgroup programs sit on the parent of its cgroup
+    /// (attached there by the first registration under that parent, see `attach`), so the
     /// rules are in force from the moment this returns; move the agent into the cgroup and
     /// seed it ([`Sandbox::seed_task`]) afterwards.
     pub fn register_sandbox(&self, cfg: &SandboxConfig) -> Result<Sandbox, Error> {
-        let sandbox = self.register_sandbox_unpublished(cfg)?;
-        sandbox.publish_rings()?;
-        Ok(sandbox)
-    }
-
-    /// [`Runtime::register_sandbox`] without publishing the ring buffers: the rules are in
-    /// force, the rings exist ([`Sandbox::events`] works), but the programs count this
-    /// sandbox's events as lost until [`Sandbox::publish_rings`] returns. Publishing waits
-    /// for an RCU grace period, so a caller can overlap it with other work (and keep this
-    /// call free of threads, e.g. before a fork).
-    pub fn register_sandbox_unpublished(&self, cfg: &SandboxConfig) -> Result<Sandbox, Error> {
         if cfg.id == 0 {
             return Err(Error::Config("sandbox id 0 is reserved".into()));
         }
@@ -445,8 +450,25 @@ impl Runtime {
             })?
             .ino();
 
+        let parent = cfg.cgroup_dir.parent().ok_or_else(|| {
+            Error::Config(format!("{} has no parent group", cfg.cgroup_dir.display()))
+        })?;
+        self.attach_parent(parent)?;
+
+        let shared = &self.shared;
+        let rings = rings::lease(
+            &shared.dir,
+            &RingRequest {
+                violations: &shared.violations,
+                trace: &shared.trace,
+                violations_bytes: cfg.violations_ring_bytes,
+                trace_bytes: cfg.trace_ring_bytes,
+            },
+            shared.violations.max_entries(),
+        )?;
         let mut record = SandboxRecord {
             cgroup_id,
+            ring_slot: rings.slot,
             trace_per_sec: cfg.trace_events_per_sec,
             bind_count: cfg.net.bind.len() as u32,
             ..SandboxRecord::default()
@@ -468,7 +490,6 @@ impl Runtime {
             }
         }
 
-        let shared = &self.shared;
         let id = cfg.id;
         let step = |what: &str| format!("registering sandbox {id}: {what}");
         // Every entry made below is recorded in `sandbox` first, so an error part-way
@@ -477,14 +498,11 @@ impl Runtime {
             id,
             cgroup_id,
             shared: Arc::clone(shared),
-            links: Vec::new(),
             v4_keys: Vec::new(),
             v6_keys: Vec::new(),
             record: false,
             cgroup_entry: false,
-            rings: None,
-            violations_published: AtomicBool::new(false),
-            trace_published: AtomicBool::new(false),
+            rings,
             lsm_inode_keys: Vec::new(),
             lsm_child_keys: Vec::new(),
             lsm_name_keys: Vec::new(),
@@ -500,10 +518,6 @@ impl Runtime {
             _ => err,
         })?;
         sandbox.record = true;
-
-        let violations = create_ring("ab_violations", cfg.violations_ring_bytes)?;
-        let trace = create_ring("ab_trace", cfg.trace_ring_bytes)?;
-        sandbox.rings = Some((violations, trace));
 
         for (net, verdicts) in &compiled.v4 {
             let key = Net4Key {
@@ -583,23 +597,30 @@ impl Runtime {
             _ => err,
         })?;
         sandbox.cgroup_entry = true;
-
-        for (program, attach_type) in &shared.cgroup_programs {
-            let link =
-                link_create(program.as_fd(), cgroup.as_fd(), *attach_type).map_err(|source| {
-                    Error::Bpf {
-                        step: step(&format!(
-                            "attaching {} to {}",
-                            program.name().to_string_lossy(),
-                            cfg.cgroup_dir.display()
-                        )),
-                        errno: source.raw_os_error(),
-                        message: source.to_string(),
-                    }
-                })?;
-            sandbox.links.push(link);
-        }
         Ok(sandbox)
+    }
+
+    /// Makes sure the cgroup programs are attached to `parent` (see `attach`).
+    fn attach_parent(&self, parent: &Path) -> Result<(), Error> {
+        let id = attach::parent_id(parent)?;
+        let shared = &self.shared;
+        let mut held = shared
+            .parent_links
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if held.iter().any(|(held_id, _)| *held_id == id) {
+            return Ok(());
+        }
+        let root_path = shared.dir.parent().unwrap_or(&shared.dir);
+        let root = File::open(root_path).map_err(|source| Error::Pin {
+            path: root_path.to_path_buf(),
+            source,
+        })?;
+        let links = attach::parent_links(&shared.dir, &shared.cgroup_programs, parent, id, || {
+            DirLock::exclusive(&root, root_path)
+        })?;
+        held.push((id, links));
+        Ok(())
     }
 }
 
@@ -660,22 +681,17 @@ pub struct Counters {
     pub lost_task_storage: u64,
 }
 
-/// A registered sandbox. Dropping it detaches the cgroup programs and removes its entries;
-/// drop it only after the cgroup is empty.
+/// A registered sandbox. Dropping it removes its entries and releases its ring slot; drop it
+/// only after the cgroup is empty.
 pub struct Sandbox {
     id: u32,
     cgroup_id: u64,
     shared: Arc<Shared>,
-    // Dropped first (see Drop): detaching before the entries go keeps the gap closed.
-    links: Vec<OwnedFd>,
     v4_keys: Vec<Net4Key>,
     v6_keys: Vec<Net6Key>,
     record: bool,
     cgroup_entry: bool,
-    rings: Option<(MapHandle, MapHandle)>,
-    /// The rings' entries in the outer maps (see `publish_rings`).
-    violations_published: AtomicBool,
-    trace_published: AtomicBool,
+    rings: RingLease,
     lsm_inode_keys: Vec<LsmInodeKey>,
     lsm_child_keys: Vec<LsmChildKey>,
     lsm_name_keys: Vec<LsmNameKey>,
@@ -692,42 +708,9 @@ impl Sandbox {
         self.cgroup_id
     }
 
-    /// Publishes the ring buffers to the programs (see
-    /// [`Runtime::register_sandbox_unpublished`]). Call it before any task of the sandbox
-    /// runs; a second call is a no-op.
-    pub fn publish_rings(&self) -> Result<(), Error> {
-        let (violations, trace) = self
-            .rings
-            .as_ref()
-            .ok_or_else(|| Error::Config("sandbox has no ring buffers".into()))?;
-        let id = self.id;
-        let shared = &self.shared;
-        let insert = |outer: &MapHandle, inner: &MapHandle, done: &AtomicBool, name: &str| {
-            if done.load(Ordering::Acquire) {
-                return Ok(());
-            }
-            let fd = inner.as_fd().as_raw_fd() as u32;
-            run_libbpf(&format!("registering sandbox {id}: {name}"), || {
-                outer.update(&id.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::NO_EXIST)
-            })?;
-            done.store(true, Ordering::Release);
-            Ok::<(), Error>(())
-        };
-        // Every update of a map-of-maps waits for an RCU grace period in the kernel
-        // (maybe_wait_bpf_programs, 4-20 ms on a busy host): two at once share one.
-        let (violations_result, trace_result) = std::thread::scope(|scope| {
-            let trace_thread =
-                scope.spawn(|| insert(&shared.trace, trace, &self.trace_published, "trace ring"));
-            let violations_result = insert(
-                &shared.violations,
-                violations,
-                &self.violations_published,
-                "violations ring",
-            );
-            (violations_result, trace_thread.join())
-        });
-        violations_result?;
-        trace_result.map_err(|_| Error::Config("publishing the trace ring panicked".into()))?
+    /// The slot whose rings this sandbox leased (see `rings`).
+    pub fn ring_slot(&self) -> u32 {
+        self.rings.slot
     }
 
     /// Tags a task (by pidfd) as belonging to this sandbox. Call it while the child waits
@@ -784,11 +767,7 @@ impl Sandbox {
 
     /// A reader of this sandbox's ring buffers (one reader at a time).
     pub fn events(&self) -> Result<EventStream, Error> {
-        let (violations, trace) = self
-            .rings
-            .as_ref()
-            .ok_or_else(|| Error::Config("sandbox has no ring buffers".into()))?;
-        EventStream::new(violations, trace)
+        EventStream::new(&self.rings.violations, &self.rings.trace, self.id)
     }
 }
 
@@ -803,7 +782,6 @@ impl std::fmt::Debug for Sandbox {
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
-        self.links.clear();
         let shared = &self.shared;
         let id = self.id.to_ne_bytes();
         if self.lsm_config {
@@ -827,17 +805,7 @@ impl Drop for Sandbox {
         for key in &self.v6_keys {
             let _ = shared.net6.delete(bytes_of(key));
         }
-        // Each delete waits for an RCU grace period (see publish_rings): side by side.
-        std::thread::scope(|scope| {
-            if *self.trace_published.get_mut() {
-                scope.spawn(|| {
-                    let _ = shared.trace.delete(&id);
-                });
-            }
-            if *self.violations_published.get_mut() {
-                let _ = shared.violations.delete(&id);
-            }
-        });
+        // The rings stay published in their slot for the next lease (see `rings`).
         if self.record {
             let _ = shared.sandboxes.delete(&id);
         }
@@ -954,6 +922,7 @@ impl Shared {
             lsm_error,
             _lsm_links: lsm_links,
             cgroup_programs,
+            parent_links: Mutex::default(),
             unix_hooks,
             _observer_links: observer_links,
             observers_lock,
@@ -1074,40 +1043,6 @@ fn record_lsm_error(version_dir: &Path, reason: &str) -> Result<(), Error> {
     }
     let path = version_dir.join(LSM_ERROR_LINK);
     std::os::unix::fs::symlink(&text, &path).map_err(|source| Error::Pin { path, source })
-}
-
-fn create_ring(name: &str, bytes: u32) -> Result<MapHandle, Error> {
-    let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
-        sz: size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
-        ..Default::default()
-    };
-    run_libbpf(&format!("creating a {bytes}-byte ring buffer"), || {
-        MapHandle::create(MapType::RingBuf, Some(name), 0, 0, bytes, &opts)
-    })
-}
-
-/// `bpf_link_create` for a cgroup attach: the returned fd owns the attachment (multi-attach,
-/// detached when the last fd closes). libbpf-rs only offers this for programs of an open
-/// object, not for a pinned [`ProgramHandle`].
-fn link_create(
-    program: BorrowedFd<'_>,
-    cgroup: BorrowedFd<'_>,
-    attach_type: libbpf_rs::libbpf_sys::bpf_attach_type,
-) -> std::io::Result<OwnedFd> {
-    // SAFETY: both fds are valid for the call; a null opts pointer means defaults.
-    let fd = unsafe {
-        libbpf_rs::libbpf_sys::bpf_link_create(
-            program.as_raw_fd(),
-            cgroup.as_raw_fd(),
-            attach_type,
-            std::ptr::null(),
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::from_raw_os_error(-fd));
-    }
-    // SAFETY: bpf_link_create returned a new fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// The observer `name`'s link: the pinned one, or (after the last supervisor detached them)
@@ -1371,51 +1306,83 @@ mod tests {
     }
 
     #[test]
-    fn rings_reach_the_programs_only_once_published_and_leave_on_drop() {
+    fn ring_slots_are_leased_reused_and_programs_sit_on_the_parent() {
         if !is_root() {
             eprintln!("skipped: needs root to load BPF programs and create cgroups");
             return;
         }
-        let scratch = Scratch::new("publish");
-        let Some(cgroup) = scratch.cgroup.clone() else {
+        let scratch = Scratch::new("slots");
+        let Some(parent) = scratch.cgroup.clone() else {
             eprintln!("skipped: no cgroup2 mount");
             return;
         };
+        let groups: Vec<PathBuf> = ["a", "b"].iter().map(|n| parent.join(n)).collect();
+        for group in &groups {
+            fs::create_dir(group).expect("sandbox cgroup");
+        }
+        let _cleanup = RemoveDirs(groups.clone());
         let (runtime, _) = Runtime::open(&scratch.pins).expect("open");
-        let id = 0x5eed_0001;
-        let key = u32::to_ne_bytes(id);
-        let in_outer = |outer: &MapHandle| {
-            outer
-                .lookup(&key, MapFlags::ANY)
-                .expect("lookup in an outer map")
-                .is_some()
-        };
         let shared = Arc::clone(&runtime.shared);
-        let sandbox = runtime
-            .register_sandbox_unpublished(&SandboxConfig::new(id, &cgroup))
-            .expect("register");
-        assert!(!in_outer(&shared.violations) && !in_outer(&shared.trace));
-        sandbox
-            .events()
-            .expect("the rings exist before they are published");
-        sandbox.publish_rings().expect("publish");
-        assert!(in_outer(&shared.violations) && in_outer(&shared.trace));
-        sandbox
-            .publish_rings()
-            .expect("publishing twice is a no-op");
-        drop(sandbox);
-        assert!(!in_outer(&shared.violations) && !in_outer(&shared.trace));
-        assert!(shared
-            .sandboxes
-            .lookup(&key, MapFlags::ANY)
-            .expect("lookup")
-            .is_none());
+        let published = |outer: &MapHandle, slot: u32| {
+            outer
+                .lookup(&slot.to_ne_bytes(), MapFlags::ANY)
+                .expect("lookup in an outer map")
+                .map(|bytes| u32::from_ne_bytes(bytes[..4].try_into().expect("an id")))
+        };
 
-        // Dropped before publishing: nothing was published, nothing is left.
-        let sandbox = runtime
-            .register_sandbox_unpublished(&SandboxConfig::new(id, &cgroup))
-            .expect("register again");
-        drop(sandbox);
-        assert!(!in_outer(&shared.violations) && !in_outer(&shared.trace));
+        let a = runtime
+            .register_sandbox(&SandboxConfig::new(0x5eed_0001, &groups[0]))
+            .expect("register A");
+        let b = runtime
+            .register_sandbox(&SandboxConfig::new(0x5eed_0002, &groups[1]))
+            .expect("register B");
+        assert_eq!((a.ring_slot(), b.ring_slot()), (0, 1), "one slot each");
+        let first = published(&shared.violations, 0).expect("slot 0 published");
+        assert!(published(&shared.trace, 1).is_some());
+
+        // A's slot goes back on drop and the next sandbox reuses its rings as they are.
+        drop(a);
+        let c = runtime
+            .register_sandbox(&SandboxConfig::new(0x5eed_0003, &groups[0]))
+            .expect("register C");
+        assert_eq!(c.ring_slot(), 0);
+        assert_eq!(published(&shared.violations, 0), Some(first), "ring reused");
+        c.events().expect("C reads its slot");
+
+        // A different size replaces the slot's ring.
+        drop(c);
+        let mut cfg = SandboxConfig::new(0x5eed_0004, &groups[0]);
+        cfg.violations_ring_bytes = DEFAULT_VIOLATIONS_RING_BYTES * 2;
+        let d = runtime.register_sandbox(&cfg).expect("register D");
+        assert_eq!(d.ring_slot(), 0);
+        assert_ne!(published(&shared.violations, 0), Some(first));
+        drop(d);
+        drop(b);
+
+        // The programs hang on the parent, once, pinned per parent cgroup id.
+        let parent_id = fs::metadata(&parent).expect("parent").ino();
+        let links = runtime
+            .pin_dir()
+            .join(attach::CGROUPS_DIR)
+            .join(parent_id.to_string());
+        assert!(links.join("net_connect4").exists(), "{}", links.display());
+        let err = runtime
+            .register_sandbox(&SandboxConfig::new(0x5eed_0005, &parent))
+            .expect_err("a group in the hierarchy root");
+        assert!(
+            err.to_string().contains("root of a cgroup2 hierarchy"),
+            "{err}"
+        );
+    }
+
+    /// Removes sandbox cgroups (before the scratch parent goes).
+    struct RemoveDirs(Vec<PathBuf>);
+
+    impl Drop for RemoveDirs {
+        fn drop(&mut self) {
+            for dir in &self.0 {
+                let _ = fs::remove_dir(dir);
+            }
+        }
     }
 }

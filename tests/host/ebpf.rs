@@ -879,3 +879,56 @@ fn observers_detach_with_the_last_runtime_and_come_back_with_the_next() {
         "no exit event from the re-attached observers: {events:?}"
     );
 }
+
+/// Ring slots pass from run to run with their rings: what a sandbox left unread (written
+/// after its last drain, or by a supervisor that died) never reaches the next reader.
+#[test]
+fn a_reused_ring_slot_hands_over_no_events_of_the_sandbox_before() {
+    if !is_root() {
+        eprintln!("skipped: needs root to load BPF programs and create cgroups");
+        return;
+    }
+    let rt = TestRuntime::open("slot");
+    let cgroup = TempCgroup::create("slot");
+    let (_denied, denied) = listener("127.0.0.1:0");
+    let first = rt
+        .runtime
+        .register_sandbox(&SandboxConfig::new(next_sandbox_id(), &cgroup.path))
+        .expect("register the first sandbox");
+    let slot = first.ring_slot();
+    let mut child = Child::spawn(move || vec![connect_to(v4(denied))]);
+    child.release(Some(&cgroup.path), &first);
+    let (results, _) = child.finish();
+    assert_eq!(
+        results,
+        [libc::EPERM],
+        "the first sandbox's connect ran and was denied"
+    );
+    assert!(
+        first.counters().last_seq >= 1,
+        "its denial was written to the ring"
+    );
+    drop(first); // unread
+
+    // A child another test forks meanwhile inherits the slot's lock fd (flock locks belong
+    // to the open file, which fork shares) and holds it until it exits: wait for it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let next = loop {
+        let next = rt
+            .runtime
+            .register_sandbox(&SandboxConfig::new(next_sandbox_id(), &cgroup.path))
+            .expect("register the next sandbox");
+        if next.ring_slot() == slot || Instant::now() > deadline {
+            break next;
+        }
+        drop(next);
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(next.ring_slot(), slot, "the slot was reused");
+    let mut seen = Vec::new();
+    next.events()
+        .expect("stream")
+        .drain(|e| seen.push(e))
+        .expect("drain");
+    assert!(seen.is_empty(), "events of the sandbox before: {seen:?}");
+}

@@ -61,26 +61,33 @@ fn unescape_mountinfo(field: &str) -> PathBuf {
     PathBuf::from(String::from_utf8(out).expect("utf-8 mount point"))
 }
 
-/// A fresh cgroup2 directory, removed on drop.
+/// A fresh cgroup2 directory in a parent group of its own (the runtime attaches its cgroup
+/// programs to the parent of a sandbox's group), both removed on drop.
 #[derive(Debug)]
 pub struct TempCgroup {
     pub path: PathBuf,
+    parent: PathBuf,
 }
 
 impl TempCgroup {
     pub fn create(tag: &str) -> Self {
         let name = format!("agentbox-test-{tag}-{}-{}", std::process::id(), nanos());
-        let path = cgroup2_mount().join(name);
-        fs::create_dir(&path).unwrap_or_else(|err| panic!("mkdir {}: {err}", path.display()));
-        TempCgroup { path }
+        let parent = cgroup2_mount().join(name);
+        let path = parent.join("sandbox");
+        for dir in [&parent, &path] {
+            fs::create_dir(dir).unwrap_or_else(|err| panic!("mkdir {}: {err}", dir.display()));
+        }
+        TempCgroup { path, parent }
     }
 }
 
 impl Drop for TempCgroup {
     fn drop(&mut self) {
         // Children in it have been reaped by now, so the group is empty.
-        if let Err(err) = fs::remove_dir(&self.path) {
-            eprintln!("warning: rmdir {}: {err}", self.path.display());
+        for dir in [&self.path, &self.parent] {
+            if let Err(err) = fs::remove_dir(dir) {
+                eprintln!("warning: rmdir {}: {err}", dir.display());
+            }
         }
     }
 }

@@ -408,30 +408,13 @@ impl SandboxGroup {
         Ok(Some(group))
     }
 
-    /// Moves `pid` (init, still waiting before it confines itself) into every group, publishes
-    /// the event rings and tags it for the observers. Fails closed: an error means the agent
-    /// must not start.
+    /// Moves `pid` (init, still waiting before it confines itself) into every group and tags
+    /// it for the observers. Fails closed: an error means the agent must not start.
     pub(crate) fn place(&self, pid: libc::pid_t) -> anyhow::Result<()> {
-        // The first move into a group and the publication of the event rings each wait for
-        // an RCU grace period in the kernel: side by side they share it.
-        let (moved, published) = std::thread::scope(|scope| {
-            let published = self
-                .bpf
-                .as_ref()
-                .map(|registration| scope.spawn(|| registration.publish_rings()));
-            let moved = self
-                .v2_dir
-                .iter()
-                .chain(&self.v1_dirs)
-                .try_for_each(|dir| write_file(&dir.join("cgroup.procs"), &pid.to_string()));
-            (moved, published.map(|thread| thread.join()))
-        });
-        moved?;
-        match published {
-            None => {}
-            Some(Ok(result)) => result?,
-            Some(Err(_)) => bail!("publishing the kernel event rings panicked"),
-        }
+        self.v2_dir
+            .iter()
+            .chain(&self.v1_dirs)
+            .try_for_each(|dir| write_file(&dir.join("cgroup.procs"), &pid.to_string()))?;
         if let Some(registration) = &self.bpf {
             registration.seed(pid)?;
         }

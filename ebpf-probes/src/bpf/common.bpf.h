@@ -133,7 +133,7 @@ struct sandbox_record {
 	__u32 trace_per_sec;	/* 0: no trace events */
 	__u32 flags;
 	__u32 bind_count;
-	__u32 _pad;
+	__u32 ring_slot;	/* key of this sandbox's rings in `violations` and `trace` */
 	struct port_range bind[BIND_RANGES_MAX];
 };
 
@@ -175,9 +175,12 @@ struct {
 } task_sandbox SEC(".maps");
 
 /*
- * Ring buffers are per sandbox (inner maps created by user space at registration, sized
- * there), so two supervisors never consume each other's events. The templates below only
- * fix the inner map type.
+ * Ring buffers are per sandbox, so two supervisors never consume each other's events. They
+ * are inner maps keyed by ring slot: a supervisor leases a slot (a lock that dies with it)
+ * and reuses the rings an earlier run left there, because every update or delete of a
+ * map-of-maps from user space waits for an RCU grace period (~12 ms each). A reused ring may
+ * still hold a dead run's last events: readers drop events of other sandbox ids. The
+ * templates below only fix the inner map type.
  *   violations: denials, never throttled, large so a burst is absorbed.
  *   trace: process lifecycle, rate-limited per sandbox.
  */
@@ -235,6 +238,7 @@ event_reserve(struct sandbox_record *sb, __u32 id, __u32 kind, bool violation)
 	struct ab_event *e = 0;
 	void *ring;
 	__u64 seq;
+	__u32 slot;
 
 	if (!violation) {
 		__u64 now = bpf_ktime_get_ns();
@@ -252,7 +256,8 @@ event_reserve(struct sandbox_record *sb, __u32 id, __u32 kind, bool violation)
 		}
 	}
 	seq = __sync_fetch_and_add(&sb->seq, 1) + 1;
-	ring = bpf_map_lookup_elem(violation ? (void *)&violations : (void *)&trace, &id);
+	slot = sb->ring_slot;
+	ring = bpf_map_lookup_elem(violation ? (void *)&violations : (void *)&trace, &slot);
 	if (ring)
 		e = bpf_ringbuf_reserve(ring, sizeof(*e), 0);
 	if (!e) {

@@ -96,8 +96,12 @@ static __always_inline bool ipv4_mapped(const __u32 addr[4])
 	return addr[0] == 0 && addr[1] == 0 && addr[2] == bpf_htonl(0xffff);
 }
 
-/* Sandbox of the task running a cgroup program. The programs only run in sandbox cgroups,
- * so a miss means the record is being torn down: callers deny. */
+/* Sandbox of the task running a cgroup program. The programs are attached once to the
+ * parent of every sandbox cgroup, so they also run for groups that are not sandboxes of
+ * this object: another agentbox version's (judged by its own programs) or a group whose
+ * registration does not exist yet or any more. Neither holds a task of ours: a sandbox's
+ * entries exist before init enters its group and go only after the group is empty (or,
+ * after a crash, once the group is gone). Callers let a miss through. */
 static __always_inline __u32 net_sandbox(struct sandbox_record **sb)
 {
 	__u32 id = sandbox_by_cgroup();
@@ -193,7 +197,7 @@ static __always_inline int net_egress(struct bpf_sock_addr *ctx, __u8 hook, bool
 	int reason;
 
 	if (!sb)
-		return SOCK_DENY;
+		return SOCK_ALLOW;
 
 	if (!v6) {
 		struct net4_key key = { .prefixlen = 64, .sandbox = id, .addr = ctx->user_ip4 };
@@ -241,7 +245,7 @@ static __always_inline int net_bind(struct bpf_sock_addr *ctx, bool v6)
 	__u32 addr6[4];
 
 	if (!sb)
-		return SOCK_DENY;
+		return SOCK_ALLOW;
 	if (port == 0)
 		return SOCK_ALLOW;
 	for (int i = 0; i < BIND_RANGES_MAX; i++) {
@@ -310,7 +314,7 @@ int net_sock_create(struct bpf_sock *ctx)
 	__u8 reason = 0;
 
 	if (!sb)
-		return SOCK_DENY;
+		return SOCK_ALLOW;
 	if (family == AF_PACKET || type == SOCK_RAW || type == SOCK_PACKET) {
 		if (!(sb->flags & SB_ALLOW_RAW))
 			reason = family == AF_PACKET ? REASON_SOCKET_FAMILY : REASON_SOCKET_TYPE;

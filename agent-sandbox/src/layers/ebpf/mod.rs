@@ -127,9 +127,7 @@ impl EbpfPlan {
             cfg.audit_only = self.audit_only;
             cfg.trace_events_per_sec = self.trace_events_per_sec;
             cfg.lsm = self.lsm.clone();
-            // The rings are published in `publish_rings`, overlapped with moving init (both
-            // wait for RCU grace periods) and after the fork (publishing uses a thread).
-            match self.runtime.register_sandbox_unpublished(&cfg) {
+            match self.runtime.register_sandbox(&cfg) {
                 Err(ebpf_probes::Error::SandboxExists(_)) if attempt < 16 => attempt += 1,
                 other => break other.context("registering the sandbox with cgroup-BPF")?,
             }
@@ -138,6 +136,7 @@ impl EbpfPlan {
             layer = Layer::CgroupBpf.name(),
             id = sandbox.id(),
             cgroup_id = sandbox.cgroup_id(),
+            ring_slot = sandbox.ring_slot(),
             version = self.runtime.version(),
             "sandbox registered"
         );
@@ -163,8 +162,8 @@ fn bpf_id(name: &str, attempt: u32) -> u32 {
     }
 }
 
-/// A sandbox's entries in the kernel maps. Dropping the last handle detaches the programs
-/// and removes the entries: the sandbox group drops it only after its cgroup is empty.
+/// A sandbox's entries in the kernel maps. Dropping the last handle removes the entries
+/// and releases its ring slot: the sandbox group drops it only after its cgroup is empty.
 #[derive(Debug)]
 pub(crate) struct Registration {
     sandbox: Arc<ebpf_probes::Sandbox>,
@@ -175,13 +174,6 @@ pub(crate) struct Registration {
 }
 
 impl Registration {
-    /// Publishes the event rings to the programs (waits for an RCU grace period).
-    pub(crate) fn publish_rings(&self) -> anyhow::Result<()> {
-        self.sandbox
-            .publish_rings()
-            .context("publishing the kernel event rings")
-    }
-
     /// Tags `pid` (init, waiting before it confines itself) for the observers and BPF LSM;
     /// its descendants inherit the tag.
     pub(crate) fn seed(&self, pid: libc::pid_t) -> anyhow::Result<()> {
