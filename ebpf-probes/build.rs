@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::exit;
 
 use libbpf_cargo::SkeletonBuilder;
+use sha2::Digest;
 
 const BPF_DIR: &str = "src/bpf";
 const SOURCE: &str = "src/bpf/agentbox.bpf.c";
@@ -39,6 +40,11 @@ fn main() {
         );
         exit(1);
     }
+    // The pin directory's name (`runtime::object_version`): hashed here, not on every run.
+    let object = std::fs::read(out_dir.join("agentbox.bpf.o")).expect("the object just built");
+    let digest = sha2::Sha256::digest(&object);
+    std::fs::write(out_dir.join("object_version"), hex::encode(&digest[..8]))
+        .expect("writing object_version");
 }
 
 /// Every file under src/bpf that can affect the object: the source and the headers it includes.

@@ -201,3 +201,40 @@ fn link_create(
     // SAFETY: bpf_link_create returned a new fd that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
+
+/// Whether a cgroup with this id (its kernfs node id, what bpf_get_current_cgroup_id
+/// returns) exists anywhere under the cgroup2 `mount`: opened by file handle, so groups
+/// elsewhere in the hierarchy (another agentbox's, a systemd unit's) count too. Errors other
+/// than "gone" count as alive: a record is only reclaimed when its group is known gone.
+pub fn cgroup_exists(mount: &std::fs::File, id: u64) -> bool {
+    /// `struct file_handle` with room for kernfs's 8-byte handle (FILEID_KERNFS).
+    #[repr(C)]
+    struct KernfsHandle {
+        handle_bytes: u32,
+        handle_type: i32,
+        id: u64,
+    }
+    const FILEID_KERNFS: i32 = 0xfe;
+    let mut handle = KernfsHandle {
+        handle_bytes: 8,
+        handle_type: FILEID_KERNFS,
+        id,
+    };
+    // SAFETY: a valid mount fd and a file_handle laid out as the kernel reads it.
+    let fd = unsafe {
+        libc::open_by_handle_at(
+            mount.as_raw_fd(),
+            (&mut handle as *mut KernfsHandle).cast(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd >= 0 {
+        // SAFETY: the kernel just returned this fd; closed on drop.
+        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+        return true;
+    }
+    !matches!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::ESTALE) | Some(libc::ENOENT)
+    )
+}

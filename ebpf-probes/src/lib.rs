@@ -31,6 +31,7 @@ mod rings;
 mod rules;
 mod runtime;
 
+pub use attach::cgroup_exists;
 pub use events::{syscall_name, EventStream, KernelEvent, NetHook, NetVerdictReason, PathElided};
 /// Re-exported so callers build [`NetRule`]s with the same `IpNet` type.
 pub use ipnet;

@@ -8,6 +8,7 @@
 use std::ffi::CString;
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -931,4 +932,58 @@ fn a_reused_ring_slot_hands_over_no_events_of_the_sandbox_before() {
         .drain(|e| seen.push(e))
         .expect("drain");
     assert!(seen.is_empty(), "events of the sandbox before: {seen:?}");
+}
+
+/// A supervisor killed without teardown leaves its record, rules and parent links: reclaim
+/// removes exactly the sandboxes whose cgroup is gone, once.
+#[test]
+fn reclaim_removes_dead_sandboxes_and_the_links_of_removed_parents() {
+    if !is_root() {
+        eprintln!("skipped: needs root to load BPF programs and create cgroups");
+        return;
+    }
+    let rt = TestRuntime::open("reclaim");
+    let live_group = TempCgroup::create("reclaim");
+    let live = rt
+        .runtime
+        .register_sandbox(&SandboxConfig::new(next_sandbox_id(), &live_group.path))
+        .expect("register the live sandbox");
+    let dead_id = next_sandbox_id();
+    let (dead_cgroup, dead_parent) = {
+        let group = TempCgroup::create("reclaim");
+        let mut cfg = SandboxConfig::new(dead_id, &group.path);
+        cfg.net.allow = vec![NetRule::new(net("10.0.0.0/8"), PortRange::ALL)];
+        // A crash: no Drop, so the entries stay.
+        std::mem::forget(rt.runtime.register_sandbox(&cfg).expect("register"));
+        let ids = (
+            fs::metadata(&group.path).expect("group").ino(),
+            fs::metadata(group.path.parent().expect("parent"))
+                .expect("parent")
+                .ino(),
+        );
+        drop(group); // the groups go, as a dead run's are collected
+        ids
+    };
+    assert!(rt.runtime.sandbox_ids().contains(&dead_id));
+    let parent_links = rt
+        .runtime
+        .pin_dir()
+        .join("cgroups")
+        .join(dead_parent.to_string());
+    assert!(parent_links.exists(), "{}", parent_links.display());
+
+    let mount = fs::File::open(agentbox_tests::bpf::cgroup2_mount()).expect("cgroup2 mount");
+    let exists = |id: u64| ebpf_probes::cgroup_exists(&mount, id);
+    assert!(!exists(dead_cgroup) && exists(live.cgroup_id()));
+    assert_eq!(rt.runtime.reclaim_dead(exists), [dead_id]);
+    assert!(!rt.runtime.sandbox_ids().contains(&dead_id));
+    assert!(
+        rt.runtime.sandbox_ids().contains(&live.id()),
+        "the live one stays"
+    );
+    assert!(
+        !parent_links.exists(),
+        "links of a removed parent are unpinned"
+    );
+    assert!(rt.runtime.reclaim_dead(exists).is_empty(), "once");
 }

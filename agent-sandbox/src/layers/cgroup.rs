@@ -10,6 +10,7 @@
 
 use std::fs;
 use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -255,43 +256,7 @@ fn kill_group(dir: &Path) {
     }
 }
 
-/// Whether a cgroup with this id (its kernfs node id, what bpf_get_current_cgroup_id
-/// returns) exists anywhere under the cgroup2 `mount`: opened by file handle, so groups
-/// elsewhere in the hierarchy (another agentbox's, a systemd unit's) count too. Errors other
-/// than "gone" count as alive: a record is only reclaimed when its group is known gone.
-pub(crate) fn cgroup_exists(mount: &fs::File, id: u64) -> bool {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    /// `struct file_handle` with room for kernfs's 8-byte handle (FILEID_KERNFS).
-    #[repr(C)]
-    struct KernfsHandle {
-        handle_bytes: u32,
-        handle_type: i32,
-        id: u64,
-    }
-    const FILEID_KERNFS: i32 = 0xfe;
-    let mut handle = KernfsHandle {
-        handle_bytes: 8,
-        handle_type: FILEID_KERNFS,
-        id,
-    };
-    // SAFETY: a valid mount fd and a file_handle laid out as the kernel reads it.
-    let fd = unsafe {
-        libc::open_by_handle_at(
-            mount.as_raw_fd(),
-            (&mut handle as *mut KernfsHandle).cast(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    };
-    if fd >= 0 {
-        // SAFETY: the kernel just returned this fd; closed on drop.
-        drop(unsafe { OwnedFd::from_raw_fd(fd) });
-        return true;
-    }
-    !matches!(
-        std::io::Error::last_os_error().raw_os_error(),
-        Some(libc::ESTALE) | Some(libc::ENOENT)
-    )
-}
+pub(crate) use ebpf_probes::cgroup_exists;
 
 /// Groups younger than this are never collected: a concurrent launch may not have moved its
 /// init in yet.
@@ -408,12 +373,27 @@ impl SandboxGroup {
         Ok(Some(group))
     }
 
-    /// Moves `pid` (init, still waiting before it confines itself) into every group and tags
-    /// it for the observers. Fails closed: an error means the agent must not start.
-    pub(crate) fn place(&self, pid: libc::pid_t) -> anyhow::Result<()> {
-        self.v2_dir
-            .iter()
-            .chain(&self.v1_dirs)
+    /// The cgroup2 group, opened for `clone3(CLONE_INTO_CGROUP)`: init starts in it instead
+    /// of being moved there. A move (a write to cgroup.procs) takes the kernel's
+    /// cgroup_threadgroup_rwsem for writing, which waits for an RCU grace period when no
+    /// other move happened just before (~15 ms, the largest part of a root start-up); a task
+    /// cloned into a group takes it only for reading.
+    pub(crate) fn v2_fd(&self) -> Option<fs::File> {
+        let dir = self.v2_dir.as_ref()?;
+        fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_PATH | libc::O_CLOEXEC)
+            .open(dir)
+            .ok()
+    }
+
+    /// Moves `pid` (init, still waiting before it confines itself) into every group it was
+    /// not cloned into (`in_v2`: it started in the cgroup2 group) and tags it for the
+    /// observers. Fails closed: an error means the agent must not start. On hybrid hosts
+    /// the v1 groups (pids, memory) still cost a move.
+    pub(crate) fn place(&self, pid: libc::pid_t, in_v2: bool) -> anyhow::Result<()> {
+        let v2 = self.v2_dir.iter().filter(|_| !in_v2);
+        v2.chain(&self.v1_dirs)
             .try_for_each(|dir| write_file(&dir.join("cgroup.procs"), &pid.to_string()))?;
         if let Some(registration) = &self.bpf {
             registration.seed(pid)?;

@@ -31,7 +31,7 @@ mod tty;
 pub use tmpdir::PrivateTmp;
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context};
@@ -211,10 +211,59 @@ fn ensure_single_threaded() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// clone(2) with fork semantics (no new stack: the child continues on a copy of ours).
-/// Hand-written: std and nix offer fork, or clone with a callback on a separate stack, but
-/// not "fork into new namespaces".
-fn clone_fork(flags: libc::c_int) -> io::Result<libc::pid_t> {
+/// clone(2) with fork semantics (no new stack: the child continues on a copy of ours),
+/// started in the cgroup2 group `cgroup` where the kernel can (clone3's CLONE_INTO_CGROUP,
+/// 5.7+); the bool says whether it was. Hand-written: std and nix offer fork, or clone with
+/// a callback on a separate stack, but not "fork into new namespaces", nor clone3.
+fn clone_fork(
+    flags: libc::c_int,
+    cgroup: Option<BorrowedFd<'_>>,
+) -> io::Result<(libc::pid_t, bool)> {
+    if let Some(cgroup) = cgroup {
+        /// `struct clone_args` (linux/sched.h), up to `cgroup` (CLONE_ARGS_SIZE_VER2).
+        #[repr(C)]
+        #[derive(Default)]
+        struct CloneArgs {
+            flags: u64,
+            pidfd: u64,
+            child_tid: u64,
+            parent_tid: u64,
+            exit_signal: u64,
+            stack: u64,
+            stack_size: u64,
+            tls: u64,
+            set_tid: u64,
+            set_tid_size: u64,
+            cgroup: u64,
+        }
+        const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+        let args = CloneArgs {
+            flags: flags as u64 | CLONE_INTO_CGROUP,
+            exit_signal: libc::SIGCHLD as u64,
+            cgroup: cgroup.as_raw_fd() as u64,
+            ..CloneArgs::default()
+        };
+        // SAFETY: clone3 with no stack behaves like fork (same conditions as below); `args`
+        // is a valid clone_args of the size passed.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &args as *const CloneArgs,
+                size_of::<CloneArgs>(),
+            )
+        };
+        if r >= 0 {
+            return Ok((r as libc::pid_t, true));
+        }
+        let err = io::Error::last_os_error();
+        // Older kernels (no clone3, no CLONE_INTO_CGROUP): clone, then move.
+        if !matches!(
+            err.raw_os_error(),
+            Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL)
+        ) {
+            return Err(err);
+        }
+    }
     // SAFETY: raw clone with a NULL stack behaves like fork; the caller is single-threaded
     // (checked) and the child only runs async-signal-safe code before _exit or exec.
     let r = unsafe {
@@ -230,7 +279,7 @@ fn clone_fork(flags: libc::c_int) -> io::Result<libc::pid_t> {
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(r as libc::pid_t)
+    Ok((r as libc::pid_t, false))
 }
 
 fn write_id_maps(pid: libc::pid_t) -> anyhow::Result<()> {
@@ -308,9 +357,19 @@ impl Sandbox {
             | mount_flags
             | ipc_flags
             | if root { 0 } else { libc::CLONE_NEWUSER };
-        let (pid, isolation) = match clone_fork(ns_flags) {
-            Ok(pid) => (
+        // Init starts in its cgroup2 group, unless it must mount first as root under BPF LSM
+        // (which would judge it by that group and refuse the mounts: `mounts_before_go`).
+        let lsm_mounts =
+            root && plan.namespaces.mount && plan.ebpf.as_ref().is_some_and(|e| e.has_lsm());
+        let cgroup = group
+            .as_ref()
+            .filter(|_| !lsm_mounts)
+            .and_then(SandboxGroup::v2_fd);
+        let cgroup = cgroup.as_ref().map(AsFd::as_fd);
+        let (pid, in_v2, isolation) = match clone_fork(ns_flags, cgroup) {
+            Ok((pid, in_v2)) => (
                 pid,
+                in_v2,
                 Isolation::PidNamespace {
                     user_namespace: !root,
                 },
@@ -323,8 +382,8 @@ impl Sandbox {
             }
             Err(e) => {
                 let reason = format!("cannot create a pid namespace: {e}");
-                match clone_fork(net_flags) {
-                    Ok(pid) => (pid, Isolation::Subreaper { reason }),
+                match clone_fork(net_flags, cgroup) {
+                    Ok((pid, in_v2)) => (pid, in_v2, Isolation::Subreaper { reason }),
                     Err(e) if net_flags != 0 => {
                         return Err(restore(anyhow!(
                             "cannot create the sandbox's network namespace (it scopes abstract \
@@ -378,7 +437,7 @@ impl Sandbox {
             }
             if let Some(group) = &group {
                 group
-                    .place(pid)
+                    .place(pid, in_v2)
                     .context("moving the sandbox init into its cgroup")?;
             }
             proto::send(sup_end.as_raw_fd(), proto::TAG_GO, 0, 0)

@@ -118,6 +118,12 @@ impl EbpfPlan {
             .reclaim_dead(|id| super::cgroup::cgroup_exists(&mount, id))
     }
 
+    /// Whether BPF LSM rules judge this sandbox: its programs find a task's sandbox by
+    /// cgroup too, so a task in the group is confined by them before it is tagged.
+    pub(crate) fn has_lsm(&self) -> bool {
+        self.lsm.is_some()
+    }
+
     pub(crate) fn register(&self, dir: &Path, name: &str) -> anyhow::Result<Registration> {
         let mut attempt = 0;
         let sandbox = loop {
