@@ -22,4 +22,6 @@ mod supervisor;
 
 pub use kernel::{cgroup2_mount, kernel_release};
 pub use plan::Plan;
-pub use supervisor::{Isolation, LaunchOptions, Outcome, PrivateTmp, Sandbox};
+pub use supervisor::{
+    GatedWriter, Isolation, LaunchOptions, Outcome, OutputRelay, PrivateTmp, Sandbox,
+};

@@ -5,6 +5,8 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use std::time::Duration;
+
 use anyhow::{anyhow, Context};
 
 use agent_sandbox::audit::{self, AuditLog, TerminalSink};
@@ -502,14 +504,37 @@ pub(crate) fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
                 g.describe()
             );
         }
-        log.add_sink(Box::new(TerminalSink::stderr()));
+    }
+    // Live lines wait for the agent to end its line where agentbox can see its output.
+    let mut relay = match (args.quiet, agent_sandbox::OutputRelay::prepare()) {
+        (true, _) => None,
+        (false, Ok(relay)) => relay,
+        (false, Err(e)) => {
+            tracing::warn!("no output relay, live lines may split the agent's: {e}");
+            None
+        }
+    };
+    if !args.quiet {
+        log.add_sink(Box::new(match &relay {
+            Some(relay) => TerminalSink::new(Box::new(relay.writer()), false),
+            None => TerminalSink::stderr(),
+        }));
     }
 
     let launch = LaunchOptions {
         command: args.command.clone(),
         best_effort: args.best_effort,
     };
-    let sandbox = Sandbox::launch(plan, log, launch).map_err(discard)?;
+    if let Some(relay) = &relay {
+        relay
+            .redirect()
+            .context("pointing the agent's output at the relay")?;
+    }
+    let launched = Sandbox::launch(plan, log, launch);
+    if let Some(relay) = &mut relay {
+        relay.start().context("starting the output relay")?;
+    }
+    let sandbox = launched.map_err(discard)?;
     tracing::debug!(elapsed = ?started.elapsed(), "agent released");
     if let Some(socket) = &notify_socket {
         // Type=notify: the service is ready once the agent runs (agentbox is the main pid).
@@ -527,6 +552,9 @@ pub(crate) fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let outcome = sandbox.wait()?;
+    if let Some(relay) = relay {
+        relay.finish(Duration::from_secs(2));
+    }
     // The default log directory keeps the newest logs only (`agentbox gc --help`).
     if own_log_dir {
         if let Some(dir) = log_path.parent() {

@@ -892,3 +892,39 @@ fn run_events_groups_denials_by_rule_and_follows_to_the_exit() {
         .unwrap()
         .contains("\"type\":\"exit\""));
 }
+
+/// A live denial line never lands inside a line the agent is still writing: it waits for
+/// the agent's newline (CI logs, where stderr is a pipe or a file).
+#[test]
+fn live_denial_lines_wait_for_the_agents_line_to_end() {
+    for who in RunAs::all() {
+        let s = Scenario::new(who);
+        let r = s.run(
+            &[],
+            &[
+                "sh",
+                "-c",
+                "printf 'compiling ' >&2; unshare -U true 2>/dev/null; sleep 0.5; \
+                 printf 'done\\n' >&2; echo out-marker",
+            ],
+        );
+        assert_eq!(r.code(), Some(0), "{who:?}: {}", r.dump());
+        assert_eq!(r.stdout.trim(), "out-marker", "{who:?}: stdout untouched");
+        let lines: Vec<&str> = r.stderr.lines().collect();
+        assert!(
+            lines.contains(&"compiling done"),
+            "{who:?}: the agent's line stayed whole: {}",
+            r.dump()
+        );
+        let denial = lines
+            .iter()
+            .position(|l| l.contains("unshare"))
+            .unwrap_or_else(|| panic!("{who:?}: no live unshare line: {}", r.dump()));
+        let compiled = lines.iter().position(|l| *l == "compiling done").unwrap();
+        assert!(
+            denial > compiled,
+            "{who:?}: held until the line ended: {}",
+            r.dump()
+        );
+    }
+}

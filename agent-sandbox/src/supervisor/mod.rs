@@ -24,11 +24,14 @@ mod child;
 mod command;
 mod init;
 mod proto;
+mod relay;
 mod signals;
 pub(crate) mod tmpdir;
 mod tty;
 
 pub use tmpdir::PrivateTmp;
+
+pub use relay::{GatedWriter, OutputRelay};
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
