@@ -292,3 +292,38 @@ fn workload_offline_cargo_build_and_run_under_the_rust_profile() {
     assert_eq!(r.code(), Some(0), "{}", r.dump());
     assert!(r.stdout.contains("cargo-built-and-ran"), "{}", r.dump());
 }
+
+/// What `pip wheel` would have built, assembled with the standard library (no `wheel`
+/// package and no index on the test machines): a pure-Python wheel with a hashed RECORD.
+const MAKE_WHEEL: &str = r#"import base64, hashlib, zipfile
+files = {
+    "abwheel/__init__.py": b"MARK = 'wheel-installed-it'\n",
+    "abwheel-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: abwheel\nVersion: 1.0\n",
+    "abwheel-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: agentbox-test\n"
+    b"Root-Is-Purelib: true\nTag: py3-none-any\n",
+}
+
+def digest(data):
+    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+record = "".join(f"{name},{digest(data)},{len(data)}\n" for name, data in files.items())
+record += "abwheel-1.0.dist-info/RECORD,,\n"
+with zipfile.ZipFile("dist/abwheel-1.0-py3-none-any.whl", "w") as z:
+    for name, data in files.items():
+        z.writestr(name, data)
+    z.writestr("abwheel-1.0.dist-info/RECORD", record)
+"#;
+
+#[test]
+fn workload_venv_and_pip_install_of_a_local_wheel() {
+    works(
+        "python",
+        |s| {
+            s.plant_in_workspace("mkwheel.py", MAKE_WHEEL);
+        },
+        "mkdir -p dist && /usr/bin/python3 mkwheel.py && /usr/bin/python3 -m venv .venv && \
+         .venv/bin/pip install -q --no-index ./dist/abwheel-1.0-py3-none-any.whl && \
+         .venv/bin/python -c 'import abwheel; print(abwheel.MARK)'",
+        "wheel-installed-it",
+    );
+}
