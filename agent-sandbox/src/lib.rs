@@ -23,5 +23,6 @@ mod supervisor;
 pub use kernel::{cgroup2_mount, kernel_release};
 pub use plan::Plan;
 pub use supervisor::{
-    GatedWriter, Isolation, LaunchOptions, Outcome, OutputRelay, PrivateTmp, Sandbox,
+    sd_notify, GatedWriter, Isolation, LaunchOptions, NotifyRelay, Outcome, OutputRelay,
+    PrivateTmp, Sandbox,
 };

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 
-use agent_sandbox::audit::{self, AuditLog, TerminalSink};
+use agent_sandbox::audit::{self, AuditLog, JournalSink, TerminalSink};
 use agent_sandbox::profile::{self, LoadOptions};
 use agent_sandbox::Plan;
 use agent_sandbox::{Isolation, LaunchOptions, PrivateTmp, Sandbox};
@@ -98,6 +98,19 @@ pub(crate) struct RunArgs {
     /// No live denial lines and no summary on stderr (the audit log is still written).
     #[arg(long, short = 'q')]
     pub quiet: bool,
+
+    /// Send launch, denials, losses, anomalies and exit to the systemd journal as structured
+    /// entries (MESSAGE_ID, AGENTBOX_LAYER, AGENTBOX_RULE, ...), instead of live lines on
+    /// stderr. On by itself when stderr is the journal (a service: JOURNAL_STREAM).
+    #[arg(long)]
+    pub journal: bool,
+
+    /// Under systemd (Type=notify, $NOTIFY_SOCKET set): who says READY=1. `launch`: agentbox,
+    /// once the agent runs; `agent`: the agent, through its own $NOTIFY_SOCKET (sd_notify).
+    /// Either way the agent's STATUS=, WATCHDOG=1, RELOADING=1 and STOPPING=1 reach systemd;
+    /// MAINPID= and FDSTORE= never do.
+    #[arg(long, value_name = "WHO", default_value = "launch", value_parser = ["launch", "agent"])]
+    pub sd_notify: String,
 
     /// The workspace (`${WORKSPACE}` in profiles). Default: the current directory.
     #[arg(long, value_name = "DIR")]
@@ -514,7 +527,33 @@ pub(crate) fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
             None
         }
     };
-    if !args.quiet {
+    // Under journald (a service), structured entries replace the live lines it would get.
+    let journal = if args.journal || JournalSink::stderr_is_journal() {
+        let socket = std::env::var_os("AGENTBOX_JOURNAL_SOCKET")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(agent_sandbox::audit::journal::DEFAULT_SOCKET));
+        match JournalSink::connect(&socket) {
+            Ok(sink) => Some(sink),
+            Err(e) if args.journal => {
+                return Err(anyhow!(
+                    "--journal: cannot reach the journal at {}: {e}",
+                    socket.display()
+                ))
+            }
+            Err(e) => {
+                eprintln!(
+                    "agentbox: warning: stderr is the journal, but its socket {} is not                      reachable ({e}): live lines instead",
+                    socket.display()
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if let Some(journal) = journal {
+        log.add_sink(Box::new(journal));
+    } else if !args.quiet {
         log.add_sink(Box::new(match &relay {
             Some(relay) => TerminalSink::new(Box::new(relay.writer()), false),
             None => TerminalSink::stderr(),
@@ -524,6 +563,12 @@ pub(crate) fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
     let launch = LaunchOptions {
         command: args.command.clone(),
         best_effort: args.best_effort,
+        notify: notify_socket
+            .clone()
+            .map(|socket| agent_sandbox::NotifyRelay {
+                socket,
+                agent_ready: args.sd_notify == "agent",
+            }),
     };
     if let Some(relay) = &relay {
         relay
@@ -536,11 +581,14 @@ pub(crate) fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let sandbox = launched.map_err(discard)?;
     tracing::debug!(elapsed = ?started.elapsed(), "agent released");
-    if let Some(socket) = &notify_socket {
+    if let Some(socket) = notify_socket
+        .as_ref()
+        .filter(|_| args.sd_notify == "launch")
+    {
         // Type=notify: the service is ready once the agent runs (agentbox is the main pid).
-        if let Err(e) = sd_notify(
+        if let Err(e) = agent_sandbox::sd_notify(
             socket,
-            &format!("READY=1\nMAINPID={}\n", std::process::id()),
+            format!("READY=1\nMAINPID={}\n", std::process::id()).as_bytes(),
         ) {
             eprintln!("agentbox: warning: sd_notify READY=1 to {socket}: {e}");
         }
@@ -595,18 +643,6 @@ pub(crate) fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::from(outcome.exit_code()))
-}
-
-/// One sd_notify(3) datagram to `socket` (a path, or `@name` for an abstract socket).
-fn sd_notify(socket: &str, message: &str) -> std::io::Result<()> {
-    use std::os::linux::net::SocketAddrExt;
-    use std::os::unix::net::{SocketAddr, UnixDatagram};
-    let sock = UnixDatagram::unbound()?;
-    let addr = match socket.strip_prefix('@') {
-        Some(name) => SocketAddr::from_abstract_name(name.as_bytes())?,
-        None => SocketAddr::from_pathname(socket)?,
-    };
-    sock.send_to_addr(message.as_bytes(), &addr).map(drop)
 }
 
 /// `--fail-on-denial`'s exit status (documented in `run --help`).

@@ -5,6 +5,7 @@
 //! (`TerminalSink` for live stderr lines). `verify` checks a finished or running log.
 
 pub mod event;
+pub mod journal;
 mod log;
 pub mod report;
 mod terminal;
@@ -21,6 +22,7 @@ pub use event::{
     Action, Denial, Event, GuaranteeState, Object, ProcessEvent, ProcessKind, Record,
     SCHEMA_VERSION,
 };
+pub use journal::JournalSink;
 pub use log::AuditLog;
 pub use terminal::{allow_hint, denial_line, describe, sanitize, TerminalSink};
 pub use verify::{verify, verify_with_head, VerifyError, VerifyReport};

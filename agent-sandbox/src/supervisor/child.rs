@@ -32,7 +32,8 @@
 //!     sandboxed tasks); unprivileged, it needs the id maps written before go. Before step 10, which drops
 //!     the CAP_SYS_ADMIN this needs, and step 11, as Landlock forbids mount changes;
 //! 10. capabilities: bounding set, securebits, ambient, then capset (layers/process);
-//! 11. Landlock restrict_self (init is confined too; the agent inherits the domain);
+//! 11. Landlock restrict_self (init is confined too; the agent inherits the domain); then,
+//!     under systemd, bind the agent's sd_notify socket inside that domain (notify.rs);
 //! 12. seccomp, LAST (it may deny syscalls the steps above need), then pass the listener fd to
 //!     the supervisor, and close every fd init does not need (the audit log, ...);
 //! 13. block SIGCHLD and the forwarded signals into a signalfd, become a child subreaper when
@@ -72,6 +73,57 @@ pub(crate) struct ChildContext<'a> {
     /// supervisor tags init as sandboxed; BPF LSM refuses mounts to sandboxed tasks.
     pub mounts_before_go: bool,
     pub exec: &'a ExecSpec,
+    /// sd_notify passthrough (notify.rs), when systemd gave agentbox a socket.
+    pub notify: Option<NotifyInit<'a>>,
+}
+
+/// Init's half of the sd_notify passthrough.
+pub(crate) struct NotifyInit<'a> {
+    /// Init's end of the socketpair to the supervisor (SOCK_SEQPACKET, CLOEXEC).
+    pub relay: RawFd,
+    /// The abstract name to bind, without the leading NUL.
+    pub name: &'a [u8],
+    pub agent_ready: bool,
+}
+
+/// Binds the abstract datagram socket `name` with SO_PASSCRED (senders' pids checked in
+/// init.rs). No allocation.
+fn bind_notify(name: &[u8]) -> Result<RawFd, i32> {
+    // SAFETY: plain socket(2).
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(proto::errno());
+    }
+    let one: libc::c_int = 1;
+    // SAFETY: `one` is a live int of the size passed.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PASSCRED,
+            (&one as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(proto::errno());
+    }
+    // SAFETY: sockaddr_un is plain data; all zeroes is valid (and gives the leading NUL).
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    if name.len() + 1 > addr.sun_path.len() {
+        return Err(libc::ENAMETOOLONG);
+    }
+    for (slot, &b) in addr.sun_path[1..].iter_mut().zip(name) {
+        *slot = b as libc::c_char;
+    }
+    let len = (std::mem::offset_of!(libc::sockaddr_un, sun_path) + 1 + name.len()) as u32;
+    // SAFETY: `addr` is a live sockaddr_un and `len` within it.
+    let r = unsafe { libc::bind(fd, (&addr as *const libc::sockaddr_un).cast(), len) };
+    if r < 0 {
+        return Err(proto::errno());
+    }
+    Ok(fd)
 }
 
 /// Reports `step` failed with `errno` and exits. Never returns.
@@ -160,7 +212,8 @@ pub(crate) fn run_init(ctx: ChildContext<'_>) -> ! {
         // SAFETY: our copies of the supervisor's ends; never used in this process.
         unsafe { libc::close(fd) };
     }
-    if let Err(e) = close_fds_except(&mut [ctx.ctl, ctx.lifeline], true) {
+    let relay = ctx.notify.as_ref().map_or(-1, |n| n.relay);
+    if let Err(e) = close_fds_except(&mut [ctx.ctl, ctx.lifeline, relay], true) {
         fail(ctl, Step::CloseFds, e);
     }
     // (9, early: see `mounts_before_go`.)
@@ -226,6 +279,20 @@ pub(crate) fn run_init(ctx: ChildContext<'_>) -> ! {
     if let Err(e) = landlock.restrict_self() {
         fail(ctl, Step::Landlock, e.raw_os_error().unwrap_or(libc::EPERM));
     }
+    // The agent's sd_notify socket, created inside the Landlock domain (which scopes
+    // abstract sockets by their creator) and before seccomp.
+    let notify = match &ctx.notify {
+        Some(n) => match bind_notify(n.name) {
+            Ok(fd) => Some(init::Notify {
+                socket: fd,
+                relay: n.relay,
+                agent_ready: n.agent_ready,
+            }),
+            Err(e) => fail(ctl, Step::NotifySocket, e),
+        },
+        None => None,
+    };
+    let notify_socket = notify.as_ref().map_or(-1, |n| n.socket);
     // 12. seccomp, last; hand the listener to the supervisor and drop our copy.
     let listener = match steps.seccomp.install() {
         Ok(fd) => fd,
@@ -244,7 +311,7 @@ pub(crate) fn run_init(ctx: ChildContext<'_>) -> ! {
     }
     check(ctl, Step::NotDumpable, prctl(libc::PR_SET_DUMPABLE, 0));
     drop(listener);
-    if let Err(e) = close_fds_except(&mut [ctx.ctl, ctx.lifeline], false) {
+    if let Err(e) = close_fds_except(&mut [ctx.ctl, ctx.lifeline, relay, notify_socket], false) {
         fail(ctl, Step::CloseFds, e);
     }
     // 13. signals, subreaper, agent.
@@ -268,7 +335,7 @@ pub(crate) fn run_init(ctx: ChildContext<'_>) -> ! {
         fail(ctl, Step::ForkAgent, proto::errno());
     }
     if agent == 0 {
-        run_agent(ctl, &[ctx.lifeline, sfd], ctx.exec);
+        run_agent(ctl, &[ctx.lifeline, sfd, relay, notify_socket], ctx.exec);
     }
     init::supervise(init::InitState {
         ctl,
@@ -277,12 +344,13 @@ pub(crate) fn run_init(ctx: ChildContext<'_>) -> ! {
         agent,
         pid_namespace: ctx.pid_namespace,
         new_session: ctx.new_session,
+        notify,
     })
 }
 
 /// The agent's side, between init's fork and exec. Never returns.
 fn run_agent(ctl: RawFd, close: &[RawFd], exec: &ExecSpec) -> ! {
-    for &fd in close {
+    for &fd in close.iter().filter(|&&fd| fd >= 0) {
         // SAFETY: fds only init uses; the agent never touches them again.
         unsafe { libc::close(fd) };
     }

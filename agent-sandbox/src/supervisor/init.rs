@@ -22,6 +22,75 @@ pub(crate) struct InitState {
     pub agent: libc::pid_t,
     pub pid_namespace: bool,
     pub new_session: bool,
+    pub notify: Option<Notify>,
+}
+
+/// The agent's sd_notify socket and the way on to the supervisor (notify.rs).
+pub(crate) struct Notify {
+    pub socket: RawFd,
+    pub relay: RawFd,
+    pub agent_ready: bool,
+}
+
+/// Largest sd_notify datagram passed on (systemd's own limit is larger; status lines and
+/// watchdog pings are short).
+const NOTIFY_MAX: usize = 4096;
+
+impl Notify {
+    /// Receives one datagram and passes its allowed lines on, if a process of the sandbox
+    /// sent it: in a pid namespace the kernel shows senders from outside it as pid 0;
+    /// without one (fallback), only the agent's user is believed.
+    fn forward(&self, pid_namespace: bool) {
+        let mut buf = [0u8; NOTIFY_MAX];
+        // Room for one SCM_CREDENTIALS message (u64-aligned).
+        let mut control = [0u64; 8];
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: msghdr is plain data; all zeroes is valid before the fields are set.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control);
+        // SAFETY: every pointer in `msg` refers to live stack buffers of the sizes given.
+        let n = unsafe { libc::recvmsg(self.socket, &mut msg, libc::MSG_DONTWAIT) };
+        if n <= 0 {
+            return;
+        }
+        let mut sender: Option<libc::ucred> = None;
+        // SAFETY: CMSG_* walk the control buffer the kernel just filled, within its length.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_SOCKET
+                    && (*cmsg).cmsg_type == libc::SCM_CREDENTIALS
+                {
+                    sender = Some(std::ptr::read_unaligned(
+                        libc::CMSG_DATA(cmsg).cast::<libc::ucred>(),
+                    ));
+                }
+                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            }
+        }
+        // SAFETY: getuid cannot fail.
+        let uid = unsafe { libc::getuid() };
+        let ours = match sender {
+            Some(c) if pid_namespace => c.pid != 0,
+            Some(c) => c.uid == uid,
+            None => false,
+        };
+        if !ours {
+            return;
+        }
+        let mut out = [0u8; NOTIFY_MAX];
+        let len = super::notify::filter(&buf[..n as usize], self.agent_ready, &mut out);
+        if len > 0 {
+            // SAFETY: `out` holds `len` bytes; a failed send only loses this message.
+            unsafe { libc::send(self.relay, out.as_ptr().cast(), len, libc::MSG_NOSIGNAL) };
+        }
+    }
 }
 
 impl InitState {
@@ -71,10 +140,16 @@ pub(crate) fn supervise(st: InitState) -> ! {
             events: libc::POLLIN,
             revents: 0,
         },
+        libc::pollfd {
+            // poll ignores negative fds.
+            fd: st.notify.as_ref().map_or(-1, |n| n.socket),
+            events: libc::POLLIN,
+            revents: 0,
+        },
     ];
     loop {
-        // SAFETY: `fds` is a live array of two pollfd.
-        let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        // SAFETY: `fds` is a live array of three pollfd.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), 3, -1) };
         if r < 0 {
             if proto::errno() == libc::EINTR {
                 continue;
@@ -84,6 +159,11 @@ pub(crate) fn supervise(st: InitState) -> ! {
         if fds[1].revents != 0 {
             // The supervisor is gone (its end of the lifeline closed).
             st.teardown(1);
+        }
+        if fds[2].revents & libc::POLLIN != 0 {
+            if let Some(notify) = &st.notify {
+                notify.forward(st.pid_namespace);
+            }
         }
         if fds[0].revents & libc::POLLIN == 0 {
             continue;

@@ -23,6 +23,7 @@
 mod child;
 mod command;
 mod init;
+mod notify;
 mod proto;
 mod relay;
 mod signals;
@@ -31,6 +32,7 @@ mod tty;
 
 pub use tmpdir::PrivateTmp;
 
+pub use notify::{sd_notify, NotifyRelay};
 pub use relay::{GatedWriter, OutputRelay};
 
 use std::io;
@@ -53,6 +55,8 @@ pub struct LaunchOptions {
     pub command: Vec<String>,
     /// Recorded in the Launch event; the caller already ran `Plan::check`.
     pub best_effort: bool,
+    /// Pass the agent's sd_notify messages on to systemd (notify.rs).
+    pub notify: Option<NotifyRelay>,
 }
 
 /// How the agent's process tree is contained.
@@ -113,6 +117,8 @@ pub struct Sandbox {
     group: Option<SandboxGroup>,
     /// The user's terminal settings at launch, restored after the agent.
     terminal: tty::TerminalState,
+    /// The supervisor's end of the sd_notify relay, and systemd's socket.
+    notify: Option<(OwnedFd, String)>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -304,7 +310,24 @@ impl Sandbox {
     pub fn launch(plan: Plan, mut audit: AuditLog, opts: LaunchOptions) -> anyhow::Result<Sandbox> {
         let policy = &plan.policy;
         let steps = &plan.child;
-        let exec = command::ExecSpec::new(&opts.command, steps.process.env.clone())?;
+        let notify_name = notify::socket_name(audit.sandbox());
+        let mut env = steps.process.env.clone();
+        if opts.notify.is_some() {
+            env.push(("NOTIFY_SOCKET".into(), format!("@{notify_name}").into()));
+        }
+        let exec = command::ExecSpec::new(&opts.command, env)?;
+        let notify_pair = match &opts.notify {
+            Some(_) => Some(
+                socket::socketpair(
+                    AddressFamily::Unix,
+                    SockType::SeqPacket,
+                    None,
+                    SockFlag::SOCK_CLOEXEC,
+                )
+                .context("sd_notify socketpair")?,
+            ),
+            None => None,
+        };
         let guarantees = plan.guarantee_states();
 
         let (sup_end, init_end) = socket::socketpair(
@@ -409,11 +432,20 @@ impl Sandbox {
                 mounts_before_go: root,
                 steps,
                 exec: &exec,
+                notify: match (&opts.notify, &notify_pair) {
+                    (Some(n), Some((_, init_end))) => Some(child::NotifyInit {
+                        relay: init_end.as_raw_fd(),
+                        name: notify_name.as_bytes(),
+                        agent_ready: n.agent_ready,
+                    }),
+                    _ => None,
+                },
             };
             child::run_init(ctx);
         }
         let guard = InitGuard(pid);
         drop(init_end);
+        let notify_end = notify_pair.map(|(ours, _init)| ours);
         drop(lifeline_read);
         let started = Instant::now();
 
@@ -521,6 +553,7 @@ impl Sandbox {
             saved_mask,
             group,
             terminal,
+            notify: notify_end.zip(opts.notify.map(|n| n.socket)),
         })
     }
 
@@ -554,6 +587,7 @@ impl Sandbox {
             saved_mask,
             group,
             terminal,
+            notify,
             ..
         } = self;
         let guard = InitGuard(init);
@@ -563,6 +597,9 @@ impl Sandbox {
             .context("tokio runtime")?;
         let result = runtime.block_on(async {
             signals::spawn_forwarders(init).context("signal handlers")?;
+            if let Some((relay, socket)) = notify {
+                tokio::spawn(notify::forward(relay, socket));
+            }
             signals::set_mask(&saved_mask).context("unblocking signals")?;
             event_loop(&ctl, &mut sources, &mut audit).await
         });

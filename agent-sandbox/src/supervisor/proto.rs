@@ -47,6 +47,7 @@ pub(crate) enum Step {
     ProtectMounts,
     Capabilities,
     Landlock,
+    NotifySocket,
     Seccomp,
     SendListener,
     BlockSignals,
@@ -56,7 +57,7 @@ pub(crate) enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 17] = [
+    const ALL: [Step; 18] = [
         Step::CloseFds,
         Step::WaitForGo,
         Step::NewSession,
@@ -68,6 +69,7 @@ impl Step {
         Step::ProtectMounts,
         Step::Capabilities,
         Step::Landlock,
+        Step::NotifySocket,
         Step::Seccomp,
         Step::SendListener,
         Step::BlockSignals,
@@ -93,6 +95,7 @@ impl Step {
             Step::ProtectMounts => "building the filesystem view (layers/mounts.rs)",
             Step::Capabilities => "dropping capabilities",
             Step::Landlock => "applying the Landlock ruleset",
+            Step::NotifySocket => "binding the agent's sd_notify socket",
             Step::Seccomp => "installing the seccomp filter",
             Step::SendListener => "passing the seccomp listener to the supervisor",
             Step::BlockSignals => "setting up signal forwarding",
