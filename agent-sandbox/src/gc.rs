@@ -73,6 +73,8 @@ pub fn prune_logs(dir: &Path, keep: LogRetention) -> Vec<PathBuf> {
             && crate::audit::verify(&path).is_ok()
             && std::fs::remove_file(&path).is_ok()
         {
+            // Its live OCSF copy (`run --log-format ocsf`) goes with it.
+            let _ = std::fs::remove_file(crate::audit::report::ocsf_path(&path));
             removed.push(path);
         }
     }

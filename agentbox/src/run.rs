@@ -95,6 +95,12 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub log: Option<PathBuf>,
 
+    /// `ocsf`: also stream every event as OCSF 1.1 (one JSON object per line, live) to the
+    /// log's name with `.ocsf.jsonl`, for a SIEM agent to tail. The hash-chained log is
+    /// written either way and stays the record.
+    #[arg(long, value_name = "FORMAT", default_value = "jsonl", value_parser = ["jsonl", "ocsf"])]
+    pub log_format: String,
+
     /// No live denial lines and no summary on stderr (the audit log is still written).
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -482,12 +488,31 @@ pub(crate) fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
         _ => vec![log_path.clone()],
     };
     protected.extend(profile_file(&args.profile));
+    // Created before the plan: a protected file must exist to be bound read-only.
+    let ocsf = match args.log_format.as_str() {
+        "ocsf" => {
+            let path = audit::report::ocsf_path(&log_path);
+            let sink = audit::report::OcsfSink::create(&path)
+                .with_context(|| format!("--log-format ocsf: creating {}", path.display()))?;
+            if !own_log_dir {
+                protected.push(path);
+            }
+            Some(sink)
+        }
+        _ => None,
+    };
 
     let mut log = AuditLog::create(&log_path, &sandbox_id)?;
+    if let Some(sink) = ocsf {
+        log.add_sink(Box::new(sink));
+    }
     // Until the Launch record is in, a failure leaves nothing worth keeping: remove the
     // empty file rather than litter the log directory with records of runs that never began.
     let discard = |e: anyhow::Error| {
         let _ = std::fs::remove_file(&log_path);
+        if args.log_format == "ocsf" {
+            let _ = std::fs::remove_file(audit::report::ocsf_path(&log_path));
+        }
         e
     };
 
@@ -502,7 +527,9 @@ pub(crate) fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if !args.quiet {
-        let scrubbed = plan.scrubbed_env();
+        let mut scrubbed = plan.scrubbed_env();
+        // systemd's socket is replaced by the agent's own (sd_notify passthrough), not lost.
+        scrubbed.retain(|name| name != "NOTIFY_SOCKET");
         if !scrubbed.is_empty() {
             eprintln!(
                 "agentbox: not passed to the agent (profile env rules): {}; --keep-env NAME keeps one",

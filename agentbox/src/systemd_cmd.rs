@@ -128,8 +128,9 @@ pub(crate) fn unit_text(
     }
     out.push_str("\n[Service]\n");
     out.push_str(
-        "# agentbox is the main process and says READY=1 once the agent runs; the agent does\n\
-         # not get $NOTIFY_SOCKET.\n\
+        "# agentbox is the main process and says READY=1 once the agent runs (or, with\n\
+         # `run --sd-notify agent`, passes on the agent's); the agent's STATUS= and\n\
+         # WATCHDOG=1 reach systemd through agentbox, filtered (docs/systemd.md).\n\
          Type=notify\nNotifyAccess=main\n",
     );
     // Logs go to $STATE_DIRECTORY/logs (agentbox reads STATE_DIRECTORY); %S is its root.

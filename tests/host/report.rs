@@ -184,3 +184,40 @@ fn ocsf_events_carry_what_their_class_requires() {
         assert!(classes.contains(&1007), "the process records: {text}");
     }
 }
+
+/// `--log-format ocsf` streams the same OCSF events live, next to the log, as the report made
+/// from the finished log: a SIEM agent tailing the file sees each denial as it happens.
+#[test]
+fn log_format_ocsf_streams_the_reports_events_live() {
+    for run_as in RunAs::all() {
+        let s = Scenario::new(run_as);
+        let report = s.root().join("after.ocsf.jsonl");
+        let r = s.run(
+            &[
+                "-q",
+                "--log-format",
+                "ocsf",
+                "--report",
+                &format!("ocsf:{}", report.display()),
+            ],
+            &["sh", "-c", "unshare -U true 2>/dev/null; echo ran-marker"],
+        );
+        assert_eq!(r.code(), Some(0), "{run_as:?}: {}", r.dump());
+        assert!(r.stdout.contains("ran-marker"));
+        let log = r.log.clone().expect("a log");
+        let live_path = log.with_file_name(format!(
+            "{}.ocsf.jsonl",
+            log.file_stem().unwrap().to_string_lossy()
+        ));
+        let live = std::fs::read_to_string(&live_path)
+            .unwrap_or_else(|e| panic!("{run_as:?}: {}: {e}", live_path.display()));
+        let after = std::fs::read_to_string(&report).unwrap();
+        assert_eq!(live, after, "{run_as:?}: live stream and report differ");
+        let denial = live
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|e| e["class_uid"] == 2004)
+            .unwrap_or_else(|| panic!("{run_as:?}: no Detection Finding in {live}"));
+        assert!(denial.to_string().contains("unshare"), "{denial}");
+    }
+}

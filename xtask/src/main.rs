@@ -9,6 +9,7 @@ mod fuzz;
 mod setup;
 mod test;
 mod vm;
+mod vm_systemd;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};

@@ -17,6 +17,8 @@ pub(crate) const DEBIAN_PACKAGES: &[&str] = &[
     "linux-image-6.1.0-50-cloud-amd64-unsigned",
     "busybox-static",
     "cpio",
+    // The VM tier's last phase: systemd as the guest's PID 1 (copied into the initramfs).
+    "systemd",
     // Peers for side-by-side benchmarks, and the agents the tests run.
     "bubblewrap",
     "firejail",

@@ -1,6 +1,7 @@
 //! `cargo xtask vm-test`: the VM tier. Builds the `vm` test binary and `agentbox`, packs them
 //! with busybox and their shared libraries into an initramfs, boots Debian's 6.1 kernel (which
-//! runs BPF LSM programs) under qemu and reads the result from the serial console.
+//! runs BPF LSM programs) under qemu and reads the result from the serial console. Last, the
+//! guest's /init hands PID 1 to systemd for the systemd tier (vm_systemd.rs).
 
 use crate::cpio::Archive;
 use crate::setup::VM_KERNEL;
@@ -189,6 +190,13 @@ fn build_initramfs(
             archive.file(&guest_path, &library, 0o755);
         }
     }
+    if !crate::vm_systemd::available() {
+        return Err(
+            "systemd is missing (the VM tier's systemd phase copies it): run `cargo xtask setup`"
+                .into(),
+        );
+    }
+    crate::vm_systemd::add(&mut archive, shared_libraries, EXIT_MARKER)?;
     archive.bytes("/etc/passwd", "root:x:0:0:root:/root:/bin/sh\n", 0o644);
     archive.bytes("/etc/group", "root:x:0:\n", 0o644);
     archive.bytes("/init", init_script(test_args), 0o755);
@@ -269,10 +277,13 @@ cd /tmp
 vm=$?
 {GUEST_ESCAPE} --test-threads=1 --nocapture{args}
 escape=$?
-[ "$vm" -ne 0 ] && echo "{EXIT_MARKER} $vm" || echo "{EXIT_MARKER} $escape"
-sync
-poweroff -f
-"#
+[ "$vm" -ne 0 ] && code=$vm || code=$escape
+echo "init: VM and escape tiers exited $code; handing PID 1 to systemd for the systemd tier"
+echo "$code" > {code_file}
+exec /lib/systemd/systemd --unit={target} --log-target=console --show-status=false
+"#,
+        code_file = crate::vm_systemd::CODE_FILE,
+        target = crate::vm_systemd::TARGET,
     )
 }
 

@@ -388,6 +388,43 @@ pub fn ocsf(records: &[Record]) -> String {
     out
 }
 
+/// Where `run --log-format ocsf` streams a log's events: `RUN.jsonl` → `RUN.ocsf.jsonl`.
+pub fn ocsf_path(log: &Path) -> std::path::PathBuf {
+    let stem = log.file_stem().unwrap_or_default().to_string_lossy();
+    log.with_file_name(format!("{stem}.ocsf.jsonl"))
+}
+
+/// Streams OCSF events to a file as the run writes its log (`agentbox run --log-format
+/// ocsf`), for a SIEM agent tailing it; the hash-chained log stays the record.
+#[derive(Debug)]
+pub struct OcsfSink {
+    out: std::io::BufWriter<std::fs::File>,
+}
+
+impl OcsfSink {
+    /// Creates `path` (it must not exist yet, like the log).
+    pub fn create(path: &Path) -> std::io::Result<OcsfSink> {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)?;
+        Ok(OcsfSink {
+            out: std::io::BufWriter::new(file),
+        })
+    }
+}
+
+impl super::Sink for OcsfSink {
+    fn record(&mut self, rec: &Record, _line: &str) -> std::io::Result<()> {
+        use std::io::Write;
+        if let Some(event) = ocsf_event(rec) {
+            writeln!(self.out, "{event}")?;
+            self.out.flush()?;
+        }
+        Ok(())
+    }
+}
+
 fn ocsf_time(ts: &str) -> u64 {
     humantime::parse_rfc3339(ts)
         .ok()
