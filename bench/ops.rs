@@ -10,6 +10,7 @@
 //!   ops spawn N PROGRAM      fork + exec + wait PROGRAM (e.g. /bin/true)
 //!   ops deny-open N PATH     open a file the sandbox denies (every attempt must fail)
 //!   ops deny-syscall N       a syscall the sandbox's seccomp filter denies (keyctl)
+//!   ops getppid N            the cheapest syscall: what any process pays per syscall
 
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -48,6 +49,10 @@ fn reset_on_close(stream: &TcpStream) {
 const SYS_KEYCTL: i64 = 250;
 #[cfg(target_arch = "aarch64")]
 const SYS_KEYCTL: i64 = 219;
+#[cfg(target_arch = "x86_64")]
+const SYS_GETPPID: i64 = 110;
+#[cfg(target_arch = "aarch64")]
+const SYS_GETPPID: i64 = 173;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -92,6 +97,13 @@ fn main() -> ExitCode {
             for _ in 0..n {
                 // Here "failed" counts opens that were NOT denied.
                 failed += u64::from(File::open(&arg).is_ok());
+            }
+        }
+        "getppid" => {
+            for _ in 0..n {
+                // SAFETY: getppid takes no arguments and cannot fail.
+                let ret = unsafe { syscall(SYS_GETPPID) };
+                failed += u64::from(ret <= 0);
             }
         }
         "deny-syscall" => {

@@ -403,6 +403,8 @@ mod tests {
             .chain(runtime_program_names())
             .chain(lsm::LSM_PROGRAMS)
             .chain([lsm::LSM_TASK_ALLOC, FILE_OPEN_PROGRAM])
+            // The 6.10+ form of the perf_event_open hook (runtime.rs, `lsm_variant`).
+            .chain(["lsm_perf_event_open_type"])
             .collect();
         expected.sort();
         assert_eq!(names, expected);

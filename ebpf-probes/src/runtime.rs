@@ -120,6 +120,34 @@ fn lsm_program_names() -> impl Iterator<Item = &'static str> {
     std::iter::once(LSM_TASK_ALLOC).chain(LSM_PROGRAMS)
 }
 
+/// The program loaded for the LSM program `name` on this kernel (pinned under `name`): the
+/// perf_event_open hook lost its `attr` argument in Linux 6.10, and the verifier refuses a
+/// program that reads an argument the hook does not have.
+fn lsm_variant(name: &'static str) -> &'static str {
+    match name {
+        "lsm_perf_event_open" if !perf_hook_takes_attr() => "lsm_perf_event_open_type",
+        other => other,
+    }
+}
+
+/// Whether this kernel's perf_event_open LSM hook is `(attr, type)`: the parameters of
+/// `bpf_lsm_perf_event_open` (BPF LSM's stub for the hook) in the kernel's BTF. Without that
+/// BTF, the older form (BPF LSM does not load there anyway).
+fn perf_hook_takes_attr() -> bool {
+    use libbpf_rs::btf::types::{Func, FuncProto};
+    use libbpf_rs::btf::{Btf, ReferencesType};
+    static TAKES_ATTR: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TAKES_ATTR.get_or_init(|| {
+        let Ok(btf) = Btf::from_vmlinux() else {
+            return true;
+        };
+        let Some(func) = btf.type_by_name::<Func<'_>>("bpf_lsm_perf_event_open") else {
+            return true;
+        };
+        FuncProto::try_from(func.referenced_type()).map_or(true, |proto| proto.len() >= 2)
+    })
+}
+
 /// Default size of a sandbox's violations ring (never throttled): ~5000 events (392 bytes
 /// each with the ring's header) between two reads; a fuller ring counts its losses. Bigger
 /// rings cost start-up time (allocated, zeroed and mapped twice per sandbox).
@@ -949,7 +977,7 @@ fn load_runtime_object(with_lsm: bool, with_unix: bool) -> Result<libbpf_rs::Obj
             let wanted = CGROUP_PROGRAMS.iter().any(|(p, _)| *p == name)
                 || TRACE_PROGRAMS.contains(&name.as_str())
                 || (with_unix && CGROUP_UNIX_PROGRAMS.iter().any(|(p, _)| *p == name))
-                || (with_lsm && lsm_program_names().any(|p| p == name));
+                || (with_lsm && lsm_program_names().any(|p| lsm_variant(p) == name));
             program.set_autoload(wanted);
         }
         for mut map in open.maps_mut() {
@@ -1021,9 +1049,10 @@ fn load_and_pin(staging: &Path) -> Result<Option<String>, Error> {
     }
     if lsm_error.is_none() {
         for name in lsm_program_names() {
+            let loaded = lsm_variant(name);
             let program = object
                 .progs_mut()
-                .find(|program| program.name() == name)
+                .find(|program| program.name() == loaded)
                 .ok_or_else(|| Error::Bpf {
                     step: format!("attaching {name}"),
                     errno: None,

@@ -66,6 +66,10 @@ pub(crate) fn bench(args: &[String]) -> Res<()> {
     let mut doc = Doc::default();
     println!("\n== bench: start-up");
     startup(&env, &sizes, &mut doc)?;
+    println!("\n== bench: workspace size");
+    workspace_size(&env, &sizes, &mut doc)?;
+    println!("\n== bench: idle cost");
+    idle_cost(&env, &sizes, &mut doc)?;
     println!("\n== bench: per-operation cost");
     operations(&env, &profiles, &sizes, listener.port, &mut doc)?;
     println!("\n== bench: real workloads");
@@ -96,6 +100,10 @@ struct Sizes {
     storm_rounds: usize,
     deny_opens: u64,
     deny_syscalls: u64,
+    /// getppid() calls per idle-cost run.
+    idle_ops: u64,
+    /// Entries of the large workspace (issue 13: 500,000).
+    ws_entries: u64,
 }
 
 impl Sizes {
@@ -110,6 +118,8 @@ impl Sizes {
         storm_rounds: 1,
         deny_opens: 20_000,
         deny_syscalls: 5_000,
+        idle_ops: 500_000,
+        ws_entries: 20_000,
     };
     const FULL: Sizes = Sizes {
         startup_rounds: 40,
@@ -122,6 +132,8 @@ impl Sizes {
         storm_rounds: 3,
         deny_opens: 200_000,
         deny_syscalls: 100_000,
+        idle_ops: 5_000_000,
+        ws_entries: 500_000,
     };
 }
 
@@ -406,6 +418,8 @@ enum Wrap {
         writable: bool,
     },
     Firejail,
+    /// bwrap --unshare-user --ro-bind / / (what an unprivileged user runs)
+    BwrapUser,
 }
 
 #[derive(Debug, Clone)]
@@ -469,6 +483,9 @@ impl Variant {
                 }
             }
             Wrap::Firejail => full.extend(["firejail", "--quiet", "--noprofile"].map(String::from)),
+            Wrap::BwrapUser => {
+                full.extend(["bwrap", "--unshare-user", "--ro-bind", "/", "/"].map(String::from))
+            }
         }
         full.extend(argv.iter().cloned());
         Ok((env.command(self.who, &full), log))
@@ -766,8 +783,24 @@ fn startup(env: &Env, sizes: &Sizes, doc: &mut Doc) -> Res<()> {
         Wrap::Firejail,
         0,
     ));
+    variants.push(Variant::new(
+        "bwrap --unshare-user --ro-bind / / true (nobody)",
+        Who::Nobody,
+        Wrap::BwrapUser,
+        1,
+    ));
     let argv = ["true".to_string()];
     let samples = alternate(&variants, sizes.startup_rounds, |v| {
+        // A warm run follows the cold one in each round, which unpinned everything, ring
+        // slots and parent links included: an untimed run first, so the timed one is what
+        // every run after the first on a machine is.
+        if matches!(v.wrap, Wrap::Agentbox { cold: false, .. }) && v.who == Who::Root {
+            let (mut command, log) = v.command(env, &argv)?;
+            let _ = command.stdout(Stdio::null()).stderr(Stdio::null()).status();
+            if let Some(log) = log {
+                let _ = fs::remove_file(log);
+            }
+        }
         let (command, log) = v.command(env, &argv)?;
         let sample = measure(command, &env.scratch, false)?;
         if let Some(log) = log {
@@ -778,44 +811,229 @@ fn startup(env: &Env, sizes: &Sizes, doc: &mut Doc) -> Res<()> {
     let table = Table::build("Start-up: `CMD -- true`", Unit::Ms, &variants, &samples);
     table.print();
 
-    // Targets.
+    // Targets (issue 13): root warm at most 2x bwrap, cold at most 4x; unprivileged at most
+    // 1.2x `bwrap --unshare-user` as the same user.
     let find = |name: &str| table.rows.iter().find(|r| r.name.starts_with(name));
-    match (find("agentbox (root, warm"), find("bwrap")) {
-        (Some(warm), Some(bwrap)) => {
-            let met = warm.stats.median <= bwrap.stats.median;
-            doc.targets.push(Target {
-                goal: "warm start-up with all host layers no slower than bwrap".into(),
-                measured: format!(
-                    "{:.2} ms vs bwrap {:.2} ms ({:.2}x)",
-                    warm.stats.median,
-                    bwrap.stats.median,
-                    warm.stats.ratio(&bwrap.stats)
-                ),
-                met,
-                gap: (!met)
-                    .then(|| format!("{:.2} ms slower", warm.stats.median - bwrap.stats.median)),
-            });
-        }
-        _ => doc.targets.push(Target::unmeasured(
-            "warm start-up with all host layers no slower than bwrap",
+    let goals = [
+        (
+            "agentbox (root, warm",
+            "bwrap --ro-bind",
+            2.0,
+            "root warm start-up at most 2x bwrap",
             &root_probe.error,
-        )),
-    }
-    match (find("agentbox (nobody)"), find("bare `true` (nobody)")) {
-        (Some(ab), Some(bare)) => {
-            let delta = ab.stats.median - bare.stats.median;
-            let met = delta <= 1.0;
-            doc.targets.push(Target {
-                goal: "unprivileged start-up within 1 ms of bare".into(),
-                measured: format!("+{delta:.2} ms over bare ({:.2} ms)", bare.stats.median),
-                met,
-                gap: (!met).then(|| format!("{:.2} ms over the budget", delta - 1.0)),
-            });
-        }
-        _ => doc.targets.push(Target::unmeasured(
-            "unprivileged start-up within 1 ms of bare",
+        ),
+        (
+            "agentbox (root, cold",
+            "bwrap --ro-bind",
+            4.0,
+            "root cold start-up at most 4x bwrap",
+            &root_probe.error,
+        ),
+        (
+            "agentbox (nobody)",
+            "bwrap --unshare-user",
+            1.2,
+            "unprivileged start-up at most 1.2x bwrap --unshare-user",
             &user.error,
-        )),
+        ),
+    ];
+    for (ours, theirs, limit, goal, why) in goals {
+        match (find(ours), find(theirs)) {
+            (Some(a), Some(b)) => {
+                let ratio = a.stats.ratio(&b.stats);
+                let met = ratio <= limit;
+                doc.targets.push(Target {
+                    goal: goal.into(),
+                    measured: format!(
+                        "{:.2} ms vs {:.2} ms ({ratio:.2}x)",
+                        a.stats.median, b.stats.median
+                    ),
+                    met,
+                    gap: (!met).then(|| {
+                        format!(
+                            "{:.2} ms over the budget",
+                            a.stats.median - limit * b.stats.median
+                        )
+                    }),
+                });
+            }
+            _ => doc.targets.push(Target::unmeasured(goal, why)),
+        }
+    }
+    doc.tables.push(table);
+    Ok(())
+}
+
+/// Any workspace size (issue 13): the default profile's start-up in an empty workspace and in
+/// one of `ws_entries` entries (no BPF LSM on the host: the deny/protect search is what could
+/// grow with it), root and unprivileged.
+fn workspace_size(env: &Env, sizes: &Sizes, doc: &mut Doc) -> Res<()> {
+    let big = env.scratch.join("ws-big");
+    let per_dir = 1000;
+    let dirs = sizes.ws_entries / (per_dir + 1);
+    let started = Instant::now();
+    for d in 0..dirs {
+        let dir = big.join(format!("d{d:04}"));
+        fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for f in 0..per_dir {
+            let file = dir.join(format!("f{f:04}.txt"));
+            fs::File::create(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        }
+    }
+    let entries = dirs * (per_dir + 1);
+    println!(
+        "bench: {entries} entries under {} in {:.0}s",
+        big.display(),
+        started.elapsed().as_secs_f64()
+    );
+    let agentbox = Wrap::Agentbox {
+        profile: None,
+        best_effort: false,
+        cold: false,
+    };
+    let big_name = |who: &str| format!("agentbox ({who}), {entries} entries");
+    let variants = vec![
+        Variant::new(
+            "agentbox (root), empty workspace",
+            Who::Root,
+            agentbox.clone(),
+            0,
+        ),
+        Variant::new(&big_name("root"), Who::Root, agentbox.clone(), 0),
+        Variant::new(
+            "agentbox (nobody), empty workspace",
+            Who::Nobody,
+            agentbox.clone(),
+            2,
+        ),
+        Variant::new(&big_name("nobody"), Who::Nobody, agentbox, 2),
+    ];
+    let argv = ["true".to_string()];
+    let samples = alternate(&variants, sizes.startup_rounds.min(11), |v| {
+        let (mut command, log) = v.command(env, &argv)?;
+        if v.name.contains("entries") {
+            command.current_dir(&big);
+        }
+        let sample = measure(command, &env.scratch, false);
+        if let Some(log) = log {
+            let _ = fs::remove_file(log);
+        }
+        // measure() fails unless agentbox exits 0: a refusal for size ends the bench.
+        let sample = sample.map_err(|e| format!("{}: {e}", v.name))?;
+        Ok(sample.wall.as_secs_f64() * 1e3)
+    })?;
+    let table = Table::build(
+        "Start-up by workspace size: `agentbox run -- true`",
+        Unit::Ms,
+        &variants,
+        &samples,
+    );
+    table.print();
+    for row in table.rows.iter().filter(|r| r.name.contains("entries")) {
+        doc.targets.push(Target::ratio(
+            &format!(
+                "start-up in a workspace of {entries} entries within 1.2x of an empty one, {}",
+                row.name
+            ),
+            row.ratio,
+            1.2,
+        ));
+    }
+    doc.tables.push(table);
+    let _ = fs::remove_dir_all(&big);
+    Ok(())
+}
+
+/// No cost when idle (issue 13): what a process outside any sandbox pays per syscall with no
+/// agentbox program loaded, after a run ended, and while a sandbox runs.
+fn idle_cost(env: &Env, sizes: &Sizes, doc: &mut Doc) -> Res<()> {
+    let n = sizes.idle_ops.to_string();
+    let states = vec![
+        Variant::new("never run (nothing pinned)", Who::Root, Wrap::Bare, 0),
+        Variant::new("after a run ended", Who::Root, Wrap::Bare, 0),
+        Variant::new("while a sandbox runs", Who::Root, Wrap::Bare, 0),
+    ];
+    let bare = Variant::new("bare", Who::Root, Wrap::Bare, 0);
+    let run = |argv: &[&str]| {
+        Variant::new(
+            "run",
+            Who::Root,
+            Wrap::Agentbox {
+                profile: None,
+                best_effort: false,
+                cold: false,
+            },
+            0,
+        )
+        .command(env, &argv.iter().map(|a| a.to_string()).collect::<Vec<_>>())
+    };
+    let samples = alternate(&states, sizes.op_rounds, |state| {
+        let mut background = None;
+        if state.name.starts_with("never") {
+            unpin()?;
+        } else if state.name.starts_with("after") {
+            let (mut command, log) = run(&["true"])?;
+            let status = command
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map_err(|e| format!("agentbox: {e}"))?;
+            if let Some(log) = log {
+                let _ = fs::remove_file(log);
+            }
+            if !status.success() {
+                return Err(format!("agentbox run -- true: {status}"));
+            }
+        } else {
+            let (mut command, log) = run(&["sleep", "600"])?;
+            let child = command
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("agentbox: {e}"))?;
+            let log = log.expect("agentbox variants have a log");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !fs::read_to_string(&log).is_ok_and(|t| t.contains("\"launch\"")) {
+                if Instant::now() > deadline {
+                    return Err("the background sandbox did not start in 30 s".into());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            background = Some((child, log));
+        }
+        let report = run_ops(env, &bare, &["getppid", &n]);
+        if let Some((mut child, log)) = background {
+            // SIGTERM: agentbox ends the sandbox and, as the last supervisor, detaches.
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+            let _ = fs::remove_file(log);
+        }
+        Ok(report?.ns_per_op)
+    })?;
+    let table = Table::build(
+        &format!("Idle cost: getppid() in a process outside any sandbox, {n} per run"),
+        Unit::Ns,
+        &states,
+        &samples,
+    );
+    table.print();
+    for (name, limit, goal) in [
+        (
+            "after",
+            1.02,
+            "no cost once the last sandbox ended: getppid() after a run within 1.02x",
+        ),
+        (
+            "while",
+            1.05,
+            "an unsandboxed process's syscalls while a sandbox runs within 1.05x",
+        ),
+    ] {
+        if let Some(row) = table.rows.iter().find(|r| r.name.starts_with(name)) {
+            doc.targets.push(Target::ratio(goal, row.ratio, limit));
+        }
     }
     doc.tables.push(table);
     Ok(())
@@ -1624,10 +1842,18 @@ const WHY: &str = "
 Why, where a target is missed (check against the tables below):
 - Start-up: agentbox resolves the profile, compiles the Landlock ruleset and seccomp program,
   walks the allowed trees for deny-glob omissions, forks an init in new namespaces and writes
-  the launch record; as root it also opens (cold: loads and pins) the eBPF objects and creates
-  the sandbox's cgroup. bwrap only sets up namespaces and mounts.
-- Operation loops: Landlock checks every path walk against the ruleset (open is hit harder
-  than stat); the syscall observers run on every syscall of every process once attached.
+  the launch record; as root it also opens the pinned eBPF objects (cold: loads and pins
+  them), creates the sandbox's cgroup and attaches the syscall observers when no other
+  sandbox runs (a tracepoint's first probe patches kernel text on every CPU). Ring slots and
+  the cgroup programs on the parent group spare the RCU grace periods a per-run map-of-maps
+  update waited for; init is cloned straight into its cgroup2 group, but on a hybrid host the
+  v1 pids group still costs a move, which waits for one grace period (~15 ms). bwrap only
+  sets up namespaces and mounts.
+- Operation loops and idle cost: Landlock checks every path walk against the ruleset (open is
+  hit harder than stat); while any sandbox runs as root, the raw syscall tracepoints put every
+  process of the machine on the slow syscall path (the observers that label denials with their
+  path). Without BPF LSM nothing else reports the mounts layer's read-only refusals, so they
+  stay while a sandbox runs; they are detached with the last sandbox.
 - Denial storms: a seccomp-denied syscall is a synchronous user-notification round trip (the
   agent waits for the supervisor's answer), so its rate is bounded by two context switches per
   event; file denials need the tracepoint observers (root) to be reported at all.
@@ -1657,14 +1883,7 @@ const METHOD: &str = "
 
 fn build_release_agentbox() -> Res<PathBuf> {
     cargo_executables(
-        &[
-            "build",
-            "--release",
-            "-p",
-            "agent-sandbox",
-            "--bin",
-            "agentbox",
-        ],
+        &["build", "--release", "-p", "agentbox", "--bin", "agentbox"],
         |m| m["target"]["name"] == "agentbox",
     )?
     .into_iter()

@@ -6,6 +6,7 @@ mod bench;
 mod cpio;
 mod demo;
 mod fuzz;
+mod kernels;
 mod setup;
 mod test;
 mod vm;

@@ -19,6 +19,11 @@ pub(crate) const DEBIAN_PACKAGES: &[&str] = &[
     "cpio",
     // The VM tier's last phase: systemd as the guest's PID 1 (copied into the initramfs).
     "systemd",
+    // The 6.12 guest kernel: fetched from Debian 13's archive, signature checked (kernels.rs).
+    "curl",
+    "gpgv",
+    "xz-utils",
+    "debian-archive-keyring",
     // Peers for side-by-side benchmarks, and the agents the tests run.
     "bubblewrap",
     "firejail",
@@ -35,6 +40,7 @@ pub(crate) fn setup() -> Res<()> {
     setup_rustup_components()?;
     setup_debian_packages()?;
     crate::fuzz::setup_cargo_fuzz()?;
+    crate::kernels::setup_trixie_kernel()?;
     if !std::path::Path::new(VM_KERNEL).is_file() {
         return Err(format!(
             "{VM_KERNEL} is missing although its package is installed; reinstall it: \
@@ -151,7 +157,7 @@ fn report(item: &str, state: &str) {
 }
 
 /// Effective uid 0, read from /proc so xtask needs no libc.
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {

@@ -991,8 +991,19 @@ int BPF_PROG(lsm_bpf, int cmd, union bpf_attr *attr, unsigned int size)
 	return check_kernel_op(LH_BPF, cmd);
 }
 
+/* The hook's arguments differ by kernel: (attr, type) up to 6.9, (type) since. Both
+ * programs are in the object; the loader autoloads the one this kernel's hook matches
+ * (runtime.rs, `perf_hook_takes_attr`) and pins it under the first name. */
 SEC("lsm/perf_event_open")
 int BPF_PROG(lsm_perf_event_open, struct perf_event_attr *attr, int type, int ret)
+{
+	if (ret)
+		return ret;
+	return check_kernel_op(LH_PERF_EVENT_OPEN, type);
+}
+
+SEC("lsm/perf_event_open")
+int BPF_PROG(lsm_perf_event_open_type, int type, int ret)
 {
 	if (ret)
 		return ret;
