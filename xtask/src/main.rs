@@ -7,6 +7,7 @@ mod cpio;
 mod demo;
 mod fuzz;
 mod kernels;
+mod security_doc;
 mod setup;
 mod test;
 mod vm;
@@ -29,8 +30,12 @@ const TASKS: &[(&str, &str)] = &[
         "setup, fmt, clippy, cargo test, VM tier; stops at the first failure",
     ),
     (
-        "vm-test [--timeout SECS] [FILTER...]",
-        "build the VM-tier tests and run them in a qemu guest with BPF LSM",
+        "vm-test [--timeout SECS] [--kernel 6.1|6.12] [FILTER...]",
+        "build the VM-tier tests and run them in qemu guests (6.1, 6.12) with BPF LSM, then systemd",
+    ),
+    (
+        "security-doc",
+        "rewrite docs/security.md's VM table from the last vm-test's consoles (one column per kernel)",
     ),
     (
         "fuzz (TARGET|--all) [--time SECS]",
@@ -59,6 +64,7 @@ fn main() -> ExitCode {
         "setup" => setup::setup(),
         "test" => test::test(&rest),
         "vm-test" => vm::vm_test_cli(&rest),
+        "security-doc" => security_doc::security_doc(),
         "doctor" => return doctor(&rest),
         "fuzz" => fuzz::fuzz_cli(&rest),
         "demo" => demo::demo(),
