@@ -40,7 +40,13 @@ impl Notify {
     /// Receives one datagram and passes its allowed lines on, if a process of the sandbox
     /// sent it: in a pid namespace the kernel shows senders from outside it as pid 0;
     /// without one (fallback), only the agent's user is believed.
+    /// Passes on every datagram queued now (the agent may end right after sending).
     fn forward(&self, pid_namespace: bool) {
+        while self.forward_one(pid_namespace) {}
+    }
+
+    /// One datagram; false when none was queued.
+    fn forward_one(&self, pid_namespace: bool) -> bool {
         let mut buf = [0u8; NOTIFY_MAX];
         // Room for one SCM_CREDENTIALS message (u64-aligned).
         let mut control = [0u64; 8];
@@ -57,7 +63,7 @@ impl Notify {
         // SAFETY: every pointer in `msg` refers to live stack buffers of the sizes given.
         let n = unsafe { libc::recvmsg(self.socket, &mut msg, libc::MSG_DONTWAIT) };
         if n <= 0 {
-            return;
+            return false;
         }
         let mut sender: Option<libc::ucred> = None;
         // SAFETY: CMSG_* walk the control buffer the kernel just filled, within its length.
@@ -82,7 +88,7 @@ impl Notify {
             None => false,
         };
         if !ours {
-            return;
+            return true;
         }
         let mut out = [0u8; NOTIFY_MAX];
         let len = super::notify::filter(&buf[..n as usize], self.agent_ready, &mut out);
@@ -90,6 +96,7 @@ impl Notify {
             // SAFETY: `out` holds `len` bytes; a failed send only loses this message.
             unsafe { libc::send(self.relay, out.as_ptr().cast(), len, libc::MSG_NOSIGNAL) };
         }
+        true
     }
 }
 

@@ -597,13 +597,18 @@ impl Sandbox {
             .context("tokio runtime")?;
         let result = runtime.block_on(async {
             signals::spawn_forwarders(init).context("signal handlers")?;
-            if let Some((relay, socket)) = notify {
-                tokio::spawn(notify::forward(relay, socket));
+            if let Some((relay, socket)) = &notify {
+                let relay = relay.try_clone().context("sd_notify relay")?;
+                tokio::spawn(notify::forward(relay, socket.clone()));
             }
             signals::set_mask(&saved_mask).context("unblocking signals")?;
             event_loop(&ctl, &mut sources, &mut audit).await
         });
         drop(runtime);
+        // What the agent said right before it ended may not have been forwarded yet.
+        if let Some((relay, socket)) = &notify {
+            notify::drain(relay, socket);
+        }
         let (status, exec_error) = result?;
         tracing::debug!(elapsed = ?started.elapsed(), "agent ended");
 

@@ -71,6 +71,23 @@ pub(crate) fn filter(message: &[u8], agent_ready: bool, out: &mut [u8]) -> usize
     len
 }
 
+/// Passes on what is still queued on the relay (after the agent ended), without blocking.
+pub(crate) fn drain(relay: &std::os::fd::OwnedFd, socket: &str) {
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = nix::sys::socket::recv(
+        std::os::fd::AsRawFd::as_raw_fd(relay),
+        &mut buf,
+        nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+    ) {
+        if n == 0 {
+            return;
+        }
+        if let Err(e) = sd_notify(socket, &buf[..n]) {
+            tracing::warn!("sd_notify to {socket}: {e}");
+        }
+    }
+}
+
 /// The supervisor's half: passes every packet init relays on to systemd, until the runtime
 /// ends. A failed send is logged and the relay goes on (systemd may be restarting).
 pub(crate) async fn forward(relay: std::os::fd::OwnedFd, socket: String) {

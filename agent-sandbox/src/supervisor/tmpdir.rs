@@ -14,6 +14,10 @@ use anyhow::Context;
 
 /// Name prefix of the private directories under the host's TMPDIR.
 pub(super) const PREFIX: &str = "agentbox-";
+/// Suffix of a private directory until it is locked (see `PrivateTmp::create`).
+const STAGING_SUFFIX: &str = ".new";
+/// A staging directory older than this was left by a supervisor that died creating it.
+const STAGING_STALE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The sandbox's temporary directory; removed on `remove` or drop.
 ///
@@ -40,16 +44,25 @@ pub(crate) fn reclaim_dead(host_tmp: &Path) -> Vec<PathBuf> {
     for entry in entries.flatten() {
         let name = entry.file_name();
         // `agentbox-<16 hex digits>` only: `agentbox-<uid>` is the unprivileged log fallback.
-        let id = name
-            .to_string_lossy()
-            .strip_prefix(PREFIX)
-            .map(str::to_string);
+        let name = name.to_string_lossy();
+        let (name, staging) = match name.strip_suffix(STAGING_SUFFIX) {
+            Some(stem) => (stem, true),
+            None => (&*name, false),
+        };
+        let id = name.strip_prefix(PREFIX).map(str::to_string);
         let is_sandbox_id =
             id.is_some_and(|id| id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()));
+        let old_enough = |m: &fs::Metadata| {
+            !staging
+                || m.modified()
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > STAGING_STALE)
+        };
         let is_ours = is_sandbox_id
-            && entry
-                .metadata()
-                .is_ok_and(|m| m.is_dir() && m.uid() == me && m.mode() & 0o777 == 0o700);
+            && entry.metadata().is_ok_and(|m| {
+                m.is_dir() && m.uid() == me && m.mode() & 0o777 == 0o700 && old_enough(&m)
+            });
         if !is_ours {
             continue;
         }
@@ -74,17 +87,32 @@ fn try_lock(file: &fs::File) -> bool {
 impl PrivateTmp {
     /// Creates `<host_tmp>/agentbox-<sandbox>`, mode 0700, owned by the caller. Fails if the
     /// name exists: a directory someone else prepared is never adopted.
+    ///
+    /// Made under a staging name and renamed once locked: a directory that carries the final
+    /// name is always locked by a live supervisor, so another run's `reclaim_dead` can never
+    /// take a directory between its creation and its lock (seen with two runs starting in
+    /// the same millisecond). A staging directory left by a crash is reclaimed once old.
     pub fn create(host_tmp: &Path, sandbox: &str) -> anyhow::Result<PrivateTmp> {
         let path = host_tmp.join(format!("{PREFIX}{sandbox}"));
+        let staging = host_tmp.join(format!("{PREFIX}{sandbox}{STAGING_SUFFIX}"));
         fs::DirBuilder::new()
             .mode(0o700)
-            .create(&path)
-            .with_context(|| format!("creating the sandbox's TMPDIR {}", path.display()))?;
-        let lock = fs::File::open(&path)
-            .with_context(|| format!("opening the sandbox's TMPDIR {}", path.display()))?;
+            .create(&staging)
+            .with_context(|| format!("creating the sandbox's TMPDIR {}", staging.display()))?;
+        let lock = fs::File::open(&staging)
+            .with_context(|| format!("opening the sandbox's TMPDIR {}", staging.display()))?;
         if !try_lock(&lock) {
-            anyhow::bail!("{} is locked by another process", path.display());
+            anyhow::bail!("{} is locked by another process", staging.display());
         }
+        if path.exists() {
+            let _ = fs::remove_dir(&staging);
+            anyhow::bail!(
+                "{} exists already: a directory someone else made is never adopted",
+                path.display()
+            );
+        }
+        fs::rename(&staging, &path)
+            .with_context(|| format!("renaming {} to {}", staging.display(), path.display()))?;
         let tmp = PrivateTmp {
             path,
             removed: false,
@@ -182,6 +210,38 @@ mod tests {
         tmp.remove().unwrap();
         assert!(!path.exists());
         assert!(outside.join("keep").exists(), "the symlink's target stays");
+    }
+
+    /// Another run's reclaim never takes a directory that is being created: it only gets
+    /// its final name once locked, and a staging directory is reclaimed only when old.
+    #[test]
+    fn a_young_staging_dir_is_left_alone_and_an_old_one_reclaimed() {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        let host = tempfile::tempdir().unwrap();
+        let staging = host.path().join("agentbox-0123456789abcdef.new");
+        fs::DirBuilder::new().mode(0o700).create(&staging).unwrap();
+        assert!(reclaim_dead(host.path()).is_empty());
+        assert!(
+            staging.exists(),
+            "a young staging directory belongs to a starting run"
+        );
+
+        let old = libc::timespec {
+            tv_sec: (std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                - 120) as libc::time_t,
+            tv_nsec: 0,
+        };
+        let times = [old, old];
+        let c = CString::new(staging.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path and two live timespecs.
+        let r = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0) };
+        assert_eq!(r, 0);
+        assert_eq!(reclaim_dead(host.path()), std::slice::from_ref(&staging));
+        assert!(!staging.exists());
     }
 
     #[test]
