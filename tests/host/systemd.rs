@@ -81,14 +81,7 @@ fn which(name: &str) -> Result<std::path::PathBuf, ()> {
 fn systemd_notify_ready_comes_from_agentbox_and_the_agent_never_sees_the_socket() {
     for run_as in RunAs::all() {
         let mut s = Scenario::new(run_as);
-        let path = s.root().join("notify.sock");
-        let sock = UnixDatagram::bind(&path).unwrap();
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o777))
-            .unwrap();
-        sock.set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        s.env
-            .push(("NOTIFY_SOCKET".into(), path.to_str().unwrap().into()));
+        let sock = fake_notify_socket(&mut s);
         let (child, log) = s.spawn(
             &["-q"],
             &[
@@ -128,14 +121,7 @@ print('agent-notified')\n";
             ("agent", "READY=1\nSTATUS=working\nWATCHDOG=1\n"),
         ] {
             let mut s = Scenario::new(run_as);
-            let path = s.root().join("notify.sock");
-            let sock = UnixDatagram::bind(&path).unwrap();
-            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o777))
-                .unwrap();
-            sock.set_read_timeout(Some(Duration::from_secs(20)))
-                .unwrap();
-            s.env
-                .push(("NOTIFY_SOCKET".into(), path.to_str().unwrap().into()));
+            let sock = fake_notify_socket(&mut s);
             let r = s.run(
                 &["-q", "--sd-notify", mode],
                 &["/usr/bin/python3", "-c", AGENT],
@@ -244,13 +230,27 @@ fn journal_entries(sock: &UnixDatagram) -> Vec<std::collections::BTreeMap<String
     entries
 }
 
-fn fake_journal(s: &Scenario) -> (UnixDatagram, std::path::PathBuf) {
-    let path = s.root().join("journal.sock");
+/// A datagram socket of the test's own that agentbox (root or nobody) can send to, waiting
+/// up to 20 s for each datagram.
+fn test_socket(s: &Scenario, name: &str) -> (UnixDatagram, std::path::PathBuf) {
+    let path = s.root().join(name);
     let sock = UnixDatagram::bind(&path).unwrap();
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     (sock, path)
+}
+
+/// systemd's notify socket, faked: `$NOTIFY_SOCKET` of the scenario's runs.
+fn fake_notify_socket(s: &mut Scenario) -> UnixDatagram {
+    let (sock, path) = test_socket(s, "notify.sock");
+    s.env
+        .push(("NOTIFY_SOCKET".into(), path.to_str().unwrap().into()));
+    sock
+}
+
+fn fake_journal(s: &Scenario) -> (UnixDatagram, std::path::PathBuf) {
+    test_socket(s, "journal.sock")
 }
 
 /// Under journald a denial is an entry with structured fields, not a line of text to parse.
@@ -343,16 +343,9 @@ fn sd_notify_from_outside_the_sandbox_is_dropped() {
     use std::os::linux::net::SocketAddrExt;
     for run_as in RunAs::all() {
         let mut s = Scenario::new(run_as);
-        let path = s.root().join("notify.sock");
-        let sock = UnixDatagram::bind(&path).unwrap();
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o777))
-            .unwrap();
-        s.env
-            .push(("NOTIFY_SOCKET".into(), path.to_str().unwrap().into()));
+        let sock = fake_notify_socket(&mut s);
         let (child, log) = s.spawn(&["-q", "--allow-net", "*:443"], &["sleep", "1.5"]);
         let mut buf = [0u8; 4096];
-        sock.set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
         let n = sock.recv(&mut buf).expect("agentbox's READY=1");
         assert!(buf[..n].starts_with(b"READY=1"));
         let launch = std::fs::read_to_string(&log).unwrap();
