@@ -31,6 +31,14 @@ pub(crate) enum SystemdCmd {
         /// Write it to /etc/systemd/system (or ~/.config/systemd/user with --user).
         #[arg(long)]
         install: bool,
+        /// Who says READY=1 (`agentbox run --sd-notify`): `agent` for an agent that speaks
+        /// sd_notify itself; by default agentbox, once the agent runs.
+        #[arg(long, value_name = "WHO", value_parser = ["launch", "agent"])]
+        sd_notify: Option<String>,
+        /// Start even where a guarantee the profile needs is missing (`agentbox run
+        /// --best-effort`); the launch record says what is.
+        #[arg(long)]
+        best_effort: bool,
         /// The command, after `--`.
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<String>,
@@ -93,12 +101,22 @@ fn agentbox_path() -> anyhow::Result<PathBuf> {
         .context("the path of this agentbox binary")
 }
 
-fn exec_line(profile: &str, command: &[String]) -> anyhow::Result<String> {
-    let mut line = format!(
-        "{} run --profile {} --",
-        agentbox_path()?.display(),
-        quote(profile)
-    );
+/// `agentbox run` flags a generated unit may carry.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct RunFlags<'a> {
+    pub sd_notify: Option<&'a str>,
+    pub best_effort: bool,
+}
+
+fn exec_line(profile: &str, flags: RunFlags<'_>, command: &[String]) -> anyhow::Result<String> {
+    let mut line = format!("{} run", agentbox_path()?.display());
+    if let Some(who) = flags.sd_notify {
+        line.push_str(&format!(" --sd-notify {}", quote(who)));
+    }
+    if flags.best_effort {
+        line.push_str(" --best-effort");
+    }
+    line.push_str(&format!(" --profile {} --", quote(profile)));
     for arg in command {
         line.push(' ');
         line.push_str(&quote(arg));
@@ -111,6 +129,7 @@ pub(crate) fn unit_text(
     profile: &str,
     user: bool,
     workspace: Option<&Path>,
+    flags: RunFlags<'_>,
     command: &[String],
 ) -> anyhow::Result<String> {
     if name.is_empty() || name.contains(['/', ' ']) || name.ends_with(".service") {
@@ -142,7 +161,10 @@ pub(crate) fn unit_text(
         )),
         None => out.push_str(&format!("WorkingDirectory=%S/agentbox-{name}\n")),
     }
-    out.push_str(&format!("ExecStart={}\n", exec_line(profile, command)?));
+    out.push_str(&format!(
+        "ExecStart={}\n",
+        exec_line(profile, flags, command)?
+    ));
     out.push_str(
         "# SIGTERM to agentbox, which forwards it to the agent and exits with its status; the\n\
          # stop timeout's SIGKILL then reaches everything left (agentbox's sandbox dies with it).\n\
@@ -257,9 +279,15 @@ pub(crate) fn exec(cmd: SystemdCmd) -> anyhow::Result<ExitCode> {
             user,
             workspace,
             install,
+            sd_notify,
+            best_effort,
             command,
         } => {
-            let text = unit_text(&name, &profile, user, workspace.as_deref(), &command)?;
+            let flags = RunFlags {
+                sd_notify: sd_notify.as_deref(),
+                best_effort,
+            };
+            let text = unit_text(&name, &profile, user, workspace.as_deref(), flags, &command)?;
             let dir = if user {
                 let home = std::env::var_os("HOME").context("--user --install needs HOME")?;
                 PathBuf::from(home).join(".config/systemd/user")

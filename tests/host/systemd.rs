@@ -47,6 +47,10 @@ fn systemd_unit_is_valid_and_quotes_the_command() {
     for (name, extra) in [
         ("demo-bot.service", &[][..]),
         ("demo-user.service", &["--user"][..]),
+        (
+            "demo-notify.service",
+            &["--sd-notify", "agent", "--best-effort"][..],
+        ),
     ] {
         let path = dir.path().join(name);
         let stem = name.trim_end_matches(".service");
@@ -55,8 +59,15 @@ fn systemd_unit_is_valid_and_quotes_the_command() {
         args.extend(["--", "/usr/bin/true"]);
         let out = agentbox(&args);
         std::fs::write(&path, &out.stdout).unwrap();
+        if extra.contains(&"--sd-notify") {
+            let unit = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                unit.contains(" run --sd-notify \"agent\" --best-effort --profile "),
+                "{unit}"
+            );
+        }
         let mut verify = Command::new(&analyze);
-        if !extra.is_empty() {
+        if extra.contains(&"--user") {
             // The user manager's lookup paths need a runtime directory.
             verify.arg("--user").env("XDG_RUNTIME_DIR", dir.path());
         }

@@ -153,9 +153,8 @@ check() {{
 }}
 denial=6f06499807564ffcadde7894a967db50
 # --best-effort: 6.1's one gap (ioctl on device files, Landlock ABI 5; tests/vm/run_lsm.rs).
-/bin/agentbox systemd unit --name demo --profile default -- \
+/bin/agentbox systemd unit --name demo --profile default --best-effort -- \
     /bin/sh -c 'cat /etc/shadow; echo agent-started; exec sleep 300' \
-    | sed 's|/bin/agentbox run |/bin/agentbox run --best-effort |' \
     > /etc/systemd/system/demo.service
 check "unit generated" '[ -s /etc/systemd/system/demo.service ]'
 systemctl daemon-reload
@@ -183,9 +182,8 @@ check "no TMPDIR left" '[ -z "$(ls -d /tmp/agentbox-* /tmp/systemd-private-* 2>/
 check "the exit is in the journal" 'journalctl -u demo.service -o json --no-pager | grep -q ff0dd51c9e5d48f09b3671270bf2d8d4'
 # An agent that speaks sd_notify: with --sd-notify agent its READY=1 is the one systemd
 # waits for, and its STATUS= arrives through agentbox (NotifyAccess=main).
-/bin/agentbox systemd unit --name notifier --profile default -- \
+/bin/agentbox systemd unit --name notifier --profile default --best-effort --sd-notify agent -- \
     /bin/sh -c 'sleep 3; systemd-notify --ready --status=warmed-up; exec sleep 300' \
-    | sed 's|/bin/agentbox run |/bin/agentbox run --best-effort --sd-notify agent |' \
     > /etc/systemd/system/notifier.service
 systemctl daemon-reload
 t0=$(date +%s)
