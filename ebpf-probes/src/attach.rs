@@ -149,7 +149,7 @@ fn c_path(path: &Path) -> Result<std::ffi::CString, Error> {
         .map_err(|_| Error::Config(format!("{} contains a NUL byte", path.display())))
 }
 
-fn obj_get(path: &Path) -> Result<OwnedFd, Error> {
+pub(crate) fn obj_get(path: &Path) -> Result<OwnedFd, Error> {
     let c = c_path(path)?;
     // SAFETY: `c` is NUL-terminated.
     let fd = unsafe { libbpf_sys::bpf_obj_get(c.as_ptr()) };

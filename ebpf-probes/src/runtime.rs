@@ -1086,23 +1086,8 @@ fn record_lsm_error(version_dir: &Path, reason: &str) -> Result<(), Error> {
 /// a new attachment of the pinned program, pinned for the supervisors that follow.
 fn observer_link(dir: &Path, name: &str) -> Result<OwnedFd, Error> {
     let link_path = dir.join("links").join(name);
-    let c_path = |path: &Path| {
-        std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-            .map_err(|_| Error::Config(format!("{} contains a NUL byte", path.display())))
-    };
-    let pinned = c_path(&link_path)?;
     if link_path.exists() {
-        // SAFETY: `pinned` is NUL-terminated.
-        let fd = unsafe { libbpf_rs::libbpf_sys::bpf_obj_get(pinned.as_ptr()) };
-        if fd < 0 {
-            return Err(Error::Bpf {
-                step: format!("opening pinned link {}", link_path.display()),
-                errno: Some(-fd),
-                message: std::io::Error::from_raw_os_error(-fd).to_string(),
-            });
-        }
-        // SAFETY: a new fd nothing else owns.
-        return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+        return attach::obj_get(&link_path);
     }
     let prog_path = dir.join("progs").join(name);
     let program = run_libbpf(
@@ -1126,15 +1111,7 @@ fn observer_link(dir: &Path, name: &str) -> Result<OwnedFd, Error> {
     }
     // SAFETY: a new fd nothing else owns.
     let link = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: the fd is a live link and `pinned` NUL-terminated.
-    let r = unsafe { libbpf_rs::libbpf_sys::bpf_obj_pin(link.as_raw_fd(), pinned.as_ptr()) };
-    if r < 0 {
-        return Err(Error::Bpf {
-            step: format!("pinning link {}", link_path.display()),
-            errno: Some(-r),
-            message: std::io::Error::from_raw_os_error(-r).to_string(),
-        });
-    }
+    attach::obj_pin(link.as_fd(), &link_path)?;
     Ok(link)
 }
 
