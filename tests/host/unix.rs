@@ -191,3 +191,76 @@ fn allow_unix_opens_one_host_socket_stream_and_datagram() {
         assert_eq!(other.accepted(), 0);
     }
 }
+
+/// As root with the cgroup unix hooks, a connect() whose address has an IP address's length
+/// (16 or 28 bytes) goes straight to the kernel, sparing every TCP connect a round trip to
+/// the supervisor. A pathname socket of that length is then the kernel hook's to judge: a
+/// host service there stays refused (and logged, naming why), and so, as the stated cost,
+/// does one in the workspace. Unprivileged, every connect still reaches the supervisor.
+#[test]
+fn a_socket_path_of_an_ip_address_length_is_refused_by_the_kernel_hook_as_root() {
+    for run_as in RunAs::all() {
+        let s = Scenario::new(run_as);
+        // CPython passes sun_family, the path and its NUL: 13 bytes make 16.
+        let host_path = PathBuf::from(format!("/tmp/ab{:04}.s", std::process::id() % 10_000));
+        assert_eq!(host_path.as_os_str().len(), 13);
+        let _ = std::fs::remove_file(&host_path);
+        let host = Service::start(&host_path);
+        let own = Service::start(&s.workspace.join("own-13-byte.s"));
+        let longer = Service::start(&s.workspace.join("own-14-bytes.s"));
+        let r = s.run_probe(
+            &["-q"],
+            &format!(
+                "{PROBE}attempt('host', unix_connect({host:?}))\n\
+                 attempt('own', unix_connect('own-13-byte.s'))\n\
+                 attempt('longer', unix_connect('own-14-bytes.s'))\n",
+                host = host.path,
+            ),
+        );
+        let _ = std::fs::remove_file(&host_path);
+        let root = run_as == RunAs::Current && agentbox_tests::is_root();
+        assert_eq!(r.code(), Some(0), "{run_as:?}: {}", r.dump());
+        assert_eq!(r.attempt("longer"), Attempt::Ok, "{run_as:?}: {}", r.dump());
+        assert!(
+            agentbox_tests::wait_until(Duration::from_secs(2), || longer.accepted() == 1),
+            "{run_as:?}: {}",
+            r.dump()
+        );
+        assert_eq!(
+            r.attempt("host"),
+            Attempt::Err(libc::EPERM),
+            "{run_as:?}: {}",
+            r.dump()
+        );
+        assert_eq!(host.accepted(), 0, "{run_as:?}: {}", r.dump());
+        let unix: Vec<_> = r
+            .denials()
+            .into_iter()
+            .filter(|d| d["object"]["kind"] == "unix")
+            .collect();
+        if root {
+            assert_eq!(
+                r.attempt("own"),
+                Attempt::Err(libc::EPERM),
+                "{run_as:?}: {}",
+                r.dump()
+            );
+            assert_eq!(own.accepted(), 0);
+            assert_eq!(unix.len(), 2, "{run_as:?}: {}", r.dump());
+            for d in unix {
+                assert_eq!(d["layer"], "cgroup-bpf", "{d}");
+                assert!(
+                    d["rule"]
+                        .as_str()
+                        .unwrap()
+                        .contains("an IP address's length"),
+                    "{d}"
+                );
+            }
+        } else {
+            assert_eq!(r.attempt("own"), Attempt::Ok, "{run_as:?}: {}", r.dump());
+            assert_eq!(unix.len(), 1, "{run_as:?}: {}", r.dump());
+            assert_eq!(unix[0]["layer"], "seccomp", "{}", unix[0]);
+        }
+    }
+}

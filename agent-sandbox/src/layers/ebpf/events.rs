@@ -221,7 +221,7 @@ impl Mapper {
                 let object = match (hook, addr) {
                     _ if rule == NetVerdictReason::UnixPath => {
                         crate::layers::seccomp::mediate::unix_object(
-                            path.unwrap_or_default(),
+                            path.clone().unwrap_or_default(),
                             i32::from(sock_type),
                         )
                     }
@@ -244,7 +244,10 @@ impl Mapper {
                 };
                 let rule = match rule {
                     NetVerdictReason::UnixPath => {
-                        crate::layers::seccomp::mediate::unix_bypass_rule(hook == NetHook::Sendmsg)
+                        crate::layers::seccomp::mediate::unix_bypass_rule(
+                            hook == NetHook::Sendmsg,
+                            path.as_deref().unwrap_or_default(),
+                        )
                     }
                     _ => self.net_rule_text(rule, addr, port, family, sock_type),
                 };
@@ -535,9 +538,10 @@ impl Mapper {
                 Some(name) if !name.is_empty() => format!("filesystem.protect: **/{name}"),
                 _ => "filesystem.protect: protected name".into(),
             },
-            LsmReason::UnixPath => {
-                crate::layers::seccomp::mediate::unix_bypass_rule(hook == LsmHook::SocketSendmsg)
-            }
+            LsmReason::UnixPath => crate::layers::seccomp::mediate::unix_bypass_rule(
+                hook == LsmHook::SocketSendmsg,
+                path.unwrap_or_default(),
+            ),
             LsmReason::Other(code) => format!("{LSM_LAYER}: denied (reason {code})"),
         }
     }

@@ -351,10 +351,23 @@ pub(crate) fn compile(
     ))
 }
 
+/// `sizeof(struct sockaddr_in)` and `sizeof(struct sockaddr_in6)`.
+const SOCKADDR_IN_LEN: u64 = 16;
+const SOCKADDR_IN6_LEN: u64 = 28;
+
 /// The calls the filter sends to the supervisor for a decision, with their conditions.
 fn mediated_calls(mediation: &mediate::Mediation) -> Vec<(i64, Vec<ArgCond>)> {
+    // addrlen (arg 2) is a socklen_t: 32 bits.
+    let connect = if mediation.ip_sized_connects_pass() {
+        vec![
+            ArgCond::ne(2, Width::Dword, SOCKADDR_IN_LEN),
+            ArgCond::ne(2, Width::Dword, SOCKADDR_IN6_LEN),
+        ]
+    } else {
+        Vec::new()
+    };
     let mut calls = vec![
-        (libc::SYS_connect, Vec::new()),
+        (libc::SYS_connect, connect),
         (libc::SYS_inotify_add_watch, Vec::new()),
     ];
     if mediation.sends {
