@@ -59,6 +59,28 @@ pub struct FsPolicy {
     /// outside the sandbox: `.git/hooks`, `.git/config`, `.envrc`, editor task files.
     #[serde(default)]
     pub protect: Vec<DenyGlob>,
+    /// How long the launch may search the allowed trees for deny and protect matches
+    /// (Landlock omission, protect binds), in milliseconds; `None`: `DEFAULT_SEARCH_MS`.
+    #[serde(default)]
+    pub search_ms: Option<u64>,
+}
+
+/// The default of `filesystem.search_ms`: some 10,000 entries, a fifth of an unprivileged
+/// start-up (issue 13: a large workspace starts within 1.2x of an empty one).
+pub const DEFAULT_SEARCH_MS: u64 = 2;
+
+impl FsPolicy {
+    /// The time the deny/protect search may take at launch. An unoptimised (debug) build
+    /// searches some ten times slower, and gets ten times the default, so that its tests see
+    /// the coverage a release build gives.
+    pub fn search_budget(&self) -> std::time::Duration {
+        let default = if cfg!(debug_assertions) {
+            DEFAULT_SEARCH_MS * 10
+        } else {
+            DEFAULT_SEARCH_MS
+        };
+        std::time::Duration::from_millis(self.search_ms.unwrap_or(default))
+    }
 }
 
 /// One deny (or protect) glob, with the absolute-path pattern it expands to.

@@ -107,6 +107,11 @@ pub(crate) struct FilesystemToml {
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub protect: Entries,
+    /// Milliseconds the launch may spend searching the allowed trees for deny and protect
+    /// matches where the kernel cannot judge them by name (no BPF LSM); what the search
+    /// does not reach is named in the launch record. Default 2.
+    #[schemars(with = "Option<i64>")]
+    pub search_ms: Option<Spanned<i64>>,
 }
 
 /// Entries are `host-or-cidr:port-or-range`: `*:443`, `10.0.0.0/8:*`, `[::1]:8000-8100`.

@@ -26,6 +26,8 @@ struct ShownFs {
     exec: Vec<String>,
     deny: Vec<String>,
     protect: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    search_ms: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -96,6 +98,7 @@ pub fn to_toml(policy: &Policy, description: Option<&str>, notes: &[String]) -> 
             exec: paths(&fs.exec),
             deny: fs.deny.iter().map(|d| d.pattern.clone()).collect(),
             protect: fs.protect.iter().map(|d| d.pattern.clone()).collect(),
+            search_ms: fs.search_ms,
         },
         network: ShownNet {
             allow: net.allow.iter().map(|r| format!("{r:#}")).collect(),

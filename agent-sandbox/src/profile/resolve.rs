@@ -109,6 +109,19 @@ impl<'a> Builder<'a> {
         ctx.edit(&mut p.deny, &fs.deny, &mut deny)?;
         let mut protect = |v: &str| path_glob(v, "protect", opts, notes);
         ctx.edit(&mut p.protect, &fs.protect, &mut protect)?;
+        if let Some(ms) = fs.search_ms {
+            let v = u64::try_from(*ms.get_ref())
+                .ok()
+                .filter(|v| *v <= 60_000)
+                .ok_or_else(|| {
+                    ctx.err(
+                        ms.span(),
+                        "`search_ms` must be 0 to 60000 (milliseconds)",
+                        Some("0 searches nothing; 500 covers about a million entries".into()),
+                    )
+                })?;
+            p.search_ms = Some(v);
+        }
 
         // [network]
         let net = file.network;

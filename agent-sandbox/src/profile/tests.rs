@@ -461,7 +461,7 @@ fn unknown_key_reports_table_line_column_and_hint() {
     let err = load(&spec, &s.opts).unwrap_err();
     let expected = format!(
         "error: unknown key `wirte` in [filesystem]\n  --> {spec}:4:1\n   |\n 4 | wirte = [\"/tmp\"]\n   \
-         | ^^^^^\n   = hint: did you mean `write`? expected one of: read, write, exec, deny, protect"
+         | ^^^^^\n   = hint: did you mean `write`? expected one of: read, write, exec, deny, protect, search_ms"
     );
     assert_eq!(err.to_string(), expected);
     let err = s.error_at("description = \"x\"\nnetwrok = {}\n", 2, 1);

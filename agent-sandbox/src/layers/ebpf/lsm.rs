@@ -310,6 +310,7 @@ mod tests {
                 })
                 .collect(),
             protect: Vec::new(),
+            search_ms: None,
         };
         policy
     }

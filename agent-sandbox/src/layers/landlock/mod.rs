@@ -196,7 +196,11 @@ pub(crate) fn compile(
     protected: &[PathBuf],
 ) -> anyhow::Result<(LandlockPlan, Coverage)> {
     match crate::kernel::landlock_abi() {
-        Ok(abi) if abi > 0 => compile_for_abi(policy, share, protected, abi, WalkLimits::DEFAULT),
+        // Half the search time each: the protect search (mounts) and this one.
+        Ok(abi) if abi > 0 => {
+            let limits = WalkLimits::within(policy.filesystem.search_budget() / 2);
+            compile_for_abi(policy, share, protected, abi, limits)
+        }
         Ok(_) => Ok(unavailable("Landlock reports ABI 0".to_string())),
         Err(reason) => Ok(unavailable(format!("Landlock unavailable: {reason}"))),
     }
@@ -463,8 +467,11 @@ fn allowed_trees(policy: &Policy, abi: ABI, notes: &mut Vec<String>) -> BTreeMap
 /// Protect-glob matches that exist now inside the writable trees, found by the same bounded
 /// walk that omission uses, for read-only bind mounts (`layers::mounts`). The second value
 /// says whether a protect glob may match below a writable tree at all: a protected name
-/// created there later is not covered by a mount made at launch.
-pub(crate) fn protect_matches(policy: &Policy) -> anyhow::Result<(Vec<PathBuf>, bool)> {
+/// created there later is not covered by a mount made at launch. The third names what the
+/// bounded search left unexamined.
+pub(crate) fn protect_matches(
+    policy: &Policy,
+) -> anyhow::Result<(Vec<PathBuf>, bool, Vec<String>)> {
     let protect: Vec<String> = policy
         .filesystem
         .protect
@@ -472,7 +479,7 @@ pub(crate) fn protect_matches(policy: &Policy) -> anyhow::Result<(Vec<PathBuf>, 
         .map(|g| g.pattern.clone())
         .collect();
     if protect.is_empty() {
-        return Ok((Vec::new(), false));
+        return Ok((Vec::new(), false, Vec::new()));
     }
     let mut notes = Vec::new();
     let trees = allowed_trees(policy, ABI::V10, &mut notes);
@@ -484,13 +491,17 @@ pub(crate) fn protect_matches(policy: &Policy) -> anyhow::Result<(Vec<PathBuf>, 
     let omissions = Omissions::new(&[], &protect, roots, Vec::new())?;
     let mut matches = Vec::new();
     let mut may_match = false;
+    let mut unexamined = Vec::new();
+    let limits = WalkLimits::within(policy.filesystem.search_budget() / 2).started();
     for tree in writable {
         may_match |= omissions.protect_may_match_below(&tree.real, &tree.written);
-        matches.extend(omissions.split(tree, WalkLimits::DEFAULT)?.omitted);
+        let split = omissions.split(tree, limits)?;
+        matches.extend(split.omitted);
+        unexamined.extend(split.unexamined);
     }
     matches.sort();
     matches.dedup();
-    Ok((matches, may_match))
+    Ok((matches, may_match, unexamined))
 }
 
 fn compile_fs(
@@ -546,6 +557,7 @@ fn compile_fs(
     let mut unanchored_skipped: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     let mut omitted = Vec::new();
     let mut unexamined = Vec::new();
+    let limits = limits.started();
     for tree in trees.values() {
         let split = if omissions.is_empty() {
             omit::TreeRules {

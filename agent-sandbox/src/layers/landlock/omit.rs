@@ -11,28 +11,72 @@
 //! only descends into directories on the way to a possible match (literal glob prefix or
 //! protected path), so `/home/u/.ssh/**` inside `/home/u` reads two directories, not `$HOME`.
 
-use std::collections::BTreeMap;
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use landlock::{AccessFs, BitFlags};
 
-/// How far one tree walk may go before agentbox refuses the profile.
+/// How far the search may go: entries and depth per tree, and a time budget shared by the
+/// writable trees of one search (read-only trees are reached only by anchored globs, whose
+/// literal prefixes bound them: `/etc/shadow` lists one directory). Past a bound the rest is
+/// skipped and stated, never refused.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct WalkLimits {
     pub max_entries: usize,
     pub max_depth: usize,
+    /// The time the whole search may take, and once `started`, when it stops.
+    pub budget: Option<Duration>,
+    pub deadline: Option<(Duration, Duration)>,
 }
 
 impl WalkLimits {
+    /// No time bound: for tests, which set the bounds they check.
     pub(crate) const DEFAULT: WalkLimits = WalkLimits {
         max_entries: 20_000,
         max_depth: 16,
+        budget: None,
+        deadline: None,
     };
+
+    /// The default bounds with a time budget for the whole search.
+    pub(crate) fn within(budget: Duration) -> WalkLimits {
+        WalkLimits {
+            budget: Some(budget),
+            ..WalkLimits::DEFAULT
+        }
+    }
+
+    /// The search begins: the budget starts counting.
+    pub(crate) fn started(self) -> WalkLimits {
+        WalkLimits {
+            deadline: self.budget.map(|b| (thread_cpu() + b, b)),
+            ..self
+        }
+    }
+
+    fn expired(&self) -> Option<Duration> {
+        self.deadline
+            .filter(|(at, _)| thread_cpu() >= *at)
+            .map(|(_, budget)| budget)
+    }
 }
+
+/// This thread's CPU time. The budget counts the search's own work (in the kernel too), not
+/// the time it waited for a CPU: on a loaded machine (a CI runner, a suite starting sandboxes
+/// in parallel) the search reaches as far as on an idle one.
+fn thread_cpu() -> Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(Duration::from)
+        .unwrap_or_default()
+}
+
+/// How often (in entries) the walk reads the clock.
+const CLOCK_EVERY: usize = 64;
 
 /// One allowed tree as the profile wrote it and as it really is (symlinks resolved).
 #[derive(Debug, Clone)]
@@ -50,6 +94,21 @@ struct Globs {
     prefixes: Vec<Option<PathBuf>>,
     /// What a match of each glob keeps: `Nothing` (deny) or `ReadOnly` (protect).
     keeps: Vec<Keep>,
+    /// The last component of every glob that ends in a name (`.env`, `*.pem`): an entry whose
+    /// name none of them matches can only match a glob of `tails`. Most entries of a large
+    /// tree fail this one test, and skip the full match of two paths against every glob.
+    names: GlobSet,
+    /// The literal prefixes of the globs that end otherwise (`~/.ssh/**`, braces): an entry
+    /// at or below one of them takes the full match. `None`: anywhere.
+    tails: Vec<Option<PathBuf>>,
+}
+
+/// Which entries of one directory take the full match (see `Globs::names`).
+struct DirFilter {
+    /// Every entry: the directory is at or below a tail glob's prefix.
+    all: bool,
+    /// Entries that are a tail glob's prefix, or a protected path.
+    exact: Vec<std::ffi::OsString>,
 }
 
 impl Globs {
@@ -74,12 +133,64 @@ impl Globs {
             keeps.push(keep);
         }
         let set = builder.build().context("building deny and protect globs")?;
+        let mut names = GlobSetBuilder::new();
+        let mut tails = Vec::new();
+        for (pattern, prefix) in kept.iter().zip(&prefixes) {
+            let last = pattern.rsplit('/').next().unwrap_or_default();
+            if pattern.contains(['{', '}']) || last.is_empty() || last.contains("**") {
+                tails.push(prefix.clone());
+                continue;
+            }
+            let glob = GlobBuilder::new(last)
+                .literal_separator(true)
+                .backslash_escape(true)
+                .build();
+            match glob {
+                Ok(glob) => {
+                    names.add(glob);
+                }
+                Err(_) => tails.push(prefix.clone()),
+            }
+        }
         Ok(Globs {
             patterns: kept,
             set,
             prefixes,
             keeps,
+            names: names.build().context("building deny and protect globs")?,
+            tails,
         })
+    }
+
+    /// Which entries of directory `real` (written `written`) may match a glob by more than
+    /// their name, with `protected` paths among them.
+    fn dir_filter(&self, real: &Path, written: &Path, protected: &[PathBuf]) -> DirFilter {
+        let mut filter = DirFilter {
+            all: false,
+            exact: Vec::new(),
+        };
+        for prefix in &self.tails {
+            match prefix {
+                None => filter.all = true,
+                Some(p) if under(real, p) || under(written, p) => filter.all = true,
+                Some(p) if p.parent().is_some_and(|d| d == real || d == written) => {
+                    filter.exact.extend(p.file_name().map(|n| n.to_os_string()));
+                }
+                Some(_) => {}
+            }
+        }
+        filter.exact.extend(
+            protected
+                .iter()
+                .filter(|p| p.parent() == Some(real))
+                .filter_map(|p| p.file_name().map(|n| n.to_os_string())),
+        );
+        filter
+    }
+
+    /// Whether entry `name` of a directory with `filter` needs the full match.
+    fn may_match(&self, filter: &DirFilter, name: &std::ffi::OsStr) -> bool {
+        filter.all || filter.exact.iter().any(|n| n == name) || self.names.is_match(name)
     }
 
     /// True when a glob of kind `keep` may match at or below one of `paths` (ignoring reach).
@@ -90,7 +201,7 @@ impl Globs {
             .filter(|(_, k)| **k == keep)
             .any(|(prefix, _)| match prefix {
                 None => true,
-                Some(p) => paths.iter().any(|d| d.starts_with(p) || p.starts_with(d)),
+                Some(p) => paths.iter().any(|d| under(d, p) || under(p, d)),
             })
     }
 }
@@ -109,12 +220,20 @@ impl Reach<'_> {
             .iter()
             .filter(|(_, prefix)| match prefix {
                 None => true,
-                Some(p) => paths.iter().any(|d| d.starts_with(p) || p.starts_with(d)),
+                Some(p) => paths.iter().any(|d| under(d, p) || under(p, d)),
             })
             .map(|(i, _)| self.globs.patterns[*i].as_str())
             .collect();
         near.dedup();
         near
+    }
+
+    /// Whether any glob may match at, below or above one of `paths` (`near` without the list).
+    fn any_near(&self, paths: [&Path; 2]) -> bool {
+        self.scopes.iter().any(|(_, prefix)| match prefix {
+            None => true,
+            Some(p) => paths.iter().any(|d| under(d, p) || under(p, d)),
+        })
     }
 
     /// What a match keeps, if a glob in reach matches; deny wins over protect.
@@ -256,11 +375,8 @@ impl Omissions {
 
     /// True when the walk must descend into this directory to find possible matches.
     fn relevant(&self, reach: &Reach, real: &Path, written: &Path) -> bool {
-        !reach.near([real, written]).is_empty()
-            || self
-                .protected
-                .iter()
-                .any(|p| p.starts_with(real) && p != real)
+        reach.any_near([real, written])
+            || self.protected.iter().any(|p| under(p, real) && p != real)
     }
 
     /// Whether this entry itself is omitted. Deny globs win over protection.
@@ -301,6 +417,15 @@ impl Omissions {
 
     /// Replaces `tree`'s rule with rules that leave every match out.
     pub(crate) fn split(&self, tree: &Tree, limits: WalkLimits) -> anyhow::Result<TreeRules> {
+        // The time budget is for the open-ended search of writable trees (see WalkLimits).
+        let limits = if tree.access.intersects(writable_rights()) {
+            limits
+        } else {
+            WalkLimits {
+                deadline: None,
+                ..limits
+            }
+        };
         let meta = fs::symlink_metadata(&tree.real)
             .with_context(|| format!("stat {}", tree.real.display()))?;
         let reach = self.reach(tree);
@@ -375,11 +500,29 @@ impl Walk<'_> {
     ) -> anyhow::Result<Visit> {
         // Children are read first and rules emitted only if something below is omitted. The
         // type comes from getdents (d_type); only directories to descend into are stat'ed.
-        let mut children: BTreeMap<std::ffi::OsString, (fs::FileType, Option<Keep>)> =
-            BTreeMap::new();
+        // Unsorted: the rules end up in a map, and the omitted paths are sorted by the caller.
+        let mut children: Vec<(std::ffi::OsString, fs::FileType, Option<Keep>)> = Vec::new();
         if self.exhausted {
             return Ok(Visit::Whole);
         }
+        if depth == 0 {
+            if let Some(budget) = self.limits.expired() {
+                self.exhausted = true;
+                self.skip(
+                    out,
+                    format!(
+                        "the search's time ran out before this tree ({} ms; \
+                         `filesystem.search_ms` sets it)",
+                        budget.as_millis()
+                    ),
+                );
+                return Ok(Visit::Whole);
+            }
+        }
+        let filter = self
+            .reach
+            .globs
+            .dir_filter(real, written, &self.omissions.protected);
         let listing = match fs::read_dir(real) {
             Ok(listing) => listing,
             // A directory this process may neither list nor search is just as closed to the
@@ -401,15 +544,23 @@ impl Walk<'_> {
         for entry in listing {
             let entry = entry.with_context(|| format!("listing {}", real.display()))?;
             self.entries += 1;
-            if self.entries > self.limits.max_entries {
+            let stopped = if self.entries > self.limits.max_entries {
+                Some(format!("after {} entries", self.limits.max_entries))
+            } else if self.entries % CLOCK_EVERY == 0 {
+                self.limits.expired().map(|budget| {
+                    format!(
+                        "when its time ran out ({} ms; `filesystem.search_ms` sets it)",
+                        budget.as_millis()
+                    )
+                })
+            } else {
+                None
+            };
+            if let Some(why) = stopped {
                 self.exhausted = true;
                 self.skip(
                     out,
-                    format!(
-                        "the search stopped after {} entries (at {})",
-                        self.limits.max_entries,
-                        real.display()
-                    ),
+                    format!("the search stopped {why} (at {})", real.display()),
                 );
                 return Ok(Visit::Whole);
             }
@@ -417,20 +568,34 @@ impl Walk<'_> {
             let file_type = entry
                 .file_type()
                 .with_context(|| format!("stat {}", entry.path().display()))?;
-            let keep = self.omissions.classify(
-                self.reach,
-                &real.join(&name),
-                &written.join(&name),
-                file_type.is_dir(),
-            );
-            children.insert(name, (file_type, keep));
+            let keep = if self.reach.globs.may_match(&filter, &name) {
+                self.omissions.classify(
+                    self.reach,
+                    &real.join(&name),
+                    &written.join(&name),
+                    file_type.is_dir(),
+                )
+            } else {
+                None
+            };
+            children.push((name, file_type, keep));
         }
 
-        let mut pending: Vec<(PathBuf, BitFlags<AccessFs>)> = Vec::new();
+        // Children that keep the tree's whole rule if this directory is split: names only, as
+        // most directories are not split and most entries are files.
+        let mut pending: Vec<&std::ffi::OsStr> = Vec::new();
         let mut split = false;
         let mut dir_matched = false;
         let mut sub_rules = TreeRules::default();
-        for (name, (file_type, keep)) in &children {
+        for (name, file_type, keep) in &children {
+            // Symlinks need no rule: every access through one is checked at its target.
+            if keep.is_none() && file_type.is_symlink() {
+                continue;
+            }
+            if keep.is_none() && !file_type.is_dir() {
+                pending.push(name);
+                continue;
+            }
             let child_real = real.join(name);
             let child_written = written.join(name);
             if let Some(keep) = keep {
@@ -444,14 +609,9 @@ impl Walk<'_> {
                 sub_rules.omitted.push(child_real);
                 continue;
             }
-            // Symlinks need no rule: every access through one is checked at its target.
-            if file_type.is_symlink() {
-                continue;
-            }
-            if file_type.is_dir()
-                && self
-                    .omissions
-                    .relevant(self.reach, &child_real, &child_written)
+            if self
+                .omissions
+                .relevant(self.reach, &child_real, &child_written)
             {
                 let meta = fs::symlink_metadata(&child_real)
                     .with_context(|| format!("stat {}", child_real.display()))?;
@@ -463,7 +623,7 @@ impl Walk<'_> {
                             child_real.display()
                         ),
                     );
-                    pending.push((child_real, self.tree.access));
+                    pending.push(name);
                     continue;
                 }
                 if depth + 1 >= self.limits.max_depth {
@@ -475,11 +635,11 @@ impl Walk<'_> {
                             self.limits.max_depth
                         ),
                     );
-                    pending.push((child_real, self.tree.access));
+                    pending.push(name);
                     continue;
                 }
                 match self.visit(&child_real, &child_written, depth + 1, &mut sub_rules)? {
-                    Visit::Whole => pending.push((child_real, self.tree.access)),
+                    Visit::Whole => pending.push(name),
                     Visit::Split { dir_matched: below } => {
                         split = true;
                         dir_matched |= below;
@@ -487,7 +647,7 @@ impl Walk<'_> {
                 }
                 continue;
             }
-            pending.push((child_real, self.tree.access));
+            pending.push(name);
         }
 
         // What the subtrees left unexamined is stated whatever this directory becomes.
@@ -495,7 +655,11 @@ impl Walk<'_> {
         if !split {
             return Ok(Visit::Whole);
         }
-        out.rules.append(&mut pending);
+        out.rules.extend(
+            pending
+                .into_iter()
+                .map(|n| (real.join(n), self.tree.access)),
+        );
         out.rules.append(&mut sub_rules.rules);
         out.omitted.append(&mut sub_rules.omitted);
         // The directory itself keeps listing (names only) unless a matched directory lies below,
@@ -513,6 +677,15 @@ impl Walk<'_> {
 pub(crate) fn writable_rights() -> BitFlags<AccessFs> {
     // The newest ABI's write set is a superset of every older one's.
     AccessFs::from_write(landlock::ABI::V10)
+}
+
+/// `path.starts_with(dir)` for the absolute, normalised paths of the walk, on bytes: the
+/// walk asks it for every directory and glob, and `Path::starts_with` compares component by
+/// component.
+fn under(path: &Path, dir: &Path) -> bool {
+    let (path, dir) = (path.as_os_str().as_bytes(), dir.as_os_str().as_bytes());
+    path.starts_with(dir)
+        && (path.len() == dir.len() || dir.ends_with(b"/") || path[dir.len()] == b'/')
 }
 
 fn with_trailing_slash(p: &Path) -> PathBuf {
@@ -552,6 +725,25 @@ fn searchable(dir: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn under_is_starts_with_by_component() {
+        for (path, dir) in [
+            ("/a/b", "/a"),
+            ("/a", "/a"),
+            ("/ab", "/a"),
+            ("/a/b", "/"),
+            ("/", "/a"),
+            ("/a/bc/d", "/a/b"),
+            ("/a/b/c", "/a/b"),
+        ] {
+            assert_eq!(
+                under(Path::new(path), Path::new(dir)),
+                Path::new(path).starts_with(dir),
+                "{path} under {dir}"
+            );
+        }
+    }
 
     #[test]
     fn literal_prefix_stops_at_first_glob() {
@@ -629,5 +821,84 @@ mod tests {
             o.classify(&o.reach(&ro), p("/r/.git/hooks"), p("/x"), true),
             None
         );
+    }
+
+    /// The name prefilter skips only entries no glob could match: the walk omits exactly
+    /// what a full match of every path finds (first match on each path from the root).
+    #[test]
+    fn the_name_prefilter_omits_what_the_full_match_omits() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let files = [
+            ".env",
+            "a/.env.local",
+            "a/b/.envrc",
+            "a/b/c/key.pem",
+            "key.pem",
+            "h/.ssh/id_rsa",
+            "h/.ssh/config",
+            "h/.sshx/keep",
+            "r/.git/hooks/pre-commit",
+            "r/.git/HEAD",
+            "r/src/main.rs",
+            "x/y/z/w/deep.txt",
+            "p/protected.txt",
+            "brace/one/t",
+            "brace/two/t",
+        ];
+        for f in files {
+            let path = root.join(f);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, "x").unwrap();
+        }
+        let r = root.display();
+        let deny = [
+            "**/.env".to_string(),
+            "**/.env.*".to_string(),
+            format!("{r}/*.pem"),
+            format!("{r}/h/.ssh/**"),
+            format!("{r}/brace/{{one,three}}/**"),
+        ];
+        let protect = ["**/.git/hooks".to_string(), "**/.envrc".to_string()];
+        let protected = vec![root.join("p/protected.txt")];
+        let o = Omissions::new(&deny, &protect, vec![root.clone()], protected).unwrap();
+        let tree = Tree {
+            written: root.clone(),
+            real: root.clone(),
+            access: writable_rights() | AccessFs::ReadFile | AccessFs::ReadDir,
+        };
+        let mut walked = o.split(&tree, WalkLimits::DEFAULT).unwrap().omitted;
+        walked.sort();
+
+        let reach = o.reach(&tree);
+        let mut expected = Vec::new();
+        let mut stack = vec![root.clone()];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).unwrap() {
+                let e = e.unwrap();
+                let is_dir = e.file_type().unwrap().is_dir();
+                let path = e.path();
+                if o.classify(&reach, &path, &path, is_dir).is_some() {
+                    expected.push(path);
+                } else if is_dir {
+                    stack.push(path);
+                }
+            }
+        }
+        expected.sort();
+        assert_eq!(walked, expected);
+        // And the shapes the filter treats differently are all there.
+        for f in [
+            ".env",
+            "key.pem",
+            "h/.ssh",
+            "brace/one",
+            "r/.git/hooks",
+            "a/b/.envrc",
+        ] {
+            assert!(walked.contains(&root.join(f)), "{f}: {walked:?}");
+        }
+        assert!(walked.contains(&root.join("p/protected.txt")), "{walked:?}");
+        assert!(!walked.contains(&root.join("a/b/c/key.pem")), "{walked:?}");
     }
 }

@@ -40,6 +40,8 @@ fn fs_policy(read: &[&Path], write: &[&Path], exec: &[&Path], deny: &[String]) -
             .map(|p| DenyGlob { pattern: p.clone() })
             .collect(),
         protect: Vec::new(),
+        // These tests check what omission does, not when the search runs out of time.
+        search_ms: Some(60_000),
     }
 }
 
@@ -445,6 +447,36 @@ fn abstract_unix_sockets_outside_the_domain_are_unreachable() {
 }
 
 #[test]
+fn a_search_out_of_time_is_a_stated_gap_naming_the_budget_and_its_key() {
+    let ws = tempfile::tempdir().unwrap();
+    for i in 0..200 {
+        write_file(&ws.path().join(format!("f{i}")), "x");
+    }
+    write_file(&ws.path().join(".env"), "SECRET=1");
+    let deny = ["**/.env".to_string()];
+    let p = policy(
+        fs_policy(&[], &[ws.path()], &[], &deny),
+        NetPolicy::default(),
+    );
+    // A budget already spent: nothing is searched, and the launch record says so.
+    let limits = WalkLimits::within(std::time::Duration::ZERO);
+    let (_, coverage) = compile_for_abi(&p, &Share::default(), &[], 6, limits).unwrap();
+    let gap = coverage.gap(Guarantee::FsDenyExact).unwrap();
+    assert!(gap.contains(&ws.path().display().to_string()), "{gap}");
+    assert!(
+        gap.contains("time ran out") && gap.contains("filesystem.search_ms"),
+        "{gap}"
+    );
+    // With time to spare, the same tree is searched and .env left out.
+    let limits = WalkLimits::within(std::time::Duration::from_secs(5));
+    let (plan, coverage) = compile_for_abi(&p, &Share::default(), &[], 6, limits).unwrap();
+    assert!(coverage
+        .gap(Guarantee::FsDenyExact)
+        .is_none_or(|g| !g.contains("time ran out")));
+    assert!(plan.rule_count() > 1);
+}
+
+#[test]
 fn walk_bound_is_a_stated_gap_naming_tree_and_glob() {
     let ws = tempfile::tempdir().unwrap();
     for i in 0..20 {
@@ -458,6 +490,7 @@ fn walk_bound_is_a_stated_gap_naming_tree_and_glob() {
     let limits = WalkLimits {
         max_entries: 10,
         max_depth: 16,
+        ..WalkLimits::DEFAULT
     };
     // Bounded, never refused: the gap is stated, naming the tree, the glob and the bound.
     let (_, coverage) = compile_for_abi(&p, &Share::default(), &[], 6, limits).unwrap();
@@ -473,6 +506,7 @@ fn walk_bound_is_a_stated_gap_naming_tree_and_glob() {
     let limits = WalkLimits {
         max_entries: 1000,
         max_depth: 3,
+        ..WalkLimits::DEFAULT
     };
     let (_, coverage) = compile_for_abi(&p, &Share::default(), &[], 6, limits).unwrap();
     let gap = coverage.gap(Guarantee::FsDenyExact).unwrap();

@@ -365,7 +365,12 @@ pub(crate) fn compile(
     );
     let memfd_noexec = memfd_noexec.is_ok();
 
-    let (protected, pins, may_match) = protect_plan(policy, &writable, protected)?;
+    let ProtectPlan {
+        protected,
+        pins,
+        may_match,
+        unexamined,
+    } = protect_plan(policy, &writable, protected)?;
     for path in pins {
         binds.push(TreeMount {
             c_path: c_path(&path)?,
@@ -388,16 +393,16 @@ pub(crate) fn compile(
         });
     }
     if may_match {
-        coverage.push(
-            LAYER,
-            Guarantee::FsDenyExact,
-            Status::Partial(
-                "protect globs are read-only bind mounts over the matches that exist at launch; \
-                 a protected name created later in a writable directory (a new .envrc at the \
-                 workspace root) is not covered without BPF LSM"
-                    .into(),
-            ),
-        );
+        let mut why = "protect globs are read-only bind mounts over the matches that exist at \
+                       launch; a protected name created later in a writable directory (a new \
+                       .envrc at the workspace root) is not covered without BPF LSM"
+            .to_string();
+        for part in &unexamined {
+            tracing::info!(layer = LAYER.name(), "{part}");
+            why.push_str("; ");
+            why.push_str(part);
+        }
+        coverage.push(LAYER, Guarantee::FsDenyExact, Status::Partial(why));
     }
     for bind in &binds {
         tracing::debug!(
@@ -423,7 +428,20 @@ pub(crate) fn compile(
     ))
 }
 
-/// (read-only binds, pinned directories, whether a protect glob may match later).
+/// What `protect_plan` found.
+struct ProtectPlan {
+    /// Read-only binds.
+    protected: Vec<PathBuf>,
+    /// Directories bound onto themselves so they cannot be renamed or removed.
+    pins: Vec<PathBuf>,
+    /// Whether a protect glob may match later, below a writable tree.
+    may_match: bool,
+    /// What the bounded search did not examine.
+    unexamined: Vec<String>,
+}
+
+/// What the protect globs need: read-only binds, pinned directories, and whether one may
+/// match later.
 ///
 /// With git protected, every repository's git directory is found too (an internal
 /// `**/.git/HEAD` search: a match inside `.git` leaves its siblings to the other globs): the
@@ -434,7 +452,7 @@ fn protect_plan(
     policy: &Policy,
     writable: &[PathBuf],
     always: &[PathBuf],
-) -> anyhow::Result<(Vec<PathBuf>, Vec<PathBuf>, bool)> {
+) -> anyhow::Result<ProtectPlan> {
     const GIT_HEAD: &str = "**/.git/HEAD";
     let protects_git = policy
         .filesystem
@@ -447,7 +465,7 @@ fn protect_plan(
             pattern: GIT_HEAD.into(),
         });
     }
-    let (matches, may_match) =
+    let (matches, may_match, unexamined) =
         crate::layers::landlock::protect_matches(&search).context("finding protect matches")?;
     let home = std::env::var_os("HOME").map(PathBuf::from);
     let mut protected = Vec::new();
@@ -502,7 +520,12 @@ fn protect_plan(
     pins.retain(|p| !protected.contains(p) && !writable.contains(p));
     pins.sort();
     pins.dedup();
-    Ok((protected, pins, may_match))
+    Ok(ProtectPlan {
+        protected,
+        pins,
+        may_match,
+        unexamined,
+    })
 }
 
 /// The view's coverage where init cannot have a mount namespace: what the fallback loses.
