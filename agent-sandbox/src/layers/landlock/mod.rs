@@ -492,10 +492,10 @@ pub(crate) fn protect_matches(
     let mut matches = Vec::new();
     let mut may_match = false;
     let mut unexamined = Vec::new();
-    let limits = WalkLimits::within(policy.filesystem.search_budget() / 2).started();
+    let limits = WalkLimits::within(policy.filesystem.search_budget() / 2);
     for tree in writable {
         may_match |= omissions.protect_may_match_below(&tree.real, &tree.written);
-        let split = omissions.split(tree, limits)?;
+        let split = omissions.split(tree, &limits)?;
         matches.extend(split.omitted);
         unexamined.extend(split.unexamined);
     }
@@ -557,7 +557,6 @@ fn compile_fs(
     let mut unanchored_skipped: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     let mut omitted = Vec::new();
     let mut unexamined = Vec::new();
-    let limits = limits.started();
     for tree in trees.values() {
         let split = if omissions.is_empty() {
             omit::TreeRules {
@@ -565,7 +564,7 @@ fn compile_fs(
                 ..Default::default()
             }
         } else {
-            omissions.split(tree, limits)?
+            omissions.split(tree, &limits)?
         };
         for glob in omissions.unanchored_skipped(tree) {
             unanchored_skipped

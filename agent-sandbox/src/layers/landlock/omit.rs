@@ -21,48 +21,47 @@ use anyhow::Context;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use landlock::{AccessFs, BitFlags};
 
-/// How far the search may go: entries and depth per tree, and a time budget shared by the
-/// writable trees of one search (read-only trees are reached only by anchored globs, whose
-/// literal prefixes bound them: `/etc/shadow` lists one directory). Past a bound the rest is
-/// skipped and stated, never refused.
-#[derive(Debug, Clone, Copy)]
+/// How far the search may go: entries and depth per tree, and CPU time for the open-ended
+/// part of the writable trees (the listings below a tree's top level, other than directories
+/// a glob names or that hold a protected path), shared by every tree of one search. Read-only
+/// trees are reached only by anchored globs, whose literal prefixes bound them (`/etc/shadow`
+/// lists one directory). Past a bound the rest is skipped and stated, never refused.
+#[derive(Debug, Clone)]
 pub(crate) struct WalkLimits {
     pub max_entries: usize,
     pub max_depth: usize,
-    /// The time the whole search may take, and once `started`, when it stops.
+    /// CPU time the open-ended listings may take; `None`: no time bound.
     pub budget: Option<Duration>,
-    pub deadline: Option<(Duration, Duration)>,
+    /// CPU time they took so far, in every tree of this search.
+    pub(super) spent: std::rc::Rc<std::cell::Cell<Duration>>,
+}
+
+impl Default for WalkLimits {
+    /// No time bound: for tests, which set the bounds they check.
+    fn default() -> Self {
+        WalkLimits {
+            max_entries: 20_000,
+            max_depth: 16,
+            budget: None,
+            spent: Default::default(),
+        }
+    }
 }
 
 impl WalkLimits {
-    /// No time bound: for tests, which set the bounds they check.
-    pub(crate) const DEFAULT: WalkLimits = WalkLimits {
-        max_entries: 20_000,
-        max_depth: 16,
-        budget: None,
-        deadline: None,
-    };
-
-    /// The default bounds with a time budget for the whole search.
+    /// The default bounds with a time budget for one search.
     pub(crate) fn within(budget: Duration) -> WalkLimits {
         WalkLimits {
             budget: Some(budget),
-            ..WalkLimits::DEFAULT
+            ..WalkLimits::default()
         }
     }
 
-    /// The search begins: the budget starts counting.
-    pub(crate) fn started(self) -> WalkLimits {
-        WalkLimits {
-            deadline: self.budget.map(|b| (thread_cpu() + b, b)),
-            ..self
-        }
-    }
-
-    fn expired(&self) -> Option<Duration> {
-        self.deadline
-            .filter(|(at, _)| thread_cpu() >= *at)
-            .map(|(_, budget)| budget)
+    /// The budget, if the open-ended listings have spent it (counting one running since
+    /// `since`, a `thread_cpu` reading).
+    fn expired(&self, since: Duration) -> Option<Duration> {
+        let spent = self.spent.get() + thread_cpu().saturating_sub(since);
+        self.budget.filter(|budget| spent >= *budget)
     }
 }
 
@@ -101,6 +100,9 @@ struct Globs {
     /// The literal prefixes of the globs that end otherwise (`~/.ssh/**`, braces): an entry
     /// at or below one of them takes the full match. `None`: anywhere.
     tails: Vec<Option<PathBuf>>,
+    /// Every literal component of every glob (`.git`, `hooks`, `.vscode`): directories so
+    /// named are searched first and whatever the time budget.
+    named: std::collections::HashSet<std::ffi::OsString>,
 }
 
 /// Which entries of one directory take the full match (see `Globs::names`).
@@ -152,6 +154,13 @@ impl Globs {
                 Err(_) => tails.push(prefix.clone()),
             }
         }
+        let is_meta = |c: char| matches!(c, '*' | '?' | '[' | ']' | '{' | '}' | '\\');
+        let named = kept
+            .iter()
+            .flat_map(|p| p.split('/'))
+            .filter(|c| !c.is_empty() && !c.contains(is_meta))
+            .map(std::ffi::OsString::from)
+            .collect();
         Ok(Globs {
             patterns: kept,
             set,
@@ -159,6 +168,7 @@ impl Globs {
             keeps,
             names: names.build().context("building deny and protect globs")?,
             tails,
+            named,
         })
     }
 
@@ -416,14 +426,14 @@ impl Omissions {
     }
 
     /// Replaces `tree`'s rule with rules that leave every match out.
-    pub(crate) fn split(&self, tree: &Tree, limits: WalkLimits) -> anyhow::Result<TreeRules> {
+    pub(crate) fn split(&self, tree: &Tree, limits: &WalkLimits) -> anyhow::Result<TreeRules> {
         // The time budget is for the open-ended search of writable trees (see WalkLimits).
         let limits = if tree.access.intersects(writable_rights()) {
-            limits
+            limits.clone()
         } else {
             WalkLimits {
-                deadline: None,
-                ..limits
+                budget: None,
+                ..limits.clone()
             }
         };
         let meta = fs::symlink_metadata(&tree.real)
@@ -453,6 +463,7 @@ impl Omissions {
             dev: meta.dev(),
             entries: 0,
             exhausted: false,
+            out_of_time: false,
         };
         match walk.visit(&tree.real, &tree.written, 0, &mut out)? {
             Visit::Whole => out.rules.push((tree.real.clone(), tree.access)),
@@ -471,6 +482,8 @@ struct Walk<'a> {
     entries: usize,
     /// The entry bound was reached: nothing more is examined.
     exhausted: bool,
+    /// The time budget ran out: only the directories the search never skips are examined.
+    out_of_time: bool,
 }
 
 enum Visit {
@@ -481,6 +494,28 @@ enum Visit {
 }
 
 impl Walk<'_> {
+    /// Whether the time budget has run out (a listing running since `since`); the first
+    /// time, says where.
+    fn time_ran_out(&mut self, out: &mut TreeRules, at: &Path, since: Duration) -> bool {
+        let Some(budget) = self.limits.expired(since) else {
+            return false;
+        };
+        if !self.out_of_time {
+            self.out_of_time = true;
+            self.skip(
+                out,
+                format!(
+                    "the search's time ran out ({} ms of CPU; `filesystem.search_ms` sets it) \
+                     at {}: directories below its top level and the ones a glob names were \
+                     not examined from there on",
+                    budget.as_millis(),
+                    at.display()
+                ),
+            );
+        }
+        true
+    }
+
     /// Records a part the search leaves unexamined (bounded search: stated, not fatal).
     fn skip(&self, out: &mut TreeRules, what: String) {
         let globs = self.reach.near([&self.tree.real, &self.tree.written]);
@@ -505,19 +540,19 @@ impl Walk<'_> {
         if self.exhausted {
             return Ok(Visit::Whole);
         }
-        if depth == 0 {
-            if let Some(budget) = self.limits.expired() {
-                self.exhausted = true;
-                self.skip(
-                    out,
-                    format!(
-                        "the search's time ran out before this tree ({} ms; \
-                         `filesystem.search_ms` sets it)",
-                        budget.as_millis()
-                    ),
-                );
-                return Ok(Visit::Whole);
-            }
+        // The time budget is for the open-ended part of the search. The tree's own listing
+        // and directories a glob names (`.git` of `**/.git/hooks`, `.vscode`) are examined
+        // whatever the time: they are few and small, and hold what matters most (the
+        // repository git runs in next, a `.env` at the top).
+        let timed = depth > 0
+            && self.limits.budget.is_some()
+            && !real
+                .file_name()
+                .is_some_and(|n| self.reach.globs.named.contains(n))
+            && !self.omissions.protected.iter().any(|p| under(p, real));
+        let since = if timed { thread_cpu() } else { Duration::ZERO };
+        if timed && (self.out_of_time || self.time_ran_out(out, real, since)) {
+            return Ok(Visit::Whole);
         }
         let filter = self
             .reach
@@ -544,24 +579,19 @@ impl Walk<'_> {
         for entry in listing {
             let entry = entry.with_context(|| format!("listing {}", real.display()))?;
             self.entries += 1;
-            let stopped = if self.entries > self.limits.max_entries {
-                Some(format!("after {} entries", self.limits.max_entries))
-            } else if self.entries % CLOCK_EVERY == 0 {
-                self.limits.expired().map(|budget| {
-                    format!(
-                        "when its time ran out ({} ms; `filesystem.search_ms` sets it)",
-                        budget.as_millis()
-                    )
-                })
-            } else {
-                None
-            };
-            if let Some(why) = stopped {
+            if self.entries > self.limits.max_entries {
                 self.exhausted = true;
                 self.skip(
                     out,
-                    format!("the search stopped {why} (at {})", real.display()),
+                    format!(
+                        "the search stopped after {} entries (at {})",
+                        self.limits.max_entries,
+                        real.display()
+                    ),
                 );
+                return Ok(Visit::Whole);
+            }
+            if timed && self.entries % CLOCK_EVERY == 0 && self.time_ran_out(out, real, since) {
                 return Ok(Visit::Whole);
             }
             let name = entry.file_name();
@@ -581,13 +611,29 @@ impl Walk<'_> {
             children.push((name, file_type, keep));
         }
 
+        if timed {
+            let spent = self.limits.spent.get() + thread_cpu().saturating_sub(since);
+            self.limits.spent.set(spent);
+        }
+
         // Children that keep the tree's whole rule if this directory is split: names only, as
         // most directories are not split and most entries are files.
         let mut pending: Vec<&std::ffi::OsStr> = Vec::new();
         let mut split = false;
         let mut dir_matched = false;
         let mut sub_rules = TreeRules::default();
-        for (name, file_type, keep) in &children {
+        // Directories a glob names first: the time budget must not go to `node_modules`
+        // before `.git` is examined.
+        let named = &self.reach.globs.named;
+        let order = children
+            .iter()
+            .filter(|(n, t, _)| t.is_dir() && named.contains(n))
+            .chain(
+                children
+                    .iter()
+                    .filter(|(n, t, _)| !(t.is_dir() && named.contains(n))),
+            );
+        for (name, file_type, keep) in order {
             // Symlinks need no rule: every access through one is checked at its target.
             if keep.is_none() && file_type.is_symlink() {
                 continue;
@@ -867,7 +913,7 @@ mod tests {
             real: root.clone(),
             access: writable_rights() | AccessFs::ReadFile | AccessFs::ReadDir,
         };
-        let mut walked = o.split(&tree, WalkLimits::DEFAULT).unwrap().omitted;
+        let mut walked = o.split(&tree, &WalkLimits::default()).unwrap().omitted;
         walked.sort();
 
         let reach = o.reach(&tree);

@@ -447,33 +447,56 @@ fn abstract_unix_sockets_outside_the_domain_are_unreachable() {
 }
 
 #[test]
-fn a_search_out_of_time_is_a_stated_gap_naming_the_budget_and_its_key() {
+fn a_search_out_of_time_still_covers_the_top_level_and_named_directories_and_says_so() {
     let ws = tempfile::tempdir().unwrap();
+    let root = ws.path().canonicalize().unwrap();
     for i in 0..200 {
-        write_file(&ws.path().join(format!("f{i}")), "x");
+        write_file(&root.join(format!("sub/f{i}")), "x");
     }
-    write_file(&ws.path().join(".env"), "SECRET=1");
+    write_file(&root.join(".env"), "SECRET=1");
+    write_file(&root.join("sub/.env"), "SECRET=2");
+    write_file(&root.join(".git/hooks/pre-commit"), "#!/bin/sh");
     let deny = ["**/.env".to_string()];
     let p = policy(
-        fs_policy(&[], &[ws.path()], &[], &deny),
+        with_protect(fs_policy(&[], &[&root], &[], &deny), &["**/.git/hooks"]),
         NetPolicy::default(),
     );
-    // A budget already spent: nothing is searched, and the launch record says so.
+    // A budget already spent: below the top level only directories a glob names (`.git`)
+    // are searched, and the launch record says where the search stopped.
     let limits = WalkLimits::within(std::time::Duration::ZERO);
-    let (_, coverage) = compile_for_abi(&p, &Share::default(), &[], 6, limits).unwrap();
+    let (plan, coverage) = compile_for_abi(&p, &Share::default(), &[], 6, limits).unwrap();
     let gap = coverage.gap(Guarantee::FsDenyExact).unwrap();
-    assert!(gap.contains(&ws.path().display().to_string()), "{gap}");
+    assert!(gap.contains(&root.display().to_string()), "{gap}");
     assert!(
         gap.contains("time ran out") && gap.contains("filesystem.search_ms"),
         "{gap}"
     );
-    // With time to spare, the same tree is searched and .env left out.
+    assert_eq!(confined(&plan, || read(&root.join(".env"))), Err(EACCES));
+    let hook = root.join(".git/hooks/new");
+    assert_eq!(confined(&plan, || create(&hook)), Err(EACCES));
+    assert_eq!(confined(&plan, || read(&root.join("sub/.env"))), Ok(()));
+    // A protected path (the audit log) is never left to the budget.
+    let log = root.join("sub/deeper/audit.jsonl");
+    write_file(&log, "{}");
+    let limits = WalkLimits::within(std::time::Duration::ZERO);
+    let (plan, _) =
+        compile_for_abi(&p, &Share::default(), std::slice::from_ref(&log), 6, limits).unwrap();
+    assert_eq!(
+        confined(&plan, || fs::remove_file(&log)),
+        Err(EACCES),
+        "the agent removed its audit log"
+    );
+    assert_eq!(confined(&plan, || open_write(&log)), Err(EACCES));
+    // With time to spare, the whole tree is searched.
     let limits = WalkLimits::within(std::time::Duration::from_secs(5));
     let (plan, coverage) = compile_for_abi(&p, &Share::default(), &[], 6, limits).unwrap();
     assert!(coverage
         .gap(Guarantee::FsDenyExact)
         .is_none_or(|g| !g.contains("time ran out")));
-    assert!(plan.rule_count() > 1);
+    assert_eq!(
+        confined(&plan, || read(&root.join("sub/.env"))),
+        Err(EACCES)
+    );
 }
 
 #[test]
@@ -490,7 +513,7 @@ fn walk_bound_is_a_stated_gap_naming_tree_and_glob() {
     let limits = WalkLimits {
         max_entries: 10,
         max_depth: 16,
-        ..WalkLimits::DEFAULT
+        ..WalkLimits::default()
     };
     // Bounded, never refused: the gap is stated, naming the tree, the glob and the bound.
     let (_, coverage) = compile_for_abi(&p, &Share::default(), &[], 6, limits).unwrap();
@@ -506,13 +529,13 @@ fn walk_bound_is_a_stated_gap_naming_tree_and_glob() {
     let limits = WalkLimits {
         max_entries: 1000,
         max_depth: 3,
-        ..WalkLimits::DEFAULT
+        ..WalkLimits::default()
     };
     let (_, coverage) = compile_for_abi(&p, &Share::default(), &[], 6, limits).unwrap();
     let gap = coverage.gap(Guarantee::FsDenyExact).unwrap();
     assert!(gap.contains("deeper than 3"), "{gap}");
     // Within the default bounds the same policy compiles.
-    compile_for_abi(&p, &Share::default(), &[], 6, WalkLimits::DEFAULT).unwrap();
+    compile_for_abi(&p, &Share::default(), &[], 6, WalkLimits::default()).unwrap();
 }
 
 #[test]
@@ -530,7 +553,7 @@ fn walk_does_not_cross_mount_points() {
         NetPolicy::default(),
     );
     let (_, coverage) =
-        compile_for_abi(&p, &Share::default(), &[], 6, WalkLimits::DEFAULT).unwrap();
+        compile_for_abi(&p, &Share::default(), &[], 6, WalkLimits::default()).unwrap();
     let gap = coverage.gap(Guarantee::FsDenyExact).unwrap();
     assert!(
         gap.contains("mount point") && gap.contains("/dev/pts"),
@@ -591,7 +614,7 @@ fn port_ranges_and_address_rules() {
     };
 
     let wide = policy(FsPolicy::default(), net(vec![rule(None, 1000, 5000)]));
-    let err = compile_for_abi(&wide, &Share::default(), &[], 6, WalkLimits::DEFAULT)
+    let err = compile_for_abi(&wide, &Share::default(), &[], 6, WalkLimits::default())
         .unwrap_err()
         .to_string();
     assert!(err.contains("eBPF"), "{err}");
@@ -630,7 +653,7 @@ fn port_ranges_and_address_rules() {
 fn older_abi_reports_what_it_lacks() {
     let p = policy(FsPolicy::default(), NetPolicy::default());
     let (plan, coverage) =
-        compile_for_abi(&p, &Share::default(), &[], 3, WalkLimits::DEFAULT).unwrap();
+        compile_for_abi(&p, &Share::default(), &[], 3, WalkLimits::default()).unwrap();
     assert_eq!(plan.abi(), 3);
     assert!(
         matches!(status_of(&coverage, Guarantee::FsAllowList), Status::Partial(r) if r.contains("ABI 5"))
@@ -950,7 +973,7 @@ fn the_share_left_to_cgroup_bpf_opens_tcp_and_says_so() {
         ..Share::default()
     };
     let p = policy(FsPolicy::default(), net);
-    let (_, coverage) = compile_for_abi(&p, &share, &[], 6, WalkLimits::DEFAULT).unwrap();
+    let (_, coverage) = compile_for_abi(&p, &share, &[], 6, WalkLimits::default()).unwrap();
     for g in [
         Guarantee::NetTcpConnectPorts,
         Guarantee::NetTcpBindPorts,
@@ -977,7 +1000,7 @@ fn the_share_left_to_bpf_lsm_drops_exact_globs_and_the_truncate_gap() {
         truncate_by_bpf_lsm: true,
         ..Share::default()
     };
-    let (_, coverage) = compile_for_abi(&p, &share, &[], 2, WalkLimits::DEFAULT).unwrap();
+    let (_, coverage) = compile_for_abi(&p, &share, &[], 2, WalkLimits::default()).unwrap();
     let deny = coverage.gap(Guarantee::FsDenyExact).unwrap();
     assert!(
         deny.contains("left to bpf-lsm, except /etc/ssh/ssh_host_*_key"),
