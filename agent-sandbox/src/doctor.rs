@@ -208,7 +208,17 @@ pub fn probe() -> Report {
         "namespaces",
         "user namespace",
         kernel::can_unshare_user_ns()
-            .map(|_| "can create (unprivileged sandbox tree teardown)".to_string()),
+            .map(|_| "can create (unprivileged sandbox tree teardown)".to_string())
+            .map_err(|e| {
+                format!(
+                    "cannot create: {e} (user.max_user_namespaces=0, a container, or \
+                     Ubuntu's apparmor_restrict_unprivileged_userns); unprivileged runs fall \
+                     back to no filesystem view (protect globs by Landlock omission, the \
+                     host's /proc, IPC and /dev/shm), no pid namespace (the supervisor reaps \
+                     the tree as a subreaper), and abstract sockets scoped by Landlock \
+                     (ABI 6) or else refused by the supervisor"
+                )
+            }),
     );
 
     let guarantees = Guarantee::ALL

@@ -261,25 +261,27 @@ impl Plan {
             Ok(_) if lsm_rules.is_some() => Some("BPF LSM socket_connect/socket_sendmsg"),
             _ => None,
         };
+        // Decided before the mediation: without a network namespace or Landlock scoping, the
+        // supervisor refuses abstract destinations itself.
+        let net_namespace = net_namespace(&policy, view.is_ok());
+        if net_namespace {
+            coverage.push(Layer::Netns, Guarantee::ScopeAbstractUnix, Status::Enforced);
+        }
+        let needs = seccomp::mediate::Needs {
+            unix_hooks,
+            check_ip: runtime.is_err(),
+            refuse_abstract: !coverage.enforces(Guarantee::ScopeAbstractUnix),
+        };
         let mediation =
-            seccomp::mediate::Mediation::compile(&policy, unix_hooks.is_none(), runtime.is_err())
-                .context("network.unix")?;
+            seccomp::mediate::Mediation::compile(&policy, needs).context("network.unix")?;
         let (seccomp, seccomp_coverage) =
             seccomp::compile(&policy, Some(mediation)).context("seccomp layer")?;
         coverage.extend(seccomp_coverage);
-        coverage.extend(seccomp::mediate::coverage(
-            &policy,
-            unix_hooks,
-            runtime.is_err(),
-        ));
+        coverage.extend(seccomp::mediate::coverage(&policy, needs));
         tracing::debug!(elapsed = ?started.elapsed(), "seccomp layer compiled");
         let process = process::compile(&policy, env, cgroup.holds("pids"), cgroup.holds("memory"))
             .context("process layer")?;
 
-        let net_namespace = net_namespace(&policy, &coverage, view.is_ok());
-        if net_namespace {
-            coverage.push(Layer::Netns, Guarantee::ScopeAbstractUnix, Status::Enforced);
-        }
         let ebpf = runtime
             .ok()
             .map(|(runtime, _)| EbpfPlan::new(runtime, &policy, lsm_rules, &observe));
@@ -352,13 +354,14 @@ impl Plan {
 
     /// Required guarantees that no layer fully enforces, each with the reason.
     ///
-    /// One exception: address rules checked by the supervisor alone (unprivileged). It
-    /// checks every destination and connects and sends from its own copy of the address;
-    /// what stays open is a race a thread must win against the check (a datagram whose
-    /// sendmsg() address it rewrites, or a connect the supervisor lets the kernel run, for
-    /// an abstract UNIX address, whose socket or address it swaps). That `Partial` is accepted
-    /// and named at launch (`caveats`), in the launch record and by doctor; as root
-    /// cgroup-BPF holds it fully.
+    /// Two exceptions, both judged by the supervisor alone: address rules (unprivileged), and
+    /// abstract UNIX sockets where neither Landlock scoping nor a network namespace exists
+    /// (before Linux 6.12 without user namespaces, or with the network open). It checks every
+    /// destination and connects and sends from its own copy of the address; what stays open
+    /// is a race a thread must win against the check (a datagram whose sendmsg() address it
+    /// rewrites, or a call the supervisor lets the kernel run, whose address it swaps). That
+    /// `Partial` is accepted and named at launch (`caveats`), in the launch record and by
+    /// doctor; as root cgroup-BPF holds addresses fully.
     pub fn gaps(&self) -> Vec<(Guarantee, String)> {
         self.required
             .iter()
@@ -368,7 +371,7 @@ impl Plan {
     }
 
     fn accepted_partial(&self, g: Guarantee) -> bool {
-        g == Guarantee::NetAddresses
+        matches!(g, Guarantee::NetAddresses | Guarantee::ScopeAbstractUnix)
             && self.coverage.gap(g).is_some()
             && self.coverage.partly_enforces(g)
     }
@@ -446,13 +449,13 @@ impl Plan {
 
 /// Whether the agent gets a network namespace of its own: whenever the policy allows no
 /// network at all (so the namespace takes nothing away) and init can have one (`namespaces`:
-/// root, or a user namespace), and also where no other layer keeps the agent from abstract
-/// UNIX sockets outside the sandbox (Landlock before ABI 6). In an empty namespace a socket
-/// that listens without bind(2) (autobound: no bind hook runs) is reachable from nowhere, and
-/// abstract socket names, which are per network namespace, reach none of the host's.
-fn net_namespace(policy: &Policy, coverage: &Coverage, namespaces: bool) -> bool {
+/// root, or a user namespace). In an empty namespace a socket that listens without bind(2)
+/// (autobound: no bind hook runs) is reachable from nowhere, and abstract socket names, which
+/// are per network namespace, reach none of the host's. Where init cannot have one, Landlock
+/// scoping (ABI 6) or else the supervisor (`Needs::refuse_abstract`) keeps abstract sockets in.
+fn net_namespace(policy: &Policy, namespaces: bool) -> bool {
     let no_network = policy.network.allow.is_empty() && policy.network.bind.is_empty();
-    no_network && (namespaces || !coverage.enforces(Guarantee::ScopeAbstractUnix))
+    no_network && namespaces
 }
 
 #[cfg(test)]
@@ -470,28 +473,15 @@ mod tests {
     #[test]
     fn net_namespace_whenever_there_is_no_network_and_namespaces_are_possible() {
         let p = policy();
-        let mut coverage = Coverage::default();
-        coverage.push(
-            Layer::Landlock,
-            Guarantee::ScopeAbstractUnix,
-            Status::Missing("ABI 2".into()),
-        );
-        assert!(net_namespace(&p, &coverage, false));
+        assert!(net_namespace(&p, true));
+        // Without user namespaces none can be made: Landlock or the supervisor scopes.
+        assert!(!net_namespace(&p, false));
         let mut online = policy();
         online.network.allow.push(NetRule {
             net: None,
             ports: PortRange::single(443),
         });
-        assert!(!net_namespace(&online, &coverage, true));
-        coverage.push(
-            Layer::Landlock,
-            Guarantee::ScopeAbstractUnix,
-            Status::Enforced,
-        );
-        // Landlock scopes abstract sockets, but an autobound listener still needs the
-        // namespace.
-        assert!(net_namespace(&p, &coverage, true));
-        assert!(!net_namespace(&p, &coverage, false));
+        assert!(!net_namespace(&online, true));
     }
 
     #[test]

@@ -98,6 +98,9 @@ pub(crate) struct Mediation {
     pub(crate) sends: bool,
     /// The network rules, when no kernel layer checks IP destinations (unprivileged).
     net: Option<ebpf_probes::NetRules>,
+    /// Connects and datagrams to abstract addresses are refused: nothing else keeps the
+    /// agent from the host's (`Needs::refuse_abstract`).
+    refuse_abstract: bool,
     /// What may be watched: inside the read, write or exec trees, and no deny glob.
     watch_trees: Vec<PathBuf>,
     deny: GlobSet,
@@ -135,10 +138,26 @@ pub(crate) enum Target {
     Addr(Vec<u8>),
 }
 
+/// What the kernel leaves to the supervisor here, decided by the plan.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Needs {
+    /// The kernel hook that refuses pathname destinations to sandboxed tasks, if any; without
+    /// one, datagram sends come to the supervisor too.
+    pub unix_hooks: Option<&'static str>,
+    /// No kernel layer checks IP destinations: the supervisor is the only one.
+    pub check_ip: bool,
+    /// Neither Landlock scoping (ABI 6) nor a network namespace keeps the agent from the
+    /// host's abstract UNIX sockets (Linux before 6.12 without user namespaces, or with the
+    /// network open): the supervisor refuses every abstract destination, the sandbox's own
+    /// included, since it cannot tell them apart.
+    pub refuse_abstract: bool,
+}
+
 impl Mediation {
-    /// `sends`: no kernel hook for pathname destinations here. `check_ip`: no kernel layer
-    /// checks IP destinations (the supervisor is the only one).
-    pub(crate) fn compile(policy: &Policy, sends: bool, check_ip: bool) -> anyhow::Result<Self> {
+    pub(crate) fn compile(policy: &Policy, needs: Needs) -> anyhow::Result<Self> {
+        // Abstract datagrams can only be refused where sends come here.
+        let sends = needs.unix_hooks.is_none() || needs.refuse_abstract;
+        let check_ip = needs.check_ip;
         let mut builder = GlobSetBuilder::new();
         for glob in &policy.network.unix {
             builder.add(GlobBuilder::new(glob).literal_separator(true).build()?);
@@ -157,6 +176,7 @@ impl Mediation {
             set: builder.build()?,
             sends,
             net: check_ip.then(|| crate::layers::ebpf::net::net_rules(policy)),
+            refuse_abstract: needs.refuse_abstract,
             watch_trees: fs
                 .read
                 .iter()
@@ -176,7 +196,7 @@ impl Mediation {
     /// connect its round trip to the supervisor, and costs a pathname socket of exactly 14 or
     /// 26 bytes its connect (`unix_bypass_rule` says so).
     pub(crate) fn ip_sized_connects_pass(&self) -> bool {
-        !self.sends && self.net.is_none()
+        !self.sends && self.net.is_none() && !self.refuse_abstract
     }
 
     /// Whether this syscall comes to the supervisor (the filter sends it).
@@ -266,6 +286,9 @@ impl Mediation {
             _ => return Verdict::Continue,
         }
         let Some(path) = sun_path(addr) else {
+            if let Some(verdict) = self.abstract_verdict(addr, libc::SOCK_STREAM) {
+                return verdict;
+            }
             // Unnamed or abstract: Landlock's scoping (or the network namespace) judges.
             return Verdict::Continue;
         };
@@ -356,11 +379,25 @@ impl Mediation {
                         libc::SOCK_DGRAM,
                     ),
                 },
-                None => Verdict::Continue,
+                None => self
+                    .abstract_verdict(addr, libc::SOCK_DGRAM)
+                    .unwrap_or(Verdict::Continue),
             },
             Some(libc::AF_INET | libc::AF_INET6) => self.ip(addr, "udp"),
             _ => Verdict::Continue,
         }
+    }
+
+    /// An abstract destination, where the supervisor is its only check (`refuse_abstract`).
+    fn abstract_verdict(&self, addr: &[u8], sock_type: i32) -> Option<Verdict> {
+        let name = abstract_name(addr)?;
+        self.refuse_abstract.then(|| Verdict::Deny {
+            rule: "network.unix: abstract UNIX socket; without Landlock scoping (Linux 6.12) \
+                   or a network namespace (user namespaces) agentbox cannot tell the \
+                   sandbox's own from the host's, and refuses them all"
+                .into(),
+            object: unix_object(format!("@{}", String::from_utf8_lossy(name)), sock_type),
+        })
     }
 
     /// IP destinations, when the supervisor is their only check.
@@ -392,8 +429,26 @@ impl Mediation {
 /// What the supervisor's socket checks deliver here. `unix_hooks`: the kernel hook that
 /// refuses pathname destinations to sandboxed tasks, if any. `check_ip`: the supervisor is
 /// the only check of IP destinations.
-pub(crate) fn coverage(policy: &Policy, unix_hooks: Option<&str>, check_ip: bool) -> Coverage {
+pub(crate) fn coverage(policy: &Policy, needs: Needs) -> Coverage {
+    let Needs {
+        unix_hooks,
+        check_ip,
+        refuse_abstract,
+    } = needs;
     let mut cov = Coverage::default();
+    if refuse_abstract {
+        cov.push(
+            Layer::Seccomp,
+            Guarantee::ScopeAbstractUnix,
+            Status::Partial(
+                "the supervisor refuses every connect and datagram to an abstract UNIX \
+                 address, the sandbox's own included (no Landlock scoping before ABI 6, and no \
+                 network namespace: user namespaces refused, or the network open); a thread \
+                 racing the check can rewrite the address of a call it lets the kernel run"
+                    .into(),
+            ),
+        );
+    }
     let race = "a thread that rewrites a socket call's address after the supervisor read it \
                 is not stopped (no cgroup unix hooks or BPF LSM here: unprivileged, or a \
                 kernel before 6.7 without BPF LSM)";
@@ -449,6 +504,17 @@ fn sun_path(addr: &[u8]) -> Option<&[u8]> {
     }
     let end = path.iter().position(|&b| b == 0).unwrap_or(path.len());
     Some(&path[..end])
+}
+
+/// The name of an abstract `sockaddr_un` (after its leading NUL); `None` otherwise.
+fn abstract_name(addr: &[u8]) -> Option<&[u8]> {
+    if family(addr)? != libc::AF_UNIX {
+        return None;
+    }
+    match addr.get(SUN_PATH_OFF..)? {
+        [0, name @ ..] => Some(name),
+        _ => None,
+    }
 }
 
 fn ip_of(addr: &[u8]) -> Option<(std::net::IpAddr, u16)> {
@@ -726,7 +792,7 @@ mod tests {
         let mut policy = Policy::default();
         policy.filesystem.write.push("/work/ws".into());
         policy.network.unix.push("/run/user/*/bus".into());
-        let m = Mediation::compile(&policy, false, false).unwrap();
+        let m = Mediation::compile(&policy, Needs::default()).unwrap();
         assert!(m.allows(Path::new("/work/ws/sub/app.sock")));
         assert!(m.allows(Path::new("/run/user/1000/bus")));
         assert!(!m.allows(Path::new("/run/docker.sock")));
@@ -736,14 +802,46 @@ mod tests {
 
     #[test]
     fn datagram_sends_to_a_path_are_refused_and_ip_is_left_to_the_kernel_when_it_checks() {
-        let m = Mediation::compile(&Policy::default(), true, false).unwrap();
+        let m = Mediation::compile(&Policy::default(), Needs::default()).unwrap();
         assert!(matches!(m.send(&un(b"/dev/log\0")), Verdict::Deny { .. }));
         assert!(matches!(m.send(&un(b"\0abstract")), Verdict::Continue));
         let mut v4 = (libc::AF_INET as u16).to_ne_bytes().to_vec();
         v4.extend_from_slice(&53u16.to_be_bytes());
         v4.extend_from_slice(&[1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
         assert!(matches!(m.send(&v4), Verdict::Continue));
-        let checked = Mediation::compile(&Policy::default(), true, true).unwrap();
+        let needs = Needs {
+            check_ip: true,
+            ..Needs::default()
+        };
+        let checked = Mediation::compile(&Policy::default(), needs).unwrap();
         assert!(matches!(checked.send(&v4), Verdict::Deny { .. }));
+    }
+
+    #[test]
+    fn abstract_destinations_are_refused_only_where_nothing_else_scopes_them() {
+        let hooks = Needs {
+            unix_hooks: Some("cgroup connect_unix/sendmsg_unix"),
+            ..Needs::default()
+        };
+        let m = Mediation::compile(&Policy::default(), hooks).unwrap();
+        assert!(m.ip_sized_connects_pass());
+        assert!(m.abstract_verdict(&un(b"\0x"), libc::SOCK_STREAM).is_none());
+        let refusing = Needs {
+            refuse_abstract: true,
+            ..hooks
+        };
+        let m = Mediation::compile(&Policy::default(), refusing).unwrap();
+        // Datagrams come here too, and no connect passes unasked.
+        assert!(m.sends && !m.ip_sized_connects_pass());
+        match m.send(&un(b"\0/tmp/.X11-unix/X0")) {
+            Verdict::Deny { rule, object } => {
+                assert!(rule.contains("abstract"), "{rule}");
+                assert!(format!("{object:?}").contains("@/tmp/.X11-unix/X0"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(m.send(&un(b"/dev/log\0")), Verdict::Deny { .. }));
+        // An unnamed address (autobind) is not a destination.
+        assert!(m.abstract_verdict(&un(b""), libc::SOCK_DGRAM).is_none());
     }
 }

@@ -304,10 +304,31 @@ pub(crate) fn offers(host: &Host) -> Vec<Offer> {
     } else {
         Err("seccomp user notification unavailable".to_string())
     };
+    // Unprivileged, no kernel layer checks IP destinations: the supervisor does, on its own
+    // copy of the address (partial: plan.rs `gaps`). As root cgroup-BPF does, and is named.
+    let addresses = if host.root {
+        Err("left to cgroup-bpf as root".to_string())
+    } else {
+        notify.clone().map(|_| {
+            "the supervisor, connecting and sending from its own copy of the address \
+             (partial: a thread racing a sendmsg)"
+                .to_string()
+        })
+    };
     vec![
+        Offer::new(Guarantee::NetAddresses, addresses),
         Offer::new(Guarantee::SyscallFilter, filter.clone()),
         Offer::new(Guarantee::NetSocketFamilies, filter),
         Offer::new(Guarantee::SyscallDenialsLogged, notify.clone()),
+        Offer::new(
+            Guarantee::ScopeAbstractUnix,
+            notify.clone().map(|_| {
+                "a network namespace for offline profiles where one can be made, else the \
+                 supervisor refusing every abstract UNIX destination, the sandbox's own too \
+                 (partial: a racing thread)"
+                    .to_string()
+            }),
+        ),
         Offer::new(
             Guarantee::NetUnixSockets,
             notify.map(|_| {
