@@ -48,9 +48,22 @@ pub(crate) fn compile(
 }
 
 impl ProcessPlan {
-    /// Sets every rlimit (soft = hard). Child side: no allocation. `Err(errno)`.
+    /// Sets every rlimit (soft = hard), never above the hard limit already in force: that
+    /// one is stricter, and raising it needs CAP_SYS_RESOURCE (the `ci` profile's 4096
+    /// processes on a small machine whose limit for the user is lower). Child side: no
+    /// allocation. `Err(errno)`.
     pub(crate) fn apply_rlimits(&self) -> Result<(), i32> {
         for &(resource, value) in &self.rlimits {
+            let mut current = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            // SAFETY: `current` is a live rlimit the call writes.
+            let value = if unsafe { libc::getrlimit(resource, &mut current) } == 0 {
+                value.min(current.rlim_max)
+            } else {
+                value
+            };
             let lim = libc::rlimit {
                 rlim_cur: value,
                 rlim_max: value,
