@@ -1290,10 +1290,26 @@ fn setuid_no_new_privs(_: &Ctx) -> Attempt {
 
 fn capabilities_zero(ctx: &Ctx) -> Attempt {
     let mut a = Attempt::default();
-    for (k, v) in status_fields() {
+    let fields = status_fields();
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.trim().to_string())
+    };
+    // Without a user namespace an unprivileged sandbox cannot drop its bounding set (that
+    // needs CAP_SETPCAP), and needs not: with no_new_privs, no permitted capability and a
+    // uid other than 0, no exec can raise one (setuid bits and file capabilities are ignored).
+    let inert_bounding_set = field("NoNewPrivs").as_deref() == Some("1")
+        && field("CapPrm").is_some_and(|v| u64::from_str_radix(&v, 16) == Ok(0))
+        && field("Uid").is_some_and(|v| v.split_whitespace().all(|id| id != "0"));
+    for (k, v) in &fields {
         if ["CapEff", "CapPrm", "CapBnd", "CapAmb", "CapInh"].contains(&k.as_str()) {
-            match u64::from_str_radix(&v, 16) {
+            match u64::from_str_radix(v, 16) {
                 Ok(0) => a.note(format!("{k}: 0")),
+                _ if k == "CapBnd" && inert_bounding_set => a.note(format!(
+                    "{k}: {v} (inert: not uid 0, no_new_privs, no permitted capabilities)"
+                )),
                 _ => a.win(format!("{k}: {v}")),
             }
         }
