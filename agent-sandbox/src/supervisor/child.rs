@@ -236,12 +236,16 @@ pub(crate) fn run_init(ctx: ChildContext<'_>) -> ! {
         // SAFETY: setsid has no memory side effects.
         check(ctl, Step::NewSession, unsafe { libc::setsid() });
     }
-    // 4. parent death, then close the race with the lifeline.
-    check(
-        ctl,
-        Step::ParentDeathSignal,
-        prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as _),
-    );
+    // 4. parent death, then close the race with the lifeline. Without a pid namespace the
+    // kernel kills nothing when init dies, so init must live to kill its group: the
+    // lifeline's EOF alone tells it (init.rs `teardown`).
+    if ctx.pid_namespace {
+        check(
+            ctl,
+            Step::ParentDeathSignal,
+            prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as _),
+        );
+    }
     let mut pfd = libc::pollfd {
         fd: ctx.lifeline,
         events: libc::POLLIN,

@@ -7,9 +7,12 @@
 //! kills whatever is left in the namespace. If the supervisor dies, the parent-death signal
 //! (SIGKILL) or the lifeline EOF ends init, with the same effect.
 //!
-//! Without a pid namespace (fallback), init is a child subreaper in its own session: it kills
-//! its process group at the end, which misses descendants that left the group (setsid,
-//! setpgid). That weaker guarantee is reported at launch.
+//! Without a pid namespace (fallback), init is a child subreaper in its own session: at the
+//! end it kills the agent, then every descendant it inherits (those that left the group with
+//! setsid or setpgid too), then its process group, and it lives to do so when the supervisor dies (no
+//! parent-death SIGKILL there: the lifeline tells it). Orphans come to init as its children,
+//! so the sweep reaches every descendant; a tree that forks faster than one SIGKILL per child
+//! per 5 ms round, for the whole second of sweeping, is the residual risk.
 
 use std::os::fd::RawFd;
 
@@ -105,12 +108,13 @@ impl InitState {
     /// process group (only ours: with a new session it holds nothing outside the sandbox).
     fn teardown(&self, code: i32) -> ! {
         if !self.pid_namespace {
-            // SAFETY: signals only the agent and (with our own session) our own group.
-            unsafe {
-                libc::kill(self.agent, libc::SIGKILL);
-                if self.new_session {
-                    libc::kill(0, libc::SIGKILL);
-                }
+            // SAFETY: signals only the agent; the sweep only our children.
+            unsafe { libc::kill(self.agent, libc::SIGKILL) };
+            kill_descendants();
+            if self.new_session {
+                // Last: the group holds init itself.
+                // SAFETY: with our own session the group holds nothing outside the sandbox.
+                unsafe { libc::kill(0, libc::SIGKILL) };
             }
         }
         // SAFETY: _exit skips the supervisor's atexit handlers and stdio buffers we inherited.
@@ -131,6 +135,50 @@ impl InitState {
                 self.teardown(0);
             }
         }
+    }
+}
+
+/// Without a pid namespace: kills what left our process group (setsid, setpgid). As a child
+/// subreaper, init inherits every orphaned descendant: each child still alive is killed (it
+/// is our child and not reaped, so its pid names no other process), its own children come
+/// to us when it dies, and so on, for at most a second. No allocation.
+fn kill_descendants() {
+    const PATH: &[u8] = b"/proc/thread-self/children\0";
+    for _ in 0..200 {
+        let mut buf = [0u8; 4096];
+        // SAFETY: PATH is NUL-terminated; the descriptor is closed below.
+        let fd = unsafe { libc::open(PATH.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return;
+        }
+        // SAFETY: `buf` is a live, writable buffer of its length.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        // SAFETY: our own descriptor.
+        unsafe { libc::close(fd) };
+        let mut children = 0;
+        let mut pid: libc::pid_t = 0;
+        for &b in buf.iter().take(n.max(0) as usize).chain(b" ") {
+            if b.is_ascii_digit() {
+                pid = pid * 10 + libc::pid_t::from(b - b'0');
+            } else if pid > 0 {
+                // SAFETY: `pid` is our child, not yet reaped.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                children += 1;
+                pid = 0;
+            }
+        }
+        if children == 0 {
+            return;
+        }
+        let pause = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 5_000_000,
+        };
+        // SAFETY: `pause` is a live timespec; a null remainder is allowed.
+        unsafe { libc::nanosleep(&pause, std::ptr::null_mut()) };
+        let mut status = 0;
+        // SAFETY: `status` is a live int; reaping lets the dead's children come to us.
+        while unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) } > 0 {}
     }
 }
 
