@@ -41,10 +41,30 @@ fn dump(r: &Report) -> String {
 /// Runs `name` and asserts its verdict is one of `ok`.
 fn expect(name: &str, ok: &[&str]) -> Report {
     let r = run(name);
+    // Without user namespaces (the VM's second pass) each verdict the launch record
+    // explains is the documented fallback: a guarantee only a namespace gives is named
+    // missing (the attack works), denials of an unprivileged run without observers are not
+    // logged, and a setup that needs a directory the fallback's Landlock omission keeps
+    // closed (the workspace root, on the way to `.git/hooks`) cannot be made. `FAILED` never.
+    let nouserns = std::env::var("AGENTBOX_VERDICT_LABEL").is_ok_and(|l| l == "nouserns");
+    let fallback = [
+        "not-enforced-here",
+        "held-not-logged",
+        "not-applicable-here",
+    ];
+    let ok: Vec<&str> = ok
+        .iter()
+        .copied()
+        .chain(fallback.into_iter().filter(|_| nouserns))
+        .collect();
     // One line per technique (shown with --nocapture, as the VM guest runs this binary):
     // the VM column of docs/security.md comes from these lines on the console.
+    // A second pass in the same guest (as nobody, user namespaces disabled) labels its lines.
+    let label = std::env::var("AGENTBOX_VERDICT_LABEL")
+        .map(|l| format!("[{l}]"))
+        .unwrap_or_default();
     println!(
-        "agentbox-selftest-verdict: {name} | {} | {}{}",
+        "agentbox-selftest-verdict{label}: {name} | {} | {}{}",
         r.layer,
         r.verdict.label(),
         r.verdict
@@ -318,7 +338,12 @@ fn exec_memfd() {
 /// (connect) or the kernel's unix hooks (datagrams sent to a path, as root).
 fn unix_held(name: &str) {
     let r = expect(name, &["held"]);
-    assert!(!r.events.is_empty(), "{name}: {}", dump(&r));
+    // (Only `held` carries events: the no-userns pass also accepts a setup it cannot make.)
+    assert!(
+        r.verdict.label() != "held" || !r.events.is_empty(),
+        "{name}: {}",
+        dump(&r)
+    );
     for e in &r.events {
         assert!(
             ["seccomp", "cgroup-bpf", "bpf-lsm"].contains(&e["layer"].as_str().unwrap_or("")),

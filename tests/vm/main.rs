@@ -10,6 +10,7 @@ mod lsm_metadata;
 mod lsm_net;
 mod lsm_scope;
 mod lsm_support;
+mod nouserns;
 mod run_lsm;
 mod smoke;
 

@@ -1,6 +1,8 @@
 //! `cargo xtask security-doc`: rewrites docs/security.md's VM section from the consoles the
-//! last `cargo xtask vm-test` left (target/vm/console-<kernel>.log): one column per kernel,
-//! one row per technique, from the guests' `agentbox-selftest-verdict:` lines.
+//! last `cargo xtask vm-test` left (target/vm/console-<kernel>.log): one column per kernel and
+//! configuration (root; nobody with user namespaces disabled), one row per technique, from the
+//! guests' `agentbox-selftest-verdict:` lines; and the guests' `agentbox doctor` reports, into
+//! docs/security.md and the README.
 
 use crate::vm::KERNELS;
 use crate::{root, target_dir, Res};
@@ -8,42 +10,101 @@ use std::collections::BTreeMap;
 
 const BEGIN: &str = "<!-- vm-verdicts: begin (cargo xtask security-doc) -->";
 const END: &str = "<!-- vm-verdicts: end -->";
-const MARKER: &str = "agentbox-selftest-verdict:";
+const DOCTOR_BEGIN: &str = "<!-- vm-doctor: begin (cargo xtask security-doc) -->";
+const DOCTOR_END: &str = "<!-- vm-doctor: end -->";
+const MARKER: &str = "agentbox-selftest-verdict";
+const DOCTOR_MARKER: &str = "agentbox-doctor";
+/// The guest's configurations: the label its lines carry, and how a column names it.
+const CONFIGS: [(&str, &str); 2] = [
+    ("", "as root"),
+    ("nouserns", "no user namespaces, as nobody"),
+];
 
 pub(crate) fn security_doc() -> Res<()> {
     let mut columns = Vec::new();
+    let mut doctors = Vec::new();
     for kernel in &KERNELS {
         let path = target_dir()?
             .join("vm")
             .join(format!("console-{}.log", kernel.label));
         let text = std::fs::read_to_string(&path)
             .map_err(|e| format!("{}: {e} (run `cargo xtask vm-test` first)", path.display()))?;
-        columns.push((kernel.label, verdicts(&text)));
+        for (label, name) in CONFIGS {
+            let found = verdicts(&text, label);
+            if !found.is_empty() {
+                columns.push((format!("{}, {name}", kernel.label), found));
+            }
+            let report = doctor(&text, if label.is_empty() { "root" } else { label });
+            if !report.is_empty() {
+                doctors.push((format!("Linux {}, {name}", kernel.label), report));
+            }
+        }
     }
-    let table = render(&columns);
-    let doc_path = root().join("docs/security.md");
-    let doc =
-        std::fs::read_to_string(&doc_path).map_err(|e| format!("{}: {e}", doc_path.display()))?;
-    let (Some(start), Some(end)) = (doc.find(BEGIN), doc.find(END)) else {
-        return Err(format!(
-            "{} has no {BEGIN} … {END} section",
-            doc_path.display()
-        ));
-    };
-    let new = format!("{}{BEGIN}\n{table}{}", &doc[..start], &doc[end..]);
-    std::fs::write(&doc_path, new).map_err(|e| format!("{}: {e}", doc_path.display()))?;
-    println!(
-        "security-doc: rewrote the VM section of {}",
-        doc_path.display()
-    );
+    let labels: Vec<(&str, Vec<(String, String)>)> = columns
+        .iter()
+        .map(|(l, v)| (l.as_str(), v.clone()))
+        .collect();
+    let doctor_block = render_doctors(&doctors);
+    replace_block(
+        &root().join("docs/security.md"),
+        &[
+            (BEGIN, END, &render(&labels)),
+            (DOCTOR_BEGIN, DOCTOR_END, &doctor_block),
+        ],
+    )?;
+    replace_block(
+        &root().join("README.md"),
+        &[(DOCTOR_BEGIN, DOCTOR_END, &doctor_block)],
+    )?;
     Ok(())
 }
 
-/// technique -> "layer | result", in console order.
-fn verdicts(console: &str) -> Vec<(String, String)> {
+/// Replaces each `begin … end` section of the file at `path` with its new text.
+fn replace_block(path: &std::path::Path, blocks: &[(&str, &str, &str)]) -> Res<()> {
+    let mut doc = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    for (begin, end, text) in blocks {
+        let (Some(start), Some(stop)) = (doc.find(begin), doc.find(end)) else {
+            return Err(format!("{} has no {begin} … {end} section", path.display()));
+        };
+        doc = format!("{}{begin}\n{text}{}", &doc[..start], &doc[stop..]);
+    }
+    std::fs::write(path, doc).map_err(|e| format!("{}: {e}", path.display()))?;
+    println!("security-doc: rewrote {}", path.display());
+    Ok(())
+}
+
+/// The doctor report a guest printed with `label`.
+fn doctor(console: &str, label: &str) -> String {
+    let marker = format!("{DOCTOR_MARKER}[{label}]: ");
     console
         .lines()
-        .filter_map(|line| line.split_once(MARKER).map(|(_, v)| v.trim()))
+        .filter_map(|line| line.split_once(&marker).map(|(_, l)| l.trim_end()))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+fn render_doctors(doctors: &[(String, String)]) -> String {
+    doctors
+        .iter()
+        .map(|(name, report)| {
+            format!(
+                "<details><summary><code>agentbox doctor</code> on {name}</summary>\n\n\
+                 ```text\n{report}```\n\n</details>\n\n"
+            )
+        })
+        .collect()
+}
+
+/// technique -> "layer | result", in console order.
+fn verdicts(console: &str, label: &str) -> Vec<(String, String)> {
+    let marker = if label.is_empty() {
+        format!("{MARKER}:")
+    } else {
+        format!("{MARKER}[{label}]:")
+    };
+    console
+        .lines()
+        .filter_map(|line| line.split_once(&marker).map(|(_, v)| v.trim()))
         .filter_map(|v| {
             let (technique, rest) = v.split_once(" | ")?;
             Some((technique.trim().to_string(), rest.trim().to_string()))
@@ -112,8 +173,11 @@ mod tests {
 
     #[test]
     fn verdict_lines_become_one_row_per_technique() {
-        let a = verdicts("x\ntest t ... agentbox-selftest-verdict: tiocsti | seccomp | held\n");
-        let b = verdicts("agentbox-selftest-verdict: tiocsti | landlock | FAILED: why\n");
+        let console = "x\ntest t ... agentbox-selftest-verdict: tiocsti | seccomp | held\n\
+                       agentbox-selftest-verdict[nouserns]: tiocsti | landlock | FAILED: why\n";
+        let a = verdicts(console, "");
+        let b = verdicts(console, "nouserns");
+        assert_eq!((a.len(), b.len()), (1, 1));
         let table = render(&[("6.1", a), ("6.12", b)]);
         assert!(
             table.contains("| tiocsti | seccomp · held | landlock · FAILED: why |"),
