@@ -3,12 +3,16 @@
 use std::process::Command;
 
 fn doctor(args: &[&str]) -> String {
+    doctor_with(args, |_| {})
+}
+
+/// `agentbox doctor ARGS`, the command first adjusted by `setup` (another user, say).
+pub(crate) fn doctor_with(args: &[&str], setup: impl FnOnce(&mut Command)) -> String {
     let bin = std::env::var("AGENTBOX_BIN").expect("AGENTBOX_BIN is set by the VM's /init");
-    let out = Command::new(bin)
-        .arg("doctor")
-        .args(args)
-        .output()
-        .expect("run agentbox doctor");
+    let mut command = Command::new(bin);
+    command.arg("doctor").args(args);
+    setup(&mut command);
+    let out = command.output().expect("run agentbox doctor");
     assert!(
         out.status.success(),
         "doctor failed: {}",

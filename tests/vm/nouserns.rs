@@ -6,9 +6,8 @@
 //! deny paths still hold and are logged (docs/security.md's `nouserns` columns).
 
 use std::os::unix::process::CommandExt;
-use std::process::Command;
 
-use agentbox_tests::{agentbox_bin, RunAs, Scenario};
+use agentbox_tests::{RunAs, Scenario};
 
 fn assert_userns_disabled() {
     let max = std::fs::read_to_string("/proc/sys/user/max_user_namespaces").expect("sysctl");
@@ -38,20 +37,9 @@ fn landlock_abi() -> u32 {
 }
 
 fn doctor_as_nobody(args: &[&str]) -> String {
-    let out = Command::new(agentbox_bin())
-        .arg("doctor")
-        .args(args)
-        .uid(65534)
-        .gid(65534)
-        .env("HOME", "/tmp")
-        .output()
-        .expect("run agentbox doctor");
-    assert!(
-        out.status.success(),
-        "doctor failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 report")
+    crate::doctor::doctor_with(args, |c| {
+        c.uid(65534).gid(65534).env("HOME", "/tmp");
+    })
 }
 
 fn doctor_json() -> serde_json::Value {
