@@ -13,9 +13,10 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use crate::layers::cgroup::{self, CgroupPlan, SandboxGroup};
+use crate::layers::dns::resolver::NameBook;
 use crate::layers::ebpf::{self, EbpfPlan};
 use crate::layers::seccomp::notify::Notifier;
-use crate::layers::{landlock, mounts, process, seccomp, ChildSteps, EventSource};
+use crate::layers::{dns, landlock, mounts, process, seccomp, ChildSteps, EventSource};
 use crate::policy::{Coverage, Guarantee, Layer, NetRule, Policy, Status};
 
 /// Everything the supervisor applies to one sandbox, compiled before fork.
@@ -35,6 +36,10 @@ pub struct Plan {
     coverage: Coverage,
     /// The guarantees this policy needs (see `required_guarantees`).
     required: Vec<Guarantee>,
+    /// The resolver of host-name rules, its sockets bound.
+    pub(crate) dns: Option<dns::DnsPlan>,
+    /// Where its grants go when the supervisor checks addresses (no cgroup-BPF).
+    dns_gate: Option<seccomp::mediate::DnsGate>,
 }
 
 /// Namespaces that carry a guarantee: never started without them.
@@ -109,8 +114,11 @@ fn required_guarantees(policy: &Policy) -> Vec<Guarantee> {
         .iter()
         .filter(|d| !d.is_port_only())
         .any(|d| net.allow.iter().any(|a| overlaps(a, d)));
-    if allow_names_address || deny_carves_allow {
+    if allow_names_address || deny_carves_allow || !net.domains.is_empty() {
         required.push(Guarantee::NetAddresses);
+    }
+    if !net.domains.is_empty() {
+        required.push(Guarantee::NetDomains);
     }
     required.sort();
     required
@@ -150,6 +158,18 @@ impl Plan {
         coverage.extend(ebpf::net::compile(&policy, &runtime).context("cgroup-bpf layer")?);
         let (observe, observe_coverage) = ebpf::observe::compile(runtime.is_ok());
         coverage.extend(observe_coverage);
+        let (dns, dns_coverage) =
+            dns::compile(&policy, runtime.as_ref().map(|_| ()).map_err(Clone::clone))
+                .context("dns layer")?;
+        coverage.extend(dns_coverage);
+        let dns_gate = match (&dns, &runtime) {
+            (Some(d), Err(_)) => Some(seccomp::mediate::DnsGate {
+                resolver: d.addr,
+                grants: std::sync::Arc::default(),
+                book: std::sync::Arc::new(NameBook::default()),
+            }),
+            _ => None,
+        };
         tracing::debug!(elapsed = ?started.elapsed(), "eBPF runtime and cgroup layer");
 
         let lsm_unavailable = match &runtime {
@@ -272,8 +292,8 @@ impl Plan {
             check_ip: runtime.is_err(),
             refuse_abstract: !coverage.enforces(Guarantee::ScopeAbstractUnix),
         };
-        let mediation =
-            seccomp::mediate::Mediation::compile(&policy, needs).context("network.unix")?;
+        let mediation = seccomp::mediate::Mediation::compile(&policy, needs, dns_gate.clone())
+            .context("network.unix")?;
         let (seccomp, seccomp_coverage) =
             seccomp::compile(&policy, Some(mediation)).context("seccomp layer")?;
         coverage.extend(seccomp_coverage);
@@ -282,9 +302,15 @@ impl Plan {
         let process = process::compile(&policy, env, cgroup.holds("pids"), cgroup.holds("memory"))
             .context("process layer")?;
 
-        let ebpf = runtime
-            .ok()
-            .map(|(runtime, _)| EbpfPlan::new(runtime, &policy, lsm_rules, &observe));
+        let ebpf = runtime.ok().map(|(runtime, _)| {
+            EbpfPlan::new(
+                runtime,
+                &policy,
+                lsm_rules,
+                &observe,
+                dns.as_ref().map(|d| d.addr),
+            )
+        });
         let required = required_guarantees(&policy);
         Ok(Plan {
             namespaces: Namespaces {
@@ -303,6 +329,8 @@ impl Plan {
             ebpf,
             coverage,
             required,
+            dns,
+            dns_gate,
         })
     }
 
@@ -341,10 +369,39 @@ impl Plan {
         )
         .context("seccomp notifier")?;
         let mut sources: Vec<Box<dyn EventSource>> = vec![Box::new(notifier)];
-        if let Some(registration) = group.and_then(SandboxGroup::registration) {
+        let registration = group.and_then(SandboxGroup::registration);
+        // The resolver's grants go where addresses are checked: the kernel's tables, or the
+        // supervisor's own.
+        let mut names = None;
+        if let Some(plan) = &self.dns {
+            let (sink, book): (Box<dyn dns::resolver::GrantSink>, _) =
+                match (&self.dns_gate, registration) {
+                    (Some(gate), _) => (
+                        Box::new(std::sync::Arc::clone(&gate.grants)),
+                        std::sync::Arc::clone(&gate.book),
+                    ),
+                    (None, Some(reg)) => (
+                        Box::new(reg.grants()),
+                        std::sync::Arc::new(NameBook::default()),
+                    ),
+                    (None, None) => {
+                        anyhow::bail!("host-name rules without a place for their grants")
+                    }
+                };
+            names = Some(std::sync::Arc::clone(&book));
+            let resolver = dns::resolver::start(
+                plan.try_clone().context("resolver sockets")?,
+                sink,
+                book,
+                self.policy.mode == crate::policy::Mode::Audit,
+            )?;
+            sources.push(Box::new(resolver));
+        }
+        if let Some(registration) = registration {
             if let Some(kernel) = registration.event_source(
                 std::sync::Arc::clone(seccomp.table()),
                 std::sync::Arc::clone(seccomp.answered()),
+                names,
             )? {
                 sources.push(Box::new(kernel));
             }
@@ -371,8 +428,10 @@ impl Plan {
     }
 
     fn accepted_partial(&self, g: Guarantee) -> bool {
-        matches!(g, Guarantee::NetAddresses | Guarantee::ScopeAbstractUnix)
-            && self.coverage.gap(g).is_some()
+        matches!(
+            g,
+            Guarantee::NetAddresses | Guarantee::ScopeAbstractUnix | Guarantee::NetDomains
+        ) && self.coverage.gap(g).is_some()
             && self.coverage.partly_enforces(g)
     }
 
@@ -454,7 +513,7 @@ impl Plan {
 /// are per network namespace, reach none of the host's. Where init cannot have one, Landlock
 /// scoping (ABI 6) or else the supervisor (`Needs::refuse_abstract`) keeps abstract sockets in.
 fn net_namespace(policy: &Policy, namespaces: bool) -> bool {
-    let no_network = policy.network.allow.is_empty() && policy.network.bind.is_empty();
+    let no_network = !policy.network.opens_network() && policy.network.bind.is_empty();
     no_network && namespaces
 }
 

@@ -82,9 +82,16 @@ pub(crate) struct RunArgs {
     pub keep_env: Vec<String>,
 
     /// Also allow outgoing connections to `host-or-cidr:port-or-range`, e.g. `*:443`,
-    /// `10.0.0.0/8:*`, `[::1]:8000-8100`, `localhost:3000`. Repeatable.
+    /// `10.0.0.0/8:*`, `[::1]:8000-8100`, `localhost:3000`, or to a host name:
+    /// `pypi.org:443`, `*.githubusercontent.com:443`, `api.example.com:443/udp` (agentbox
+    /// then answers the agent's DNS and opens only the addresses it hands out). Repeatable.
     #[arg(long = "allow-net", value_name = "ENTRY")]
     pub allow_net: Vec<String>,
+
+    /// The resolver host names are looked up at (`IP:PORT`); default: the profile's
+    /// `dns_upstream`, else the host's first nameserver.
+    #[arg(long = "dns-upstream", value_name = "IP:PORT")]
+    pub dns_upstream: Option<std::net::SocketAddr>,
 
     /// Start even if some guarantee the profile needs cannot be enforced here; what is missing
     /// is printed before the command starts and recorded in the audit log.
@@ -375,9 +382,20 @@ pub(crate) fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
         policy.filesystem.exec.push(absolute(p)?);
     }
     for entry in &args.allow_net {
+        if profile::is_domain_entry(entry) {
+            let rule = profile::parse_domain_entry(entry)
+                .map_err(|e| anyhow!("--allow-net {entry}: {e}"))?;
+            if !policy.network.domains.contains(&rule) {
+                policy.network.domains.push(rule);
+            }
+            continue;
+        }
         let rules =
             profile::parse_net_entry(entry).map_err(|e| anyhow!("--allow-net {entry}: {e}"))?;
         policy.network.allow.extend(rules);
+    }
+    if let Some(up) = args.dns_upstream {
+        policy.network.dns_upstream = Some(up);
     }
     for entry in &args.allow_bind {
         let ports = profile::parse_port_range(entry).map_err(|e| {
@@ -468,7 +486,8 @@ pub(crate) fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
     // in its resolver (npm: 70 s, then EAI_AGAIN): the configured nameservers, port 53, TCP
     // and UDP, and nothing else (loopback stubs such as systemd-resolved's included, by an
     // exact rule that beats the loopback deny).
-    if !policy.network.allow.is_empty() {
+    // With host-name rules every lookup goes to agentbox's resolver instead (layers/dns).
+    if !policy.network.allow.is_empty() && policy.network.domains.is_empty() {
         policy.network.allow.extend(profile::resolver_rules());
     }
     if let Some(log) = &args.log {

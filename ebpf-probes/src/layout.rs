@@ -37,6 +37,7 @@ pub(crate) const SB_KILL_ON_VIOLATION: u32 = 0x01;
 pub(crate) const SB_AUDIT_ONLY: u32 = 0x02;
 pub(crate) const SB_ALLOW_NETLINK: u32 = 0x04;
 pub(crate) const SB_ALLOW_RAW: u32 = 0x08;
+pub(crate) const SB_DNS_REDIRECT: u32 = 0x10;
 
 /// `struct ab_event`.
 #[repr(C)]
@@ -109,6 +110,9 @@ pub(crate) struct SandboxRecord {
     pub bind_count: u32,
     pub ring_slot: u32,
     pub bind: [RawPortRange; BIND_RANGES_MAX],
+    pub dns_addr: [u8; 4],
+    pub dns_port: u16,
+    pub _pad: u16,
 }
 
 /// `struct task_ctx`.
@@ -129,7 +133,8 @@ pub(crate) struct PortVerdict {
     pub hi: u16,
     pub allow: u8,
     pub prefixlen: u8,
-    pub _pad: u16,
+    pub protos: u8,
+    pub _pad: u8,
 }
 
 /// `struct net_verdicts`.
@@ -322,7 +327,7 @@ mod tests {
             size_of::<SandboxRecord>(),
             fields!(SandboxRecord: cgroup_id, seq, lost_violations, lost_trace,
                 throttled_trace, lost_task_storage, trace_window_start, trace_window_count,
-                trace_per_sec, flags, bind_count, ring_slot, bind),
+                trace_per_sec, flags, bind_count, ring_slot, bind, dns_addr, dns_port, _pad),
         );
         check(
             &btf,
@@ -334,7 +339,7 @@ mod tests {
             &btf,
             "port_verdict",
             size_of::<PortVerdict>(),
-            fields!(PortVerdict: lo, hi, allow, prefixlen, _pad),
+            fields!(PortVerdict: lo, hi, allow, prefixlen, protos, _pad),
         );
         check(
             &btf,

@@ -39,9 +39,12 @@ pub use lsm::{
     ChildName, InodeId, LsmHook, LsmReason, LsmRules, NamePattern, CHILD_NAME_LEN_MAX,
     NAME_PATTERN_LEN_MAX,
 };
-pub use rules::{default_deny_rules, verdict, NetRule, NetRules, PortRange, TooManyRanges};
+pub use rules::{
+    default_deny_rules, verdict, NetRule, NetRules, PortRange, TooManyRanges, PROTO_ANY, PROTO_TCP,
+    PROTO_UDP,
+};
 pub use runtime::{
-    Counters, LoadState, Runtime, Sandbox, SandboxConfig, DEFAULT_PIN_ROOT,
+    Counters, Grants, LoadState, Runtime, Sandbox, SandboxConfig, DEFAULT_PIN_ROOT,
     DEFAULT_TRACE_RING_BYTES, DEFAULT_VIOLATIONS_RING_BYTES,
 };
 
@@ -444,6 +447,10 @@ mod tests {
             "net_sock_create",
             "net_connect_unix",
             "net_sendmsg_unix",
+            "net_recvmsg4",
+            "net_recvmsg6",
+            "net_getpeername4",
+            "net_getpeername6",
         ]);
         names
     }

@@ -42,24 +42,38 @@ impl PortRange {
     }
 }
 
-/// One network and the destination ports it covers.
+/// A rule's protocols: TCP (stream sockets), UDP (datagram sockets), or both.
+pub const PROTO_TCP: u8 = 0x01;
+pub const PROTO_UDP: u8 = 0x02;
+pub const PROTO_ANY: u8 = PROTO_TCP | PROTO_UDP;
+
+/// One network and the destination ports (and protocols) it covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NetRule {
     pub net: IpNet,
     pub ports: PortRange,
+    /// `PROTO_TCP`, `PROTO_UDP` or `PROTO_ANY`.
+    pub protos: u8,
 }
 
 impl NetRule {
+    /// A rule for TCP and UDP.
     pub fn new(net: IpNet, ports: PortRange) -> Self {
-        NetRule { net, ports }
+        NetRule {
+            net,
+            ports,
+            protos: PROTO_ANY,
+        }
     }
 
-    /// One address (a /32 or /128).
+    /// One address (a /32 or /128), TCP and UDP.
     pub fn host(addr: IpAddr, ports: PortRange) -> Self {
-        NetRule {
-            net: IpNet::from(addr),
-            ports,
-        }
+        NetRule::new(IpNet::from(addr), ports)
+    }
+
+    /// The same rule for `protos` only.
+    pub fn with_protos(self, protos: u8) -> Self {
+        NetRule { protos, ..self }
     }
 }
 
@@ -87,6 +101,7 @@ pub struct NetRules {
 struct Flat {
     net: IpNet,
     ports: PortRange,
+    protos: u8,
     /// At the same address: 0 a deny, 1 an allow, 2 a default deny (the order they win in).
     class: u8,
 }
@@ -133,6 +148,7 @@ pub(crate) fn compile(rules: &NetRules) -> Result<CompiledRules, TooManyRanges> 
         .map(|(rule, class)| Flat {
             net: normalise(rule.net),
             ports: rule.ports,
+            protos: rule.protos,
             class,
         })
         .collect();
@@ -155,6 +171,7 @@ pub(crate) fn compile(rules: &NetRules) -> Result<CompiledRules, TooManyRanges> 
                 std::cmp::Reverse(rule.net.prefix_len()),
                 rule.class,
                 rule.ports.hi - rule.ports.lo,
+                rule.protos.count_ones(),
             )
         });
         covering.dedup_by(|a, b| a == b);
@@ -171,6 +188,7 @@ pub(crate) fn compile(rules: &NetRules) -> Result<CompiledRules, TooManyRanges> 
                 hi: rule.ports.hi,
                 allow: u8::from(rule.class == 1),
                 prefixlen: rule.net.prefix_len(),
+                protos: rule.protos,
                 _pad: 0,
             };
         }
@@ -183,9 +201,31 @@ pub(crate) fn compile(rules: &NetRules) -> Result<CompiledRules, TooManyRanges> 
     Ok(compiled)
 }
 
-/// What the kernel decides for a destination, computed the way net.bpf.h does it (LPM lookup
-/// of the longest prefix, first matching range). Used by tests and by `explain` tooling.
-pub fn verdict(rules: &NetRules, addr: IpAddr, port: u16) -> Result<bool, TooManyRanges> {
+/// The trie entry of one host address under `rules` (its verdict list, covering rules
+/// included), or `None` when no rule names exactly that address. The address in IPv4 form
+/// where it is v4-mapped.
+pub(crate) fn host_entry(
+    rules: &NetRules,
+    addr: IpAddr,
+) -> Result<(IpNet, Option<NetVerdicts>), TooManyRanges> {
+    let host = normalise(IpNet::from(addr));
+    let compiled = compile(rules)?;
+    let found = match host {
+        IpNet::V4(v4) => compiled.v4.iter().find(|(n, _)| *n == v4).map(|(_, v)| *v),
+        IpNet::V6(v6) => compiled.v6.iter().find(|(n, _)| *n == v6).map(|(_, v)| *v),
+    };
+    Ok((host, found))
+}
+
+/// What the kernel decides for a destination of protocol `proto` (`PROTO_TCP` or
+/// `PROTO_UDP`), computed the way net.bpf.h does it (LPM lookup of the longest prefix, first
+/// range holding the port and the protocol). Used by the unprivileged supervisor and tests.
+pub fn verdict(
+    rules: &NetRules,
+    addr: IpAddr,
+    port: u16,
+    proto: u8,
+) -> Result<bool, TooManyRanges> {
     let compiled = compile(rules)?;
     let addr = match addr {
         IpAddr::V6(v6) => v6
@@ -201,7 +241,7 @@ pub fn verdict(rules: &NetRules, addr: IpAddr, port: u16) -> Result<bool, TooMan
     Ok(longest.is_some_and(|verdicts| {
         verdicts.v[..verdicts.count as usize]
             .iter()
-            .find(|range| range.lo <= port && port <= range.hi)
+            .find(|range| range.lo <= port && port <= range.hi && range.protos & proto == proto)
             .is_some_and(|range| range.allow != 0)
     }))
 }
@@ -288,8 +328,8 @@ mod tests {
     #[test]
     fn nothing_allowed_denies_everything() {
         let none = NetRules::default();
-        assert!(!verdict(&none, ip("1.2.3.4"), 443).unwrap());
-        assert!(!verdict(&none, ip("::1"), 443).unwrap());
+        assert!(!verdict(&none, ip("1.2.3.4"), 443, PROTO_TCP).unwrap());
+        assert!(!verdict(&none, ip("::1"), 443, PROTO_TCP).unwrap());
     }
 
     #[test]
@@ -298,8 +338,8 @@ mod tests {
             &[("0.0.0.0/0", PortRange::ALL)],
             &[("127.0.0.0/8", PortRange::ALL)],
         );
-        assert!(verdict(&r, ip("8.8.8.8"), 53).unwrap());
-        assert!(!verdict(&r, ip("127.0.0.2"), 8080).unwrap());
+        assert!(verdict(&r, ip("8.8.8.8"), 53, PROTO_TCP).unwrap());
+        assert!(!verdict(&r, ip("127.0.0.2"), 8080, PROTO_TCP).unwrap());
         // The /8 entry carries the /0 allow after its own deny.
         let compiled = compile(&r).unwrap();
         let (_, loopback) = compiled
@@ -321,9 +361,9 @@ mod tests {
             ],
             &[("127.0.0.0/8", PortRange::ALL)],
         );
-        assert!(verdict(&r, ip("127.0.0.2"), 8080).unwrap());
-        assert!(!verdict(&r, ip("127.0.0.2"), 8081).unwrap());
-        assert!(!verdict(&r, ip("127.0.0.3"), 8080).unwrap());
+        assert!(verdict(&r, ip("127.0.0.2"), 8080, PROTO_TCP).unwrap());
+        assert!(!verdict(&r, ip("127.0.0.2"), 8081, PROTO_TCP).unwrap());
+        assert!(!verdict(&r, ip("127.0.0.3"), 8080, PROTO_TCP).unwrap());
     }
 
     #[test]
@@ -332,8 +372,8 @@ mod tests {
             &[("10.0.0.0/8", PortRange::ALL)],
             &[("10.0.0.0/8", PortRange::single(22))],
         );
-        assert!(!verdict(&r, ip("10.1.1.1"), 22).unwrap());
-        assert!(verdict(&r, ip("10.1.1.1"), 23).unwrap());
+        assert!(!verdict(&r, ip("10.1.1.1"), 22, PROTO_TCP).unwrap());
+        assert!(verdict(&r, ip("10.1.1.1"), 23, PROTO_TCP).unwrap());
     }
 
     #[test]
@@ -342,27 +382,27 @@ mod tests {
             &[("127.0.0.2/32", PortRange::single(8080))],
             &[("127.0.0.2/32", PortRange::ALL)],
         );
-        assert!(!verdict(&r, ip("127.0.0.2"), 8080).unwrap());
+        assert!(!verdict(&r, ip("127.0.0.2"), 8080, PROTO_TCP).unwrap());
         let mut r = rules(
             &[("0.0.0.0/0", PortRange::single(443))],
             &[("0.0.0.0/0", PortRange::ALL)],
         );
         assert!(
-            !verdict(&r, ip("1.1.1.1"), 443).unwrap(),
+            !verdict(&r, ip("1.1.1.1"), 443, PROTO_TCP).unwrap(),
             "offline + --allow-net *:443"
         );
         r.deny.clear();
         r.allow
             .push(NetRule::new(net("::1/128"), PortRange::single(3000)));
         r.default_deny = default_deny_rules();
-        assert!(verdict(&r, ip("::1"), 3000).unwrap());
-        assert!(!verdict(&r, ip("::1"), 3001).unwrap());
-        assert!(!verdict(&r, ip("127.0.0.1"), 443).unwrap());
+        assert!(verdict(&r, ip("::1"), 3000, PROTO_TCP).unwrap());
+        assert!(!verdict(&r, ip("::1"), 3001, PROTO_TCP).unwrap());
+        assert!(!verdict(&r, ip("127.0.0.1"), 443, PROTO_TCP).unwrap());
         let r = rules(
             &[("127.0.0.2/32", PortRange::single(8080))],
             &[("127.0.0.2/32", PortRange::single(8080))],
         );
-        assert!(!verdict(&r, ip("127.0.0.2"), 8080).unwrap());
+        assert!(!verdict(&r, ip("127.0.0.2"), 8080, PROTO_TCP).unwrap());
     }
 
     #[test]
@@ -372,10 +412,10 @@ mod tests {
             &[("10.0.0.0/8", PortRange::single(443))],
             &[("10.1.0.0/16", PortRange::single(22))],
         );
-        assert!(verdict(&r, ip("10.1.2.3"), 443).unwrap());
-        assert!(!verdict(&r, ip("10.1.2.3"), 22).unwrap());
-        assert!(!verdict(&r, ip("10.1.2.3"), 80).unwrap());
-        assert!(verdict(&r, ip("10.2.0.1"), 443).unwrap());
+        assert!(verdict(&r, ip("10.1.2.3"), 443, PROTO_TCP).unwrap());
+        assert!(!verdict(&r, ip("10.1.2.3"), 22, PROTO_TCP).unwrap());
+        assert!(!verdict(&r, ip("10.1.2.3"), 80, PROTO_TCP).unwrap());
+        assert!(verdict(&r, ip("10.2.0.1"), 443, PROTO_TCP).unwrap());
     }
 
     #[test]
@@ -394,7 +434,7 @@ mod tests {
             .find(|(n, _)| n.prefix_len() == 8)
             .unwrap();
         assert_eq!(ten.count, 1);
-        assert!(!verdict(&r, ip("10.0.0.1"), 80).unwrap());
+        assert!(!verdict(&r, ip("10.0.0.1"), 80, PROTO_TCP).unwrap());
     }
 
     #[test]
@@ -403,20 +443,20 @@ mod tests {
         let compiled = compile(&r).unwrap();
         assert_eq!(compiled.v4.len(), 1);
         assert!(compiled.v6.is_empty());
-        assert!(verdict(&r, ip("127.0.0.1"), 80).unwrap());
-        assert!(verdict(&r, ip("::ffff:127.0.0.1"), 80).unwrap());
-        assert!(!verdict(&r, ip("::1"), 80).unwrap());
+        assert!(verdict(&r, ip("127.0.0.1"), 80, PROTO_TCP).unwrap());
+        assert!(verdict(&r, ip("::ffff:127.0.0.1"), 80, PROTO_TCP).unwrap());
+        assert!(!verdict(&r, ip("::1"), 80, PROTO_TCP).unwrap());
     }
 
     #[test]
     fn ipv6_rules() {
         let mut r = rules(&[("::/0", PortRange::ALL)], &[]);
         r.default_deny = default_deny_rules();
-        assert!(!verdict(&r, ip("::1"), 80).unwrap());
-        assert!(!verdict(&r, ip("fd00:ec2::254"), 80).unwrap());
-        assert!(verdict(&r, ip("2001:db8::1"), 80).unwrap());
+        assert!(!verdict(&r, ip("::1"), 80, PROTO_TCP).unwrap());
+        assert!(!verdict(&r, ip("fd00:ec2::254"), 80, PROTO_TCP).unwrap());
+        assert!(verdict(&r, ip("2001:db8::1"), 80, PROTO_TCP).unwrap());
         // No IPv4 allow rule: IPv4 stays denied.
-        assert!(!verdict(&r, ip("8.8.8.8"), 53).unwrap());
+        assert!(!verdict(&r, ip("8.8.8.8"), 53, PROTO_TCP).unwrap());
     }
 
     #[test]
@@ -437,5 +477,29 @@ mod tests {
         let allow: Vec<(&str, PortRange)> = allow.iter().map(|(n, p)| (n.as_str(), *p)).collect();
         let err = compile(&rules(&allow, &[])).unwrap_err();
         assert_eq!(err.needed, NET_VERDICTS_MAX + 1);
+    }
+}
+
+#[cfg(test)]
+mod proto_tests {
+    use super::*;
+
+    #[test]
+    fn a_rule_for_one_protocol_leaves_the_other_to_the_rules_below_it() {
+        let host: IpAddr = "192.0.2.7".parse().unwrap();
+        let r = NetRules {
+            allow: vec![NetRule::host(host, PortRange::single(443)).with_protos(PROTO_UDP)],
+            ..NetRules::default()
+        };
+        assert!(verdict(&r, host, 443, PROTO_UDP).unwrap());
+        assert!(!verdict(&r, host, 443, PROTO_TCP).unwrap());
+        // A UDP-only deny under a TCP and UDP allow of the same address: TCP passes.
+        let r = NetRules {
+            allow: vec![NetRule::host(host, PortRange::ALL)],
+            deny: vec![NetRule::host(host, PortRange::single(53)).with_protos(PROTO_UDP)],
+            ..NetRules::default()
+        };
+        assert!(!verdict(&r, host, 53, PROTO_UDP).unwrap());
+        assert!(verdict(&r, host, 53, PROTO_TCP).unwrap());
     }
 }

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use ipnet::IpNet;
 use libbpf_rs::{Link, MapCore, MapFlags, MapHandle, ObjectBuilder, ProgramHandle};
 
 use crate::attach::{self, CgroupProgram};
@@ -23,7 +24,7 @@ use crate::events::EventStream;
 use crate::layout::*;
 use crate::lsm::{self, LsmRules, LSM_PROGRAMS, LSM_TASK_ALLOC};
 use crate::rings::{self, RingLease, RingRequest};
-use crate::rules::{compile, NetRules};
+use crate::rules::{compile, host_entry, NetRule, NetRules, PortRange};
 use crate::{probe, run_libbpf, Error, ProgramKind, OBJECT, OBJECT_NAME};
 
 /// Where agentbox pins its programs and maps unless told otherwise.
@@ -40,7 +41,7 @@ const BPFFS_MOUNT: &str = "/sys/fs/bpf";
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// cgroup programs and their attach types, attached once to the sandbox cgroups' parent.
-const CGROUP_PROGRAMS: [(&str, libbpf_rs::libbpf_sys::bpf_attach_type); 7] = [
+const CGROUP_PROGRAMS: [(&str, libbpf_rs::libbpf_sys::bpf_attach_type); 11] = [
     (
         "net_connect4",
         libbpf_rs::libbpf_sys::BPF_CGROUP_INET4_CONNECT,
@@ -62,6 +63,23 @@ const CGROUP_PROGRAMS: [(&str, libbpf_rs::libbpf_sys::bpf_attach_type); 7] = [
     (
         "net_sock_create",
         libbpf_rs::libbpf_sys::BPF_CGROUP_INET_SOCK_CREATE,
+    ),
+    // Answers of the supervisor's resolver show the address the agent queried.
+    (
+        "net_recvmsg4",
+        libbpf_rs::libbpf_sys::BPF_CGROUP_UDP4_RECVMSG,
+    ),
+    (
+        "net_recvmsg6",
+        libbpf_rs::libbpf_sys::BPF_CGROUP_UDP6_RECVMSG,
+    ),
+    (
+        "net_getpeername4",
+        libbpf_rs::libbpf_sys::BPF_CGROUP_INET4_GETPEERNAME,
+    ),
+    (
+        "net_getpeername6",
+        libbpf_rs::libbpf_sys::BPF_CGROUP_INET6_GETPEERNAME,
     ),
 ];
 
@@ -509,6 +527,11 @@ impl Runtime {
             bind_count: cfg.net.bind.len() as u32,
             ..SandboxRecord::default()
         };
+        if let Some(dns) = cfg.dns {
+            record.flags |= SB_DNS_REDIRECT;
+            record.dns_addr = dns.ip().octets();
+            record.dns_port = dns.port();
+        }
         for (slot, range) in record.bind.iter_mut().zip(&cfg.net.bind) {
             *slot = RawPortRange {
                 lo: range.lo,
@@ -543,6 +566,12 @@ impl Runtime {
             lsm_child_keys: Vec::new(),
             lsm_name_keys: Vec::new(),
             lsm_config: false,
+            grants: Arc::new(GrantState {
+                shared: Arc::clone(shared),
+                id,
+                rules: cfg.net.clone(),
+                held: Mutex::new(Some(Vec::new())),
+            }),
         };
         run_libbpf(&step("sandbox record"), || {
             shared
@@ -681,6 +710,9 @@ pub struct SandboxConfig {
     /// BPF LSM rules; `None` (the default): the LSM programs leave this sandbox alone. Needs
     /// [`Runtime::lsm_error`] to be `None`, else registration fails.
     pub lsm: Option<LsmRules>,
+    /// The supervisor's resolver (UDP and TCP on this loopback address and port): every
+    /// connect and datagram of the sandbox to port 53 goes there instead.
+    pub dns: Option<std::net::SocketAddrV4>,
 }
 
 impl SandboxConfig {
@@ -696,6 +728,7 @@ impl SandboxConfig {
             violations_ring_bytes: DEFAULT_VIOLATIONS_RING_BYTES,
             trace_ring_bytes: DEFAULT_TRACE_RING_BYTES,
             lsm: None,
+            dns: None,
         }
     }
 }
@@ -732,9 +765,132 @@ pub struct Sandbox {
     lsm_child_keys: Vec<LsmChildKey>,
     lsm_name_keys: Vec<LsmNameKey>,
     lsm_config: bool,
+    grants: Arc<GrantState>,
+}
+
+/// Addresses granted at run time (what the supervisor's resolver handed out), shared by the
+/// [`Sandbox`] and its [`Grants`] handles. `held` is `None` once the sandbox is gone: a late
+/// grant must not outlive its id, which a later sandbox may take.
+struct GrantState {
+    shared: Arc<Shared>,
+    id: u32,
+    /// The sandbox's registered rules, which every granted host entry also carries.
+    rules: NetRules,
+    held: Mutex<Option<Vec<IpNet>>>,
+}
+
+/// A handle that opens single addresses to one sandbox while it runs: each grant writes the
+/// host's trie entry (its own ranges, then those of every registered rule covering it, so a
+/// deny of a wider network still wins where it did: see `rules`). LPM trie updates do not
+/// wait for an RCU grace period.
+#[derive(Clone)]
+pub struct Grants(Arc<GrantState>);
+
+impl std::fmt::Debug for Grants {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Grants")
+            .field("sandbox", &self.0.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Grants {
+    /// Sets what `addr` may reach beyond the registered rules: `ranges` (ports, protocols)
+    /// replace the previous grant of that address; empty takes it back.
+    pub fn set(&self, addr: std::net::IpAddr, ranges: &[(PortRange, u8)]) -> Result<(), Error> {
+        let state = &self.0;
+        let mut held = state.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(held) = held.as_mut() else {
+            return Err(Error::Config(format!("sandbox {} is gone", state.id)));
+        };
+        let mut rules = state.rules.clone();
+        rules.allow.extend(
+            ranges
+                .iter()
+                .map(|(ports, protos)| NetRule::host(addr, *ports).with_protos(*protos)),
+        );
+        let (host, verdicts) = host_entry(&rules, addr)?;
+        let step = format!("granting {addr} to sandbox {}", state.id);
+        let shared = &state.shared;
+        match (host, verdicts) {
+            (IpNet::V4(net), verdicts) => {
+                let key = Net4Key {
+                    prefixlen: 32 + u32::from(net.prefix_len()),
+                    sandbox: state.id,
+                    addr: net.network().octets(),
+                };
+                match verdicts {
+                    Some(v) => run_libbpf(&step, || {
+                        shared
+                            .net4
+                            .update(bytes_of(&key), bytes_of(&v), MapFlags::ANY)
+                    })?,
+                    None => drop(shared.net4.delete(bytes_of(&key))),
+                }
+            }
+            (IpNet::V6(net), verdicts) => {
+                let key = Net6Key {
+                    prefixlen: 32 + u32::from(net.prefix_len()),
+                    sandbox: state.id,
+                    addr: net.network().octets(),
+                };
+                match verdicts {
+                    Some(v) => run_libbpf(&step, || {
+                        shared
+                            .net6
+                            .update(bytes_of(&key), bytes_of(&v), MapFlags::ANY)
+                    })?,
+                    None => drop(shared.net6.delete(bytes_of(&key))),
+                }
+            }
+        }
+        if !held.contains(&host) {
+            held.push(host);
+        }
+        Ok(())
+    }
+}
+
+impl GrantState {
+    /// Restores every granted host entry to what registration wrote (or removes it), and
+    /// refuses grants from then on.
+    fn close(&self) {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(hosts) = held.take() else { return };
+        let registered = compile(&self.rules).unwrap_or_default();
+        for host in hosts {
+            match host {
+                IpNet::V4(net) => {
+                    if registered.v4.iter().all(|(n, _)| *n != net) {
+                        let key = Net4Key {
+                            prefixlen: 32 + u32::from(net.prefix_len()),
+                            sandbox: self.id,
+                            addr: net.network().octets(),
+                        };
+                        let _ = self.shared.net4.delete(bytes_of(&key));
+                    }
+                }
+                IpNet::V6(net) => {
+                    if registered.v6.iter().all(|(n, _)| *n != net) {
+                        let key = Net6Key {
+                            prefixlen: 32 + u32::from(net.prefix_len()),
+                            sandbox: self.id,
+                            addr: net.network().octets(),
+                        };
+                        let _ = self.shared.net6.delete(bytes_of(&key));
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl Sandbox {
+    /// The handle that grants this sandbox single addresses at run time.
+    pub fn grants(&self) -> Grants {
+        Grants(Arc::clone(&self.grants))
+    }
+
     pub fn id(&self) -> u32 {
         self.id
     }
@@ -818,6 +974,8 @@ impl std::fmt::Debug for Sandbox {
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
+        // Granted entries first (those of registered addresses go with `v4_keys` below).
+        self.grants.close();
         let shared = &self.shared;
         let id = self.id.to_ne_bytes();
         if self.lsm_config {

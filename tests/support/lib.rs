@@ -582,3 +582,131 @@ pub fn ebpf_tier(test: &str) -> bool {
 pub fn sandbox_cgroup(sandbox: &str) -> Option<PathBuf> {
     agent_sandbox::cgroup2_mount().map(|m| m.join("agentbox").join(sandbox))
 }
+
+/// An authoritative DNS server for tests, on 127.0.0.1 (UDP): fixed A and CNAME records,
+/// NXDOMAIN for the rest, every query counted. agentbox's resolver uses it as upstream
+/// (`--dns-upstream`); the agent never reaches it directly.
+#[derive(Debug)]
+pub struct DnsServer {
+    pub addr: std::net::SocketAddr,
+    queries: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// One record of a [`DnsServer`]: `name` → an IPv4 address, or a CNAME to another name.
+#[derive(Debug, Clone)]
+pub enum DnsRecord {
+    A(&'static str, std::net::Ipv4Addr, u32),
+    Cname(&'static str, &'static str, u32),
+}
+
+impl DnsServer {
+    pub fn start(records: Vec<DnsRecord>) -> DnsServer {
+        use simple_dns::rdata::{RData, A, CNAME};
+        use simple_dns::{Name, Packet, PacketFlag, ResourceRecord, CLASS, RCODE};
+        use std::sync::atomic::AtomicBool;
+        use std::sync::{Arc, Mutex};
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind test DNS server");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("timeout");
+        let addr = socket.local_addr().expect("addr");
+        let queries = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (q, st) = (Arc::clone(&queries), Arc::clone(&stop));
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            while !st.load(Ordering::Relaxed) {
+                let Ok((n, peer)) = socket.recv_from(&mut buf) else {
+                    continue;
+                };
+                let Ok(query) = Packet::parse(&buf[..n]) else {
+                    continue;
+                };
+                let Some(question) = query.questions.first() else {
+                    continue;
+                };
+                let asked = question.qname.to_string().to_ascii_lowercase();
+                q.lock().unwrap().push(asked.clone());
+                let mut reply = Packet::new_reply(query.id());
+                reply.set_flags(PacketFlag::AUTHORITATIVE_ANSWER);
+                reply.questions.push(question.clone());
+                // Follow CNAMEs from the asked name; only A records are served.
+                let is_a = format!("{:?}", question.qtype).contains("TYPE(A)");
+                let mut name = asked.clone();
+                for _ in 0..8 {
+                    let mut next = None;
+                    for record in &records {
+                        match record {
+                            DnsRecord::Cname(owner, target, ttl) if *owner == name => {
+                                reply.answers.push(ResourceRecord::new(
+                                    Name::new_unchecked(owner),
+                                    CLASS::IN,
+                                    *ttl,
+                                    RData::CNAME(CNAME(Name::new_unchecked(target))),
+                                ));
+                                next = Some(target.to_string());
+                            }
+                            DnsRecord::A(owner, ip, ttl) if *owner == name && is_a => {
+                                reply.answers.push(ResourceRecord::new(
+                                    Name::new_unchecked(owner),
+                                    CLASS::IN,
+                                    *ttl,
+                                    RData::A(A {
+                                        address: u32::from(*ip),
+                                    }),
+                                ));
+                            }
+                            _ => {}
+                        }
+                    }
+                    match next {
+                        Some(n) => name = n,
+                        None => break,
+                    }
+                }
+                let known = records.iter().any(|r| match r {
+                    DnsRecord::A(o, ..) | DnsRecord::Cname(o, ..) => *o == asked,
+                });
+                if !known {
+                    *reply.rcode_mut() = RCODE::NameError;
+                }
+                if let Ok(bytes) = reply.build_bytes_vec() {
+                    let _ = socket.send_to(&bytes, peer);
+                }
+            }
+        });
+        DnsServer {
+            addr,
+            queries,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The names asked so far, in order.
+    pub fn queries(&self) -> Vec<String> {
+        self.queries.lock().unwrap().clone()
+    }
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// This host's address on its default route (not loopback: agentbox never opens loopback to
+/// a name), if it has one.
+pub fn host_address() -> Option<std::net::Ipv4Addr> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("192.0.2.254:9").ok()?;
+    match s.local_addr().ok()?.ip() {
+        std::net::IpAddr::V4(v4) if !v4.is_loopback() && !v4.is_unspecified() => Some(v4),
+        _ => None,
+    }
+}

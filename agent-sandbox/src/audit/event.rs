@@ -144,6 +144,11 @@ pub enum Object {
         addr: String,
         port: u16,
     },
+    /// A DNS lookup the resolver refused: the name and the record type asked for.
+    Dns {
+        name: String,
+        qtype: String,
+    },
     Socket {
         family: i32,
         sock_type: i32,

@@ -491,6 +491,11 @@ fn ocsf_event(rec: &Record) -> Option<serde_json::Value> {
                     base(1001, 1, 99, 3),
                     json!({ "file": { "path": path }, "activity_name": "Execute" }),
                 ),
+                // OCSF DNS Activity, a query.
+                Object::Dns { name, qtype } => merge(
+                    base(4003, 4, 1, 3),
+                    json!({ "query": { "hostname": name, "type": qtype } }),
+                ),
                 Object::Net { proto, addr, port } => merge(
                     base(4001, 4, 1, 3),
                     json!({

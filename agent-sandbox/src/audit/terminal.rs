@@ -409,6 +409,7 @@ pub fn allow_hint(d: &Denial) -> Option<String> {
                 None
             }
         }
+        Object::Dns { name, .. } => Some(format!("--allow-net {}:443", sanitize(name))),
         Object::Socket { .. } | Object::Signal { .. } => None,
     }
 }
@@ -434,6 +435,7 @@ pub(crate) fn object_text(o: &Object) -> String {
             format!("signal {} to pid {target_pid}", signal_name(*signal))
         }
         Object::Exec { path } => format!("exec {}", sanitize(path)),
+        Object::Dns { name, qtype } => format!("dns {} {}", sanitize(qtype), sanitize(name)),
         Object::Unix {
             path,
             resolved,

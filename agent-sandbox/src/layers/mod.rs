@@ -15,6 +15,7 @@
 //! Adding a layer: a module here, an entry in `LAYERS`, its share in `plan.rs`.
 
 pub(crate) mod cgroup;
+pub(crate) mod dns;
 pub(crate) mod ebpf;
 pub(crate) mod landlock;
 pub(crate) mod mounts;
@@ -138,6 +139,10 @@ pub(crate) const LAYERS: &[LayerInfo] = &[
     LayerInfo {
         layer: Layer::Mounts,
         offers: mounts::offers,
+    },
+    LayerInfo {
+        layer: Layer::Dns,
+        offers: dns::offers,
     },
 ];
 

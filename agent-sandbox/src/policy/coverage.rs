@@ -25,6 +25,8 @@ pub enum Layer {
     Netns,
     /// An IPC namespace of the sandbox's own (SysV IPC, POSIX message queues).
     Ipcns,
+    /// The supervisor's resolver for host-name rules.
+    Dns,
     /// Environment, rlimits and capabilities of the agent's process.
     Process,
 }
@@ -42,6 +44,7 @@ impl Layer {
             Layer::Mounts => "mounts",
             Layer::Netns => "netns",
             Layer::Ipcns => "ipcns",
+            Layer::Dns => "dns",
             Layer::Process => "process",
         }
     }
@@ -100,10 +103,13 @@ pub enum Guarantee {
     /// Pathname UNIX sockets (docker.sock, D-Bus, ssh-agent) reachable only inside the write
     /// trees and as `network.unix` allows, judged on the socket the path resolves to.
     NetUnixSockets,
+    /// Host-name rules: every DNS query answered by agentbox's resolver, and only addresses
+    /// it handed out for an allowed name reachable through them.
+    NetDomains,
 }
 
 impl Guarantee {
-    pub const ALL: [Guarantee; 19] = [
+    pub const ALL: [Guarantee; 20] = [
         Guarantee::FsAllowList,
         Guarantee::FsDenyExact,
         Guarantee::ExecAllowList,
@@ -123,6 +129,7 @@ impl Guarantee {
         Guarantee::ProcPrivate,
         Guarantee::IpcPrivate,
         Guarantee::NetUnixSockets,
+        Guarantee::NetDomains,
     ];
 
     pub fn describe(self) -> &'static str {
@@ -151,6 +158,9 @@ impl Guarantee {
             Guarantee::IpcPrivate => "SysV IPC, message queues and /dev/shm private",
             Guarantee::NetUnixSockets => {
                 "host UNIX sockets (docker.sock, D-Bus, ssh-agent) only as network.unix allows"
+            }
+            Guarantee::NetDomains => {
+                "host names reachable only through agentbox's resolver, as network.allow lists"
             }
         }
     }

@@ -104,6 +104,90 @@ pub struct NetPolicy {
     /// in the sandbox's view), e.g. `/run/user/*/bus`, `${HOME}/.ssh/agent.sock`.
     #[serde(default)]
     pub unix: Vec<String>,
+    /// Host names the agent may reach (`pypi.org:443`, `*.githubusercontent.com:443`): the
+    /// supervisor's resolver answers only these and opens the addresses it hands out.
+    #[serde(default)]
+    pub domains: Vec<DomainRule>,
+    /// The resolver agentbox forwards allowed names to; `None`: the host's first nameserver.
+    #[serde(default)]
+    pub dns_upstream: Option<std::net::SocketAddr>,
+}
+
+impl NetPolicy {
+    /// Whether the agent may reach any network destination (by address or by name).
+    pub fn opens_network(&self) -> bool {
+        !self.allow.is_empty() || !self.domains.is_empty()
+    }
+
+    /// The ports host-name rules open for TCP, with port 53 (DNS over TCP, which the
+    /// resolver also answers), as port-only rules: what a port-only layer (Landlock) must let
+    /// through for the address checks of the others to matter.
+    pub fn domain_tcp_ports(&self) -> Vec<NetRule> {
+        if self.domains.is_empty() {
+            return Vec::new();
+        }
+        let mut rules: Vec<NetRule> = self
+            .domains
+            .iter()
+            .filter(|d| d.proto != Proto::Udp)
+            .map(|d| NetRule {
+                net: None,
+                ports: d.ports,
+            })
+            .collect();
+        rules.push(NetRule {
+            net: None,
+            ports: PortRange::single(53),
+        });
+        rules.dedup();
+        rules
+    }
+}
+
+/// Which transport a host-name rule opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    /// TCP and UDP (QUIC).
+    #[default]
+    Any,
+    Tcp,
+    Udp,
+}
+
+/// `name:ports[/tcp|/udp]`: a host name (`pypi.org`) or every name below a domain
+/// (`*.githubusercontent.com`, not the domain itself), lower case, no trailing dot.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DomainRule {
+    pub name: String,
+    pub ports: PortRange,
+    #[serde(default)]
+    pub proto: Proto,
+}
+
+impl DomainRule {
+    /// Whether `name` (any case, with or without its trailing dot) is covered.
+    pub fn matches(&self, name: &str) -> bool {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        match self.name.strip_prefix("*.") {
+            Some(parent) => name
+                .strip_suffix(parent)
+                .is_some_and(|head| head.len() > 1 && head.ends_with('.')),
+            None => name == self.name,
+        }
+    }
+}
+
+/// As profiles write it: `pypi.org:443`, `*.example.com:8000-8100/udp`.
+impl fmt::Display for DomainRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.name, self.ports)?;
+        match self.proto {
+            Proto::Any => Ok(()),
+            Proto::Tcp => f.write_str("/tcp"),
+            Proto::Udp => f.write_str("/udp"),
+        }
+    }
 }
 
 /// `host-or-cidr:port-or-range`, e.g. `10.0.0.0/8:443`, `[::1]:8000-8100`, `*:53`.

@@ -136,6 +136,11 @@ pub(crate) struct NetworkToml {
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub unix: Entries,
+    /// The resolver agentbox forwards allowed host names to (`"IP:PORT"`); default: the
+    /// host's first nameserver in /etc/resolv.conf.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub dns_upstream: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

@@ -21,7 +21,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 pub use error::{Location, ProfileError};
-pub use net::{parse_net_entry, parse_port_range, resolver_rules};
+pub use net::{
+    is_domain_entry, nameserver_rules as resolver_rules_in, parse_domain_entry, parse_net_entry,
+    parse_port_range, resolver_rules,
+};
 pub use render::to_toml;
 pub use toolchains::toolchain_roots;
 

@@ -36,6 +36,8 @@ struct ShownNet {
     deny: Vec<String>,
     bind: Vec<String>,
     unix: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dns_upstream: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -101,10 +103,17 @@ pub fn to_toml(policy: &Policy, description: Option<&str>, notes: &[String]) -> 
             search_ms: fs.search_ms,
         },
         network: ShownNet {
-            allow: net.allow.iter().map(|r| format!("{r:#}")).collect(),
+            // Host names after addresses: the same list in the profile's syntax.
+            allow: net
+                .allow
+                .iter()
+                .map(|r| format!("{r:#}"))
+                .chain(net.domains.iter().map(ToString::to_string))
+                .collect(),
             deny: net.deny.iter().map(|r| format!("{r:#}")).collect(),
             bind: net.bind.iter().map(ToString::to_string).collect(),
             unix: net.unix.clone(),
+            dns_upstream: net.dns_upstream.map(|a| a.to_string()),
         },
         process: ShownProcess {
             env_allow: &proc.env_allow,

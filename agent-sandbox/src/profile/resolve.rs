@@ -9,7 +9,7 @@ use serde_spanned::Spanned;
 use super::error::{did_you_mean, ProfileError, Source};
 use super::expand::{self, ValueError};
 use super::format::{IntOrString, ModeToml, ProfileFile, ViolationToml};
-use super::net::{parse_net_entry, parse_port_range};
+use super::net::{is_domain_entry, parse_domain_entry, parse_net_entry, parse_port_range};
 use super::{LoadOptions, Loaded};
 use crate::policy::{
     capabilities, syscalls, DenyGlob, LogFormat, Mode, Policy, Rlimit, SyscallGroup,
@@ -126,9 +126,38 @@ impl<'a> Builder<'a> {
         // [network]
         let net = file.network;
         let mut rule = |v: &str| parse_net_entry(v).map_err(|e| ValueError::new(e, None));
+        let mut domain = |v: &str| {
+            parse_domain_entry(v)
+                .map(|d| vec![d])
+                .map_err(|e| ValueError::new(e, None))
+        };
         let p = &mut self.policy.network;
-        ctx.edit(&mut p.allow, &net.allow, &mut rule)?;
+        let by_name = |e: &&Spanned<String>| is_domain_entry(e.get_ref().trim_start_matches('!'));
+        let (names, addresses): (Vec<_>, Vec<_>) = net.allow.iter().partition(by_name);
+        let owned = |list: Vec<&Spanned<String>>| list.into_iter().cloned().collect::<Vec<_>>();
+        ctx.edit(&mut p.allow, &owned(addresses), &mut rule)?;
+        ctx.edit(&mut p.domains, &owned(names), &mut domain)?;
+        if let Some(named) = net.deny.iter().find(by_name) {
+            return Err(ctx.err(
+                named.span(),
+                format!("`{}`: host names cannot be denied", named.get_ref()),
+                Some(
+                    "a name no allow entry covers is already unreachable (its lookup fails);                      narrow the allow entry instead"
+                        .into(),
+                ),
+            ));
+        }
         ctx.edit(&mut p.deny, &net.deny, &mut rule)?;
+        if let Some(up) = &net.dns_upstream {
+            let addr = up.get_ref().parse::<std::net::SocketAddr>().map_err(|_| {
+                ctx.err(
+                    up.span(),
+                    format!("`{}` is not an IP:PORT address", up.get_ref()),
+                    Some("like `127.0.0.1:5353` or `[2001:db8::53]:53`".into()),
+                )
+            })?;
+            p.dns_upstream = Some(addr);
+        }
         let mut unix = |v: &str| {
             let globs = path_glob(v, "network.unix", opts, &mut self.notes)?;
             match globs.iter().find(|g| g.pattern.starts_with("**/")) {

@@ -494,8 +494,18 @@ fn bad_network_entries_are_reported() {
     assert!(err.message().contains("CIDR"), "{err}");
     s.error_at("[network]\nallow = [\"10.0.0.1/8:443\"]\n", 2, 10);
     s.error_at("[network]\ndeny = [\"*:70000\"]\n", 2, 9);
-    let err = s.error_at("[network]\nallow = [\"example.com:443\"]\n", 2, 10);
-    assert!(err.message().contains("DNS"), "{err}");
+    let err = s.error_at("[network]\nallow = [\"*:443\", \"py*.org:443\"]\n", 2, 19);
+    assert!(err.message().contains("not a host name"), "{err}");
+    let err = s.error_at("[network]\ndeny = [\"evil.example:443\"]\n", 2, 9);
+    assert!(err.message().contains("cannot be denied"), "{err}");
+    let err = s.error_at("[network]\ndns_upstream = \"10.0.0.1\"\n", 2, 16);
+    assert!(err.message().contains("IP:PORT"), "{err}");
+    let p = s
+        .load("[network]\nallow = [\"pypi.org:443\", \"*.example.com:443/udp\", \"*:22\"]\n")
+        .unwrap();
+    let names: Vec<String> = p.network.domains.iter().map(ToString::to_string).collect();
+    assert_eq!(names, ["pypi.org:443", "*.example.com:443/udp"]);
+    assert_eq!(p.network.allow.len(), 1);
     s.error_at("[network]\nbind = [8080, \"9000-8000\"]\n", 2, 15);
     s.error_at("[network]\nbind = [65536]\n", 2, 9);
 }
@@ -638,9 +648,10 @@ fn net_entries_parse() {
     ] {
         assert!(parse_net_entry(bad).is_err(), "{bad} should be rejected");
     }
+    // Host names are `parse_domain_entry`'s: the address parser names what it accepts.
     assert!(parse_net_entry("example.com:443")
         .unwrap_err()
-        .contains("DNS"));
+        .contains("host name"));
     assert!(parse_net_entry("::1:80").unwrap_err().contains("brackets"));
 }
 

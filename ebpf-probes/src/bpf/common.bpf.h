@@ -109,6 +109,7 @@ struct {
 #define SB_AUDIT_ONLY 0x02
 #define SB_ALLOW_NETLINK 0x04
 #define SB_ALLOW_RAW 0x08
+#define SB_DNS_REDIRECT 0x10 /* every destination port 53 goes to the supervisor's resolver */
 
 #define BIND_RANGES_MAX 16
 
@@ -135,6 +136,9 @@ struct sandbox_record {
 	__u32 bind_count;
 	__u32 ring_slot;	/* key of this sandbox's rings in `violations` and `trace` */
 	struct port_range bind[BIND_RANGES_MAX];
+	__u32 dns_addr;	/* the supervisor's resolver (IPv4, network byte order), with... */
+	__u16 dns_port;	/* ...its port (host byte order), UDP and TCP: SB_DNS_REDIRECT */
+	__u16 _pad;
 };
 
 /* Task flags (`task_ctx::flags`). */

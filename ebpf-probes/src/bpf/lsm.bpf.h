@@ -773,7 +773,8 @@ int BPF_PROG(lsm_file_mprotect, struct vm_area_struct *vma, unsigned long reqpro
 /* Network: the cgroup layer's rule tables and verdict, judged on the kernel's copy of the  */
 /* destination.                                                                              */
 
-static __always_inline int net_reason_for(__u32 id, __u16 family, const __u32 addr[4], __u16 port)
+static __always_inline int net_reason_for(__u32 id, __u16 family, const __u32 addr[4], __u16 port,
+					  __u8 proto)
 {
 	struct net_verdicts *verdicts;
 
@@ -794,7 +795,7 @@ static __always_inline int net_reason_for(__u32 id, __u16 family, const __u32 ad
 		key.addr[3] = addr[3];
 		verdicts = bpf_map_lookup_elem(&net6_rules, &key);
 	}
-	return port_verdict(verdicts, port);
+	return port_verdict(verdicts, port, proto);
 }
 
 /* A pathname UNIX destination: refused to every sandboxed task, as the cgroup unix hooks do
@@ -840,6 +841,7 @@ static __always_inline int check_dest(__u8 hook, struct socket *sock, struct soc
 	struct ab_event *e;
 	int reason, cg_reason;
 	bool cg_allowed;
+	__u8 proto;
 
 	if (!uaddr)
 		return 0;
@@ -870,13 +872,18 @@ static __always_inline int check_dest(__u8 hook, struct socket *sock, struct soc
 	id = lsm_sandbox(&sb, &cfg, LSM_F_NET);
 	if (!id)
 		return 0;
-	reason = net_reason_for(id, family, addr, port);
+	/* Port 53 of a sandbox with host-name rules: the cgroup hook that runs next sends it to
+	 * the supervisor's resolver (net.bpf.h, dns_redirect). */
+	if ((sb->flags & SB_DNS_REDIRECT) && port == 53)
+		return 0;
+	proto = proto_of(BPF_CORE_READ(sock, type));
+	reason = net_reason_for(id, family, addr, port, proto);
 
 	/* The cgroup programs judge by the cgroup's sandbox (none outside a sandbox cgroup:
 	 * allowed). When that is another sandbox and the verdicts differ, say so. */
 	cg_id = sandbox_by_cgroup();
 	if (cg_id != id) {
-		cg_reason = cg_id ? net_reason_for(cg_id, family, addr, port) : 0;
+		cg_reason = cg_id ? net_reason_for(cg_id, family, addr, port, proto) : 0;
 		cg_allowed = !cg_reason;
 		if (cg_allowed != !reason) {
 			e = event_reserve(sb, id, EV_LSM_ANOMALY, true);

@@ -39,8 +39,25 @@ struct port_verdict {
 	__u16 hi;
 	__u8 allow;
 	__u8 prefixlen; /* of the rule this range came from (bits of the address) */
-	__u16 _pad;
+	__u8 protos;	/* PROTO_TCP | PROTO_UDP: the socket types the range is about */
+	__u8 _pad;
 };
+
+#define PROTO_TCP 0x01
+#define PROTO_UDP 0x02
+#define SOCK_STREAM 1
+#define SOCK_DGRAM 2
+
+/* The protocol bits a socket type must find in a range: a stream socket TCP's, a datagram
+ * socket UDP's, anything else (SCTP's seqpacket) both. */
+static __always_inline __u8 proto_of(__u32 sock_type)
+{
+	if (sock_type == SOCK_STREAM)
+		return PROTO_TCP;
+	if (sock_type == SOCK_DGRAM)
+		return PROTO_UDP;
+	return PROTO_TCP | PROTO_UDP;
+}
 
 struct net_verdicts {
 	__u32 count;
@@ -77,15 +94,17 @@ struct {
 	__type(value, struct net_verdicts);
 } net6_rules SEC(".maps");
 
-/* Returns 0 when allowed, else the REASON_* of the denial. */
-static __always_inline int port_verdict(struct net_verdicts *verdicts, __u16 port)
+/* Returns 0 when allowed, else the REASON_* of the denial. The first range holding the port
+ * whose protocols include the socket's decides. */
+static __always_inline int port_verdict(struct net_verdicts *verdicts, __u16 port, __u8 proto)
 {
 	if (!verdicts)
 		return REASON_NO_ALLOW_RULE;
 	for (int i = 0; i < NET_VERDICTS_MAX; i++) {
 		if (i >= verdicts->count)
 			break;
-		if (port >= verdicts->v[i].lo && port <= verdicts->v[i].hi)
+		if (port >= verdicts->v[i].lo && port <= verdicts->v[i].hi &&
+		    (verdicts->v[i].protos & proto) == proto)
 			return verdicts->v[i].allow ? 0 : REASON_DENY_RULE;
 	}
 	return REASON_NO_ALLOW_RULE;
@@ -185,6 +204,90 @@ static __always_inline int net_deny(struct sandbox_record *sb, __u32 id, __u8 ho
 	return enforced ? SOCK_DENY : SOCK_ALLOW;
 }
 
+/* Original destinations of the sockets whose DNS traffic was sent to the supervisor's
+ * resolver, by socket cookie, so that recvmsg and getpeername show the address the agent
+ * asked for (glibc drops an answer whose source is not the nameserver it queried). */
+struct dns_origin {
+	__u32 addr[4]; /* IPv4 in addr[0], else IPv6 (network byte order) */
+	__u16 port;    /* network byte order */
+	__u16 v6;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct dns_origin);
+} dns_origins SEC(".maps");
+
+/* A sandbox with host-name rules resolves through its supervisor and nowhere else: every
+ * datagram and connection to port 53, whatever address the agent chose, goes to the
+ * supervisor's resolver (its address in the record), and the original destination is kept
+ * for recvmsg/getpeername. IPv6 sockets reach it by the v4-mapped address. */
+static __always_inline bool dns_redirect(struct bpf_sock_addr *ctx, struct sandbox_record *sb,
+					 bool v6)
+{
+	struct dns_origin origin = { .port = (__u16)ctx->user_port, .v6 = v6 };
+	__u64 cookie;
+
+	if (!(sb->flags & SB_DNS_REDIRECT) || bpf_ntohs((__u16)ctx->user_port) != 53)
+		return false;
+	cookie = bpf_get_socket_cookie(ctx);
+	if (v6) {
+		origin.addr[0] = ctx->user_ip6[0];
+		origin.addr[1] = ctx->user_ip6[1];
+		origin.addr[2] = ctx->user_ip6[2];
+		origin.addr[3] = ctx->user_ip6[3];
+		bpf_map_update_elem(&dns_origins, &cookie, &origin, BPF_ANY);
+		ctx->user_ip6[0] = 0;
+		ctx->user_ip6[1] = 0;
+		ctx->user_ip6[2] = bpf_htonl(0xffff);
+		ctx->user_ip6[3] = sb->dns_addr;
+	} else {
+		origin.addr[0] = ctx->user_ip4;
+		bpf_map_update_elem(&dns_origins, &cookie, &origin, BPF_ANY);
+		ctx->user_ip4 = sb->dns_addr;
+	}
+	ctx->user_port = bpf_htons(sb->dns_port);
+	return true;
+}
+
+/* recvmsg / getpeername: a peer that is the resolver shows as the destination the agent
+ * chose. Always 1: these hooks cannot refuse. */
+static __always_inline int dns_restore(struct bpf_sock_addr *ctx, bool v6)
+{
+	struct sandbox_record *sb;
+	struct dns_origin *origin;
+	__u64 cookie;
+
+	net_sandbox(&sb);
+	if (!sb || !(sb->flags & SB_DNS_REDIRECT))
+		return 1;
+	if (bpf_ntohs((__u16)ctx->user_port) != sb->dns_port)
+		return 1;
+	if (v6) {
+		if (ctx->user_ip6[0] || ctx->user_ip6[1] || ctx->user_ip6[2] != bpf_htonl(0xffff) ||
+		    ctx->user_ip6[3] != sb->dns_addr)
+			return 1;
+	} else if (ctx->user_ip4 != sb->dns_addr) {
+		return 1;
+	}
+	cookie = bpf_get_socket_cookie(ctx);
+	origin = bpf_map_lookup_elem(&dns_origins, &cookie);
+	if (!origin || origin->v6 != v6)
+		return 1;
+	if (v6) {
+		ctx->user_ip6[0] = origin->addr[0];
+		ctx->user_ip6[1] = origin->addr[1];
+		ctx->user_ip6[2] = origin->addr[2];
+		ctx->user_ip6[3] = origin->addr[3];
+	} else {
+		ctx->user_ip4 = origin->addr[0];
+	}
+	ctx->user_port = origin->port;
+	return 1;
+}
+
 /* connect / sendmsg: the destination must be allowed. `v6` is a constant per program: the
  * verifier refuses user_ip6 in the IPv4 hooks, so each program only compiles its half. */
 static __always_inline int net_egress(struct bpf_sock_addr *ctx, __u8 hook, bool v6)
@@ -198,13 +301,15 @@ static __always_inline int net_egress(struct bpf_sock_addr *ctx, __u8 hook, bool
 
 	if (!sb)
 		return SOCK_ALLOW;
+	if (dns_redirect(ctx, sb, v6))
+		return SOCK_ALLOW;
 
 	if (!v6) {
 		struct net4_key key = { .prefixlen = 64, .sandbox = id, .addr = ctx->user_ip4 };
 
 		addr6[0] = key.addr;
 		verdicts = bpf_map_lookup_elem(&net4_rules, &key);
-		reason = port_verdict(verdicts, port);
+		reason = port_verdict(verdicts, port, proto_of(ctx->type));
 		if (!reason)
 			return SOCK_ALLOW;
 		return net_deny(sb, id, hook, reason, AF_INET, addr6, false, port, ctx->type,
@@ -228,7 +333,7 @@ static __always_inline int net_egress(struct bpf_sock_addr *ctx, __u8 hook, bool
 		key.addr[3] = addr6[3];
 		verdicts = bpf_map_lookup_elem(&net6_rules, &key);
 	}
-	reason = port_verdict(verdicts, port);
+	reason = port_verdict(verdicts, port, proto_of(ctx->type));
 	if (!reason)
 		return SOCK_ALLOW;
 	return net_deny(sb, id, hook, reason, AF_INET6, addr6, true, port, ctx->type,
@@ -289,6 +394,30 @@ SEC("cgroup/sendmsg6")
 int net_sendmsg6(struct bpf_sock_addr *ctx)
 {
 	return net_egress(ctx, HOOK_SENDMSG, true);
+}
+
+SEC("cgroup/recvmsg4")
+int net_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	return dns_restore(ctx, false);
+}
+
+SEC("cgroup/recvmsg6")
+int net_recvmsg6(struct bpf_sock_addr *ctx)
+{
+	return dns_restore(ctx, true);
+}
+
+SEC("cgroup/getpeername4")
+int net_getpeername4(struct bpf_sock_addr *ctx)
+{
+	return dns_restore(ctx, false);
+}
+
+SEC("cgroup/getpeername6")
+int net_getpeername6(struct bpf_sock_addr *ctx)
+{
+	return dns_restore(ctx, true);
 }
 
 SEC("cgroup/bind4")

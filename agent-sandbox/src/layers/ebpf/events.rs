@@ -120,6 +120,8 @@ pub(crate) struct Mapper {
     /// Events received (mapped, or dropped as duplicates): the accounting's left side.
     delivered: u64,
     foreign: u64,
+    /// Names the sandbox's resolver handed addresses out for.
+    names: Option<Arc<crate::layers::dns::resolver::NameBook>>,
 }
 
 impl Mapper {
@@ -135,7 +137,17 @@ impl Mapper {
             protect_set: GlobSet::empty(),
             delivered: 0,
             foreign: 0,
+            names: None,
         }
+    }
+
+    /// Denials of an address the resolver handed out name the host it was resolved for.
+    pub(crate) fn with_names(
+        mut self,
+        names: Option<Arc<crate::layers::dns::resolver::NameBook>>,
+    ) -> Self {
+        self.names = names;
+        self
     }
 
     /// The supervisor's record of the socket calls it answered itself.
@@ -579,7 +591,11 @@ impl Mapper {
             None => format!("port {port}"),
         };
         match reason {
-            NetVerdictReason::NoAllowRule => format!("network: not in allow-list {target}"),
+            NetVerdictReason::NoAllowRule => format!(
+                "network: not in allow-list {target}{}",
+                addr.map(|a| crate::layers::dns::resolver::name_note(self.names.as_deref(), a))
+                    .unwrap_or_default()
+            ),
             NetVerdictReason::DenyRule => match addr.and_then(|a| self.deny_rule(a, port)) {
                 Some(rule) => format!("network.deny: {rule} {target}"),
                 None => format!("network: denied {target}"),

@@ -64,6 +64,8 @@ pub(crate) struct EbpfPlan {
     protect_globs: Vec<String>,
     /// The observers report this sandbox's events.
     observe: bool,
+    /// The resolver of host-name rules: port 53 goes there.
+    dns: Option<std::net::SocketAddrV4>,
 }
 
 impl std::fmt::Debug for EbpfPlan {
@@ -82,6 +84,7 @@ impl EbpfPlan {
         policy: &Policy,
         lsm: Option<ebpf_probes::LsmRules>,
         observe: &observe::ObservePlan,
+        dns: Option<std::net::SocketAddrV4>,
     ) -> EbpfPlan {
         EbpfPlan {
             runtime,
@@ -103,6 +106,7 @@ impl EbpfPlan {
                 .map(|g| g.pattern.clone())
                 .collect(),
             observe: observe.enabled,
+            dns,
         }
     }
 
@@ -133,6 +137,7 @@ impl EbpfPlan {
             cfg.audit_only = self.audit_only;
             cfg.trace_events_per_sec = self.trace_events_per_sec;
             cfg.lsm = self.lsm.clone();
+            cfg.dns = self.dns;
             match self.runtime.register_sandbox(&cfg) {
                 Err(ebpf_probes::Error::SandboxExists(_)) if attempt < 16 => attempt += 1,
                 other => break other.context("registering the sandbox with cgroup-BPF")?,
@@ -189,11 +194,17 @@ impl Registration {
             .context("tagging the sandbox init for the eBPF observers")
     }
 
+    /// Where the resolver's grants go: this sandbox's trie entries.
+    pub(crate) fn grants(&self) -> ebpf_probes::Grants {
+        self.sandbox.grants()
+    }
+
     /// The source of this sandbox's kernel events, when the observers report them.
     pub(crate) fn event_source(
         &self,
         seccomp: Arc<super::seccomp::DenyTable>,
         answered: Arc<super::seccomp::Answered>,
+        names: Option<Arc<super::dns::resolver::NameBook>>,
     ) -> anyhow::Result<Option<events::KernelSource>> {
         if !self.observe {
             return Ok(None);
@@ -205,7 +216,8 @@ impl Registration {
         let mapper = events::Mapper::new(self.sandbox.id(), seccomp, self.net.clone())
             .with_deny_globs(&self.deny_globs)
             .with_protect_globs(&self.protect_globs)
-            .with_answered(answered);
+            .with_answered(answered)
+            .with_names(names);
         Ok(Some(events::KernelSource::new(
             stream,
             mapper,

@@ -41,8 +41,13 @@ pub(crate) fn offers(host: &Host) -> Vec<Offer> {
 /// Checks the rules fit the kernel's tables and says what the layer delivers here.
 pub(crate) fn compile(policy: &Policy, runtime: &RuntimeHandle) -> anyhow::Result<Coverage> {
     // Catches rule sets the kernel value cannot hold before anything is started.
-    ebpf_probes::verdict(&net_rules(policy), IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)
-        .context("compiling the network rules for cgroup-BPF")?;
+    ebpf_probes::verdict(
+        &net_rules(policy),
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        0,
+        ebpf_probes::PROTO_TCP,
+    )
+    .context("compiling the network rules for cgroup-BPF")?;
     let status = match runtime {
         Ok(_) => Status::Enforced,
         Err(why) => Status::Missing(why.clone()),
@@ -86,7 +91,7 @@ pub(crate) fn net_rules(policy: &Policy) -> ebpf_probes::NetRules {
             .collect(),
         // The seccomp layer refuses netlink sockets exactly when nothing is allowed; glibc's
         // resolver needs them otherwise.
-        allow_netlink: !net.allow.is_empty(),
+        allow_netlink: net.opens_network(),
         allow_raw: false,
     }
 }
@@ -119,7 +124,9 @@ mod tests {
             ports: PortRange::single(443),
         });
         let rules = net_rules(&p);
-        let v = |a: &str, port| ebpf_probes::verdict(&rules, ip(a), port).unwrap();
+        let v = |a: &str, port| {
+            ebpf_probes::verdict(&rules, ip(a), port, ebpf_probes::PROTO_TCP).unwrap()
+        };
         assert!(v("127.0.0.1", 8080));
         assert!(!v("127.0.0.1", 8081));
         assert!(!v("127.0.0.2", 8080));
@@ -144,8 +151,8 @@ mod tests {
             ports: PortRange::ANY,
         });
         let rules = net_rules(&p);
-        assert!(ebpf_probes::verdict(&rules, ip("10.2.3.4"), 22).unwrap());
-        assert!(!ebpf_probes::verdict(&rules, ip("10.1.3.4"), 22).unwrap());
+        assert!(ebpf_probes::verdict(&rules, ip("10.2.3.4"), 22, ebpf_probes::PROTO_TCP).unwrap());
+        assert!(!ebpf_probes::verdict(&rules, ip("10.1.3.4"), 22, ebpf_probes::PROTO_TCP).unwrap());
         assert!(rules.allow_netlink);
         assert!(!net_rules(&policy()).allow_netlink);
     }

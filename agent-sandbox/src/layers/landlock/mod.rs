@@ -777,7 +777,9 @@ fn compile_net(policy: &Policy, abi: u32, coverage: &mut Coverage) -> anyhow::Re
     let mut connect_unrestricted = false;
     let mut connect_gaps = Vec::new();
     let mut connect = BTreeSet::new();
-    for rule in &net.allow {
+    // Host-name rules' ports too: their addresses are judged by cgroup-BPF or the supervisor.
+    let domain_ports = net.domain_tcp_ports();
+    for rule in net.allow.iter().chain(&domain_ports) {
         if rule.ports.is_any() {
             connect_unrestricted = true;
             continue;
@@ -848,7 +850,7 @@ fn compile_net(policy: &Policy, abi: u32, coverage: &mut Coverage) -> anyhow::Re
         .filter(|r| !r.is_port_only())
         .map(ToString::to_string)
         .collect();
-    let addresses_why = if net.allow.is_empty() {
+    let addresses_why = if !net.opens_network() {
         "Landlock denies all TCP here; UDP and raw sockets are left to seccomp/cgroup-BPF".into()
     } else if addressed.is_empty() {
         "Landlock filters TCP by port only; UDP needs cgroup-BPF (root)".into()

@@ -343,7 +343,7 @@ fn tcp_connect_and_bind_by_port() {
         }],
         deny: vec![],
         bind: vec![PortRange::single(bind_ok)],
-        unix: vec![],
+        ..NetPolicy::default()
     };
     let (plan, coverage) = compile_ok(&policy(FsPolicy::default(), network), &[]);
     assert_eq!(
@@ -608,9 +608,7 @@ fn port_ranges_and_address_rules() {
     };
     let net = |allow: Vec<NetRule>| NetPolicy {
         allow,
-        deny: vec![],
-        bind: vec![],
-        unix: vec![],
+        ..NetPolicy::default()
     };
 
     let wide = policy(FsPolicy::default(), net(vec![rule(None, 1000, 5000)]));

@@ -266,7 +266,7 @@ pub(super) fn socket_rules(net: &NetPolicy) -> Vec<RuleSpec> {
             format!("network: {fam} datagram protocol other than UDP denied"),
         );
     }
-    if net.allow.is_empty() {
+    if !net.opens_network() {
         // No network: Landlock only governs TCP, so UDP is refused here (egress without
         // root), and netlink.
         socket(

@@ -33,9 +33,14 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 use crate::audit::Object;
+use crate::layers::dns::resolver::{name_note, GrantSink, NameBook};
 use crate::policy::{Coverage, Guarantee, Layer, Policy, Status, SyscallGroup};
 
 /// Longest address the kernel copies in (`sizeof(struct sockaddr_storage)`).
@@ -105,6 +110,52 @@ pub(crate) struct Mediation {
     watch_trees: Vec<PathBuf>,
     deny: GlobSet,
     deny_globs: Vec<String>,
+    /// Host-name rules judged here (unprivileged): port 53 goes to the sandbox's resolver,
+    /// and the addresses it handed out are open.
+    dns: Option<DnsGate>,
+}
+
+/// The supervisor's share of the DNS layer where no kernel layer has it: the resolver's
+/// address, and the addresses it granted (written by the resolver thread).
+#[derive(Debug, Clone)]
+pub(crate) struct DnsGate {
+    pub resolver: std::net::SocketAddrV4,
+    pub grants: Arc<SupervisorGrants>,
+    pub book: Arc<NameBook>,
+}
+
+/// Granted addresses, for the supervisor's own address checks.
+#[derive(Debug, Default)]
+pub(crate) struct SupervisorGrants(Mutex<HashMap<IpAddr, Vec<(ebpf_probes::PortRange, u8)>>>);
+
+impl SupervisorGrants {
+    fn allows(&self, addr: IpAddr, port: u16, proto: u8) -> bool {
+        let addr = match addr {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
+            v4 => v4,
+        };
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&addr)
+            .is_some_and(|ranges| {
+                ranges
+                    .iter()
+                    .any(|(r, protos)| r.contains(port) && protos & proto == proto)
+            })
+    }
+}
+
+impl GrantSink for Arc<SupervisorGrants> {
+    fn set(&self, addr: IpAddr, ranges: &[(ebpf_probes::PortRange, u8)]) -> anyhow::Result<()> {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if ranges.is_empty() {
+            map.remove(&addr);
+        } else {
+            map.insert(addr, ranges.to_vec());
+        }
+        Ok(())
+    }
 }
 
 /// The supervisor's answer to one mediated call.
@@ -154,7 +205,11 @@ pub(crate) struct Needs {
 }
 
 impl Mediation {
-    pub(crate) fn compile(policy: &Policy, needs: Needs) -> anyhow::Result<Self> {
+    pub(crate) fn compile(
+        policy: &Policy,
+        needs: Needs,
+        dns: Option<DnsGate>,
+    ) -> anyhow::Result<Self> {
         // Abstract datagrams can only be refused where sends come here.
         let sends = needs.unix_hooks.is_none() || needs.refuse_abstract;
         let check_ip = needs.check_ip;
@@ -186,6 +241,7 @@ impl Mediation {
                 .collect(),
             deny: deny.build()?,
             deny_globs: fs.deny.iter().map(|g| g.pattern.clone()).collect(),
+            dns,
         })
     }
 
@@ -229,8 +285,11 @@ impl Mediation {
             },
             libc::SYS_sendto if args[4] != 0 => match read_sockaddr(&mem, args[4], args[5]) {
                 // A datagram the supervisor checked is sent from its copy: no thread can
-                // change the address in between.
-                Ok(addr) => match self.send(&addr) {
+                // change the address in between. A query to port 53 goes to the resolver.
+                Ok(addr) => match self
+                    .dns_target(&addr)
+                    .map_or_else(|| self.send(&addr), |_| Verdict::Continue)
+                {
                     Verdict::Continue if self.net.is_some() && is_ip(&addr) => {
                         let len = (args[2] as usize).min(DATAGRAM_MAX);
                         match read_exact_at(&mem, args[1], len) {
@@ -238,7 +297,7 @@ impl Mediation {
                                 fd: args[0] as i32,
                                 data,
                                 flags: args[3] as i32,
-                                addr,
+                                addr: self.dns_target(&addr).unwrap_or(addr),
                             },
                             Err(errno) => Verdict::Fail(errno),
                         }
@@ -274,7 +333,18 @@ impl Mediation {
         match family(addr) {
             Some(libc::AF_UNIX) => {}
             Some(libc::AF_INET | libc::AF_INET6) => {
-                return match self.ip(addr, "connect") {
+                if let Some(to) = self.dns_target(addr) {
+                    return Verdict::Connect {
+                        fd,
+                        target: Target::Addr(to),
+                    };
+                }
+                let proto = match socket_type(tid, fd) {
+                    Ok(libc::SOCK_DGRAM) => ebpf_probes::PROTO_UDP,
+                    Ok(_) => ebpf_probes::PROTO_TCP,
+                    Err(errno) => return Verdict::Fail(errno),
+                };
+                return match self.ip(addr, proto) {
                     // Checked here: connect from our copy of the address.
                     Verdict::Continue if self.net.is_some() => Verdict::Connect {
                         fd,
@@ -383,9 +453,30 @@ impl Mediation {
                     .abstract_verdict(addr, libc::SOCK_DGRAM)
                     .unwrap_or(Verdict::Continue),
             },
-            Some(libc::AF_INET | libc::AF_INET6) => self.ip(addr, "udp"),
+            Some(libc::AF_INET | libc::AF_INET6) => self.ip(addr, ebpf_probes::PROTO_UDP),
             _ => Verdict::Continue,
         }
+    }
+
+    /// Where a destination of port 53 goes when host-name rules are judged here: the
+    /// resolver, as an address of the agent's family (IPv6 sockets by the v4-mapped form).
+    fn dns_target(&self, addr: &[u8]) -> Option<Vec<u8>> {
+        let gate = self.dns.as_ref()?;
+        let (_, port) = ip_of(addr)?;
+        if port != 53 {
+            return None;
+        }
+        let ip = gate.resolver.ip().octets();
+        let port = gate.resolver.port().to_be_bytes();
+        let mut out = addr.to_vec();
+        match family(addr)? {
+            libc::AF_INET => out[4..8].copy_from_slice(&ip),
+            _ => {
+                out[8..24].copy_from_slice(&std::net::Ipv4Addr::from(ip).to_ipv6_mapped().octets())
+            }
+        }
+        out[2..4].copy_from_slice(&port);
+        Some(out)
     }
 
     /// An abstract destination, where the supervisor is its only check (`refuse_abstract`).
@@ -400,20 +491,36 @@ impl Mediation {
         })
     }
 
-    /// IP destinations, when the supervisor is their only check.
-    fn ip(&self, addr: &[u8], proto: &str) -> Verdict {
+    /// IP destinations, when the supervisor is their only check: the profile's rules, then
+    /// what the resolver granted.
+    fn ip(&self, addr: &[u8], proto: u8) -> Verdict {
         let Some(rules) = &self.net else {
             return Verdict::Continue;
         };
         let Some((ip, port)) = ip_of(addr) else {
             return Verdict::Fail(libc::EINVAL);
         };
-        match ebpf_probes::verdict(rules, ip, port) {
+        let granted = || {
+            self.dns
+                .as_ref()
+                .is_some_and(|g| g.grants.allows(ip, port, proto))
+        };
+        match ebpf_probes::verdict(rules, ip, port, proto) {
             Ok(true) => Verdict::Continue,
+            _ if granted() => Verdict::Continue,
             _ => Verdict::Deny {
-                rule: format!("network: not in allow-list {}", net_target(ip, port)),
+                rule: format!(
+                    "network: not in allow-list {}{}",
+                    net_target(ip, port),
+                    name_note(self.dns.as_ref().map(|g| &*g.book), ip)
+                ),
                 object: Object::Net {
-                    proto: if proto == "connect" { "tcp" } else { proto }.into(),
+                    proto: if proto == ebpf_probes::PROTO_UDP {
+                        "udp"
+                    } else {
+                        "tcp"
+                    }
+                    .into(),
                     addr: ip.to_string(),
                     port,
                 },
@@ -530,6 +637,33 @@ fn ip_of(addr: &[u8]) -> Option<(std::net::IpAddr, u16)> {
         }
         _ => None,
     }
+}
+
+/// `SO_TYPE` of the agent's descriptor `fd` (thread `tid`).
+fn socket_type(tid: i32, fd: i32) -> Result<i32, i32> {
+    let status = fs::read_to_string(format!("/proc/{tid}/status")).map_err(|_| libc::ESRCH)?;
+    let tgid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or(libc::ESRCH)?;
+    let sock = take_fd(tgid, fd)?;
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` and `len` are valid for writes and sized for SO_TYPE's int.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            (&raw mut value).cast(),
+            &raw mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(libc::ENOTSOCK);
+    }
+    Ok(value)
 }
 
 fn read_exact_at(mem: &fs::File, addr: u64, len: usize) -> Result<Vec<u8>, i32> {
@@ -792,7 +926,7 @@ mod tests {
         let mut policy = Policy::default();
         policy.filesystem.write.push("/work/ws".into());
         policy.network.unix.push("/run/user/*/bus".into());
-        let m = Mediation::compile(&policy, Needs::default()).unwrap();
+        let m = Mediation::compile(&policy, Needs::default(), None).unwrap();
         assert!(m.allows(Path::new("/work/ws/sub/app.sock")));
         assert!(m.allows(Path::new("/run/user/1000/bus")));
         assert!(!m.allows(Path::new("/run/docker.sock")));
@@ -802,7 +936,7 @@ mod tests {
 
     #[test]
     fn datagram_sends_to_a_path_are_refused_and_ip_is_left_to_the_kernel_when_it_checks() {
-        let m = Mediation::compile(&Policy::default(), Needs::default()).unwrap();
+        let m = Mediation::compile(&Policy::default(), Needs::default(), None).unwrap();
         assert!(matches!(m.send(&un(b"/dev/log\0")), Verdict::Deny { .. }));
         assert!(matches!(m.send(&un(b"\0abstract")), Verdict::Continue));
         let mut v4 = (libc::AF_INET as u16).to_ne_bytes().to_vec();
@@ -813,7 +947,7 @@ mod tests {
             check_ip: true,
             ..Needs::default()
         };
-        let checked = Mediation::compile(&Policy::default(), needs).unwrap();
+        let checked = Mediation::compile(&Policy::default(), needs, None).unwrap();
         assert!(matches!(checked.send(&v4), Verdict::Deny { .. }));
     }
 
@@ -823,14 +957,14 @@ mod tests {
             unix_hooks: Some("cgroup connect_unix/sendmsg_unix"),
             ..Needs::default()
         };
-        let m = Mediation::compile(&Policy::default(), hooks).unwrap();
+        let m = Mediation::compile(&Policy::default(), hooks, None).unwrap();
         assert!(m.ip_sized_connects_pass());
         assert!(m.abstract_verdict(&un(b"\0x"), libc::SOCK_STREAM).is_none());
         let refusing = Needs {
             refuse_abstract: true,
             ..hooks
         };
-        let m = Mediation::compile(&Policy::default(), refusing).unwrap();
+        let m = Mediation::compile(&Policy::default(), refusing, None).unwrap();
         // Datagrams come here too, and no connect passes unasked.
         assert!(m.sends && !m.ip_sized_connects_pass());
         match m.send(&un(b"\0/tmp/.X11-unix/X0")) {
