@@ -147,13 +147,37 @@ fn strict_profile_removes_workspace_write_and_broad_exec() {
 }
 
 #[test]
-fn network_builtins_allow_web_and_deny_metadata() {
+fn network_builtins_name_their_registries_and_deny_metadata() {
     let s = Scratch::new();
-    let ci = load("ci", &s.opts).unwrap();
-    assert!(ci.network.allow.contains(&rule(None, 443, 443)));
-    assert!(ci.network.allow.contains(&rule(None, 80, 80)));
+    let names =
+        |p: &Policy| -> Vec<String> { p.network.domains.iter().map(ToString::to_string).collect() };
+    // Least privilege: registries by name, no address-wide `*:443`.
+    for (profile, wanted) in [
+        (
+            "ci",
+            &[
+                "pypi.org:443",
+                "registry.npmjs.org:443",
+                "static.crates.io:443",
+            ][..],
+        ),
+        ("node", &["registry.npmjs.org:443", "github.com:443"][..]),
+        (
+            "python",
+            &["pypi.org:443", "files.pythonhosted.org:443"][..],
+        ),
+    ] {
+        let p = load(profile, &s.opts).unwrap();
+        assert!(
+            p.network.allow.is_empty(),
+            "{profile}: {:?}",
+            p.network.allow
+        );
+        for name in wanted {
+            assert!(names(&p).iter().any(|n| n == name), "{profile}: {name}");
+        }
+    }
     let node = load("node", &s.opts).unwrap();
-    assert_eq!(node.network.allow, vec![rule(None, 443, 443)]);
     let metadata: IpAddr = "169.254.169.254".parse().unwrap();
     assert!(node.network.deny.iter().any(|r| r.matches(metadata, 80)));
     let offline = load("offline", &s.opts).unwrap();
@@ -208,7 +232,13 @@ fn extends_a_list_applies_each_parent_in_order_and_a_shared_ancestor_once() {
     // The built-ins compose the same way.
     let both = s.write("both.toml", "extends = [\"python\", \"node\"]\n");
     let p = load_with_notes(&both, &s.opts).unwrap().policy;
-    assert!(!p.network.allow.is_empty(), "node's network is in");
+    assert!(
+        p.network
+            .domains
+            .iter()
+            .any(|d| d.name == "registry.npmjs.org"),
+        "node's network is in"
+    );
     assert!(
         p.filesystem.write.iter().any(|w| w.ends_with(".cache/pip")),
         "python's cache is in"

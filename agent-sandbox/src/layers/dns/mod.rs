@@ -24,7 +24,8 @@ use crate::policy::{Coverage, DomainRule, Guarantee, Layer, Policy, Status};
 #[derive(Debug)]
 pub(crate) struct DnsPlan {
     pub rules: Vec<DomainRule>,
-    pub upstream: SocketAddr,
+    /// `None`: the host names no resolver; allowed names are answered SERVFAIL.
+    pub upstream: Option<SocketAddr>,
     /// UDP and TCP on the same loopback port.
     pub udp: UdpSocket,
     pub tcp: TcpListener,
@@ -73,13 +74,16 @@ pub(crate) fn compile(
     if net.domains.is_empty() {
         return Ok((None, coverage));
     }
-    let upstream = match net.dns_upstream {
-        Some(addr) => addr,
-        None => host_nameserver().context(
-            "host-name rules need an upstream resolver: /etc/resolv.conf names none; set \
-             `[network] dns_upstream = \"IP:PORT\"` or pass --dns-upstream",
-        )?,
-    };
+    // A host without a resolver (an offline VM) still runs the profile: its lookups fail
+    // as they would without agentbox.
+    let upstream = net.dns_upstream.or_else(host_nameserver);
+    if upstream.is_none() {
+        tracing::warn!(
+            "host-name rules but no upstream resolver (/etc/resolv.conf names none): lookups \
+             of allowed names fail; set `[network] dns_upstream = \"IP:PORT\"` or pass \
+             --dns-upstream"
+        );
+    }
     let (udp, tcp) = bind_pair().context("binding the sandbox's resolver on 127.0.0.1")?;
     let addr = match udp.local_addr()? {
         SocketAddr::V4(a) => a,

@@ -256,7 +256,7 @@ impl Server {
         let answer = match forward(self.plan.upstream, query, tcp) {
             Ok(answer) => answer,
             Err(e) => {
-                tracing::warn!("upstream resolver {}: {e}", self.plan.upstream);
+                tracing::warn!("upstream resolver {:?}: {e}", self.plan.upstream);
                 return servfail(&packet).ok();
             }
         };
@@ -444,7 +444,10 @@ fn reply_with(query: &Packet, rcode: RCODE) -> simple_dns::Result<Vec<u8>> {
 
 /// Sends `query` to the upstream and returns its answer: over UDP (once more on a timeout),
 /// or over TCP when asked so or when the UDP answer is truncated.
-fn forward(upstream: SocketAddr, query: &[u8], tcp: bool) -> io::Result<Vec<u8>> {
+fn forward(upstream: Option<SocketAddr>, query: &[u8], tcp: bool) -> io::Result<Vec<u8>> {
+    let Some(upstream) = upstream else {
+        return Err(io::Error::other("no upstream resolver configured"));
+    };
     if !tcp {
         let bind: SocketAddr = match upstream {
             SocketAddr::V4(_) => "0.0.0.0:0".parse().expect("address"),

@@ -913,6 +913,82 @@ mod tests {
         a
     }
 
+    fn inet(ip: [u8; 4], port: u16) -> Vec<u8> {
+        let mut a = (libc::AF_INET as u16).to_ne_bytes().to_vec();
+        a.extend_from_slice(&port.to_be_bytes());
+        a.extend_from_slice(&ip);
+        a.extend_from_slice(&[0; 8]);
+        a
+    }
+
+    /// Unprivileged host-name rules: port 53 anywhere goes to the resolver, in the agent's
+    /// family; granted addresses open for their ports and protocol only.
+    #[test]
+    fn dns_goes_to_the_resolver_and_grants_open_only_their_ports_and_protocol() {
+        let gate = DnsGate {
+            resolver: "127.0.0.1:5300".parse().unwrap(),
+            grants: Arc::default(),
+            book: Arc::new(NameBook::default()),
+        };
+        let needs = Needs {
+            check_ip: true,
+            ..Needs::default()
+        };
+        let m = Mediation::compile(&Policy::default(), needs, Some(gate.clone())).unwrap();
+        assert_eq!(
+            m.dns_target(&inet([8, 8, 8, 8], 53)),
+            Some(inet([127, 0, 0, 1], 5300))
+        );
+        assert_eq!(m.dns_target(&inet([8, 8, 8, 8], 853)), None);
+        let mut v6 = (libc::AF_INET6 as u16).to_ne_bytes().to_vec();
+        v6.extend_from_slice(&53u16.to_be_bytes());
+        v6.extend_from_slice(&[0; 4]);
+        v6.extend_from_slice(
+            &"2001:4860::8888"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+        );
+        v6.extend_from_slice(&[0; 4]);
+        let to = m.dns_target(&v6).unwrap();
+        assert_eq!(
+            &to[8..24],
+            &"::ffff:127.0.0.1"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets()
+        );
+
+        let host = [192, 0, 2, 7];
+        assert!(matches!(
+            m.ip(&inet(host, 443), ebpf_probes::PROTO_TCP),
+            Verdict::Deny { .. }
+        ));
+        gate.grants
+            .set(
+                IpAddr::from(host),
+                &[(ebpf_probes::PortRange::single(443), ebpf_probes::PROTO_UDP)],
+            )
+            .unwrap();
+        assert!(matches!(
+            m.ip(&inet(host, 443), ebpf_probes::PROTO_UDP),
+            Verdict::Continue
+        ));
+        assert!(matches!(
+            m.ip(&inet(host, 443), ebpf_probes::PROTO_TCP),
+            Verdict::Deny { .. }
+        ));
+        assert!(matches!(
+            m.ip(&inet(host, 80), ebpf_probes::PROTO_UDP),
+            Verdict::Deny { .. }
+        ));
+        gate.grants.set(IpAddr::from(host), &[]).unwrap();
+        assert!(matches!(
+            m.ip(&inet(host, 443), ebpf_probes::PROTO_UDP),
+            Verdict::Deny { .. }
+        ));
+    }
+
     #[test]
     fn pathname_abstract_and_unnamed_addresses_are_told_apart() {
         assert_eq!(sun_path(&un(b"/run/x.sock\0")), Some(&b"/run/x.sock"[..]));
