@@ -710,3 +710,18 @@ pub fn host_address() -> Option<std::net::Ipv4Addr> {
         _ => None,
     }
 }
+
+/// This kernel's Landlock ABI (0 without Landlock).
+pub fn landlock_abi() -> i64 {
+    // SAFETY: LANDLOCK_CREATE_RULESET_VERSION (1) with a NULL attribute and size 0 only
+    // returns the ABI version.
+    let abi = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<u8>(),
+            0usize,
+            1u32,
+        )
+    };
+    abi.max(0)
+}

@@ -17,3 +17,7 @@ mod smoke;
 // The host-tier eBPF tests run in the guest too: the same CO-RE object on 6.1.
 #[path = "../host/ebpf.rs"]
 mod ebpf_host;
+
+// Host-name rules, root and unprivileged, on each guest kernel.
+#[path = "../host/dns.rs"]
+mod dns_host;

@@ -338,6 +338,10 @@ must_mount bpf bpf /sys/fs/bpf
 must_mount cgroup2 cgroup2 /sys/fs/cgroup
 mkdir -p "$HOME"
 ip link set lo up || echo "init: lo up failed"
+# A non-loopback address with a default route (the guest has no NIC): the host-name tests'
+# "remote" server listens there, since agentbox never opens loopback to a name.
+ip addr add 198.51.100.2/32 dev lo && ip route add default dev lo src 198.51.100.2 \
+    || echo "init: test address failed"
 echo "{INIT_BANNER}$(uname -r), lsm $(cat /sys/kernel/security/lsm)"
 cd /tmp
 {GUEST_TESTS} --test-threads=1{args}
