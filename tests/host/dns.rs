@@ -11,11 +11,14 @@ use agentbox_tests::{
 
 /// The agent: this test binary itself (`dns_agent` below, selected by name), so the same
 /// test runs in the VM guest, which has no Python. `AGENTBOX_DNS_AGENT` is "IP PORT".
-fn agent_command() -> Vec<String> {
+fn agent_command(name: &str) -> Vec<String> {
     let exe = std::env::current_exe().expect("test binary");
+    // This module's path inside the test binary (`dns` on the host, `dns_host` in the VM).
+    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
     vec![
         exe.display().to_string(),
-        "dns_agent".into(),
+        format!("{module}::{name}"),
+        "--exact".into(),
         "--ignored".into(),
         "--nocapture".into(),
         "--test-threads=1".into(),
@@ -70,8 +73,117 @@ fn dns_agent() {
         Ok(line) => println!("raw_query answer {line}"),
         Err(e) => println!("raw_query err {e}"),
     }
+    // The same over TCP (length-prefixed), to the same non-resolver.
+    let tcp = (|| -> std::io::Result<String> {
+        use std::io::{Read, Write};
+        let to: SocketAddr = "203.0.113.9:53".parse().expect("address");
+        let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(3))?;
+        s.set_read_timeout(Some(Duration::from_secs(3)))?;
+        let mut msg = u16::try_from(q.len())
+            .expect("short")
+            .to_be_bytes()
+            .to_vec();
+        msg.extend_from_slice(&q);
+        s.write_all(&msg)?;
+        let mut len = [0u8; 2];
+        s.read_exact(&mut len)?;
+        let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        s.read_exact(&mut buf)?;
+        let a = &buf[buf.len() - 4..];
+        Ok(format!(
+            "{:02x}{:02x} {}.{}.{}.{}",
+            buf[0], buf[1], a[0], a[1], a[2], a[3]
+        ))
+    })();
+    match tcp {
+        Ok(line) => println!("tcp_query answer {line}"),
+        Err(e) => println!("tcp_query err {e}"),
+    }
+    // DNS over TLS to a public resolver: no resolver but agentbox's is reachable.
+    let dot: SocketAddr = "203.0.113.9:853".parse().expect("address");
+    match TcpStream::connect_timeout(&dot, Duration::from_secs(3)) {
+        Ok(_) => println!("dot ok"),
+        Err(e) => println!("dot err {}", e.raw_os_error().unwrap_or(0)),
+    }
     std::thread::sleep(Duration::from_millis(6500));
     connect("after_expiry");
+}
+
+/// The second agent: with `AGENTBOX_DNS_PAIR` = "holder IP PORT" it resolves pkg.test,
+/// connects, writes `granted` into its workspace and waits for `release` there; with
+/// "other IP PORT" it connects to the same address and looks pkg.test up.
+#[test]
+#[ignore = "the agent of the two-sandbox host-name test: runs inside agentbox"]
+fn dns_agent_pair() {
+    use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+    let Ok(spec) = std::env::var("AGENTBOX_DNS_PAIR") else {
+        return;
+    };
+    let mut parts = spec.split(' ');
+    let (role, ip, port) = (parts.next(), parts.next(), parts.next());
+    let target: SocketAddr = format!("{}:{}", ip.unwrap(), port.unwrap())
+        .parse()
+        .expect("address");
+    let connect = || match TcpStream::connect_timeout(&target, Duration::from_secs(3)) {
+        Ok(_) => "ok".to_string(),
+        Err(e) => format!("err {}", e.raw_os_error().unwrap_or(0)),
+    };
+    println!();
+    match role {
+        Some("holder") => {
+            let resolved = ("pkg.test", 443).to_socket_addrs().map(|mut a| a.next());
+            println!("holder_lookup {resolved:?}");
+            println!("holder_connect {}", connect());
+            std::fs::write("granted", "").expect("marker");
+            for _ in 0..600 {
+                if std::path::Path::new("release").exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        _ => {
+            println!("other_connect {}", connect());
+            match ("pkg.test", 443).to_socket_addrs() {
+                Ok(_) => println!("other_lookup resolved"),
+                Err(e) => println!("other_lookup failed {e}"),
+            }
+        }
+    }
+}
+
+/// `agentbox run` arguments for `agent` (a test of this binary) with host-name `names`.
+fn dns_run_args(agent: &[String], names: &[String], upstream: &str, env: &str) -> Vec<String> {
+    let bin_dir = std::path::Path::new(&agent[0])
+        .parent()
+        .unwrap()
+        .display()
+        .to_string();
+    let mut args: Vec<String> = vec!["-q".into()];
+    // The 6.1 guest's Landlock (ABI 2) cannot hold all of the default profile: run with what
+    // holds there, as its other tests do; host-name rules do not depend on Landlock.
+    if agentbox_tests::landlock_abi() < 5 {
+        args.push("--best-effort".into());
+    }
+    for a in [
+        "--profile",
+        "default",
+        "--allow-read",
+        &bin_dir,
+        "--allow-exec",
+        &bin_dir,
+        "--keep-env",
+        env,
+        "--dns-upstream",
+        upstream,
+    ] {
+        args.push(a.to_string());
+    }
+    for n in names {
+        args.push("--allow-net".into());
+        args.push(n.clone());
+    }
+    args
 }
 
 /// What the agent printed after `label `.
@@ -101,35 +213,10 @@ fn check(run_as: RunAs) {
     let upstream = dns.addr.to_string();
     let alias = format!("alias.test:{port}");
     let pkg = format!("pkg.test:{port}");
-    let agent = agent_command();
-    let bin_dir = std::path::Path::new(&agent[0])
-        .parent()
-        .unwrap()
-        .display()
-        .to_string();
+    let agent = agent_command("dns_agent");
     let cmd: Vec<&str> = agent.iter().map(String::as_str).collect();
-    // The 6.1 guest's Landlock (ABI 2) cannot hold all of the default profile: run with what
-    // holds there, as its other tests do; host-name rules do not depend on Landlock.
-    let mut args = vec!["-q"];
-    if agentbox_tests::landlock_abi() < 5 {
-        args.push("--best-effort");
-    }
-    args.extend([
-        "--profile",
-        "default",
-        "--allow-read",
-        &bin_dir,
-        "--allow-exec",
-        &bin_dir,
-        "--keep-env",
-        "AGENTBOX_DNS_AGENT",
-        "--allow-net",
-        &alias,
-        "--allow-net",
-        &pkg,
-        "--dns-upstream",
-        &upstream,
-    ]);
+    let args = dns_run_args(&agent, &[alias, pkg], &upstream, "AGENTBOX_DNS_AGENT");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let r = s.run(&args, &cmd);
     assert_eq!(r.code(), Some(0), "{}", r.dump());
     // Before any lookup, the address is closed: nothing was handed out.
@@ -174,6 +261,13 @@ fn check(run_as: RunAs) {
     // A query to an address that is no resolver is still answered, by agentbox.
     let raw = line(&r, "raw_query").unwrap_or_default();
     assert!(raw.ends_with(&format!("abcd {ip_s}")), "{}", r.dump());
+    // As root the answer shows as coming from the address asked (recvmsg hook).
+    if agentbox_tests::is_root() && run_as == RunAs::Current {
+        assert!(raw.starts_with("answer 203.0.113.9:53 "), "{raw}");
+    }
+    let tcp = line(&r, "tcp_query").unwrap_or_default();
+    assert_eq!(tcp, format!("answer abcd {ip_s}"), "{}", r.dump());
+    assert_eq!(line(&r, "dot"), Some(eperm.as_str()), "{}", r.dump());
     // The TTL (1 s, held for agentbox's 5 s minimum) ran out: closed again, and the denial
     // names the host the address was handed out for.
     assert_eq!(
@@ -236,4 +330,81 @@ fn host_name_rules_open_only_what_agentbox_resolved_as_root() {
 #[test]
 fn host_name_rules_open_only_what_agentbox_resolved_unprivileged() {
     check(RunAs::unprivileged());
+}
+
+/// Two sandboxes at once, with different lists: what one's resolver handed out is not open
+/// to the other, even while the first holds it.
+fn check_pair(run_as: RunAs) {
+    let ip = host_address().expect("an address on a default route");
+    let dns = DnsServer::start(vec![DnsRecord::A("pkg.test", ip, 60)]);
+    let server = TcpServer::start("0.0.0.0");
+    let port = server.port;
+    let upstream = dns.addr.to_string();
+    let mut holder = Scenario::new(run_as);
+    holder.env.push((
+        "AGENTBOX_DNS_PAIR".into(),
+        format!("holder {ip} {port}").into(),
+    ));
+    let mut other = Scenario::new(run_as);
+    other.env.push((
+        "AGENTBOX_DNS_PAIR".into(),
+        format!("other {ip} {port}").into(),
+    ));
+    let agent = agent_command("dns_agent_pair");
+    let cmd: Vec<&str> = agent.iter().map(String::as_str).collect();
+    let a = dns_run_args(
+        &agent,
+        &[format!("pkg.test:{port}")],
+        &upstream,
+        "AGENTBOX_DNS_PAIR",
+    );
+    let b = dns_run_args(
+        &agent,
+        &[format!("other.test:{port}")],
+        &upstream,
+        "AGENTBOX_DNS_PAIR",
+    );
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let b: Vec<&str> = b.iter().map(String::as_str).collect();
+    let (child, log) = holder.spawn(&a, &cmd);
+    let granted = holder.workspace.join("granted");
+    let held = wait_until(Duration::from_secs(30), || granted.exists());
+    let r_other = other.run(&b, &cmd);
+    std::fs::write(holder.workspace.join("release"), "").unwrap();
+    holder.fix_ownership();
+    let r_holder = holder.finish(child, &log, Duration::from_secs(60));
+    assert!(held, "the holder never got its grant: {}", r_holder.dump());
+    assert_eq!(
+        line(&r_holder, "holder_connect"),
+        Some("ok"),
+        "{}",
+        r_holder.dump()
+    );
+    let eperm = format!("err {}", libc::EPERM);
+    assert_eq!(
+        line(&r_other, "other_connect"),
+        Some(eperm.as_str()),
+        "{}",
+        r_other.dump()
+    );
+    assert!(
+        line(&r_other, "other_lookup").is_some_and(|l| l.starts_with("failed")),
+        "{}",
+        r_other.dump()
+    );
+    assert!(
+        r_other
+            .denials_of("dns")
+            .iter()
+            .any(|d| d["object"]["name"] == "pkg.test"),
+        "{}",
+        r_other.dump()
+    );
+}
+
+#[test]
+fn two_sandboxes_with_different_name_lists_never_share_grants() {
+    for run_as in RunAs::all() {
+        check_pair(run_as);
+    }
 }

@@ -195,7 +195,7 @@ impl Server {
             self.expire(Instant::now());
             if ready[1] {
                 while let Ok((n, peer)) = self.plan.udp.recv_from(&mut buf) {
-                    if let Some(answer) = self.answer(&buf[..n], false) {
+                    if let Some(answer) = self.answer(&buf[..n]) {
                         let _ = self.plan.udp.send_to(&answer, peer);
                     }
                 }
@@ -222,7 +222,7 @@ impl Server {
             }
             let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];
             stream.read_exact(&mut query)?;
-            let Some(answer) = self.answer(&query, true) else {
+            let Some(answer) = self.answer(&query) else {
                 return Ok(());
             };
             let len = u16::try_from(answer.len()).unwrap_or(u16::MAX);
@@ -232,7 +232,10 @@ impl Server {
     }
 
     /// The answer to one query, or `None` to drop it (not a query, or no upstream answer).
-    fn answer(&mut self, query: &[u8], tcp: bool) -> Option<Vec<u8>> {
+    /// Forwarded over UDP whatever the client used (TCP when the answer is truncated): an
+    /// upstream needs no TCP for a client that chose it.
+    fn answer(&mut self, query: &[u8]) -> Option<Vec<u8>> {
+        let tcp = false;
         let packet = Packet::parse(query).ok()?;
         if packet.has_flags(PacketFlag::RESPONSE) {
             return None;
