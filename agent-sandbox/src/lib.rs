@@ -10,6 +10,7 @@
 //! log's types and checks, the plan and the sandbox, and doctor. Everything else is
 //! crate-private.
 
+pub mod approval;
 pub mod audit;
 pub mod doctor;
 pub mod gc;

@@ -40,6 +40,11 @@ pub struct Plan {
     pub(crate) dns: Option<dns::DnsPlan>,
     /// Where its grants go when the supervisor checks addresses (no cgroup-BPF).
     dns_gate: Option<seccomp::mediate::DnsGate>,
+    /// `network.unknown = "ask"`: the approvals, and their events until the loop takes them.
+    approvals: Option<(
+        std::sync::Arc<crate::approval::Gate>,
+        std::sync::Mutex<Option<crate::layers::channel::ChannelSource>>,
+    )>,
 }
 
 /// Namespaces that carry a guarantee: never started without them.
@@ -287,13 +292,26 @@ impl Plan {
         if net_namespace {
             coverage.push(Layer::Netns, Guarantee::ScopeAbstractUnix, Status::Enforced);
         }
+        // Asking needs the supervisor to judge every connect itself, root included.
+        let asks = policy.network.unknown == crate::policy::Unknown::Ask
+            && policy.mode == crate::policy::Mode::Enforce;
+        let approvals = if asks {
+            let (sender, source) = crate::layers::channel::channel()?;
+            Some((
+                std::sync::Arc::new(crate::approval::Gate::new(sender)),
+                std::sync::Mutex::new(Some(source)),
+            ))
+        } else {
+            None
+        };
         let needs = seccomp::mediate::Needs {
             unix_hooks,
-            check_ip: runtime.is_err(),
+            check_ip: runtime.is_err() || asks,
             refuse_abstract: !coverage.enforces(Guarantee::ScopeAbstractUnix),
         };
         let mediation = seccomp::mediate::Mediation::compile(&policy, needs, dns_gate.clone())
-            .context("network.unix")?;
+            .context("network.unix")?
+            .with_ask(approvals.as_ref().map(|(g, _)| std::sync::Arc::clone(g)));
         let (seccomp, seccomp_coverage) =
             seccomp::compile(&policy, Some(mediation)).context("seccomp layer")?;
         coverage.extend(seccomp_coverage);
@@ -331,7 +349,64 @@ impl Plan {
             required,
             dns,
             dns_gate,
+            approvals,
         })
+    }
+
+    /// Whether connects no rule decides are put to an approver (`network.unknown = "ask"`).
+    pub fn asks(&self) -> bool {
+        self.approvals.is_some()
+    }
+
+    /// Where this sandbox's approvals come from, and how long each may take. Refuses an
+    /// approval socket inside a tree the agent can reach (it could approve itself). Returns
+    /// the socket's path, if any.
+    pub fn set_approver(
+        &self,
+        backend: crate::approval::Backend,
+        timeout: std::time::Duration,
+    ) -> anyhow::Result<Option<PathBuf>> {
+        let Some((gate, _)) = &self.approvals else {
+            return Ok(None);
+        };
+        match backend {
+            crate::approval::Backend::Deny => {
+                gate.set_approver(Box::new(crate::approval::DenyAll), timeout);
+                Ok(None)
+            }
+            crate::approval::Backend::Tty => {
+                if self.policy.process.share_tty {
+                    anyhow::bail!(
+                        "--approver tty with a shared terminal (`share_tty`): the agent could \
+                         answer its own prompt; use --approver socket"
+                    );
+                }
+                let approver = crate::approval::tty::TtyApprover::open()?;
+                gate.set_approver(Box::new(approver), timeout);
+                Ok(None)
+            }
+            crate::approval::Backend::Socket(path) => {
+                let fs = &self.policy.filesystem;
+                let dir = path.parent().unwrap_or(&path);
+                if let Some(tree) = fs
+                    .read
+                    .iter()
+                    .chain(&fs.write)
+                    .chain(&fs.exec)
+                    .find(|t| dir.starts_with(t))
+                {
+                    anyhow::bail!(
+                        "the approval socket {} is inside {}, which the agent can reach: it                          could approve its own requests; put it elsewhere (--approver                          socket:PATH)",
+                        path.display(),
+                        tree.display()
+                    );
+                }
+                let approver = crate::approval::socket::SocketApprover::bind(&path)?;
+                let shown = approver.path().to_path_buf();
+                gate.set_approver(Box::new(approver), timeout);
+                Ok(Some(shown))
+            }
+        }
     }
 
     /// The policy this plan enforces.
@@ -396,6 +471,15 @@ impl Plan {
                 self.policy.mode == crate::policy::Mode::Audit,
             )?;
             sources.push(Box::new(resolver));
+        }
+        if let Some((_, source)) = &self.approvals {
+            if let Some(source) = source
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take()
+            {
+                sources.push(Box::new(source));
+            }
         }
         if let Some(registration) = registration {
             if let Some(kernel) = registration.event_source(

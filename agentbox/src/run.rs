@@ -93,6 +93,21 @@ pub(crate) struct RunArgs {
     #[arg(long = "dns-upstream", value_name = "IP:PORT")]
     pub dns_upstream: Option<std::net::SocketAddr>,
 
+    /// Hold what the profile neither allows nor denies until an approver decides, instead of
+    /// refusing it: `net` (connections). Same as `[network] unknown = "ask"`.
+    #[arg(long = "ask", value_name = "AREAS", value_delimiter = ',')]
+    pub ask: Vec<String>,
+
+    /// Who decides what is asked: `tty` (a prompt on your terminal, whatever the agent's
+    /// stdio is), `socket` (JSON lines on a UNIX socket next to the audit log, for an IDE or
+    /// agent front end), `socket:PATH`, or `deny` (non-interactive: refuse and report).
+    #[arg(long = "approver", value_name = "BACKEND", default_value = "deny")]
+    pub approver: String,
+
+    /// Seconds the approver has per request; then the request is refused.
+    #[arg(long = "ask-timeout", value_name = "SECS", default_value_t = 60)]
+    pub ask_timeout: u64,
+
     /// Start even if some guarantee the profile needs cannot be enforced here; what is missing
     /// is printed before the command starts and recorded in the audit log.
     #[arg(long)]
@@ -397,6 +412,15 @@ pub(crate) fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(up) = args.dns_upstream {
         policy.network.dns_upstream = Some(up);
     }
+    for area in &args.ask {
+        match area.as_str() {
+            "net" => policy.network.unknown = agent_sandbox::policy::Unknown::Ask,
+            "exec" | "fs" => anyhow::bail!(
+                "--ask {area}: not supported yet; only `net` (connections) can be asked"
+            ),
+            other => anyhow::bail!("--ask {other}: unknown area; write `net`"),
+        }
+    }
     for entry in &args.allow_bind {
         let ports = profile::parse_port_range(entry).map_err(|e| {
             anyhow!("--allow-bind {entry}: {e} (a port like 8000, or a range like 8000-8100)")
@@ -539,6 +563,41 @@ pub(crate) fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
     let plan = Plan::build(policy, &protected).map_err(discard)?;
     tracing::debug!(elapsed = ?started.elapsed(), "plan built");
     let gaps = plan.check(args.best_effort).map_err(discard)?;
+    if plan.asks() {
+        let backend = match args.approver.as_str() {
+            "deny" => agent_sandbox::approval::Backend::Deny,
+            "tty" => agent_sandbox::approval::Backend::Tty,
+            "socket" => {
+                agent_sandbox::approval::Backend::Socket(log_path.with_extension("approve.sock"))
+            }
+            other => match other.strip_prefix("socket:") {
+                Some(path) => agent_sandbox::approval::Backend::Socket(absolute(Path::new(path))?),
+                None => {
+                    let _ = discard(anyhow!("bad --approver"));
+                    anyhow::bail!(
+                        "--approver {other}: write `tty`, `deny`, `socket` or `socket:PATH`"
+                    )
+                }
+            },
+        };
+        let shown = backend.clone();
+        let socket = plan
+            .set_approver(backend, std::time::Duration::from_secs(args.ask_timeout))
+            .map_err(discard)?;
+        match (socket, shown) {
+            (Some(path), _) => eprintln!(
+                "agentbox: approvals: connect to {} (JSON lines, docs/approvals.md); {}s per \
+                 request, then refused",
+                path.display(),
+                args.ask_timeout
+            ),
+            (None, _) if !args.quiet => eprintln!(
+                "agentbox: network.unknown = ask, approver `deny`: every unknown destination \
+                 is refused and logged (--approver socket to decide them)"
+            ),
+            _ => {}
+        }
+    }
     if !gaps.is_empty() {
         eprintln!("agentbox: --best-effort: starting WITHOUT these guarantees:");
         for (g, reason) in &gaps {

@@ -1,5 +1,6 @@
 //! Host tier: real agents under real profiles on the host kernel.
 
+mod ask;
 mod dns;
 mod ebpf;
 mod gc;

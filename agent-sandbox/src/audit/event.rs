@@ -25,6 +25,9 @@ pub enum Event {
     },
     /// An operation was denied (or, in audit mode, would have been).
     Denial(Denial),
+    /// An operation the profile neither allows nor denies was put to the approver
+    /// (`requested`), or the approver allowed it (`granted`); a refusal is a `denial`.
+    Approval(ApprovalEvent),
     /// Events were lost (ring buffer full, ...): exact count, never a silent gap.
     Loss {
         source: String,
@@ -92,6 +95,33 @@ pub struct GuaranteeState {
     /// The layers that enforce it fully (`landlock`, `bpf-lsm`, ...), when any does.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub layers: Vec<Layer>,
+}
+
+/// One step of an approval (`network.unknown = "ask"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalEvent {
+    /// The request's number in this run: its grant or denial names it too.
+    pub id: u64,
+    /// `requested` or `granted`.
+    pub stage: String,
+    /// `net`.
+    pub kind: String,
+    /// `tcp 192.0.2.7:443`.
+    pub destination: String,
+    pub pid: i32,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub exe: Option<String>,
+    /// The requester's ancestors (`pid exe`), nearest first.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub tree: Vec<String>,
+    /// Granted: `once` or `sandbox`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub scope: Option<crate::approval::Scope>,
+    /// Granted: who decided.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub expires_s: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -26,6 +26,7 @@ pub const MESSAGE_ID_DENIAL: &str = "6f06499807564ffcadde7894a967db50";
 pub const MESSAGE_ID_LOSS: &str = "0fe9ea84b1934f85b0a6f935dc43cd39";
 pub const MESSAGE_ID_ANOMALY: &str = "c47ed50dc7c9459993aa320e5e599006";
 pub const MESSAGE_ID_EXIT: &str = "ff0dd51c9e5d48f09b3671270bf2d8d4";
+pub const MESSAGE_ID_APPROVAL: &str = "08363c92816f4e01acb744e67fd172dd";
 
 /// syslog priorities.
 const ERR: u8 = 3;
@@ -116,6 +117,7 @@ fn entry(rec: &Record) -> Option<Entry> {
         Event::Loss { .. } => (MESSAGE_ID_LOSS, WARNING, "loss"),
         Event::Anomaly { .. } => (MESSAGE_ID_ANOMALY, ERR, "anomaly"),
         Event::Exit { .. } => (MESSAGE_ID_EXIT, INFO, "exit"),
+        Event::Approval(_) => (MESSAGE_ID_APPROVAL, NOTICE, "approval"),
         Event::Process(_) => return None,
     };
     let mut e = Entry::default();
@@ -169,6 +171,15 @@ fn entry(rec: &Record) -> Option<Entry> {
                 e.field("AGENTBOX_EXIT_SIGNAL", &signal.to_string());
             }
             e.field("AGENTBOX_DENIALS", &denials.to_string());
+        }
+        Event::Approval(a) => {
+            e.field("AGENTBOX_APPROVAL_ID", &a.id.to_string())
+                .field("AGENTBOX_APPROVAL_STAGE", &a.stage)
+                .field("AGENTBOX_OBJECT", &a.destination)
+                .field("AGENTBOX_PID", &a.pid.to_string());
+            if let Some(by) = &a.by {
+                e.field("AGENTBOX_APPROVED_BY", by);
+            }
         }
         Event::Anomaly { .. } | Event::Process(_) => {}
     }

@@ -395,7 +395,7 @@ impl AuditLog {
                     })
                     .collect();
             }
-            Event::Anomaly { .. } | Event::Process(_) => {}
+            Event::Anomaly { .. } | Event::Process(_) | Event::Approval(_) => {}
         }
     }
 

@@ -19,8 +19,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sha2::{Digest, Sha256};
 
 pub use event::{
-    Action, Denial, Event, GuaranteeState, Object, ProcessEvent, ProcessKind, Record,
-    SCHEMA_VERSION,
+    Action, ApprovalEvent, Denial, Event, GuaranteeState, Object, ProcessEvent, ProcessKind,
+    Record, SCHEMA_VERSION,
 };
 pub use journal::JournalSink;
 pub use log::AuditLog;

@@ -227,7 +227,9 @@ pub(crate) fn thousands(n: u64) -> String {
 fn live_line(rec: &Record, colour: bool) -> Option<String> {
     match &rec.event {
         Event::Denial(d) => Some(live_denial(d, colour)),
-        Event::Loss { .. } | Event::Anomaly { .. } => Some(describe(rec, colour)),
+        Event::Loss { .. } | Event::Anomaly { .. } | Event::Approval(_) => {
+            Some(describe(rec, colour))
+        }
         Event::Launch { .. } | Event::Exit { .. } | Event::Process(_) => None,
     }
 }
@@ -271,6 +273,20 @@ pub fn describe(rec: &Record, colour: bool) -> String {
         ),
         Event::Anomaly { detail } => {
             paint(colour, YELLOW, &format!("anomaly: {}", sanitize(detail)))
+        }
+        Event::Approval(a) => {
+            let who =
+                a.by.as_deref()
+                    .map(|b| format!(" by {}", sanitize(b)))
+                    .unwrap_or_default();
+            format!(
+                "approval #{} {}: {} {} from pid {}{who}",
+                a.id,
+                sanitize(&a.stage),
+                sanitize(&a.kind),
+                sanitize(&a.destination),
+                a.pid
+            )
         }
         Event::Process(p) => {
             let mut s = format!("{} pid {}", serde_plain(&p.kind), p.pid);

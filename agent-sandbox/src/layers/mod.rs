@@ -15,6 +15,7 @@
 //! Adding a layer: a module here, an entry in `LAYERS`, its share in `plan.rs`.
 
 pub(crate) mod cgroup;
+pub(crate) mod channel;
 pub(crate) mod dns;
 pub(crate) mod ebpf;
 pub(crate) mod landlock;

@@ -111,12 +111,26 @@ pub struct NetPolicy {
     /// The resolver agentbox forwards allowed names to; `None`: the host's first nameserver.
     #[serde(default)]
     pub dns_upstream: Option<std::net::SocketAddr>,
+    /// A connection no rule allows or denies: refused, or put to the approver.
+    #[serde(default)]
+    pub unknown: Unknown,
+}
+
+/// What happens to an operation the profile neither allows nor denies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Unknown {
+    #[default]
+    Deny,
+    /// Held until the approver decides (`approval`).
+    Ask,
 }
 
 impl NetPolicy {
-    /// Whether the agent may reach any network destination (by address or by name).
+    /// Whether the agent may reach any network destination (by address, by name, or once
+    /// approved).
     pub fn opens_network(&self) -> bool {
-        !self.allow.is_empty() || !self.domains.is_empty()
+        !self.allow.is_empty() || !self.domains.is_empty() || self.unknown == Unknown::Ask
     }
 
     /// The ports host-name rules open for TCP, with port 53 (DNS over TCP, which the

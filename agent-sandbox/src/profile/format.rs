@@ -141,6 +141,11 @@ pub(crate) struct NetworkToml {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub dns_upstream: Option<Spanned<String>>,
+    /// A connection no entry allows or denies: `"deny"` (the default) or `"ask"` (held until
+    /// the approver decides: `agentbox run --approver`).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub unknown: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

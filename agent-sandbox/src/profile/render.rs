@@ -38,6 +38,8 @@ struct ShownNet {
     unix: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     dns_upstream: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unknown: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -114,6 +116,7 @@ pub fn to_toml(policy: &Policy, description: Option<&str>, notes: &[String]) -> 
             bind: net.bind.iter().map(ToString::to_string).collect(),
             unix: net.unix.clone(),
             dns_upstream: net.dns_upstream.map(|a| a.to_string()),
+            unknown: (net.unknown == crate::policy::Unknown::Ask).then_some("ask"),
         },
         process: ShownProcess {
             env_allow: &proc.env_allow,

@@ -158,6 +158,23 @@ impl<'a> Builder<'a> {
             })?;
             p.dns_upstream = Some(addr);
         }
+        if let Some(unknown) = &net.unknown {
+            p.unknown = match unknown.get_ref().as_str() {
+                "deny" => crate::policy::Unknown::Deny,
+                "ask" => crate::policy::Unknown::Ask,
+                other => {
+                    return Err(ctx.err(
+                        unknown.span(),
+                        format!("`{other}` is not `deny` or `ask`"),
+                        Some(
+                            "`ask` holds the connection until the approver decides \
+                             (agentbox run --approver)"
+                                .into(),
+                        ),
+                    ))
+                }
+            };
+        }
         let mut unix = |v: &str| {
             let globs = path_glob(v, "network.unix", opts, &mut self.notes)?;
             match globs.iter().find(|g| g.pattern.starts_with("**/")) {

@@ -528,6 +528,14 @@ fn bad_network_entries_are_reported() {
     assert!(err.message().contains("not a host name"), "{err}");
     let err = s.error_at("[network]\ndeny = [\"evil.example:443\"]\n", 2, 9);
     assert!(err.message().contains("cannot be denied"), "{err}");
+    let err = s.error_at("[network]\nunknown = \"maybe\"\n", 2, 11);
+    assert!(err.hint().unwrap().contains("approver"), "{err}");
+    let asks = s.load("[network]\nunknown = \"ask\"\n").unwrap();
+    assert_eq!(asks.network.unknown, crate::policy::Unknown::Ask);
+    assert!(
+        asks.network.opens_network(),
+        "asking needs the host's network"
+    );
     let err = s.error_at("[network]\ndns_upstream = \"10.0.0.1\"\n", 2, 16);
     assert!(err.message().contains("IP:PORT"), "{err}");
     let p = s

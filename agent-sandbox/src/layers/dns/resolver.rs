@@ -17,8 +17,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::sync::mpsc;
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -29,6 +28,7 @@ use simple_dns::{Packet, PacketFlag, RCODE};
 
 use super::DnsPlan;
 use crate::audit::{Action, Denial, Event, Object};
+use crate::layers::channel::{channel, ChannelSource, EventSender};
 use crate::layers::EventSource;
 use crate::policy::{DomainRule, Proto};
 
@@ -89,29 +89,19 @@ pub(crate) fn name_note(book: Option<&NameBook>, addr: IpAddr) -> String {
 }
 
 /// The resolver's side of the supervisor's event loop: its denials, as they happen.
+/// Dropping it stops the thread (it holds the stop pipe's write end).
 pub(crate) struct ResolverSource {
-    wake: OwnedFd,
-    events: mpsc::Receiver<Event>,
-    /// Closing it (drop) stops the thread.
+    events: ChannelSource,
     _stop: OwnedFd,
 }
 
 impl EventSource for ResolverSource {
     fn fd(&self) -> RawFd {
-        self.wake.as_raw_fd()
+        self.events.fd()
     }
 
     fn drain(&mut self, out: &mut Vec<Event>) -> anyhow::Result<bool> {
-        let mut buf = [0u8; 64];
-        while matches!(nix::unistd::read(&self.wake, &mut buf), Ok(n) if n > 0) {}
-        loop {
-            match self.events.try_recv() {
-                Ok(event) => out.push(event),
-                Err(mpsc::TryRecvError::Empty) => return Ok(true),
-                // The thread ended (it logged why): nothing more will come.
-                Err(mpsc::TryRecvError::Disconnected) => return Ok(false),
-            }
-        }
+        self.events.drain(out)
     }
 }
 
@@ -122,12 +112,9 @@ pub(crate) fn start(
     book: Arc<NameBook>,
     audit_only: bool,
 ) -> anyhow::Result<ResolverSource> {
-    let (wake_r, wake_w) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
-            .context("resolver wake pipe")?;
+    let (sender, events) = channel()?;
     let (stop_r, stop_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("resolver stop pipe")?;
-    let (tx, rx) = mpsc::channel();
     plan.udp.set_nonblocking(true)?;
     plan.tcp.set_nonblocking(true)?;
     let mut server = Server {
@@ -136,16 +123,14 @@ pub(crate) fn start(
         book,
         audit_only,
         grants: HashMap::new(),
-        events: tx,
-        wake: wake_w,
+        events: sender,
     };
     std::thread::Builder::new()
         .name("agentbox-dns".into())
         .spawn(move || server.run(&stop_r))
         .context("resolver thread")?;
     Ok(ResolverSource {
-        wake: wake_r,
-        events: rx,
+        events,
         _stop: stop_w,
     })
 }
@@ -159,8 +144,7 @@ struct Server {
     book: Arc<NameBook>,
     audit_only: bool,
     grants: HashMap<IpAddr, AddrGrants>,
-    events: mpsc::Sender<Event>,
-    wake: OwnedFd,
+    events: EventSender,
 }
 
 impl Server {
@@ -371,9 +355,7 @@ impl Server {
                 qtype,
             },
         });
-        if self.events.send(event).is_ok() {
-            let _ = nix::unistd::write(&self.wake, &[1]);
-        }
+        self.events.send(event);
     }
 }
 

@@ -39,6 +39,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
+use crate::approval::Gate;
 use crate::audit::Object;
 use crate::layers::dns::resolver::{name_note, GrantSink, NameBook};
 use crate::policy::{Coverage, Guarantee, Layer, Policy, Status, SyscallGroup};
@@ -113,6 +114,8 @@ pub(crate) struct Mediation {
     /// Host-name rules judged here (unprivileged): port 53 goes to the sandbox's resolver,
     /// and the addresses it handed out are open.
     dns: Option<DnsGate>,
+    /// `network.unknown = "ask"`: a connect no rule allows or denies goes to the approver.
+    ask: Option<Arc<Gate>>,
 }
 
 /// The supervisor's share of the DNS layer where no kernel layer has it: the resolver's
@@ -169,6 +172,13 @@ pub(crate) enum Verdict {
     Fail(i32),
     /// Connect the agent's socket `fd` to this destination on its behalf.
     Connect { fd: i32, target: Target },
+    /// Put the connect to the approver; connect from `addr` (our copy) if it allows.
+    Ask {
+        fd: i32,
+        addr: Vec<u8>,
+        destination: String,
+        object: Object,
+    },
     /// Add a watch for the pinned file to the agent's inotify instance `fd`.
     Watch { fd: i32, file: OwnedFd, mask: u32 },
     /// Send this datagram from the agent's socket `fd` on its behalf.
@@ -242,7 +252,54 @@ impl Mediation {
             deny: deny.build()?,
             deny_globs: fs.deny.iter().map(|g| g.pattern.clone()).collect(),
             dns,
+            ask: None,
         })
+    }
+
+    /// Connects no rule decides are put to `gate` (needs the supervisor's own address
+    /// checks: `Needs::check_ip`).
+    pub(crate) fn with_ask(mut self, gate: Option<Arc<Gate>>) -> Self {
+        self.ask = gate;
+        self
+    }
+
+    /// The approvals of this sandbox, if it asks.
+    pub(crate) fn gate(&self) -> Option<&Arc<Gate>> {
+        self.ask.as_ref()
+    }
+
+    /// The lease key of an unknown destination the approver may be asked about: `None` when
+    /// nothing asks, or when a deny rule (the profile's or agentbox's own: loopback,
+    /// metadata) covers it, since a denied destination is never put to a person.
+    fn askable(&self, addr: &[u8], proto: u8) -> Option<String> {
+        self.ask.as_ref()?;
+        let rules = self.net.as_ref()?;
+        let (ip, port) = ip_of(addr)?;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        let denied = rules.deny.iter().chain(&rules.default_deny).any(|r| {
+            let net = match r.net {
+                ebpf_probes::ipnet::IpNet::V6(v6) => v6
+                    .addr()
+                    .to_ipv4_mapped()
+                    .filter(|_| v6.prefix_len() >= 96)
+                    .and_then(|a| ebpf_probes::ipnet::Ipv4Net::new(a, v6.prefix_len() - 96).ok())
+                    .map_or(r.net, ebpf_probes::ipnet::IpNet::V4),
+                other => other,
+            };
+            net.contains(&ip) && r.ports.contains(port) && r.protos & proto == proto
+        });
+        if denied {
+            return None;
+        }
+        let proto = if proto == ebpf_probes::PROTO_UDP {
+            "udp"
+        } else {
+            "tcp"
+        };
+        Some(format!("{proto} {}", net_target(ip, port)))
     }
 
     /// Whether the filter may let a connect() with an IP-sized address (16 or 28 bytes: the
@@ -349,6 +406,23 @@ impl Mediation {
                     Verdict::Continue if self.net.is_some() => Verdict::Connect {
                         fd,
                         target: Target::Addr(addr.to_vec()),
+                    },
+                    Verdict::Deny { rule, object } => match self.askable(addr, proto) {
+                        Some(destination)
+                            if self.ask.as_ref().is_some_and(|g| g.leased(&destination)) =>
+                        {
+                            Verdict::Connect {
+                                fd,
+                                target: Target::Addr(addr.to_vec()),
+                            }
+                        }
+                        Some(destination) => Verdict::Ask {
+                            fd,
+                            addr: addr.to_vec(),
+                            destination,
+                            object,
+                        },
+                        None => Verdict::Deny { rule, object },
                     },
                     other => other,
                 };

@@ -232,6 +232,36 @@ impl Notifier {
                 })?;
                 Ok(None)
             }
+            // Held on a thread of its own until the approver decides; the connect, if
+            // allowed, is made from our copy of the address (what was asked is what runs).
+            Verdict::Ask {
+                fd,
+                addr,
+                destination,
+                object,
+            } => {
+                let Some(gate) = mediation.gate().cloned() else {
+                    self.respond_raw(notif.id, 0, -libc::EPERM, 0)?;
+                    return Ok(None);
+                };
+                let info = ProcInfo::read(tid);
+                let request = crate::approval::Request {
+                    id: 0,
+                    kind: "net".into(),
+                    destination,
+                    pid: info.tgid.unwrap_or(tid),
+                    exe: info.exe.clone(),
+                    tree: process_tree(tid, info.ppid),
+                };
+                self.perform(notif, move |tgid| {
+                    if gate.ask(request, object) {
+                        mediate::connect_on_behalf(tgid, fd, &mediate::Target::Addr(addr))
+                    } else {
+                        -i64::from(libc::EPERM)
+                    }
+                })?;
+                Ok(None)
+            }
             // Never blocks: answered here, without a thread (file watchers add thousands).
             Verdict::Watch { fd, file, mask } => {
                 let tgid = ProcInfo::read(tid).tgid.unwrap_or(tid);
@@ -376,6 +406,23 @@ impl Notifier {
             Action::Denied | Action::Killed => self.respond_raw(id, 0, -libc::EPERM, 0),
         }
     }
+}
+
+/// `pid exe` of `pid`'s ancestors inside the sandbox (its pid namespace), nearest first, up
+/// to eight: what the approver sees, never the host's processes above the sandbox.
+fn process_tree(pid: i32, mut ppid: Option<i32>) -> Vec<String> {
+    let ns = |pid: i32| fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+    let sandbox = ns(pid);
+    let mut tree = Vec::new();
+    while let Some(pid) = ppid.filter(|p| *p > 1 && tree.len() < 8) {
+        if sandbox.is_none() || ns(pid) != sandbox {
+            break;
+        }
+        let info = ProcInfo::read(pid);
+        tree.push(format!("{pid} {}", info.exe.as_deref().unwrap_or("?")));
+        ppid = info.ppid;
+    }
+    tree
 }
 
 /// A seccomp-layer denial of process `pid` (with what /proc said about it).

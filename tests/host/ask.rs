@@ -1,0 +1,354 @@
+//! `--ask net`: a connect no rule allows or denies is held until the approver decides,
+//! through the approval socket (a test client here) or the non-interactive backend. Root and
+//! unprivileged.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use agentbox_tests::{host_address, wait_until, Attempt, RunAs, RunResult, Scenario, TcpServer};
+use serde_json::Value;
+
+const EPERM: Attempt = Attempt::Err(libc::EPERM);
+
+/// A directory for the approval socket outside every tree of the sandbox, owned by the
+/// user agentbox runs as.
+fn socket_dir(s: &Scenario) -> PathBuf {
+    let dir = s.root().join("approvals");
+    std::fs::create_dir_all(&dir).unwrap();
+    if s.run_as == RunAs::Nobody {
+        std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+    }
+    dir
+}
+
+/// Answers each request with the next of `answers` (after `delay`), and returns what it was
+/// asked, once the socket closes.
+fn approver(
+    path: PathBuf,
+    answers: Vec<Value>,
+    delay: Duration,
+) -> std::thread::JoinHandle<Vec<Value>> {
+    std::thread::spawn(move || {
+        assert!(
+            wait_until(Duration::from_secs(30), || path.exists()),
+            "approval socket {} never appeared",
+            path.display()
+        );
+        let stream = UnixStream::connect(&path).expect("connect to the approval socket");
+        let mut writer = stream.try_clone().unwrap();
+        let mut asked = Vec::new();
+        let mut answers = answers.into_iter();
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            let request: Value = serde_json::from_str(&line).expect("a JSON line");
+            if request["type"] != "request" {
+                continue;
+            }
+            std::thread::sleep(delay);
+            let mut answer = answers
+                .next()
+                .unwrap_or(serde_json::json!({"decision": "deny"}));
+            answer["id"] = request["id"].clone();
+            writeln!(writer, "{answer}").unwrap();
+            asked.push(request);
+        }
+        asked
+    })
+}
+
+fn ask_args<'a>(socket: &'a str, timeout: &'a str) -> Vec<&'a str> {
+    vec![
+        "-q",
+        "--ask",
+        "net",
+        "--approver",
+        socket,
+        "--ask-timeout",
+        timeout,
+    ]
+}
+
+fn approvals<'a>(r: &'a RunResult, stage: &str) -> Vec<&'a Value> {
+    r.records_of("approval")
+        .into_iter()
+        .filter(|a| a["stage"] == stage)
+        .collect()
+}
+
+fn check_socket(run_as: RunAs) {
+    let ip = host_address()
+        .expect("an address on a default route")
+        .to_string();
+    let server = TcpServer::start("0.0.0.0");
+    let port = server.port;
+    let s = Scenario::new(run_as);
+    let path = socket_dir(&s).join("a.sock");
+    let once = serde_json::json!({"decision": "allow", "scope": "once"});
+    let deny = serde_json::json!({"decision": "deny"});
+    let lease = serde_json::json!({"decision": "allow", "scope": "sandbox"});
+    let client = approver(path.clone(), vec![once, deny, lease], Duration::ZERO);
+    let socket = format!("socket:{}", path.display());
+    let r = s.run_probe(
+        &ask_args(&socket, "20"),
+        &format!(
+            "attempt('first', connect('{ip}', {port}))\n\
+             attempt('second', connect('{ip}', {port}))\n\
+             attempt('third', connect('{ip}', {port}))\n\
+             attempt('leased', connect('{ip}', {port}))\n"
+        ),
+    );
+    let asked = client.join().expect("approver thread");
+    assert_eq!(r.code(), Some(0), "{}", r.dump());
+    assert_eq!(r.attempt("first"), Attempt::Ok, "{}", r.dump());
+    assert_eq!(r.attempt("second"), EPERM, "once means once: {}", r.dump());
+    assert_eq!(r.attempt("third"), Attempt::Ok, "{}", r.dump());
+    assert_eq!(r.attempt("leased"), Attempt::Ok, "{}", r.dump());
+    // Asked three times (the lease answers the fourth), each naming the destination and the
+    // process.
+    assert_eq!(asked.len(), 3, "{asked:?}");
+    for request in &asked {
+        assert_eq!(
+            request["destination"],
+            format!("tcp {ip}:{port}"),
+            "{request}"
+        );
+        assert!(
+            request["exe"]
+                .as_str()
+                .unwrap()
+                .starts_with("/usr/bin/python3"),
+            "{request}"
+        );
+        // The tree stops at the sandbox: none of the host's processes above it.
+        assert!(
+            !request["tree"].to_string().contains("/deps/")
+                && !request["tree"].to_string().contains("cargo"),
+            "{request}"
+        );
+        assert!(request["pid"].as_i64().unwrap() > 0, "{request}");
+    }
+    assert!(
+        wait_until(Duration::from_secs(2), || server.accepted() == 3),
+        "three approved connections arrived ({})",
+        server.accepted()
+    );
+    // In the chain: three requests, two grants naming who decided, one refusal.
+    assert_eq!(approvals(&r, "requested").len(), 3, "{}", r.dump());
+    let granted = approvals(&r, "granted");
+    assert_eq!(granted.len(), 2, "{}", r.dump());
+    assert!(
+        granted
+            .iter()
+            .all(|g| g["by"].as_str().unwrap().starts_with("socket (uid ")),
+        "{}",
+        r.dump()
+    );
+    assert_eq!(granted[1]["scope"], "sandbox", "{}", r.dump());
+    let refused = r.denials_of("approval");
+    assert_eq!(refused.len(), 1, "{}", r.dump());
+    assert!(
+        refused[0]["rule"]
+            .as_str()
+            .unwrap()
+            .contains("refused by socket"),
+        "{}",
+        r.dump()
+    );
+    assert!(!path.exists(), "the approval socket is removed at the end");
+}
+
+#[test]
+fn ask_net_through_the_approval_socket_once_deny_and_lease() {
+    for run_as in RunAs::all() {
+        check_socket(run_as);
+    }
+}
+
+/// Non-interactive (the default approver) and an approver that never answers: both refuse,
+/// and the refusal says why.
+#[test]
+fn ask_net_refuses_without_an_approver_and_on_timeout() {
+    let ip = host_address()
+        .expect("an address on a default route")
+        .to_string();
+    let server = TcpServer::start("0.0.0.0");
+    let port = server.port;
+    for run_as in RunAs::all() {
+        let s = Scenario::new(run_as);
+        let probe = format!("attempt('asked', connect('{ip}', {port}))\n");
+        let r = s.run_probe(&ask_args("deny", "5"), &probe);
+        assert_eq!(r.attempt("asked"), EPERM, "{}", r.dump());
+        let refused = r.denials_of("approval");
+        assert_eq!(refused.len(), 1, "{}", r.dump());
+        assert!(
+            refused[0]["rule"]
+                .as_str()
+                .unwrap()
+                .contains("non-interactive"),
+            "{}",
+            r.dump()
+        );
+        // A socket nobody answers on: refused when the time is up.
+        let path = socket_dir(&s).join("silent.sock");
+        let socket = format!("socket:{}", path.display());
+        let r = s.run_probe(&ask_args(&socket, "1"), &probe);
+        assert_eq!(r.attempt("asked"), EPERM, "{}", r.dump());
+        let refused = r.denials_of("approval");
+        assert!(
+            refused.len() == 1 && refused[0]["rule"].as_str().unwrap().contains("timeout"),
+            "{}",
+            r.dump()
+        );
+    }
+    assert_eq!(server.accepted(), 0, "nothing got through");
+}
+
+/// What was approved is what runs: a thread rewrites the address in the agent's memory while
+/// the request waits; the connection goes where the request said.
+#[test]
+fn ask_net_connects_to_what_was_approved_whatever_the_agent_rewrites() {
+    let ip = host_address()
+        .expect("an address on a default route")
+        .to_string();
+    let asked_for = TcpServer::start("0.0.0.0");
+    let swapped_in = TcpServer::start("0.0.0.0");
+    for run_as in RunAs::all() {
+        let s = Scenario::new(run_as);
+        let path = socket_dir(&s).join("race.sock");
+        let allow = serde_json::json!({"decision": "allow", "scope": "once"});
+        // The approver answers after a second: the swapping thread has run meanwhile.
+        let client = approver(path.clone(), vec![allow], Duration::from_secs(1));
+        let socket = format!("socket:{}", path.display());
+        let r = s.run_probe(
+            &ask_args(&socket, "20"),
+            &format!(
+                "import ctypes, struct\n\
+                 libc = ctypes.CDLL(None, use_errno=True)\n\
+                 def sockaddr(port):\n\
+                 \x20   return struct.pack('!HH4s8x', socket.AF_INET, port, socket.inet_aton('{ip}'))\n\
+                 buf = ctypes.create_string_buffer(sockaddr({a}), 16)\n\
+                 buf[0:2] = struct.pack('=H', socket.AF_INET)\n\
+                 def swap():\n\
+                 \x20   time.sleep(0.3)\n\
+                 \x20   for _ in range(2000):\n\
+                 \x20       buf[2:4] = struct.pack('!H', {b})\n\
+                 \x20       time.sleep(0.0005)\n\
+                 t = threading.Thread(target=swap)\n\
+                 t.start()\n\
+                 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)\n\
+                 rc = libc.connect(s.fileno(), buf, 16)\n\
+                 print('raced', 'ok' if rc == 0 else 'err', ctypes.get_errno(), flush=True)\n\
+                 t.join()\n\
+                 print('swapped_port', struct.unpack('!H', buf[2:4])[0], flush=True)\n",
+                a = asked_for.port,
+                b = swapped_in.port,
+            ),
+        );
+        let asked = client.join().expect("approver thread");
+        assert_eq!(r.code(), Some(0), "{}", r.dump());
+        assert!(r.stdout.contains("raced ok"), "{}", r.dump());
+        // The buffer really held the other port by the time the connect was made.
+        assert!(
+            r.stdout
+                .contains(&format!("swapped_port {}", swapped_in.port)),
+            "{}",
+            r.dump()
+        );
+        assert_eq!(asked.len(), 1, "{asked:?}");
+        assert_eq!(
+            asked[0]["destination"],
+            format!("tcp {ip}:{}", asked_for.port),
+            "{asked:?}"
+        );
+    }
+    let runs = RunAs::all().len();
+    assert!(
+        wait_until(Duration::from_secs(2), || asked_for.accepted() == runs),
+        "each approved connect reached the approved port ({})",
+        asked_for.accepted()
+    );
+    assert_eq!(swapped_in.accepted(), 0, "the swapped-in port got nothing");
+}
+
+/// The terminal prompt: agentbox runs with a pseudo-terminal as its controlling terminal
+/// (the test holds the other end), the agent's output goes to a pipe; the prompt appears on
+/// the terminal only, and the answer typed there decides.
+#[test]
+fn ask_net_on_the_terminal_prompts_there_and_never_in_the_agents_output() {
+    use std::os::fd::{AsRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    let ip = host_address()
+        .expect("an address on a default route")
+        .to_string();
+    let server = TcpServer::start("0.0.0.0");
+    let port = server.port;
+    let s = Scenario::new(RunAs::Current);
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    let (master, slave): (OwnedFd, OwnedFd) = (pty.master, pty.slave);
+    let log = s.next_log();
+    let cmd = agentbox_tests::probe_script(&format!(
+        "attempt('first', connect('{ip}', {port}))\n\
+         attempt('leased', connect('{ip}', {port}))\n"
+    ));
+    let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
+    let mut c = s.command(
+        &[
+            "-q",
+            "--ask",
+            "net",
+            "--approver",
+            "tty",
+            "--ask-timeout",
+            "20",
+        ],
+        &cmd,
+        &log,
+    );
+    let slave_fd = slave.as_raw_fd();
+    // SAFETY: between fork and exec only async-signal-safe calls: setsid and ioctl.
+    unsafe {
+        c.pre_exec(move || {
+            if libc::setsid() < 0 || libc::ioctl(slave_fd, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = c.spawn().expect("spawn agentbox");
+    drop(slave);
+    // Read the terminal until the prompt, answer "s" (this sandbox).
+    let mut seen = Vec::new();
+    let mut term = std::fs::File::from(master);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut byte = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("[d]eny?") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no prompt: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        use std::io::Read;
+        match term.read(&mut byte) {
+            Ok(n) if n > 0 => seen.extend_from_slice(&byte[..n]),
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    term.write_all(b"s\n").unwrap();
+    let r = s.finish(child, &log, Duration::from_secs(60));
+    let prompt = String::from_utf8_lossy(&seen).into_owned();
+    assert!(prompt.contains(&format!("tcp {ip}:{port}")), "{prompt}");
+    assert!(prompt.contains("/usr/bin/python3"), "{prompt}");
+    assert_eq!(r.attempt("first"), Attempt::Ok, "{}", r.dump());
+    assert_eq!(r.attempt("leased"), Attempt::Ok, "{}", r.dump());
+    assert!(
+        !r.stdout.contains("agentbox:") && !r.stderr.contains("[d]eny?"),
+        "{}",
+        r.dump()
+    );
+    let granted = approvals(&r, "granted");
+    assert_eq!(granted.len(), 1, "asked once, then leased: {}", r.dump());
+    assert_eq!(granted[0]["by"], "terminal", "{}", r.dump());
+    assert!(wait_until(Duration::from_secs(2), || server.accepted() == 2));
+}
