@@ -811,38 +811,9 @@ impl Grants {
         );
         let (host, verdicts) = host_entry(&rules, addr)?;
         let step = format!("granting {addr} to sandbox {}", state.id);
-        let shared = &state.shared;
-        match (host, verdicts) {
-            (IpNet::V4(net), verdicts) => {
-                let key = Net4Key {
-                    prefixlen: 32 + u32::from(net.prefix_len()),
-                    sandbox: state.id,
-                    addr: net.network().octets(),
-                };
-                match verdicts {
-                    Some(v) => run_libbpf(&step, || {
-                        shared
-                            .net4
-                            .update(bytes_of(&key), bytes_of(&v), MapFlags::ANY)
-                    })?,
-                    None => drop(shared.net4.delete(bytes_of(&key))),
-                }
-            }
-            (IpNet::V6(net), verdicts) => {
-                let key = Net6Key {
-                    prefixlen: 32 + u32::from(net.prefix_len()),
-                    sandbox: state.id,
-                    addr: net.network().octets(),
-                };
-                match verdicts {
-                    Some(v) => run_libbpf(&step, || {
-                        shared
-                            .net6
-                            .update(bytes_of(&key), bytes_of(&v), MapFlags::ANY)
-                    })?,
-                    None => drop(shared.net6.delete(bytes_of(&key))),
-                }
-            }
+        match verdicts {
+            Some(v) => run_libbpf(&step, || state.write_host(host, &v))?,
+            None => state.delete_host(host),
         }
         if !held.contains(&host) {
             held.push(host);
@@ -859,28 +830,52 @@ impl GrantState {
         let Some(hosts) = held.take() else { return };
         let registered = compile(&self.rules).unwrap_or_default();
         for host in hosts {
-            match host {
-                IpNet::V4(net) => {
-                    if registered.v4.iter().all(|(n, _)| *n != net) {
-                        let key = Net4Key {
-                            prefixlen: 32 + u32::from(net.prefix_len()),
-                            sandbox: self.id,
-                            addr: net.network().octets(),
-                        };
-                        let _ = self.shared.net4.delete(bytes_of(&key));
-                    }
-                }
-                IpNet::V6(net) => {
-                    if registered.v6.iter().all(|(n, _)| *n != net) {
-                        let key = Net6Key {
-                            prefixlen: 32 + u32::from(net.prefix_len()),
-                            sandbox: self.id,
-                            addr: net.network().octets(),
-                        };
-                        let _ = self.shared.net6.delete(bytes_of(&key));
-                    }
-                }
+            let registered_here = match host {
+                IpNet::V4(net) => registered.v4.iter().any(|(n, _)| *n == net),
+                IpNet::V6(net) => registered.v6.iter().any(|(n, _)| *n == net),
+            };
+            if !registered_here {
+                self.delete_host(host);
             }
+        }
+    }
+
+    /// Writes the trie entry of one host network (a /32 or /128) of this sandbox.
+    fn write_host(&self, host: IpNet, verdicts: &NetVerdicts) -> Result<(), libbpf_rs::Error> {
+        match host {
+            IpNet::V4(net) => self.shared.net4.update(
+                bytes_of(&self.key4(net)),
+                bytes_of(verdicts),
+                MapFlags::ANY,
+            ),
+            IpNet::V6(net) => self.shared.net6.update(
+                bytes_of(&self.key6(net)),
+                bytes_of(verdicts),
+                MapFlags::ANY,
+            ),
+        }
+    }
+
+    fn delete_host(&self, host: IpNet) {
+        let _ = match host {
+            IpNet::V4(net) => self.shared.net4.delete(bytes_of(&self.key4(net))),
+            IpNet::V6(net) => self.shared.net6.delete(bytes_of(&self.key6(net))),
+        };
+    }
+
+    fn key4(&self, net: ipnet::Ipv4Net) -> Net4Key {
+        Net4Key {
+            prefixlen: 32 + u32::from(net.prefix_len()),
+            sandbox: self.id,
+            addr: net.network().octets(),
+        }
+    }
+
+    fn key6(&self, net: ipnet::Ipv6Net) -> Net6Key {
+        Net6Key {
+            prefixlen: 32 + u32::from(net.prefix_len()),
+            sandbox: self.id,
+            addr: net.network().octets(),
         }
     }
 }

@@ -343,23 +343,14 @@ impl Mediation {
             libc::SYS_sendto if args[4] != 0 => match read_sockaddr(&mem, args[4], args[5]) {
                 // A datagram the supervisor checked is sent from its copy: no thread can
                 // change the address in between. A query to port 53 goes to the resolver.
-                Ok(addr) => match self
-                    .dns_target(&addr)
-                    .map_or_else(|| self.send(&addr), |_| Verdict::Continue)
-                {
-                    Verdict::Continue if self.net.is_some() && is_ip(&addr) => {
-                        let len = (args[2] as usize).min(DATAGRAM_MAX);
-                        match read_exact_at(&mem, args[1], len) {
-                            Ok(data) => Verdict::SendTo {
-                                fd: args[0] as i32,
-                                data,
-                                flags: args[3] as i32,
-                                addr: self.dns_target(&addr).unwrap_or(addr),
-                            },
-                            Err(errno) => Verdict::Fail(errno),
+                Ok(addr) => match self.dns_target(&addr) {
+                    Some(resolver) => self.send_copy(&mem, args, resolver),
+                    None => match self.send(&addr) {
+                        Verdict::Continue if self.net.is_some() && is_ip(&addr) => {
+                            self.send_copy(&mem, args, addr)
                         }
-                    }
-                    other => other,
+                        other => other,
+                    },
                 },
                 Err(errno) => Verdict::Fail(errno),
             },
@@ -386,6 +377,21 @@ impl Mediation {
         }
     }
 
+    /// A datagram of sendto() (`args`) sent by the supervisor to `addr`, from its own copy of
+    /// the data.
+    fn send_copy(&self, mem: &fs::File, args: &[u64; 6], addr: Vec<u8>) -> Verdict {
+        let len = (args[2] as usize).min(DATAGRAM_MAX);
+        match read_exact_at(mem, args[1], len) {
+            Ok(data) => Verdict::SendTo {
+                fd: args[0] as i32,
+                data,
+                flags: args[3] as i32,
+                addr,
+            },
+            Err(errno) => Verdict::Fail(errno),
+        }
+    }
+
     fn connect(&self, tid: i32, fd: i32, addr: &[u8]) -> Verdict {
         match family(addr) {
             Some(libc::AF_UNIX) => {}
@@ -396,10 +402,17 @@ impl Mediation {
                         target: Target::Addr(to),
                     };
                 }
-                let proto = match socket_type(tid, fd) {
-                    Ok(libc::SOCK_DGRAM) => ebpf_probes::PROTO_UDP,
-                    Ok(_) => ebpf_probes::PROTO_TCP,
-                    Err(errno) => return Verdict::Fail(errno),
+                // Only the resolver's grants and the approver's leases are per protocol (the
+                // profile's address rules cover TCP and UDP alike): the socket's type, which
+                // costs a pidfd_getfd, is looked up only where one of them can decide.
+                let proto = if self.net.is_some() && (self.dns.is_some() || self.ask.is_some()) {
+                    match socket_type(tid, fd) {
+                        Ok(libc::SOCK_DGRAM) => ebpf_probes::PROTO_UDP,
+                        Ok(_) => ebpf_probes::PROTO_TCP,
+                        Err(errno) => return Verdict::Fail(errno),
+                    }
+                } else {
+                    ebpf_probes::PROTO_TCP
                 };
                 return match self.ip(addr, proto) {
                     // Checked here: connect from our copy of the address.
