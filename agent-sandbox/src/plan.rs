@@ -8,7 +8,7 @@
 //! gaps are returned for the launch report).
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
@@ -369,44 +369,76 @@ impl Plan {
         let Some((gate, _)) = &self.approvals else {
             return Ok(None);
         };
-        match backend {
-            crate::approval::Backend::Deny => {
-                gate.set_approver(Box::new(crate::approval::DenyAll), timeout);
-                Ok(None)
-            }
-            crate::approval::Backend::Tty => {
+        let mut socket = None;
+        let approver = self.approver(backend, &mut socket)?;
+        gate.set_approver(approver, timeout);
+        Ok(socket)
+    }
+
+    /// Builds `backend`; a person's prompts (terminal, socket) are rate-limited.
+    fn approver(
+        &self,
+        backend: crate::approval::Backend,
+        socket: &mut Option<PathBuf>,
+    ) -> anyhow::Result<Box<dyn crate::approval::Approver>> {
+        use crate::approval::{Backend, RateLimited};
+        Ok(match backend {
+            Backend::Deny => Box::new(crate::approval::DenyAll),
+            Backend::Tty => {
                 if self.policy.process.share_tty {
                     anyhow::bail!(
                         "--approver tty with a shared terminal (`share_tty`): the agent could \
                          answer its own prompt; use --approver socket"
                     );
                 }
-                let approver = crate::approval::tty::TtyApprover::open()?;
-                gate.set_approver(Box::new(approver), timeout);
-                Ok(None)
+                let tty = crate::approval::tty::TtyApprover::open()?;
+                Box::new(RateLimited::prompts(Box::new(tty)))
             }
-            crate::approval::Backend::Socket(path) => {
-                let fs = &self.policy.filesystem;
-                let dir = path.parent().unwrap_or(&path);
-                if let Some(tree) = fs
-                    .read
-                    .iter()
-                    .chain(&fs.write)
-                    .chain(&fs.exec)
-                    .find(|t| dir.starts_with(t))
-                {
-                    anyhow::bail!(
-                        "the approval socket {} is inside {}, which the agent can reach: it                          could approve its own requests; put it elsewhere (--approver                          socket:PATH)",
-                        path.display(),
-                        tree.display()
-                    );
+            Backend::Socket(path) => {
+                self.outside_agent_trees(&path, "the approval socket", false)?;
+                if socket.is_some() {
+                    anyhow::bail!("--approver: one approval socket per run");
                 }
                 let approver = crate::approval::socket::SocketApprover::bind(&path)?;
-                let shown = approver.path().to_path_buf();
-                gate.set_approver(Box::new(approver), timeout);
-                Ok(Some(shown))
+                *socket = Some(approver.path().to_path_buf());
+                Box::new(RateLimited::prompts(Box::new(approver)))
             }
+            Backend::Rules(path) => {
+                // Read once, now: the agent cannot change this run's rules, and it must not
+                // be able to write the next run's either.
+                self.outside_agent_trees(&path, "the approval rules", true)?;
+                Box::new(crate::approval::rules::RulesApprover::load(&path)?)
+            }
+            Backend::Chain { members, all } => Box::new(crate::approval::Chain {
+                members: members
+                    .into_iter()
+                    .map(|m| self.approver(m, socket))
+                    .collect::<anyhow::Result<_>>()?,
+                all,
+            }),
+        })
+    }
+
+    /// Refuses `path` where the agent could reach it (only its writable trees if
+    /// `write_only`): it could approve its own requests.
+    fn outside_agent_trees(&self, path: &Path, what: &str, write_only: bool) -> anyhow::Result<()> {
+        let fs = &self.policy.filesystem;
+        let dir = path.parent().unwrap_or(path);
+        let reach: Vec<&PathBuf> = if write_only {
+            fs.write.iter().collect()
+        } else {
+            fs.read.iter().chain(&fs.write).chain(&fs.exec).collect()
+        };
+        if let Some(tree) = reach.into_iter().find(|t| dir.starts_with(t)) {
+            anyhow::bail!(
+                "{what} {} is inside {}, which the agent can {}: it could approve its own \
+                 requests; put it elsewhere",
+                path.display(),
+                tree.display(),
+                if write_only { "write" } else { "reach" }
+            );
         }
+        Ok(())
     }
 
     /// The policy this plan enforces.

@@ -100,7 +100,10 @@ pub(crate) struct RunArgs {
 
     /// Who decides what is asked: `tty` (a prompt on your terminal, whatever the agent's
     /// stdio is), `socket` (JSON lines on a UNIX socket next to the audit log, for an IDE or
-    /// agent front end), `socket:PATH`, or `deny` (non-interactive: refuse and report).
+    /// agent front end), `socket:PATH`, `rules:FILE` (a policy file of rules, for unattended
+    /// runs), or `deny` (non-interactive: refuse and report). Several joined by commas ask in
+    /// turn until one decides (`rules:ci.toml,tty`); led by `all:`, every one must allow.
+    /// Prompts are limited to 10 a minute; beyond that requests are refused.
     #[arg(long = "approver", value_name = "BACKEND", default_value = "deny")]
     pub approver: String,
 
@@ -564,26 +567,16 @@ pub(crate) fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
     tracing::debug!(elapsed = ?started.elapsed(), "plan built");
     let gaps = plan.check(args.best_effort).map_err(discard)?;
     if plan.asks() {
-        let backend = match args.approver.as_str() {
-            "deny" => agent_sandbox::approval::Backend::Deny,
-            "tty" => agent_sandbox::approval::Backend::Tty,
-            "socket" => {
-                agent_sandbox::approval::Backend::Socket(log_path.with_extension("approve.sock"))
-            }
-            other => match other.strip_prefix("socket:") {
-                Some(path) => agent_sandbox::approval::Backend::Socket(absolute(Path::new(path))?),
-                None => {
-                    let _ = discard(anyhow!("bad --approver"));
-                    anyhow::bail!(
-                        "--approver {other}: write `tty`, `deny`, `socket` or `socket:PATH`"
-                    )
-                }
-            },
-        };
+        let backend = agent_sandbox::approval::Backend::parse(
+            &args.approver,
+            &log_path.with_extension("approve.sock"),
+        )
+        .map_err(discard)?;
         let shown = backend.clone();
         let socket = plan
             .set_approver(backend, std::time::Duration::from_secs(args.ask_timeout))
             .map_err(discard)?;
+        use agent_sandbox::approval::Backend;
         match (socket, shown) {
             (Some(path), _) => eprintln!(
                 "agentbox: approvals: connect to {} (JSON lines, docs/approvals.md); {}s per \
@@ -591,9 +584,14 @@ pub(crate) fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
                 path.display(),
                 args.ask_timeout
             ),
-            (None, _) if !args.quiet => eprintln!(
+            (None, Backend::Deny) if !args.quiet => eprintln!(
                 "agentbox: network.unknown = ask, approver `deny`: every unknown destination \
                  is refused and logged (--approver socket to decide them)"
+            ),
+            (None, Backend::Rules(_) | Backend::Chain { .. }) if !args.quiet => eprintln!(
+                "agentbox: approvals decided by --approver {}; a request nothing decides is \
+                 refused and logged",
+                args.approver
             ),
             _ => {}
         }

@@ -352,3 +352,112 @@ fn ask_net_on_the_terminal_prompts_there_and_never_in_the_agents_output() {
     assert_eq!(granted[0]["by"], "terminal", "{}", r.dump());
     assert!(wait_until(Duration::from_secs(2), || server.accepted() == 2));
 }
+
+/// `--approver rules:FILE,socket`: the policy file decides what it names without asking
+/// anyone; what it does not name goes on to the socket; alone, it refuses what it does not
+/// name. A rules file the agent could write is refused at start.
+#[test]
+fn ask_net_policy_file_decides_unattended_and_hands_the_rest_on() {
+    let ip = host_address()
+        .expect("an address on a default route")
+        .to_string();
+    let allowed = TcpServer::start("0.0.0.0");
+    let denied = TcpServer::start("0.0.0.0");
+    let unnamed = TcpServer::start("0.0.0.0");
+    let rules_text = format!(
+        "[[rule]]\n\
+         destination = \"tcp {ip}:{a}\"\n\
+         exe = \"/usr/bin/python3*\"\n\
+         decision = \"allow\"\n\
+         scope = \"sandbox\"\n\
+         [[rule]]\n\
+         destination = \"tcp {ip}:{d}\"\n\
+         decision = \"deny\"\n",
+        a = allowed.port,
+        d = denied.port
+    );
+    let probe = format!(
+        "attempt('allowed', connect('{ip}', {a}))\n\
+         attempt('allowed_again', connect('{ip}', {a}))\n\
+         attempt('denied', connect('{ip}', {d}))\n\
+         attempt('unnamed', connect('{ip}', {u}))\n",
+        a = allowed.port,
+        d = denied.port,
+        u = unnamed.port
+    );
+    for run_as in RunAs::all() {
+        let s = Scenario::new(run_as);
+        let rules = socket_dir(&s).join("approvals.toml");
+        std::fs::write(&rules, &rules_text).unwrap();
+        let path = socket_dir(&s).join("chain.sock");
+        let once = serde_json::json!({"decision": "allow", "scope": "once"});
+        let client = approver(path.clone(), vec![once], Duration::ZERO);
+        let chain = format!("rules:{},socket:{}", rules.display(), path.display());
+        let r = s.run_probe(&ask_args(&chain, "20"), &probe);
+        let asked = client.join().expect("approver thread");
+        assert_eq!(r.code(), Some(0), "{}", r.dump());
+        assert_eq!(r.attempt("allowed"), Attempt::Ok, "{}", r.dump());
+        assert_eq!(r.attempt("allowed_again"), Attempt::Ok, "{}", r.dump());
+        assert_eq!(r.attempt("denied"), EPERM, "{}", r.dump());
+        assert_eq!(r.attempt("unnamed"), Attempt::Ok, "{}", r.dump());
+        // Only the destination the file does not name reached the person at the socket.
+        assert_eq!(asked.len(), 1, "{asked:?}");
+        assert_eq!(
+            asked[0]["destination"],
+            format!("tcp {ip}:{}", unnamed.port)
+        );
+        let by: Vec<&str> = approvals(&r, "granted")
+            .iter()
+            .map(|g| g["by"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            by.len(),
+            2,
+            "the lease answers the second connect: {}",
+            r.dump()
+        );
+        assert!(by[0].contains("approvals.toml (rule 1)"), "{by:?}");
+        assert!(by[1].starts_with("socket (uid "), "{by:?}");
+        let refused = r.denials_of("approval");
+        assert_eq!(refused.len(), 1, "{}", r.dump());
+        assert!(
+            refused[0]["rule"].as_str().unwrap().contains("(rule 2)"),
+            "{}",
+            r.dump()
+        );
+
+        // The file alone: what it does not name is refused, and the refusal says so.
+        let alone = format!("rules:{}", rules.display());
+        let r = s.run_probe(
+            &ask_args(&alone, "5"),
+            &format!("attempt('unnamed', connect('{ip}', {}))\n", unnamed.port),
+        );
+        assert_eq!(r.attempt("unnamed"), EPERM, "{}", r.dump());
+        let refused = r.denials_of("approval");
+        assert!(
+            refused.len() == 1
+                && refused[0]["rule"]
+                    .as_str()
+                    .unwrap()
+                    .contains("no decision (rules "),
+            "{}",
+            r.dump()
+        );
+
+        // In the workspace the agent could rewrite it for the next run: refused at start.
+        let inside = s.plant_in_workspace("approvals.toml", &rules_text);
+        let bad = format!("rules:{}", inside.display());
+        let r = s.run_probe(&ask_args(&bad, "5"), "print('started')\n");
+        assert_ne!(r.code(), Some(0), "{}", r.dump());
+        assert!(!r.stdout.contains("started"), "{}", r.dump());
+        assert!(
+            r.stderr.contains("which the agent can write"),
+            "{}",
+            r.dump()
+        );
+    }
+    let runs = RunAs::all().len();
+    assert_eq!(allowed.accepted(), 2 * runs);
+    assert_eq!(denied.accepted(), 0);
+    assert_eq!(unnamed.accepted(), runs);
+}

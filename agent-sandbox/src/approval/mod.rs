@@ -9,10 +9,11 @@
 //! one is open wait for its answer (asked once). Every request, grant and refusal is an
 //! event in the audit chain, naming who decided.
 
+pub(crate) mod rules;
 pub(crate) mod socket;
 pub(crate) mod tty;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
@@ -73,9 +74,13 @@ impl Decision {
     }
 }
 
-/// A decision backend. `decide` blocks until an answer or `timeout`; an error denies.
+/// A decision backend. `decide` blocks until an answer or `timeout`; an error denies;
+/// `None` is no opinion (a policy file with no matching rule), left to the next backend of a
+/// chain, and refused if none decides.
 pub(crate) trait Approver: Send + Sync {
-    fn decide(&self, request: &Request, timeout: Duration) -> anyhow::Result<Decision>;
+    fn decide(&self, request: &Request, timeout: Duration) -> anyhow::Result<Option<Decision>>;
+    /// For the message when nothing decided: `rules /etc/agentbox/approvals.toml`.
+    fn name(&self) -> String;
 }
 
 /// Non-interactive (CI, systemd): every request denied, and reported.
@@ -83,8 +88,106 @@ pub(crate) trait Approver: Send + Sync {
 pub(crate) struct DenyAll;
 
 impl Approver for DenyAll {
-    fn decide(&self, _request: &Request, _timeout: Duration) -> anyhow::Result<Decision> {
-        Ok(Decision::deny("non-interactive (no approver)"))
+    fn decide(&self, _request: &Request, _timeout: Duration) -> anyhow::Result<Option<Decision>> {
+        Ok(Some(Decision::deny("non-interactive (no approver)")))
+    }
+    fn name(&self) -> String {
+        "deny".into()
+    }
+}
+
+/// Several backends (`--approver rules:FILE,tty`): the first decisive answer wins, or, with
+/// `all`, every backend that answers must allow (any refusal refuses; the narrowest scope
+/// and the shortest expiry win). They share the request's time, in order.
+pub(crate) struct Chain {
+    pub(crate) members: Vec<Box<dyn Approver>>,
+    pub(crate) all: bool,
+}
+
+impl Approver for Chain {
+    fn decide(&self, request: &Request, timeout: Duration) -> anyhow::Result<Option<Decision>> {
+        let deadline = Instant::now() + timeout;
+        let mut agreed: Option<Decision> = None;
+        for member in &self.members {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(d) = member.decide(request, left)? else {
+                continue;
+            };
+            if !self.all || !d.allow {
+                return Ok(Some(d));
+            }
+            agreed = Some(match agreed {
+                None => d,
+                Some(a) => Decision {
+                    allow: true,
+                    scope: if a.scope == Scope::Once || d.scope == Scope::Once {
+                        Scope::Once
+                    } else {
+                        Scope::Sandbox
+                    },
+                    expires: match (a.expires, d.expires) {
+                        (Some(x), Some(y)) => Some(x.min(y)),
+                        (x, y) => x.or(y),
+                    },
+                    by: format!("{} and {}", a.by, d.by),
+                },
+            });
+        }
+        Ok(agreed)
+    }
+    fn name(&self) -> String {
+        let names: Vec<String> = self.members.iter().map(|m| m.name()).collect();
+        names.join(if self.all { " and " } else { ", then " })
+    }
+}
+
+/// A person answers prompts: at most `max` of them in any `window`; beyond that requests
+/// are refused without a prompt (an agent looping over new destinations cannot bury the
+/// user in prompts until one is approved by fatigue).
+pub(crate) struct RateLimited {
+    pub(crate) inner: Box<dyn Approver>,
+    pub(crate) max: usize,
+    pub(crate) window: Duration,
+    pub(crate) recent: Mutex<VecDeque<Instant>>,
+}
+
+impl RateLimited {
+    /// Ten prompts a minute: more than a person reads with care.
+    pub(crate) fn prompts(inner: Box<dyn Approver>) -> RateLimited {
+        RateLimited {
+            inner,
+            max: 10,
+            window: Duration::from_secs(60),
+            recent: Mutex::new(VecDeque::new()),
+        }
+    }
+}
+
+impl Approver for RateLimited {
+    fn decide(&self, request: &Request, timeout: Duration) -> anyhow::Result<Option<Decision>> {
+        {
+            let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+            let now = Instant::now();
+            while recent
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= self.window)
+            {
+                recent.pop_front();
+            }
+            if recent.len() >= self.max {
+                return Ok(Some(Decision::deny(format!(
+                    "rate limit ({} prompts in {}s to {})",
+                    self.max,
+                    self.window.as_secs(),
+                    self.inner.name()
+                ))));
+            }
+            recent.push_back(now);
+        }
+        self.inner.decide(request, timeout)
+    }
+    fn name(&self) -> String {
+        self.inner.name()
     }
 }
 
@@ -97,6 +200,49 @@ pub enum Backend {
     Socket(std::path::PathBuf),
     /// A prompt on the user's terminal, `/dev/tty` ([`tty`]).
     Tty,
+    /// A policy file of rules, for unattended decisions ([`rules`]).
+    Rules(std::path::PathBuf),
+    /// Several, in order: the first decisive answer wins, or with `all` every answer must
+    /// allow.
+    Chain { members: Vec<Backend>, all: bool },
+}
+
+impl Backend {
+    /// Parses `--approver`: `deny`, `tty`, `socket`, `socket:PATH`, `rules:FILE`, or several
+    /// joined by commas (first decisive answer wins), led by `all:` when all must agree.
+    /// `default_socket` is where a bare `socket` listens.
+    pub fn parse(text: &str, default_socket: &std::path::Path) -> anyhow::Result<Backend> {
+        let (all, list) = match text.strip_prefix("all:") {
+            Some(rest) => (true, rest),
+            None => (false, text),
+        };
+        let one = |item: &str| -> anyhow::Result<Backend> {
+            let path = |p: &str| std::path::absolute(p).map_err(anyhow::Error::from);
+            Ok(match item {
+                "deny" => Backend::Deny,
+                "tty" => Backend::Tty,
+                "socket" => Backend::Socket(default_socket.to_path_buf()),
+                _ => match item.split_once(':') {
+                    Some(("socket", p)) if !p.is_empty() => Backend::Socket(path(p)?),
+                    Some(("rules", p)) if !p.is_empty() => Backend::Rules(path(p)?),
+                    _ => anyhow::bail!(
+                        "--approver {text}: {item:?} is not a backend; write `tty`, `deny`, \
+                         `socket`, `socket:PATH` or `rules:FILE`, several joined by commas \
+                         (first decisive answer wins), led by `all:` when all must agree"
+                    ),
+                },
+            })
+        };
+        let mut members: Vec<Backend> = list
+            .split(',')
+            .map(str::trim)
+            .map(one)
+            .collect::<anyhow::Result<_>>()?;
+        if members.len() == 1 && !all {
+            return Ok(members.remove(0));
+        }
+        Ok(Backend::Chain { members, all })
+    }
 }
 
 /// One sandbox's approvals: its backend, its leases, its open requests.
@@ -209,7 +355,8 @@ impl Gate {
         let decision = match self.approver.get() {
             None => Decision::deny("non-interactive (no approver)"),
             Some(approver) => match approver.decide(&request, self.timeout()) {
-                Ok(d) => d,
+                Ok(Some(d)) => d,
+                Ok(None) => Decision::deny(format!("no decision ({})", approver.name())),
                 Err(e) if started.elapsed() >= self.timeout() => Decision::deny(format!(
                     "timeout after {}s ({e:#})",
                     self.timeout().as_secs()
@@ -262,5 +409,126 @@ impl Gate {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&key);
         decision.allow
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Answers `allow`/`deny`/nothing, and counts how often it was asked.
+    struct Fixed(Option<(bool, Scope)>, &'static str, AtomicU64);
+
+    impl Approver for Fixed {
+        fn decide(&self, _: &Request, _: Duration) -> anyhow::Result<Option<Decision>> {
+            self.2.fetch_add(1, Ordering::Relaxed);
+            Ok(self.0.map(|(allow, scope)| Decision {
+                allow,
+                scope,
+                expires: None,
+                by: self.1.into(),
+            }))
+        }
+        fn name(&self) -> String {
+            self.1.into()
+        }
+    }
+
+    fn fixed(answer: Option<(bool, Scope)>, name: &'static str) -> Box<dyn Approver> {
+        Box::new(Fixed(answer, name, AtomicU64::new(0)))
+    }
+
+    fn request() -> Request {
+        Request {
+            id: 1,
+            kind: "net".into(),
+            destination: "tcp 192.0.2.7:443".into(),
+            pid: 1,
+            exe: None,
+            tree: Vec::new(),
+        }
+    }
+
+    fn ask(chain: &Chain) -> Option<Decision> {
+        chain.decide(&request(), Duration::from_secs(1)).unwrap()
+    }
+
+    #[test]
+    fn a_chain_takes_the_first_decisive_answer_or_needs_every_one() {
+        let first = Chain {
+            members: vec![
+                fixed(None, "rules"),
+                fixed(Some((false, Scope::Once)), "tty"),
+                fixed(Some((true, Scope::Once)), "socket"),
+            ],
+            all: false,
+        };
+        let d = ask(&first).unwrap();
+        assert!(!d.allow && d.by == "tty", "{d:?}");
+
+        let all = Chain {
+            members: vec![
+                fixed(Some((true, Scope::Sandbox)), "rules"),
+                fixed(None, "abstains"),
+                fixed(Some((true, Scope::Once)), "tty"),
+            ],
+            all: true,
+        };
+        let d = ask(&all).unwrap();
+        assert!(d.allow && d.scope == Scope::Once, "{d:?}");
+        assert_eq!(d.by, "rules and tty");
+        let vetoed = Chain {
+            members: vec![
+                fixed(Some((true, Scope::Sandbox)), "rules"),
+                fixed(Some((false, Scope::Once)), "tty"),
+            ],
+            all: true,
+        };
+        assert!(!ask(&vetoed).unwrap().allow);
+        let silent = Chain {
+            members: vec![fixed(None, "a"), fixed(None, "b")],
+            all: true,
+        };
+        assert!(ask(&silent).is_none());
+    }
+
+    #[test]
+    fn prompts_beyond_the_rate_are_refused_without_asking() {
+        let limited = RateLimited {
+            inner: fixed(Some((true, Scope::Once)), "tty"),
+            max: 2,
+            window: Duration::from_secs(60),
+            recent: Mutex::new(VecDeque::new()),
+        };
+        let decide = || limited.decide(&request(), Duration::ZERO).unwrap().unwrap();
+        assert!(decide().allow);
+        assert!(decide().allow);
+        let third = decide();
+        assert!(
+            !third.allow && third.by.starts_with("rate limit"),
+            "{third:?}"
+        );
+    }
+
+    #[test]
+    fn approver_lists_parse_into_chains() {
+        let sock = std::path::Path::new("/run/a.sock");
+        assert_eq!(Backend::parse("tty", sock).unwrap(), Backend::Tty);
+        assert_eq!(
+            Backend::parse("rules:/etc/a.toml,socket", sock).unwrap(),
+            Backend::Chain {
+                members: vec![
+                    Backend::Rules("/etc/a.toml".into()),
+                    Backend::Socket(sock.into())
+                ],
+                all: false
+            }
+        );
+        assert!(matches!(
+            Backend::parse("all:tty,deny", sock).unwrap(),
+            Backend::Chain { all: true, .. }
+        ));
+        let e = Backend::parse("tty,webhook", sock).unwrap_err().to_string();
+        assert!(e.contains("\"webhook\" is not a backend"), "{e}");
     }
 }

@@ -120,7 +120,7 @@ fn peer_check(stream: &UnixStream) -> Result<String, String> {
 }
 
 impl Approver for SocketApprover {
-    fn decide(&self, request: &Request, timeout: Duration) -> anyhow::Result<Decision> {
+    fn decide(&self, request: &Request, timeout: Duration) -> anyhow::Result<Option<Decision>> {
         let deadline = Instant::now() + timeout;
         let mut held = self.client.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
@@ -167,12 +167,16 @@ impl Approver for SocketApprover {
             if answer.id != request.id {
                 continue; // an answer to a request that already timed out
             }
-            return Ok(Decision {
+            return Ok(Some(Decision {
                 allow: answer.decision == "allow",
                 scope: answer.scope,
                 expires: answer.expires_s.map(Duration::from_secs),
                 by: client.who.clone(),
-            });
+            }));
         }
+    }
+
+    fn name(&self) -> String {
+        format!("socket {}", self.path.display())
     }
 }

@@ -35,7 +35,7 @@ impl TtyApprover {
 }
 
 impl Approver for TtyApprover {
-    fn decide(&self, request: &Request, timeout: Duration) -> anyhow::Result<Decision> {
+    fn decide(&self, request: &Request, timeout: Duration) -> anyhow::Result<Option<Decision>> {
         // One prompt at a time: the lock keeps two requests from interleaving.
         let mut tty = self.tty.lock().unwrap_or_else(PoisonError::into_inner);
         let exe = request.exe.as_deref().unwrap_or("?");
@@ -86,7 +86,7 @@ impl Approver for TtyApprover {
         }
         let by = "terminal".to_string();
         let choice = String::from_utf8_lossy(&answer).trim().to_ascii_lowercase();
-        Ok(match choice.as_str() {
+        Ok(Some(match choice.as_str() {
             "o" | "once" | "y" | "yes" => Decision {
                 allow: true,
                 scope: Scope::Once,
@@ -100,6 +100,10 @@ impl Approver for TtyApprover {
                 by,
             },
             _ => Decision::deny(by),
-        })
+        }))
+    }
+
+    fn name(&self) -> String {
+        "terminal".into()
     }
 }
