@@ -139,9 +139,11 @@ pub(crate) fn vm_test(options: &Options) -> Res<()> {
         "vm-test: initramfs {:.1} MiB",
         size as f64 / (1024.0 * 1024.0)
     );
-    // Every kernel boots, also after one failed: the results of each are worth having.
-    let mut failures = Vec::new();
-    for kernel in &options.kernels {
+    // Every kernel boots, also after one failed: the results of each are worth having. The
+    // guests boot side by side: a TCG guest keeps about one host core busy, so on two cores
+    // this halves the tier (AGENTBOX_VM_SERIAL=1 boots them one after another).
+    let serial = std::env::var_os("AGENTBOX_VM_SERIAL").is_some() || options.kernels.len() < 2;
+    let run_one = |kernel: &Kernel| -> Option<String> {
         println!(
             "\n==== vm-test: kernel {} ({}) ====",
             kernel.label, kernel.image
@@ -151,7 +153,12 @@ pub(crate) fn vm_test(options: &Options) -> Res<()> {
             kernel.label,
             std::process::id()
         ));
-        let result = boot_kernel(kernel, options, &work, &initramfs, &log);
+        let label = if serial {
+            String::new()
+        } else {
+            format!(" {}", kernel.label)
+        };
+        let result = boot_kernel(kernel, options, &work, &initramfs, &log, &label);
         // The latest run's console of each kernel is always at the same place; the 6.1
         // guest's also as console.log (docs/security.md's VM column is read from it).
         let latest = work.join(format!("console-{}.log", kernel.label));
@@ -161,10 +168,28 @@ pub(crate) fn vm_test(options: &Options) -> Res<()> {
             }
             println!("vm-test: console log: {}", latest.display());
         }
-        if let Err(e) = result {
-            failures.push(format!("kernel {}: {e}", kernel.label));
-        }
-    }
+        result
+            .err()
+            .map(|e| format!("kernel {}: {e}", kernel.label))
+    };
+    let failures: Vec<String> = if serial {
+        options.kernels.iter().filter_map(run_one).collect()
+    } else {
+        std::thread::scope(|scope| {
+            let guests: Vec<_> = options
+                .kernels
+                .iter()
+                .map(|kernel| scope.spawn(|| run_one(kernel)))
+                .collect();
+            guests
+                .into_iter()
+                .filter_map(|g| {
+                    g.join()
+                        .unwrap_or_else(|_| Some("a guest thread panicked".into()))
+                })
+                .collect()
+        })
+    };
     let _ = std::fs::remove_file(&initramfs);
     if failures.is_empty() {
         Ok(())
@@ -179,6 +204,7 @@ fn boot_kernel(
     work: &Path,
     initramfs: &Path,
     log: &Path,
+    label: &str,
 ) -> Res<()> {
     // TCG by default: it boots the guest in ~4 s here, while KVM on these machines fails in
     // ways that differ run to run (nested virtualisation). AGENTBOX_VM_KVM=1 tries KVM first.
@@ -191,7 +217,14 @@ fn boot_kernel(
                 kvm_broken.display()
             );
         } else {
-            match boot(kernel.image, initramfs, log, options.timeout, Accel::Kvm)? {
+            match boot(
+                kernel.image,
+                initramfs,
+                log,
+                options.timeout,
+                Accel::Kvm,
+                label,
+            )? {
                 Outcome::AccelFailed(why) => {
                     println!("vm-test: KVM is not usable ({why}); retrying with TCG");
                     let _ = std::fs::write(&kvm_broken, format!("{why}\n"));
@@ -200,7 +233,15 @@ fn boot_kernel(
             }
         }
     }
-    boot(kernel.image, initramfs, log, options.timeout, Accel::Tcg)?.into_result()
+    boot(
+        kernel.image,
+        initramfs,
+        log,
+        options.timeout,
+        Accel::Tcg,
+        label,
+    )?
+    .into_result()
 }
 
 fn build_vm_tests() -> Res<PathBuf> {
@@ -512,6 +553,7 @@ fn boot(
     log_path: &Path,
     timeout: Duration,
     accel: Accel,
+    label: &str,
 ) -> Res<Outcome> {
     let mut qemu = Command::new("qemu-system-x86_64");
     qemu.args(["-accel", if accel == Accel::Kvm { "kvm" } else { "tcg" }])
@@ -557,7 +599,7 @@ fn boot(
         }
         match received.recv_timeout(wait) {
             Ok(Output::Serial(line)) => {
-                println!("vm| {line}");
+                println!("vm{label}| {line}");
                 let _ = writeln!(log, "{line}");
                 let was_finished = console.finished();
                 console.line(&line);
@@ -566,7 +608,7 @@ fn boot(
                 }
             }
             Ok(Output::Qemu(line)) => {
-                eprintln!("qemu| {line}");
+                eprintln!("qemu{label}| {line}");
                 let _ = writeln!(log, "qemu| {line}");
                 if accel == Accel::Kvm && line.contains("KVM internal error") {
                     kvm_failure = Some(line);
@@ -591,7 +633,7 @@ fn boot(
     }
     let status = child.wait().map_err(|e| format!("waiting for qemu: {e}"))?;
     println!(
-        "vm-test: guest boot + tests took {} on {}",
+        "vm-test: guest{label} boot + tests took {} on {}",
         elapsed(started),
         if accel == Accel::Kvm { "KVM" } else { "TCG" },
     );
