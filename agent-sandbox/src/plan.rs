@@ -375,6 +375,20 @@ impl Plan {
         Ok(socket)
     }
 
+    /// Where this run keeps workspace-scope approvals, and starts with earlier ones. Not
+    /// where the agent can write (it could approve itself): then such decisions last for
+    /// this run only, and say so.
+    pub fn set_workspace_approvals(&self, store: crate::approval::WorkspaceApprovals) {
+        let Some((gate, _)) = &self.approvals else {
+            return;
+        };
+        let usable = self
+            .outside_agent_trees(store.path(), "the workspace approvals file", true)
+            .map(|()| store)
+            .map_err(|e| format!("{e:#}"));
+        gate.set_workspace(usable);
+    }
+
     /// Builds `backend`; a person's prompts (terminal, socket) are rate-limited.
     fn approver(
         &self,

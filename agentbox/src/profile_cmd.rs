@@ -31,6 +31,18 @@ pub(crate) enum ProfileCmd {
         /// A profile file (or a built-in name).
         profile: String,
     },
+    /// Show what changing one profile for another changes, entry by entry, both fully
+    /// resolved (`+` added, `-` removed, `~` changed). Exit 0 when they enforce the same, 1
+    /// when they differ, 2 when one does not load: a check for a pull request.
+    #[command(
+        after_help = "Example:\n  agentbox profile diff default ./my.toml\n  + network.allow \"pypi.org:443\"\n  - filesystem.write \"~/.cache\""
+    )]
+    Diff {
+        /// The profile before (a built-in name or a file).
+        old: String,
+        /// The profile after.
+        new: String,
+    },
     /// Print the JSON Schema of the profile format (for editors and linters).
     #[command(after_help = "Example:\n  agentbox profile schema > .vscode/agentbox.schema.json")]
     Schema,
@@ -74,6 +86,7 @@ pub(crate) fn exec(cmd: ProfileCmd) -> anyhow::Result<ExitCode> {
                     description,
                     &loaded.notes,
                 ))?;
+                out(&workspace_approvals(&opts))?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -93,11 +106,63 @@ pub(crate) fn exec(cmd: ProfileCmd) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        ProfileCmd::Diff { old, new } => {
+            let opts = LoadOptions::from_env()?;
+            let load = |spec: &str| profile::load(spec, &opts);
+            let (old_policy, new_policy) = match (load(&old), load(&new)) {
+                (Ok(a), Ok(b)) => (a, b),
+                (Err(e), _) | (_, Err(e)) => {
+                    eprintln!("{e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let lines = profile::diff(&old_policy, &new_policy);
+            if lines.is_empty() {
+                eprintln!("{old} and {new} enforce the same");
+                return Ok(ExitCode::SUCCESS);
+            }
+            out(&format!("--- {old}\n+++ {new}\n"))?;
+            for line in lines {
+                out(&format!("{line}\n"))?;
+            }
+            Ok(ExitCode::from(1))
+        }
         ProfileCmd::Schema => {
             out(&profile::json_schema())?;
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The approvals earlier runs kept for this workspace (a TOML comment block; nothing when
+/// there are none): runs here that ask start with them.
+fn workspace_approvals(opts: &LoadOptions) -> String {
+    use agent_sandbox::approval::{store::show_time, WorkspaceApprovals};
+    let store = WorkspaceApprovals::for_workspace(&opts.home, &opts.workspace);
+    let approved = match store.load() {
+        Ok(a) if a.is_empty() => return String::new(),
+        Ok(a) => a,
+        Err(e) => return format!("\n# workspace approvals: {e:#}\n"),
+    };
+    let mut text = format!(
+        "\n# Approved for this workspace ({}) during earlier runs; runs here with --ask start\n\
+         # with them. Kept in {} (delete an entry to revoke it).\n",
+        store.workspace().display(),
+        store.path().display()
+    );
+    for a in approved {
+        let until = a.until.map_or_else(
+            || "no expiry".to_string(),
+            |u| format!("until {}", show_time(u)),
+        );
+        text.push_str(&format!(
+            "#   {}  by {}, {}, {until}\n",
+            a.destination,
+            a.by,
+            show_time(a.at)
+        ));
+    }
+    text
 }
 
 /// Write to stdout; a closed pipe (`agentbox profile show | head`) is not an error.

@@ -573,6 +573,11 @@ pub(crate) fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
         )
         .map_err(discard)?;
         let shown = backend.clone();
+        // Kept with agentbox's own user, like the logs: never where the agent user writes.
+        plan.set_workspace_approvals(agent_sandbox::approval::WorkspaceApprovals::for_workspace(
+            &log_home,
+            &opts.workspace,
+        ));
         let socket = plan
             .set_approver(backend, std::time::Duration::from_secs(args.ask_timeout))
             .map_err(discard)?;

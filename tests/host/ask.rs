@@ -461,3 +461,84 @@ fn ask_net_policy_file_decides_unattended_and_hands_the_rest_on() {
     assert_eq!(denied.accepted(), 0);
     assert_eq!(unnamed.accepted(), runs);
 }
+
+/// Scope `workspace`: the approval is kept outside the workspace (in agentbox's user's
+/// state directory), a later run in the same workspace connects without asking and logs
+/// where the approval came from, `agentbox profile show` lists it, and a run in another
+/// workspace does not have it.
+#[test]
+fn ask_net_workspace_scope_lasts_for_later_runs_in_that_workspace_only() {
+    use std::os::unix::process::CommandExt;
+    let ip = host_address()
+        .expect("an address on a default route")
+        .to_string();
+    let server = TcpServer::start("0.0.0.0");
+    let port = server.port;
+    let probe = format!("attempt('asked', connect('{ip}', {port}))\n");
+    for run_as in RunAs::all() {
+        let s = Scenario::new(run_as);
+        let path = socket_dir(&s).join("ws.sock");
+        let lasting = serde_json::json!({"decision": "allow", "scope": "workspace"});
+        let client = approver(path.clone(), vec![lasting], Duration::ZERO);
+        let socket = format!("socket:{}", path.display());
+        let r = s.run_probe(&ask_args(&socket, "20"), &probe);
+        let asked = client.join().expect("approver thread");
+        assert_eq!(r.attempt("asked"), Attempt::Ok, "{}", r.dump());
+        assert_eq!(asked.len(), 1, "{asked:?}");
+        let granted = approvals(&r, "granted");
+        assert!(
+            granted.len() == 1 && granted[0]["scope"] == "workspace",
+            "{}",
+            r.dump()
+        );
+        let kept = s.root().join("home/.local/state/agentbox/approvals");
+        let files: Vec<_> = std::fs::read_dir(&kept)
+            .unwrap_or_else(|e| panic!("{}: {e}\n{}", kept.display(), r.dump()))
+            .collect();
+        assert_eq!(files.len(), 1, "one file for the workspace");
+
+        // Later, non-interactive: the kept approval lets it through, and the log says so.
+        let r = s.run_probe(&ask_args("deny", "5"), &probe);
+        assert_eq!(r.attempt("asked"), Attempt::Ok, "{}", r.dump());
+        assert!(approvals(&r, "requested").is_empty(), "{}", r.dump());
+        let loaded = approvals(&r, "loaded");
+        assert!(
+            loaded.len() == 1
+                && loaded[0]["destination"] == format!("tcp {ip}:{port}")
+                && loaded[0]["by"].as_str().unwrap().contains("socket (uid "),
+            "{}",
+            r.dump()
+        );
+
+        // `profile show`, run in the workspace, lists it.
+        let mut show = std::process::Command::new(agentbox_tests::agentbox_bin());
+        show.args(["profile", "show", "default"])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", s.root().join("home"))
+            .env("USER", "tester")
+            .current_dir(s.root().join("workspace"));
+        if run_as == RunAs::Nobody {
+            show.uid(65534).gid(65534);
+        }
+        let shown = show.output().expect("agentbox profile show");
+        let shown = String::from_utf8_lossy(&shown.stdout);
+        assert!(
+            shown.contains("Approved for this workspace")
+                && shown.contains(&format!("tcp {ip}:{port}  by socket (uid ")),
+            "{shown}"
+        );
+
+        // Another workspace of the same user: not approved there.
+        let other = s.root().join("other-workspace");
+        std::fs::create_dir_all(&other).unwrap();
+        s.fix_ownership();
+        let other = other.display().to_string();
+        let mut args = ask_args("deny", "5");
+        args.extend(["--workspace", &other]);
+        let r = s.run_probe(&args, &probe);
+        assert_eq!(r.attempt("asked"), EPERM, "{}", r.dump());
+        assert!(approvals(&r, "loaded").is_empty(), "{}", r.dump());
+    }
+    assert_eq!(server.accepted(), 2 * RunAs::all().len());
+}

@@ -791,6 +791,7 @@ fn run_every_subcommand_help_has_an_example_and_completions_and_man_render() {
         &["profile", "list"],
         &["profile", "show"],
         &["profile", "check"],
+        &["profile", "diff"],
         &["profile", "schema"],
         &["audit", "verify"],
         &["audit", "show"],
@@ -928,4 +929,45 @@ fn live_denial_lines_wait_for_the_agents_line_to_end() {
             r.dump()
         );
     }
+}
+
+/// `profile diff`: the same profile enforces the same (exit 0); a change is named entry by
+/// entry in the profile's own syntax (exit 1); a profile that does not load is exit 2.
+#[test]
+fn run_profile_diff_names_each_change_and_exits_by_outcome() {
+    let s = Scenario::new(RunAs::Current);
+    let mine = s.profile(
+        "mine",
+        "extends = \"default\"\n[filesystem]\nwrite = [\"/srv/cache\"]\n\
+         [network]\nallow = [\"pypi.org:443\"]\n",
+    );
+    let broken = s.profile("broken", "[filesystem]\nwrite = 3\n");
+    let diff = |a: &str, b: &str| {
+        let out = std::process::Command::new(agentbox_tests::agentbox_bin())
+            .args(["profile", "diff", a, b])
+            .env("HOME", s.root().join("home"))
+            .current_dir(s.root().join("workspace"))
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, _, err) = diff("default", "default");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("enforce the same"), "{err}");
+    let mine = mine.display().to_string();
+    let (code, out, err) = diff("default", &mine);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(out.contains("+ filesystem.write \"/srv/cache\""), "{out}");
+    assert!(out.contains("+ network.allow \"pypi.org:443\""), "{out}");
+    assert!(
+        !out.lines().any(|l| l.starts_with("- ")),
+        "nothing taken away: {out}"
+    );
+    let (code, _, err) = diff(&mine, &broken.display().to_string());
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("broken.toml"), "{err}");
 }

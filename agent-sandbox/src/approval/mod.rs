@@ -11,7 +11,10 @@
 
 pub(crate) mod rules;
 pub(crate) mod socket;
+pub mod store;
 pub(crate) mod tty;
+
+pub use store::WorkspaceApprovals;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,8 +26,8 @@ use serde::{Deserialize, Serialize};
 use crate::audit::{Action, ApprovalEvent, Denial, Event, Object};
 use crate::layers::channel::EventSender;
 
-/// How long a decision applies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+/// How long a decision applies, narrowest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// This one operation.
@@ -32,6 +35,9 @@ pub enum Scope {
     Once,
     /// The same destination for the rest of this sandbox's run (or until `expires_s`).
     Sandbox,
+    /// The same destination for this run and later runs in the same workspace that ask (or
+    /// until `expires_s`), kept outside the workspace ([`store`]).
+    Workspace,
 }
 
 /// What a backend is asked.
@@ -120,11 +126,7 @@ impl Approver for Chain {
                 None => d,
                 Some(a) => Decision {
                     allow: true,
-                    scope: if a.scope == Scope::Once || d.scope == Scope::Once {
-                        Scope::Once
-                    } else {
-                        Scope::Sandbox
-                    },
+                    scope: a.scope.min(d.scope),
                     expires: match (a.expires, d.expires) {
                         (Some(x), Some(y)) => Some(x.min(y)),
                         (x, y) => x.or(y),
@@ -255,6 +257,8 @@ pub(crate) struct Gate {
     leases: Mutex<HashMap<String, Option<Instant>>>,
     /// Destination → the open request's outcome, for callers that arrive meanwhile.
     open: Mutex<HashMap<String, Arc<Pending>>>,
+    /// Where workspace-scope decisions are kept, or why they cannot be.
+    workspace: OnceLock<Result<WorkspaceApprovals, String>>,
 }
 
 #[derive(Default)]
@@ -280,6 +284,66 @@ impl Gate {
             next_id: AtomicU64::new(1),
             leases: Mutex::new(HashMap::new()),
             open: Mutex::new(HashMap::new()),
+            workspace: OnceLock::new(),
+        }
+    }
+
+    /// Where workspace-scope decisions go (or why they cannot be kept: then they last for
+    /// this run only), and the earlier ones this run starts with, each logged.
+    pub(crate) fn set_workspace(&self, store: Result<WorkspaceApprovals, String>) {
+        if let Ok(store) = &store {
+            let loaded = store.load().unwrap_or_else(|e| {
+                tracing::warn!("workspace approvals: {e:#}");
+                Vec::new()
+            });
+            let now = store::unix_now();
+            let mut leases = self.leases.lock().unwrap_or_else(PoisonError::into_inner);
+            for a in loaded {
+                let left = a.until.map(|u| Duration::from_secs(u.saturating_sub(now)));
+                leases.insert(a.destination.clone(), left.map(|d| Instant::now() + d));
+                self.events.send(Event::Approval(ApprovalEvent {
+                    id: 0,
+                    stage: "loaded".into(),
+                    kind: "net".into(),
+                    destination: a.destination,
+                    pid: 0,
+                    exe: None,
+                    tree: Vec::new(),
+                    scope: Some(Scope::Workspace),
+                    by: Some(format!(
+                        "{} at {} ({})",
+                        a.by,
+                        store::show_time(a.at),
+                        store.path().display()
+                    )),
+                    expires_s: left.map(|d| d.as_secs()),
+                }));
+            }
+        }
+        let _ = self.workspace.set(store);
+    }
+
+    /// Keeps a workspace-scope grant; where it cannot be kept it lasts for this run, and
+    /// `by` says why.
+    fn keep(&self, destination: &str, decision: &mut Decision) {
+        let kept = match self.workspace.get() {
+            None => Err("no workspace approvals file".to_string()),
+            Some(Err(why)) => Err(why.clone()),
+            Some(Ok(store)) => {
+                let now = store::unix_now();
+                store
+                    .add(store::Approved {
+                        destination: destination.into(),
+                        by: decision.by.clone(),
+                        at: now,
+                        until: decision.expires.map(|d| now + d.as_secs()),
+                    })
+                    .map_err(|e| format!("{e:#}"))
+            }
+        };
+        if let Err(why) = kept {
+            decision.scope = Scope::Sandbox;
+            decision.by = format!("{} (for this run only: {why})", decision.by);
         }
     }
 
@@ -352,7 +416,7 @@ impl Gate {
             expires_s: None,
         }));
         let started = Instant::now();
-        let decision = match self.approver.get() {
+        let mut decision = match self.approver.get() {
             None => Decision::deny("non-interactive (no approver)"),
             Some(approver) => match approver.decide(&request, self.timeout()) {
                 Ok(Some(d)) => d,
@@ -365,7 +429,10 @@ impl Gate {
             },
         };
         if decision.allow {
-            if decision.scope == Scope::Sandbox {
+            if decision.scope == Scope::Workspace {
+                self.keep(&key, &mut decision);
+            }
+            if decision.scope >= Scope::Sandbox {
                 let until = decision.expires.map(|d| Instant::now() + d);
                 self.leases
                     .lock()

@@ -97,6 +97,13 @@ impl RulesApprover {
                     r.destination
                 );
             }
+            if r.scope == Scope::Workspace {
+                bail!(
+                    "{}: rule {n}: scope \"workspace\": the rules file is already the lasting \
+                     decision; write \"once\" or \"sandbox\"",
+                    path.display()
+                );
+            }
             if r.expires_s.is_some() && r.scope != Scope::Sandbox {
                 bail!(
                     "{}: rule {n}: expires_s needs scope = \"sandbox\"",

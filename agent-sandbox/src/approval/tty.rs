@@ -3,7 +3,8 @@
 //! read the prompt nor answer it; with `share_tty` the prompt is refused at start.
 //!
 //! The prompt is one block of lines starting with `agentbox:`; the answer is one letter:
-//! `o` (once), `s` (this sandbox), `d` or nothing (deny).
+//! `o` (once), `s` (this sandbox), `w` (this workspace: later runs here too), `d` or
+//! nothing (deny).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -53,7 +54,8 @@ impl Approver for TtyApprover {
             ));
         }
         prompt.push_str(&format!(
-            "agentbox: allow [o]nce, for this [s]andbox, or [d]eny? ({}s, then deny) ",
+            "agentbox: allow [o]nce, for this [s]andbox, for this [w]orkspace, or [d]eny? \
+             ({}s, then deny) ",
             timeout.as_secs()
         ));
         tty.write_all(prompt.as_bytes())?;
@@ -96,6 +98,12 @@ impl Approver for TtyApprover {
             "s" | "sandbox" => Decision {
                 allow: true,
                 scope: Scope::Sandbox,
+                expires: None,
+                by,
+            },
+            "w" | "workspace" => Decision {
+                allow: true,
+                scope: Scope::Workspace,
                 expires: None,
                 by,
             },

@@ -6,6 +6,7 @@
 //! `file:line:column` with the line, a caret and a hint (`ProfileError`). The format itself is
 //! documented in docs/profiles.md; its JSON Schema is `json_schema()`.
 
+mod diff;
 mod error;
 mod expand;
 mod format;
@@ -20,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+pub use diff::diff;
 pub use error::{Location, ProfileError};
 pub use net::{
     is_domain_entry, nameserver_rules as resolver_rules_in, parse_domain_entry, parse_net_entry,
