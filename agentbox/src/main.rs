@@ -5,6 +5,7 @@ mod audit_cmd;
 mod doctor_cmd;
 mod events_cmd;
 mod gc_cmd;
+mod learn_cmd;
 mod profile_cmd;
 mod run;
 mod selftest_cmd;
@@ -35,6 +36,8 @@ struct Cli {
 enum Command {
     /// Run a command inside a sandbox.
     Run(run::RunArgs),
+    /// Run a command in audit mode and write the smallest profile that would have allowed it.
+    Learn(learn_cmd::LearnArgs),
     /// Report which guarantees this kernel and these privileges allow, and why.
     Doctor(doctor_cmd::DoctorArgs),
     /// List, show, check profiles; print their JSON Schema.
@@ -87,6 +90,7 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Run(args) => run::exec(args),
+        Command::Learn(args) => learn_cmd::exec(args),
         Command::Doctor(args) => doctor_cmd::exec(args),
         Command::Profile(cmd) => profile_cmd::exec(cmd),
         Command::Audit(cmd) => audit_cmd::exec(cmd),

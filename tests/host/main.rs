@@ -4,6 +4,7 @@ mod ask;
 mod dns;
 mod ebpf;
 mod gc;
+mod learn;
 mod net;
 mod observe;
 mod protect;

@@ -6,6 +6,7 @@
 
 pub mod event;
 pub mod journal;
+pub mod learn;
 mod log;
 pub mod report;
 mod terminal;
