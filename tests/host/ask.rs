@@ -2,61 +2,16 @@
 //! through the approval socket (a test client here) or the non-interactive backend. Root and
 //! unprivileged.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::io::Write;
 use std::time::Duration;
 
-use agentbox_tests::{host_address, wait_until, Attempt, RunAs, RunResult, Scenario, TcpServer};
+use agentbox_tests::{
+    approval_socket_dir as socket_dir, approver, host_address, wait_until, Attempt, RunAs,
+    RunResult, Scenario, TcpServer,
+};
 use serde_json::Value;
 
 const EPERM: Attempt = Attempt::Err(libc::EPERM);
-
-/// A directory for the approval socket outside every tree of the sandbox, owned by the
-/// user agentbox runs as.
-fn socket_dir(s: &Scenario) -> PathBuf {
-    let dir = s.root().join("approvals");
-    std::fs::create_dir_all(&dir).unwrap();
-    if s.run_as == RunAs::Nobody {
-        std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
-    }
-    dir
-}
-
-/// Answers each request with the next of `answers` (after `delay`), and returns what it was
-/// asked, once the socket closes.
-fn approver(
-    path: PathBuf,
-    answers: Vec<Value>,
-    delay: Duration,
-) -> std::thread::JoinHandle<Vec<Value>> {
-    std::thread::spawn(move || {
-        assert!(
-            wait_until(Duration::from_secs(30), || path.exists()),
-            "approval socket {} never appeared",
-            path.display()
-        );
-        let stream = UnixStream::connect(&path).expect("connect to the approval socket");
-        let mut writer = stream.try_clone().unwrap();
-        let mut asked = Vec::new();
-        let mut answers = answers.into_iter();
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            let request: Value = serde_json::from_str(&line).expect("a JSON line");
-            if request["type"] != "request" {
-                continue;
-            }
-            std::thread::sleep(delay);
-            let mut answer = answers
-                .next()
-                .unwrap_or(serde_json::json!({"decision": "deny"}));
-            answer["id"] = request["id"].clone();
-            writeln!(writer, "{answer}").unwrap();
-            asked.push(request);
-        }
-        asked
-    })
-}
 
 fn ask_args<'a>(socket: &'a str, timeout: &'a str) -> Vec<&'a str> {
     vec![

@@ -1,6 +1,7 @@
 //! Host tier: real agents under real profiles on the host kernel.
 
 mod ask;
+mod ask_agent;
 mod dns;
 mod ebpf;
 mod gc;

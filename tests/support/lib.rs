@@ -725,3 +725,50 @@ pub fn landlock_abi() -> i64 {
     };
     abi.max(0)
 }
+
+/// A directory for the approval socket outside every tree of the sandbox, owned by the
+/// user agentbox runs as.
+pub fn approval_socket_dir(s: &Scenario) -> PathBuf {
+    let dir = s.root().join("approvals");
+    std::fs::create_dir_all(&dir).unwrap();
+    if s.run_as == RunAs::Nobody {
+        std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+    }
+    dir
+}
+
+/// Answers each request with the next of `answers` (after `delay`), and returns what it was
+/// asked, once the socket closes.
+pub fn approver(
+    path: PathBuf,
+    answers: Vec<Value>,
+    delay: Duration,
+) -> std::thread::JoinHandle<Vec<Value>> {
+    std::thread::spawn(move || {
+        assert!(
+            wait_until(Duration::from_secs(30), || path.exists()),
+            "approval socket {} never appeared",
+            path.display()
+        );
+        let stream =
+            std::os::unix::net::UnixStream::connect(&path).expect("connect to the approval socket");
+        let mut writer = stream.try_clone().unwrap();
+        let mut asked = Vec::new();
+        let mut answers = answers.into_iter();
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stream)) {
+            let Ok(line) = line else { break };
+            let request: Value = serde_json::from_str(&line).expect("a JSON line");
+            if request["type"] != "request" {
+                continue;
+            }
+            std::thread::sleep(delay);
+            let mut answer = answers
+                .next()
+                .unwrap_or(serde_json::json!({"decision": "deny"}));
+            answer["id"] = request["id"].clone();
+            std::io::Write::write_all(&mut writer, format!("{answer}\n").as_bytes()).unwrap();
+            asked.push(request);
+        }
+        asked
+    })
+}

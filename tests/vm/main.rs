@@ -19,5 +19,7 @@ mod smoke;
 mod ebpf_host;
 
 // Host-name rules, root and unprivileged, on each guest kernel.
+#[path = "../host/ask_agent.rs"]
+mod ask_host;
 #[path = "../host/dns.rs"]
 mod dns_host;
