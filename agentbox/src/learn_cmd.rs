@@ -156,7 +156,7 @@ pub(crate) fn exec(args: LearnArgs) -> anyhow::Result<ExitCode> {
         learned.notes.len(),
         work.display()
     );
-    for r in [1, rounds] {
+    for r in 1..=rounds {
         let _ = std::fs::remove_file(work.join(format!("round-{r}.toml")));
     }
     if let Some(status) = last_status.filter(|s| !s.success()) {

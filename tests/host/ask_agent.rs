@@ -8,16 +8,7 @@ use agentbox_tests::{approval_socket_dir, approver, host_address, RunAs, Scenari
 
 /// This test binary, running only `name` (`ask_agent` below).
 fn agent_command(name: &str) -> Vec<String> {
-    let exe = std::env::current_exe().expect("test binary");
-    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
-    vec![
-        exe.display().to_string(),
-        format!("{module}::{name}"),
-        "--exact".into(),
-        "--ignored".into(),
-        "--nocapture".into(),
-        "--test-threads=1".into(),
-    ]
+    agentbox_tests::self_agent(module_path!(), name)
 }
 
 /// The agent: connects to `IP PORT` three times, one line each (`AGENTBOX_ASK_AGENT`).

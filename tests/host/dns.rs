@@ -12,17 +12,7 @@ use agentbox_tests::{
 /// The agent: this test binary itself (`dns_agent` below, selected by name), so the same
 /// test runs in the VM guest, which has no Python. `AGENTBOX_DNS_AGENT` is "IP PORT".
 fn agent_command(name: &str) -> Vec<String> {
-    let exe = std::env::current_exe().expect("test binary");
-    // This module's path inside the test binary (`dns` on the host, `dns_host` in the VM).
-    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
-    vec![
-        exe.display().to_string(),
-        format!("{module}::{name}"),
-        "--exact".into(),
-        "--ignored".into(),
-        "--nocapture".into(),
-        "--test-threads=1".into(),
-    ]
+    agentbox_tests::self_agent(module_path!(), name)
 }
 
 /// What the agent does: a direct connect before any lookup, lookups through glibc (the

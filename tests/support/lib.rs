@@ -772,3 +772,19 @@ pub fn approver(
         asked
     })
 }
+
+/// The test binary itself as the agent, running only the ignored test `module::name`, so a
+/// test needs no interpreter (the VM guests have none). `module` is the caller's
+/// `module_path!()`: the crate prefix is dropped (`dns` on the host, `dns_host` in the VM).
+pub fn self_agent(module: &str, name: &str) -> Vec<String> {
+    let exe = std::env::current_exe().expect("test binary");
+    let module = module.split_once("::").map_or("", |(_, m)| m);
+    vec![
+        exe.display().to_string(),
+        format!("{module}::{name}"),
+        "--exact".into(),
+        "--ignored".into(),
+        "--nocapture".into(),
+        "--test-threads=1".into(),
+    ]
+}
