@@ -1846,9 +1846,9 @@ Why, where a target is missed (check against the tables below):
   them), creates the sandbox's cgroup and attaches the syscall observers when no other
   sandbox runs (a tracepoint's first probe patches kernel text on every CPU). Ring slots and
   the cgroup programs on the parent group spare the RCU grace periods a per-run map-of-maps
-  update waited for; init is cloned straight into its cgroup2 group, but on a hybrid host the
-  v1 pids group still costs a move, which waits for one grace period (~15 ms). bwrap only
-  sets up namespaces and mounts.
+  update waited for; init is cloned straight into its cgroup2 group and joins a hybrid
+  host's v1 pids group itself (writing 0 to `tasks` spares the grace period a move by pid
+  waits for). bwrap only sets up namespaces and mounts.
 - Operation loops and idle cost: Landlock checks every path walk against the ruleset (open is
   hit harder than stat); while any sandbox runs as root, the raw syscall tracepoints put every
   process of the machine on the slow syscall path (the observers that label denials with their

@@ -54,6 +54,9 @@ use crate::layers::ChildSteps;
 /// Exit code of init or agent when setup fails (the supervisor reports the step).
 const SETUP_FAILED: i32 = 125;
 
+/// v1 hierarchies a sandbox can have groups in (pids, memory), with room to spare.
+pub(crate) const MAX_V1_GROUPS: usize = 4;
+
 /// Everything the child side needs, prepared in the parent before fork.
 pub(crate) struct ChildContext<'a> {
     /// Init's end of the control socket (CLOEXEC: the agent loses it at exec).
@@ -73,6 +76,9 @@ pub(crate) struct ChildContext<'a> {
     /// supervisor tags init as sandboxed; BPF LSM refuses mounts to sandboxed tasks.
     pub mounts_before_go: bool,
     pub exec: &'a ExecSpec,
+    /// The `tasks` files of the sandbox's v1 groups (CLOEXEC), which init joins right after
+    /// go (`SandboxGroup::v1_tasks`); at most `MAX_V1_GROUPS`.
+    pub v1_tasks: &'a [RawFd],
     /// sd_notify passthrough (notify.rs), when systemd gave agentbox a socket.
     pub notify: Option<NotifyInit<'a>>,
 }
@@ -213,7 +219,12 @@ pub(crate) fn run_init(ctx: ChildContext<'_>) -> ! {
         unsafe { libc::close(fd) };
     }
     let relay = ctx.notify.as_ref().map_or(-1, |n| n.relay);
-    if let Err(e) = close_fds_except(&mut [ctx.ctl, ctx.lifeline, relay], true) {
+    let mut keep = [-1; 3 + MAX_V1_GROUPS];
+    keep[..3].copy_from_slice(&[ctx.ctl, ctx.lifeline, relay]);
+    for (slot, &fd) in keep[3..].iter_mut().zip(ctx.v1_tasks) {
+        *slot = fd;
+    }
+    if let Err(e) = close_fds_except(&mut keep, true) {
         fail(ctl, Step::CloseFds, e);
     }
     // (9, early: see `mounts_before_go`.)
@@ -230,6 +241,21 @@ pub(crate) fn run_init(ctx: ChildContext<'_>) -> ! {
     if proto::recv_tag(ctl) != Some(proto::TAG_GO) {
         // SAFETY: see `fail`; the supervisor is gone, nobody to report to.
         unsafe { libc::_exit(SETUP_FAILED) }
+    }
+    // 2b. the v1 groups: "0" is this (single) thread, which spares the global lock a
+    // move by pid takes (layers/cgroup.rs, `v1_tasks`).
+    for &fd in ctx.v1_tasks {
+        // SAFETY: writes two bytes from a static string to our own open fd.
+        let r = unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
+        if r != 1 {
+            fail(
+                ctl,
+                Step::JoinCgroups,
+                if r < 0 { proto::errno() } else { libc::EIO },
+            );
+        }
+        // SAFETY: our fd, not used again.
+        unsafe { libc::close(fd) };
     }
     // 3. session.
     if ctx.new_session {

@@ -347,6 +347,17 @@ impl Sandbox {
             .context("creating the sandbox cgroup")?;
         tracing::debug!(?group, "sandbox cgroup created");
 
+        let v1_tasks = match &group {
+            Some(group) => group.v1_tasks()?,
+            None => Vec::new(),
+        };
+        if v1_tasks.len() > child::MAX_V1_GROUPS {
+            bail!(
+                "the sandbox has {} v1 cgroups, more than init can join",
+                v1_tasks.len()
+            );
+        }
+        let v1_fds: Vec<RawFd> = v1_tasks.iter().map(AsRawFd::as_raw_fd).collect();
         ensure_single_threaded()?;
         let terminal = tty::TerminalState::save();
         // Blocked until the tokio handlers exist (see signals.rs); init inherits the block.
@@ -432,6 +443,7 @@ impl Sandbox {
                 mounts_before_go: root,
                 steps,
                 exec: &exec,
+                v1_tasks: &v1_fds,
                 notify: match (&opts.notify, &notify_pair) {
                     (Some(n), Some((_, init_end))) => Some(child::NotifyInit {
                         relay: init_end.as_raw_fd(),
@@ -445,6 +457,7 @@ impl Sandbox {
         }
         let guard = InitGuard(pid);
         drop(init_end);
+        drop(v1_tasks);
         let notify_end = notify_pair.map(|(ours, _init)| ours);
         drop(lifeline_read);
         let started = Instant::now();

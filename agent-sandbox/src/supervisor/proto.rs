@@ -54,10 +54,11 @@ pub(crate) enum Step {
     ForkAgent,
     ResetSignals,
     Exec,
+    JoinCgroups,
 }
 
 impl Step {
-    const ALL: [Step; 18] = [
+    const ALL: [Step; 19] = [
         Step::CloseFds,
         Step::WaitForGo,
         Step::NewSession,
@@ -76,6 +77,7 @@ impl Step {
         Step::ForkAgent,
         Step::ResetSignals,
         Step::Exec,
+        Step::JoinCgroups,
     ];
 
     pub(crate) fn from_u8(v: u8) -> Option<Step> {
@@ -102,6 +104,7 @@ impl Step {
             Step::ForkAgent => "forking the agent",
             Step::ResetSignals => "resetting the agent's signal state",
             Step::Exec => "executing the command",
+            Step::JoinCgroups => "joining the sandbox's v1 cgroups (pids, memory)",
         }
     }
 }
