@@ -49,6 +49,33 @@ pub fn reclaim_kernel_state() -> (Vec<PathBuf>, Vec<u32>) {
     crate::layers::cgroup::reclaim_dead()
 }
 
+/// What every run does on its way out: [`prune_logs`], but only when it is due, judged
+/// from the directory listing and file times alone: more `*.jsonl` files than `max_count`
+/// plus a tenth, or one older than `max_age`. Opening each log to tell it is one cost
+/// ~20 us a log (2 ms with a hundred kept); a directory at its limit now pays that once
+/// every `max_count / 10` runs, and holds at most a tenth more logs in between.
+pub fn prune_logs_if_due(dir: &Path, keep: LogRetention) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let now = SystemTime::now();
+    let mut count = 0usize;
+    let mut old = false;
+    for entry in entries.flatten() {
+        if entry.path().extension().is_some_and(|x| x == "jsonl") {
+            count += 1;
+            old |= entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|m| now.duration_since(m).unwrap_or_default() > keep.max_age);
+        }
+    }
+    if !old && count <= keep.max_count.saturating_add(keep.max_count / 10) {
+        return Vec::new();
+    }
+    prune_logs(dir, keep)
+}
+
 /// Removes `*.jsonl` audit logs in `dir` beyond `keep` (oldest first). Only files that
 /// verify as agentbox logs are touched.
 pub fn prune_logs(dir: &Path, keep: LogRetention) -> Vec<PathBuf> {
@@ -88,4 +115,53 @@ fn looks_like_log(path: &Path) -> bool {
     std::fs::File::open(path)
         .and_then(|mut f| f.read_exact(&mut head))
         .is_ok_and(|()| head.starts_with(b"{\"v\":"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{AuditLog, Event};
+
+    fn log(dir: &Path, n: usize) {
+        let path = dir.join(format!("{n:016x}.jsonl"));
+        let mut log = AuditLog::create(&path, &format!("{n:016x}")).unwrap();
+        log.append(Event::Exit {
+            code: Some(0),
+            signal: None,
+            denials: 0,
+            duration_ms: 1,
+        })
+        .unwrap();
+    }
+
+    fn count(dir: &Path) -> usize {
+        std::fs::read_dir(dir).unwrap().count()
+    }
+
+    #[test]
+    fn a_run_prunes_once_a_tenth_over_the_limit_and_then_to_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let keep = LogRetention {
+            max_age: Duration::from_secs(3600),
+            max_count: 10,
+        };
+        for n in 0..11 {
+            log(dir.path(), n);
+        }
+        assert!(prune_logs_if_due(dir.path(), keep).is_empty());
+        assert_eq!(count(dir.path()), 11, "a tenth over is not due yet");
+        log(dir.path(), 11);
+        assert_eq!(prune_logs_if_due(dir.path(), keep).len(), 2);
+        assert_eq!(count(dir.path()), 10);
+        // A log past its age is due at once, whatever the count.
+        let old = SystemTime::now() - Duration::from_secs(7200);
+        let oldest = dir.path().join(format!("{:016x}.jsonl", 5));
+        std::fs::File::options()
+            .write(true)
+            .open(&oldest)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        assert_eq!(prune_logs_if_due(dir.path(), keep), vec![oldest]);
+    }
 }

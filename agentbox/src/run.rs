@@ -714,7 +714,8 @@ pub(crate) fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
     // The default log directory keeps the newest logs only (`agentbox gc --help`).
     if own_log_dir {
         if let Some(dir) = log_path.parent() {
-            let pruned = agent_sandbox::gc::prune_logs(dir, crate::gc_cmd::retention(None, None));
+            let pruned =
+                agent_sandbox::gc::prune_logs_if_due(dir, crate::gc_cmd::retention(None, None));
             tracing::debug!(count = pruned.len(), "pruned old audit logs");
         }
     }

@@ -434,6 +434,7 @@ impl SandboxGroup {
         left.sort_unstable();
         left.dedup();
         let deadline = Instant::now() + timeout;
+        let mut backoff = Backoff::default();
         loop {
             let busy: Vec<&&PathBuf> = dirs.iter().filter(|d| !procs(d).is_empty()).collect();
             if busy.is_empty() {
@@ -451,7 +452,7 @@ impl SandboxGroup {
             for dir in busy {
                 kill_group(dir);
             }
-            std::thread::sleep(Duration::from_millis(2));
+            backoff.wait();
         }
     }
 
@@ -477,15 +478,30 @@ impl SandboxGroup {
     }
 }
 
+/// Sleeps between polls of a group that is emptying: 50 us first, doubling up to 5 ms. The
+/// last task usually leaves within a fraction of a millisecond (a fixed 2-5 ms sleep was
+/// most of a short run's teardown), and v1 groups have no event to wait on.
+#[derive(Default)]
+struct Backoff(u32);
+
+impl Backoff {
+    fn wait(&mut self) {
+        let micros = (50u64 << self.0.min(7)).min(5_000);
+        self.0 += 1;
+        std::thread::sleep(Duration::from_micros(micros));
+    }
+}
+
 /// rmdir, retried briefly: the last task may still be leaving the group.
 fn remove_group(dir: &Path) -> io::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(2);
+    let mut backoff = Backoff::default();
     loop {
         match fs::remove_dir(dir) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(5));
+                backoff.wait();
             }
             Err(e) => return Err(e),
         }
