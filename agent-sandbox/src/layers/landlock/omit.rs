@@ -526,6 +526,16 @@ impl Walk<'_> {
         ));
     }
 
+    /// Whether listing `real` (at `depth`) counts against the time budget.
+    fn timed(&self, real: &Path, depth: usize) -> bool {
+        depth > 0
+            && self.limits.budget.is_some()
+            && !real
+                .file_name()
+                .is_some_and(|n| self.reach.globs.named.contains(n))
+            && !self.omissions.protected.iter().any(|p| under(p, real))
+    }
+
     fn visit(
         &mut self,
         real: &Path,
@@ -544,12 +554,7 @@ impl Walk<'_> {
         // and directories a glob names (`.git` of `**/.git/hooks`, `.vscode`) are examined
         // whatever the time: they are few and small, and hold what matters most (the
         // repository git runs in next, a `.env` at the top).
-        let timed = depth > 0
-            && self.limits.budget.is_some()
-            && !real
-                .file_name()
-                .is_some_and(|n| self.reach.globs.named.contains(n))
-            && !self.omissions.protected.iter().any(|p| under(p, real));
+        let timed = self.timed(real, depth);
         let since = if timed { thread_cpu() } else { Duration::ZERO };
         if timed && (self.out_of_time || self.time_ran_out(out, real, since)) {
             return Ok(Visit::Whole);
@@ -653,6 +658,12 @@ impl Walk<'_> {
                     sub_rules.rules.push((child_real.clone(), access));
                 }
                 sub_rules.omitted.push(child_real);
+                continue;
+            }
+            // Out of time, a directory the budget covers is not even stat'ed: in a large
+            // tree the stats of the rest of one listing were most of the search's cost.
+            if self.out_of_time && self.timed(&child_real, depth + 1) {
+                pending.push(name);
                 continue;
             }
             if self
