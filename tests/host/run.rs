@@ -622,7 +622,12 @@ fn run_earlier_logs_in_the_default_directory_are_read_only_to_the_agent() {
         };
         let first = go("echo first");
         assert!(first.status.success(), "{run_as:?}: {first:?}");
-        let earlier: Vec<_> = std::fs::read_dir(&logs).unwrap().flatten().collect();
+        // The logs, not the prune stamp (`.pruned`) beside them.
+        let earlier: Vec<_> = std::fs::read_dir(&logs)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "jsonl"))
+            .collect();
         assert_eq!(earlier.len(), 1, "{run_as:?}");
         let earlier = earlier[0].path();
         let before = std::fs::read(&earlier).unwrap();

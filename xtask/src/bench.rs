@@ -834,7 +834,11 @@ fn startup(env: &Env, sizes: &Sizes, doc: &mut Doc) -> Res<()> {
     // 1.2x `bwrap --unshare-user` as the same user.
     // Each agentbox row is compared with the bwrap row of its own table.
     let find = |name: &str, cold: bool| {
-        let t = if cold { cold_table.as_ref() } else { Some(&table) };
+        let t = if cold {
+            cold_table.as_ref()
+        } else {
+            Some(&table)
+        };
         t?.rows.iter().find(|r| r.name.starts_with(name))
     };
     let goals = [

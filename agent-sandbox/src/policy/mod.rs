@@ -7,6 +7,7 @@
 
 pub(crate) mod capabilities;
 mod coverage;
+pub(crate) mod globs;
 pub(crate) mod syscalls;
 
 pub use coverage::{Coverage, CoverageEntry, Guarantee, Layer, Status};

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use ebpf_probes::{Counters, KernelEvent, LsmHook, LsmReason, NetHook, NetVerdictReason};
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use globset::GlobSet;
 
 use super::lsm::LAYER as LSM_LAYER;
 use super::net::LAYER as NET_LAYER;
@@ -159,13 +159,13 @@ impl Mapper {
     /// Tells protect binds from the read-only view: an EROFS on a protect match (or inside
     /// one) is the protect rule's, any other the view's.
     pub(crate) fn with_protect_globs(mut self, globs: &[String]) -> Self {
-        let mut set = GlobSetBuilder::new();
-        for glob in globs {
-            if let Ok(g) = GlobBuilder::new(glob).literal_separator(true).build() {
-                set.add(g);
-            }
-        }
-        self.protect_set = set.build().unwrap_or_else(|_| GlobSet::empty());
+        let valid: Vec<String> = globs
+            .iter()
+            .filter(|g| crate::policy::globs::glob(g).is_ok())
+            .cloned()
+            .collect();
+        self.protect_set =
+            crate::policy::globs::glob_set(&valid).unwrap_or_else(|_| GlobSet::empty());
         self
     }
 
@@ -185,16 +185,13 @@ impl Mapper {
 
     /// Names BPF LSM file denials by the policy's deny globs (`filesystem.deny: **/.env`).
     pub(crate) fn with_deny_globs(mut self, globs: &[String]) -> Self {
-        let mut set = GlobSetBuilder::new();
-        let mut kept = Vec::new();
-        for glob in globs {
-            // Same reading as the Landlock omission walk: `*` stays within one component.
-            if let Ok(g) = GlobBuilder::new(glob).literal_separator(true).build() {
-                set.add(g);
-                kept.push(glob.clone());
-            }
-        }
-        self.deny_set = set.build().unwrap_or_else(|_| GlobSet::empty());
+        // Same reading (and compiled set) as the Landlock omission walk.
+        let kept: Vec<String> = globs
+            .iter()
+            .filter(|g| crate::policy::globs::glob(g).is_ok())
+            .cloned()
+            .collect();
+        self.deny_set = crate::policy::globs::glob_set(&kept).unwrap_or_else(|_| GlobSet::empty());
         self.deny_globs = kept;
         self
     }

@@ -292,7 +292,9 @@ fn compile_for_abi(
         notes.push("audit mode: Landlock cannot log without denying; it still denies".into());
     }
 
+    let searched = std::time::Instant::now();
     let fs = compile_fs(policy, protected, abi, limits, &mut notes)?;
+    tracing::debug!(elapsed = ?searched.elapsed(), "deny search and filesystem rules");
     fs_coverage(policy, share, &fs, abi_num, &mut coverage);
     let net = if share.tcp_by_cgroup_bpf {
         for g in [
@@ -493,6 +495,7 @@ pub(crate) fn protect_matches(
     let mut may_match = false;
     let mut unexamined = Vec::new();
     let limits = WalkLimits::within(policy.filesystem.search_budget() / 2);
+    let searched = std::time::Instant::now();
     for tree in writable {
         may_match |= omissions.protect_may_match_below(&tree.real, &tree.written);
         let split = omissions.split(tree, &limits)?;
@@ -501,6 +504,7 @@ pub(crate) fn protect_matches(
     }
     matches.sort();
     matches.dedup();
+    tracing::debug!(elapsed = ?searched.elapsed(), "protect search");
     Ok((matches, may_match, unexamined))
 }
 

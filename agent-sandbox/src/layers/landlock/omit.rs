@@ -115,7 +115,6 @@ struct DirFilter {
 
 impl Globs {
     fn new(deny: &[String], protect: &[String]) -> anyhow::Result<Self> {
-        let mut builder = GlobSetBuilder::new();
         let mut kept = Vec::new();
         let mut prefixes = Vec::new();
         let mut keeps = Vec::new();
@@ -124,17 +123,14 @@ impl Globs {
             .map(|p| (p, Keep::Nothing, "deny"))
             .chain(protect.iter().map(|p| (p, Keep::ReadOnly, "protect")));
         for (pattern, keep, kind) in tagged {
-            let glob = GlobBuilder::new(pattern)
-                .literal_separator(true)
-                .backslash_escape(true)
-                .build()
+            crate::policy::globs::glob(pattern)
                 .with_context(|| format!("invalid {kind} glob '{pattern}'"))?;
-            builder.add(glob);
             kept.push(pattern.clone());
             prefixes.push(literal_prefix(pattern));
             keeps.push(keep);
         }
-        let set = builder.build().context("building deny and protect globs")?;
+        let set =
+            crate::policy::globs::glob_set(&kept).context("building deny and protect globs")?;
         let mut names = GlobSetBuilder::new();
         let mut tails = Vec::new();
         for (pattern, prefix) in kept.iter().zip(&prefixes) {

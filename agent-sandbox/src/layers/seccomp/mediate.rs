@@ -228,14 +228,8 @@ impl Mediation {
             builder.add(GlobBuilder::new(glob).literal_separator(true).build()?);
         }
         let fs = &policy.filesystem;
-        let mut deny = GlobSetBuilder::new();
-        for glob in &fs.deny {
-            deny.add(
-                GlobBuilder::new(&glob.pattern)
-                    .literal_separator(true)
-                    .build()?,
-            );
-        }
+        let deny_globs: Vec<String> = fs.deny.iter().map(|g| g.pattern.clone()).collect();
+        let deny = crate::policy::globs::glob_set(&deny_globs)?;
         Ok(Mediation {
             own: fs.write.clone(),
             set: builder.build()?,
@@ -249,8 +243,8 @@ impl Mediation {
                 .chain(&fs.exec)
                 .cloned()
                 .collect(),
-            deny: deny.build()?,
-            deny_globs: fs.deny.iter().map(|g| g.pattern.clone()).collect(),
+            deny,
+            deny_globs,
             dns,
             ask: None,
         })
