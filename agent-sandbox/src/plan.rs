@@ -423,6 +423,25 @@ impl Plan {
                 self.outside_agent_trees(&path, "the approval rules", true)?;
                 Box::new(crate::approval::rules::RulesApprover::load(&path)?)
             }
+            Backend::Webhook {
+                url,
+                key,
+                ca,
+                sandbox,
+            } => {
+                let key = key.context("--approver webhook needs --webhook-key FILE")?;
+                // The agent must not sign requests of its own, nor choose whom we trust.
+                self.outside_agent_trees(&key, "the webhook key", false)?;
+                if let Some(ca) = &ca {
+                    self.outside_agent_trees(ca, "the webhook CA", true)?;
+                }
+                Box::new(crate::approval::webhook::WebhookApprover::new(
+                    &url,
+                    &key,
+                    ca.as_deref(),
+                    &sandbox,
+                )?)
+            }
             Backend::Chain { members, all } => Box::new(crate::approval::Chain {
                 members: members
                     .into_iter()

@@ -101,11 +101,22 @@ pub(crate) struct RunArgs {
     /// Who decides what is asked: `tty` (a prompt on your terminal, whatever the agent's
     /// stdio is), `socket` (JSON lines on a UNIX socket next to the audit log, for an IDE or
     /// agent front end), `socket:PATH`, `rules:FILE` (a policy file of rules, for unattended
-    /// runs), or `deny` (non-interactive: refuse and report). Several joined by commas ask in
-    /// turn until one decides (`rules:ci.toml,tty`); led by `all:`, every one must allow.
-    /// Prompts are limited to 10 a minute; beyond that requests are refused.
+    /// runs), `webhook:https://…` (a signed HTTPS POST per request, for chat-ops; needs
+    /// --webhook-key), or `deny` (non-interactive: refuse and report). Several joined by
+    /// commas ask in turn until one decides (`rules:ci.toml,tty`); led by `all:`, every one
+    /// must allow. Prompts are limited to 10 a minute; beyond that requests are refused.
     #[arg(long = "approver", value_name = "BACKEND", default_value = "deny")]
     pub approver: String,
+
+    /// The key webhook requests are signed with (HMAC-SHA256, header X-Agentbox-Signature),
+    /// shared with the receiver; mode 0600, outside every tree of the sandbox.
+    #[arg(long = "webhook-key", value_name = "FILE")]
+    pub webhook_key: Option<PathBuf>,
+
+    /// PEM certificates to trust for the webhook instead of the public roots (a receiver
+    /// with a private CA).
+    #[arg(long = "webhook-ca", value_name = "FILE")]
+    pub webhook_ca: Option<PathBuf>,
 
     /// Seconds the approver has per request; then the request is refused.
     #[arg(long = "ask-timeout", value_name = "SECS", default_value_t = 60)]
@@ -571,6 +582,13 @@ pub(crate) fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
             &args.approver,
             &log_path.with_extension("approve.sock"),
         )
+        .and_then(|b| {
+            b.with_webhook(
+                args.webhook_key.as_deref(),
+                args.webhook_ca.as_deref(),
+                &sandbox_id,
+            )
+        })
         .map_err(discard)?;
         let shown = backend.clone();
         // Kept with agentbox's own user, like the logs: never where the agent user writes.
@@ -593,11 +611,15 @@ pub(crate) fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
                 "agentbox: network.unknown = ask, approver `deny`: every unknown destination \
                  is refused and logged (--approver socket to decide them)"
             ),
-            (None, Backend::Rules(_) | Backend::Chain { .. }) if !args.quiet => eprintln!(
-                "agentbox: approvals decided by --approver {}; a request nothing decides is \
-                 refused and logged",
-                args.approver
-            ),
+            (None, Backend::Rules(_) | Backend::Webhook { .. } | Backend::Chain { .. })
+                if !args.quiet =>
+            {
+                eprintln!(
+                    "agentbox: approvals decided by --approver {}; a request nothing decides \
+                     is refused and logged",
+                    args.approver
+                )
+            }
             _ => {}
         }
     }

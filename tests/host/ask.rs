@@ -497,3 +497,247 @@ fn ask_net_workspace_scope_lasts_for_later_runs_in_that_workspace_only() {
     }
     assert_eq!(server.accepted(), 2 * RunAs::all().len());
 }
+
+/// A loopback HTTPS receiver (Debian's Python and openssl): checks each request's
+/// signature, logs it, and allows `allow_port` for the sandbox (by "alice"), refuses the
+/// rest (by "bob"); 401 on a bad signature.
+const WEBHOOK_SERVER: &str = r#"
+import hashlib, hmac, http.server, json, ssl, sys
+key = open(sys.argv[1], 'rb').read().strip()
+cert, cert_key, log, allow_port = sys.argv[2:6]
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers['Content-Length']))
+        want = 'sha256=' + hmac.new(key, body, hashlib.sha256).hexdigest()
+        ok = hmac.compare_digest(self.headers.get('X-Agentbox-Signature', ''), want)
+        req = json.loads(body)
+        with open(log, 'a') as f:
+            f.write(json.dumps({'signed': ok, 'body': req}) + '\n')
+        if not ok:
+            self.send_response(401); self.end_headers(); return
+        if req['request']['destination'].endswith(':' + allow_port):
+            ans = {'decision': 'allow', 'scope': 'sandbox', 'by': 'alice'}
+        else:
+            ans = {'decision': 'deny', 'by': 'bob'}
+        out = json.dumps(ans).encode()
+        self.send_response(200)
+        self.send_header('Content-Length', str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+    def log_message(self, *a):
+        pass
+srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, cert_key)
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+print(srv.server_address[1], flush=True)
+srv.serve_forever()
+"#;
+
+/// A CA and a certificate it signed for 127.0.0.1, made with openssl in `dir`: (CA, cert,
+/// cert key).
+fn loopback_tls(dir: &std::path::Path) -> [std::path::PathBuf; 3] {
+    let p = |n: &str| dir.join(n);
+    std::fs::write(p("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    let steps: [&[&str]; 3] = [
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=agentbox test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ],
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "hook.key",
+            "-out",
+            "hook.csr",
+        ],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "hook.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "hook.pem",
+        ],
+    ];
+    for args in steps {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    }
+    [p("ca.pem"), p("hook.pem"), p("hook.key")]
+}
+
+#[test]
+fn ask_net_webhook_signs_each_request_and_its_answer_decides() {
+    let ip = host_address()
+        .expect("an address on a default route")
+        .to_string();
+    let allowed = TcpServer::start("0.0.0.0");
+    let denied = TcpServer::start("0.0.0.0");
+    let tls_dir = tempfile::tempdir().unwrap();
+    let [ca, cert, cert_key] = loopback_tls(tls_dir.path());
+    let server_key = tls_dir.path().join("hmac.key");
+    let secret = "5f0e8c1d2b3a49586776a5b4c3d2e1f0";
+    std::fs::write(&server_key, secret).unwrap();
+    let log = tls_dir.path().join("requests.jsonl");
+    /// Killed however the test ends (a failed assertion included).
+    struct Server(std::process::Child);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut server = Server(
+        std::process::Command::new("/usr/bin/python3")
+            .args(["-c", WEBHOOK_SERVER])
+            .args([&server_key, &cert, &cert_key, &log])
+            .arg(allowed.port.to_string())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3"),
+    );
+    let mut port = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.0.stdout.take().unwrap()),
+        &mut port,
+    )
+    .unwrap();
+    let url = format!("webhook:https://127.0.0.1:{}/approve", port.trim());
+    let probe = format!(
+        "attempt('allowed', connect('{ip}', {a}))\n\
+         attempt('allowed_again', connect('{ip}', {a}))\n\
+         attempt('denied', connect('{ip}', {d}))\n",
+        a = allowed.port,
+        d = denied.port
+    );
+    let requests = || -> Vec<Value> {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let rows = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let _ = std::fs::remove_file(&log);
+        rows
+    };
+    for run_as in RunAs::all() {
+        let s = Scenario::new(run_as);
+        let key = socket_dir(&s).join("hook.key");
+        std::fs::write(&key, secret).unwrap();
+        let wrong = socket_dir(&s).join("wrong.key");
+        std::fs::write(&wrong, "0000000000000000ffffffffffffffff").unwrap();
+        for k in [&key, &wrong] {
+            std::fs::set_permissions(k, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
+            if run_as == RunAs::Nobody {
+                std::os::unix::fs::chown(k, Some(65534), Some(65534)).unwrap();
+            }
+        }
+        let with = |key: &std::path::Path, ca: Option<&std::path::Path>| {
+            let mut args = ask_args(&url, "20");
+            args.extend(["--webhook-key", key.to_str().unwrap()]);
+            if let Some(ca) = ca {
+                args.extend(["--webhook-ca", ca.to_str().unwrap()]);
+            }
+            args.into_iter().map(String::from).collect::<Vec<_>>()
+        };
+
+        let args = with(&key, Some(&ca));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let r = s.run_probe(&args, &probe);
+        assert_eq!(r.code(), Some(0), "{run_as:?}: {}", r.dump());
+        assert_eq!(r.attempt("allowed"), Attempt::Ok, "{}", r.dump());
+        assert_eq!(r.attempt("allowed_again"), Attempt::Ok, "{}", r.dump());
+        assert_eq!(r.attempt("denied"), EPERM, "{}", r.dump());
+        let asked = requests();
+        assert_eq!(
+            asked.len(),
+            2,
+            "the lease answers the second connect: {asked:?}"
+        );
+        for (row, port) in asked.iter().zip([allowed.port, denied.port]) {
+            assert_eq!(row["signed"], true, "{row}");
+            assert_eq!(row["body"]["sandbox"], r.sandbox_id().unwrap(), "{row}");
+            assert_eq!(
+                row["body"]["request"]["destination"],
+                format!("tcp {ip}:{port}")
+            );
+        }
+        let granted = approvals(&r, "granted");
+        assert_eq!(granted.len(), 1, "{}", r.dump());
+        let by = granted[0]["by"].as_str().unwrap();
+        assert!(
+            by.starts_with("webhook 127.0.0.1:") && by.ends_with("(alice)"),
+            "{by}"
+        );
+        assert_eq!(granted[0]["scope"], "sandbox", "{}", r.dump());
+        let refused = r.denials_of("approval");
+        assert_eq!(refused.len(), 1, "{}", r.dump());
+        assert!(
+            refused[0]["rule"].as_str().unwrap().contains("(bob)"),
+            "{}",
+            r.dump()
+        );
+
+        // A key the receiver does not share: it answers 401, and that refuses.
+        let args = with(&wrong, Some(&ca));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let r = s.run_probe(
+            &args,
+            &format!("attempt('allowed', connect('{ip}', {}))\n", allowed.port),
+        );
+        assert_eq!(r.attempt("allowed"), EPERM, "{}", r.dump());
+        let refused = r.denials_of("approval");
+        assert!(
+            refused.len() == 1 && refused[0]["rule"].as_str().unwrap().contains("HTTP 401"),
+            "{}",
+            r.dump()
+        );
+        assert_eq!(requests()[0]["signed"], false);
+
+        // Without --webhook-ca the receiver's certificate is not trusted: nothing is sent.
+        let args = with(&key, None);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let r = s.run_probe(
+            &args,
+            &format!("attempt('allowed', connect('{ip}', {}))\n", allowed.port),
+        );
+        assert_eq!(r.attempt("allowed"), EPERM, "{}", r.dump());
+        assert_eq!(r.denials_of("approval").len(), 1, "{}", r.dump());
+        assert!(
+            requests().is_empty(),
+            "an untrusted receiver got the request"
+        );
+    }
+    drop(server);
+}

@@ -13,6 +13,7 @@ pub(crate) mod rules;
 pub(crate) mod socket;
 pub mod store;
 pub(crate) mod tty;
+pub(crate) mod webhook;
 
 pub use store::WorkspaceApprovals;
 
@@ -204,6 +205,16 @@ pub enum Backend {
     Tty,
     /// A policy file of rules, for unattended decisions ([`rules`]).
     Rules(std::path::PathBuf),
+    /// An HTTPS POST per request, signed with the key in `key` ([`webhook`]); `ca` replaces
+    /// the public roots. The files come from `--webhook-key` and `--webhook-ca`
+    /// ([`Backend::with_webhook`]).
+    Webhook {
+        url: String,
+        key: Option<std::path::PathBuf>,
+        ca: Option<std::path::PathBuf>,
+        /// The sandbox id, which the receiver can match with the audit log.
+        sandbox: String,
+    },
     /// Several, in order: the first decisive answer wins, or with `all` every answer must
     /// allow.
     Chain { members: Vec<Backend>, all: bool },
@@ -227,10 +238,17 @@ impl Backend {
                 _ => match item.split_once(':') {
                     Some(("socket", p)) if !p.is_empty() => Backend::Socket(path(p)?),
                     Some(("rules", p)) if !p.is_empty() => Backend::Rules(path(p)?),
+                    Some(("webhook", url)) if !url.is_empty() => Backend::Webhook {
+                        url: url.to_string(),
+                        key: None,
+                        ca: None,
+                        sandbox: String::new(),
+                    },
                     _ => anyhow::bail!(
                         "--approver {text}: {item:?} is not a backend; write `tty`, `deny`, \
-                         `socket`, `socket:PATH` or `rules:FILE`, several joined by commas \
-                         (first decisive answer wins), led by `all:` when all must agree"
+                         `socket`, `socket:PATH`, `rules:FILE` or `webhook:https://…`, several \
+                         joined by commas (first decisive answer wins), led by `all:` when all \
+                         must agree"
                     ),
                 },
             })
@@ -244,6 +262,38 @@ impl Backend {
             return Ok(members.remove(0));
         }
         Ok(Backend::Chain { members, all })
+    }
+
+    /// Gives every webhook of this backend its key (`--webhook-key`, required with one), CA
+    /// (`--webhook-ca`) and the sandbox id its requests name.
+    pub fn with_webhook(
+        self,
+        key: Option<&std::path::Path>,
+        ca: Option<&std::path::Path>,
+        sandbox: &str,
+    ) -> anyhow::Result<Backend> {
+        let absolute = |p: &std::path::Path| std::path::absolute(p).map_err(anyhow::Error::from);
+        Ok(match self {
+            Backend::Webhook { url, .. } => Backend::Webhook {
+                key: Some(absolute(key.ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--approver webhook:{url} needs --webhook-key FILE: the key its \
+                         requests are signed with (HMAC-SHA256), shared with the receiver"
+                    )
+                })?)?),
+                ca: ca.map(absolute).transpose()?,
+                sandbox: sandbox.to_string(),
+                url,
+            },
+            Backend::Chain { members, all } => Backend::Chain {
+                members: members
+                    .into_iter()
+                    .map(|m| m.with_webhook(key, ca, sandbox))
+                    .collect::<anyhow::Result<_>>()?,
+                all,
+            },
+            other => other,
+        })
     }
 }
 
