@@ -121,6 +121,51 @@ fn ask_net_through_the_approval_socket_once_deny_and_lease() {
     }
 }
 
+/// A person is asked at most 10 times a minute: an agent asking again and again is refused
+/// from the 11th request on, without a prompt, and the refusal says why.
+#[test]
+fn ask_net_prompts_are_rate_limited() {
+    let ip = host_address()
+        .expect("an address on a default route")
+        .to_string();
+    let server = TcpServer::start("0.0.0.0");
+    for run_as in RunAs::all() {
+        let s = Scenario::new(run_as);
+        let path = socket_dir(&s).join("limit.sock");
+        let once = serde_json::json!({"decision": "allow", "scope": "once"});
+        let client = approver(path.clone(), vec![once; 12], Duration::ZERO);
+        let socket = format!("socket:{}", path.display());
+        let probe: String = (1..=12)
+            .map(|n| format!("attempt('c{n}', connect('{ip}', {}))\n", server.port))
+            .collect();
+        let r = s.run_probe(&ask_args(&socket, "20"), &probe);
+        let asked = client.join().expect("approver thread");
+        assert_eq!(r.code(), Some(0), "{}", r.dump());
+        for n in 1..=10 {
+            assert_eq!(
+                r.attempt(&format!("c{n}")),
+                Attempt::Ok,
+                "c{n}: {}",
+                r.dump()
+            );
+        }
+        for n in [11, 12] {
+            assert_eq!(r.attempt(&format!("c{n}")), EPERM, "c{n}: {}", r.dump());
+        }
+        assert_eq!(asked.len(), 10, "the socket saw ten prompts: {asked:?}");
+        let refused = r.denials_of("approval");
+        assert_eq!(refused.len(), 2, "{}", r.dump());
+        assert!(
+            refused.iter().all(|d| d["rule"]
+                .as_str()
+                .unwrap()
+                .contains("rate limit (10 prompts in 60s")),
+            "{}",
+            r.dump()
+        );
+    }
+}
+
 /// Non-interactive (the default approver) and an approver that never answers: both refuse,
 /// and the refusal says why.
 #[test]

@@ -25,8 +25,22 @@ pub struct Learned {
     pub unix: BTreeSet<String>,
     /// What was refused and not learned, with why: for the person reviewing the profile.
     pub notes: BTreeSet<String>,
+    /// Names looked up that no entry named: learned as `NAME:PORT` when a connect to an
+    /// address they resolved to follows, else noted.
+    looked_up: BTreeSet<String>,
     /// The trees the current round's profile already granted read.
     granted_read: BTreeSet<PathBuf>,
+}
+
+/// The entry a learning round adds so that its lookups go through the sandbox's resolver:
+/// `.invalid` names never resolve (RFC 6761).
+const LEARN_RESOLVER: &str = "agentbox-learn.invalid:9";
+
+/// NAME of a denial's "(resolved for NAME" (layers/dns/resolver.rs, `name_note`).
+fn resolved_name(rule: &str) -> Option<&str> {
+    let rest = rule.split_once("(resolved for ")?.1;
+    let end = rest.find([';', ',', ')'])?;
+    Some(rest[..end].trim_end_matches('.')).filter(|n| !n.is_empty())
 }
 
 /// Accesses that change a tree: a refusal of one of these needs `write`.
@@ -130,7 +144,12 @@ impl Learned {
                         "connect {target}: refused by `{rule}`; not learned"
                     ));
                 } else if rule.starts_with("network") {
-                    self.net.insert(target);
+                    // An address the sandbox's resolver handed out: the name is the entry
+                    // (what the run asked for; the address may change).
+                    match resolved_name(rule) {
+                        Some(name) => self.net.insert(format!("{name}:{port}")),
+                        None => self.net.insert(target),
+                    };
                 } else {
                     self.notes
                         .insert(format!("connect {target}: refused by `{rule}`"));
@@ -141,10 +160,8 @@ impl Learned {
                     .insert(resolved.clone().unwrap_or_else(|| path.clone()));
             }
             Object::Dns { name, .. } => {
-                self.notes.insert(format!(
-                    "looked up {name}: no entry names it; add `{name}:PORT` to \
-                     network.allow if the run needs it (the port is not known from a lookup)"
-                ));
+                self.looked_up
+                    .insert(name.trim_end_matches('.').to_string());
             }
             other => {
                 self.notes.insert(format!(
@@ -185,7 +202,21 @@ impl Learned {
         for line in header.lines() {
             out.push_str(&format!("# {line}\n"));
         }
-        for note in &self.notes {
+        let unconnected = self.looked_up.iter().filter(|name| {
+            !self.net.iter().any(|n| {
+                n.strip_prefix(name.as_str())
+                    .is_some_and(|r| r.starts_with(':'))
+            })
+        });
+        let looked_up: BTreeSet<String> = unconnected
+            .map(|name| {
+                format!(
+                    "looked up {name}, and connected nowhere it resolved to: add `{name}:PORT` \
+                     to network.allow if the run needs it"
+                )
+            })
+            .collect();
+        for note in self.notes.iter().chain(&looked_up) {
             out.push_str(&format!("# not learned: {}\n", note.replace('\n', " ")));
         }
         out.push_str(&format!("extends = {}\n", q(extends)));
@@ -204,13 +235,19 @@ impl Learned {
                 }
             }
         }
-        if !(self.net.is_empty() && self.bind.is_empty() && self.unix.is_empty()) {
+        // While learning, a host-name entry that matches nothing starts the sandbox's
+        // resolver: its lookups are then seen (audit mode resolves them all) and a connect
+        // to what one returned is learned by name.
+        let net: Vec<String> = self
+            .net
+            .iter()
+            .map(|n| q(n))
+            .chain(audit.then(|| q(LEARN_RESOLVER)))
+            .collect();
+        if !(net.is_empty() && self.bind.is_empty() && self.unix.is_empty()) {
             out.push_str("\n[network]\n");
-            if !self.net.is_empty() {
-                out.push_str(&format!(
-                    "allow = {}\n",
-                    list(self.net.iter().map(|n| q(n)).collect())
-                ));
+            if !net.is_empty() {
+                out.push_str(&format!("allow = {}\n", list(net)));
             }
             if !self.bind.is_empty() {
                 out.push_str(&format!(
@@ -330,5 +367,59 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("mode = "), "{text}");
+    }
+
+    #[test]
+    fn an_address_the_resolver_handed_out_is_learned_by_its_name() {
+        let home = Path::new("/home/u");
+        let mut l = Learned::default();
+        let net = |addr: &str, port| Object::Net {
+            proto: "tcp".into(),
+            addr: addr.into(),
+            port,
+        };
+        let dns = |name: &str| Object::Dns {
+            name: name.into(),
+            qtype: "A".into(),
+        };
+        l.add(
+            &denial(
+                "network.allow: no host-name entry covers pkg.test",
+                dns("pkg.test"),
+            ),
+            home,
+        );
+        l.add(
+            &denial(
+                "network.allow: no host-name entry covers other.test",
+                dns("other.test"),
+            ),
+            home,
+        );
+        l.add(
+            &denial(
+                "network: not in allow-list 192.0.2.7:443 (resolved for pkg.test, which no entry names)",
+                net("192.0.2.7", 443),
+            ),
+            home,
+        );
+        assert_eq!(l.net.iter().collect::<Vec<_>>(), vec!["pkg.test:443"]);
+        // Learning: the placeholder that starts the resolver; the result: never.
+        let round = l.profile("default", "round", true);
+        assert!(round.contains(LEARN_RESOLVER), "{round}");
+        let text = l.profile("default", "learned", false);
+        assert!(!text.contains(LEARN_RESOLVER), "{text}");
+        assert!(text.contains("\"pkg.test:443\""), "{text}");
+        // A name looked up but never connected to is a note, with what to add.
+        assert!(
+            text.contains("# not learned: looked up other.test, and connected nowhere"),
+            "{text}"
+        );
+        assert!(!text.contains("looked up pkg.test"), "{text}");
+        assert_eq!(
+            resolved_name("x (resolved for a.b; its grant expired)"),
+            Some("a.b")
+        );
+        assert_eq!(resolved_name("network: not in allow-list 1.2.3.4:80"), None);
     }
 }

@@ -57,11 +57,13 @@ impl GrantSink for ebpf_probes::Grants {
 
 /// Which name each address was last handed out for, kept after its grant expired: denials
 /// of a connect to it say the name.
+/// Address → the name it was last resolved for, and whether an entry granted it (audit
+/// mode resolves names no entry names too, and grants nothing for them).
 #[derive(Debug, Default)]
-pub(crate) struct NameBook(Mutex<HashMap<IpAddr, String>>);
+pub(crate) struct NameBook(Mutex<HashMap<IpAddr, (String, bool)>>);
 
 impl NameBook {
-    pub(crate) fn name_of(&self, addr: IpAddr) -> Option<String> {
+    fn entry(&self, addr: IpAddr) -> Option<(String, bool)> {
         let addr = unmap(addr);
         self.0
             .lock()
@@ -70,20 +72,24 @@ impl NameBook {
             .cloned()
     }
 
-    fn note(&self, addr: IpAddr, name: &str) {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(addr, name.to_string());
+    fn note(&self, addr: IpAddr, name: &str, granted: bool) {
+        let mut book = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        // A granted name is not displaced by an audit-only lookup of the same address.
+        if !granted && book.get(&addr).is_some_and(|(_, g)| *g) {
+            return;
+        }
+        book.insert(addr, (name.to_string(), granted));
     }
 }
 
 /// What a denial of `addr` adds to its rule text: the name it was resolved for, if any.
+/// `agentbox learn` reads the name from "(resolved for NAME" and learns `NAME:PORT`.
 pub(crate) fn name_note(book: Option<&NameBook>, addr: IpAddr) -> String {
-    match book.and_then(|b| b.name_of(addr)) {
-        Some(name) => {
+    match book.and_then(|b| b.entry(addr)) {
+        Some((name, true)) => {
             format!(" (resolved for {name}; its grant expired or does not cover this port)")
         }
+        Some((name, false)) => format!(" (resolved for {name}, which no entry names)"),
         None => String::new(),
     }
 }
@@ -235,8 +241,14 @@ impl Server {
         if rules.is_empty() {
             self.deny(&name, format!("{:?}", question.qtype));
             if self.audit_only {
-                // Audit mode: the lookup goes through, and nothing is granted beyond it.
-                return forward(self.plan.upstream, query, tcp).ok();
+                // Audit mode: the lookup goes through, and nothing is granted beyond it; the
+                // addresses are noted, so that a connect to one names the host (which
+                // `agentbox learn` learns instead of the address).
+                let answer = forward(self.plan.upstream, query, tcp).ok()?;
+                for (addr, _) in addresses_for(&name, &answer) {
+                    self.book.note(addr, &name, false);
+                }
+                return Some(answer);
             }
             return refusal(&packet).ok();
         }
@@ -290,7 +302,7 @@ impl Server {
             }
             None => held.push((name.to_string(), ranges.to_vec(), until)),
         }
-        self.book.note(addr, name);
+        self.book.note(addr, name, true);
         self.apply(addr);
     }
 
