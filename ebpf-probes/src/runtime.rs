@@ -100,8 +100,7 @@ const CGROUP_UNIX_PROGRAMS: [(&str, libbpf_rs::libbpf_sys::bpf_attach_type); 2] 
 /// unpinned (so detached) by the last one to exit normally (see `Shared`'s Drop): when no
 /// sandbox runs, nothing of agentbox sits on the system's syscall path. The programs stay
 /// pinned for the next run to attach again without verification.
-pub(crate) const TRACE_PROGRAMS: [&str; 5] = [
-    "observe_sys_enter",
+pub(crate) const TRACE_PROGRAMS: [&str; 4] = [
     "observe_sys_exit",
     "observe_fork",
     "observe_exec",

@@ -491,7 +491,7 @@ fn observers_label_denials_and_follow_descendants() {
             // Landlock denies the open: EACCES, labelled with the path.
             results.push(landlock_deny_reads());
             results.push(open_read(&secret_c));
-            // seccomp refuses openat before sys_enter runs: still labelled.
+            // seccomp refuses openat before the syscall runs: still labelled at exit.
             results.push(seccomp_deny_openat());
             results.push(open_read(&other_c));
             results
@@ -851,7 +851,7 @@ fn observers_detach_with_the_last_runtime_and_come_back_with_the_next() {
     let root = PinRoot::create("idle");
     let (first, state) = Runtime::open(&root.path).expect("cold open");
     assert_eq!(state, LoadState::Cold);
-    let link = first.pin_dir().join("links/observe_sys_enter");
+    let link = first.pin_dir().join("links/observe_sys_exit");
     assert!(link.exists(), "observers attached while a runtime is open");
     let (second, state) = Runtime::open(&root.path).expect("warm open");
     assert_eq!(state, LoadState::Warm);

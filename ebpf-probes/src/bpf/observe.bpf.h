@@ -4,11 +4,12 @@
  *
  * - sched_process_fork copies the parent's sandbox identity into the child's task storage,
  *   so every descendant (processes and threads) stays attributed to its sandbox.
- * - sys_enter stashes the arguments of a watched syscall of a sandboxed task; sys_exit turns
- *   an -EACCES/-EPERM result into a SyscallDenied event labelled with the path, address or
- *   target read from those arguments. seccomp runs before sys_enter, so a syscall it refused
- *   has no stash: sys_exit then reads the number and arguments from the task's registers. The arguments only label events; Landlock, seccomp and
- *   the cgroup programs made the decision. With kill-on-violation, sys_exit sends SIGKILL.
+ * - sys_exit turns an -EACCES/-EPERM result of a watched syscall of a sandboxed task into a
+ *   SyscallDenied event labelled with the path, address or target read from its arguments,
+ *   which are still in the task's registers at exit. The arguments only label events;
+ *   Landlock, seccomp and the cgroup programs made the decision. With kill-on-violation,
+ *   sys_exit sends SIGKILL. Nothing runs at syscall entry: one program on the syscall path
+ *   instead of two, for every process of the machine while a sandbox runs.
  * - sched_process_exec/exit report the process lifecycle on the rate-limited trace ring.
  */
 #ifndef AGENTBOX_OBSERVE_BPF_H
@@ -282,28 +283,6 @@ static __always_inline void fill_process(struct ab_event *e, struct task_struct 
 	BPF_CORE_READ_STR_INTO(&e->comm, task, comm);
 }
 
-SEC("tp_btf/sys_enter")
-int BPF_PROG(observe_sys_enter, struct pt_regs *regs, long id)
-{
-	struct task_ctx *tctx;
-	enum label_kind kind;
-
-	tctx = bpf_task_storage_get(&task_sandbox, bpf_get_current_task_btf(), 0, 0);
-	if (!tctx || !tctx->sandbox)
-		return 0;
-	/* A cgroup program's mark belongs to the syscall that starts now, not an older one. */
-	if (tctx->flags)
-		tctx->flags = 0;
-	if (watched_label(id, &kind) < 0)
-		return 0;
-	/* Only executable mappings can meet a noexec mount. */
-	if (id == NR_mmap && !(PT_REGS_PARM3_CORE_SYSCALL(regs) & OBS_PROT_EXEC))
-		return 0;
-	tctx->nr = id;
-	read_args(regs, tctx->args);
-	return 0;
-}
-
 SEC("tp_btf/sys_exit")
 int BPF_PROG(observe_sys_exit, struct pt_regs *regs, long ret)
 {
@@ -319,23 +298,22 @@ int BPF_PROG(observe_sys_exit, struct pt_regs *regs, long ret)
 
 	tctx = bpf_task_storage_get(&task_sandbox, task, 0, 0);
 	if (tctx && tctx->sandbox) {
-		nr = tctx->nr;
 		flags = tctx->flags;
-		if (nr < 0 && !flags && !is_refusal(ret))
+		if (!flags && !is_refusal(ret))
 			return 0;
-		tctx->nr = -1;
+		/* A cgroup or LSM program's mark belongs to this syscall alone. */
 		tctx->flags = 0;
 		id = tctx->sandbox;
-		if (nr >= 0) {
-			__builtin_memcpy(args, tctx->args, sizeof(args));
-		} else {
-			/* Nothing stashed: seccomp refused the syscall before sys_enter ran.
-			 * The argument registers are still the caller's. */
-			nr = syscall_nr_of(regs);
-			if (!flags && watched_label(nr, &kind) < 0)
-				return 0;
-			read_args(regs, args);
-		}
+		/* The argument registers are still the caller's at exit (arm64's first one is
+		 * orig_x0): no sys_enter program stashes them, so nothing of agentbox runs at
+		 * syscall entry, and exit costs only the tagged task's storage lookup. */
+		nr = syscall_nr_of(regs);
+		if (!flags && watched_label(nr, &kind) < 0)
+			return 0;
+		read_args(regs, args);
+		/* Only executable mappings can meet a noexec mount. */
+		if (!flags && nr == NR_mmap && !(args[2] & OBS_PROT_EXEC))
+			return 0;
 	} else {
 		/* Not (yet) tagged: a task in a sandbox cgroup is still sandboxed. Only failures
 		 * pay for the cgroup lookup. */

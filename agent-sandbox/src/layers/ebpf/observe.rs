@@ -1,4 +1,4 @@
-//! observe layer: the eBPF tracepoint observers (sys_enter/sys_exit, fork, exec, exit).
+//! observe layer: the eBPF tracepoint observers (sys_exit, fork, exec, exit).
 //!
 //! They decide nothing: Landlock, seccomp and cgroup-BPF deny; the observers see a watched
 //! syscall of a sandboxed task fail with EACCES/EPERM and report it with its path, address or
