@@ -167,14 +167,21 @@ impl Plan {
             dns::compile(&policy, runtime.as_ref().map(|_| ()).map_err(Clone::clone))
                 .context("dns layer")?;
         coverage.extend(dns_coverage);
+        // The supervisor checks grants itself, and redirects the lookups it sees, where it
+        // judges connects: without cgroup-BPF, and as root when asking.
+        let asking = policy.network.unknown == crate::policy::Unknown::Ask
+            && policy.mode == crate::policy::Mode::Enforce;
         let dns_gate = match (&dns, &runtime) {
-            (Some(d), Err(_)) => Some(seccomp::mediate::DnsGate {
-                resolver: d.addr,
-                grants: std::sync::Arc::default(),
-                book: std::sync::Arc::new(NameBook::default()),
-            }),
+            (Some(d), Err(_)) => Some((d.addr, false)),
+            (Some(d), Ok(_)) if asking => Some((d.addr, true)),
             _ => None,
-        };
+        }
+        .map(|(resolver, kernel_redirects)| seccomp::mediate::DnsGate {
+            resolver,
+            kernel_redirects,
+            grants: std::sync::Arc::default(),
+            book: std::sync::Arc::new(NameBook::default()),
+        });
         tracing::debug!(elapsed = ?started.elapsed(), "eBPF runtime and cgroup layer");
 
         let lsm_unavailable = match &runtime {
@@ -293,8 +300,7 @@ impl Plan {
             coverage.push(Layer::Netns, Guarantee::ScopeAbstractUnix, Status::Enforced);
         }
         // Asking needs the supervisor to judge every connect itself, root included.
-        let asks = policy.network.unknown == crate::policy::Unknown::Ask
-            && policy.mode == crate::policy::Mode::Enforce;
+        let asks = asking;
         let approvals = if asks {
             let (sender, source) = crate::layers::channel::channel()?;
             Some((
@@ -516,7 +522,14 @@ impl Plan {
         if let Some(plan) = &self.dns {
             let (sink, book): (Box<dyn dns::resolver::GrantSink>, _) =
                 match (&self.dns_gate, registration) {
-                    (Some(gate), _) => (
+                    (Some(gate), Some(reg)) => (
+                        Box::new(dns::resolver::Tee(
+                            Box::new(reg.grants()),
+                            Box::new(std::sync::Arc::clone(&gate.grants)),
+                        )),
+                        std::sync::Arc::clone(&gate.book),
+                    ),
+                    (Some(gate), None) => (
                         Box::new(std::sync::Arc::clone(&gate.grants)),
                         std::sync::Arc::clone(&gate.book),
                     ),
@@ -529,6 +542,9 @@ impl Plan {
                     }
                 };
             names = Some(std::sync::Arc::clone(&book));
+            if let Some((gate, _)) = &self.approvals {
+                gate.set_names(std::sync::Arc::clone(&book));
+            }
             let resolver = dns::resolver::start(
                 plan.try_clone().context("resolver sockets")?,
                 sink,

@@ -6,8 +6,8 @@ use std::io::Write;
 use std::time::Duration;
 
 use agentbox_tests::{
-    approval_socket_dir as socket_dir, approver, host_address, wait_until, Attempt, RunAs,
-    RunResult, Scenario, TcpServer,
+    approval_socket_dir as socket_dir, approver, host_address, wait_until, Attempt, DnsRecord,
+    DnsServer, RunAs, RunResult, Scenario, TcpServer,
 };
 use serde_json::Value;
 
@@ -163,6 +163,50 @@ fn ask_net_prompts_are_rate_limited() {
             "{}",
             r.dump()
         );
+    }
+}
+
+/// An address the sandbox's resolver handed out for a name, asked at a port the name's
+/// entry does not allow: the request names the host, for the person deciding.
+#[test]
+fn ask_net_request_names_the_host_an_address_was_resolved_for() {
+    let ip = host_address().expect("an address on a default route");
+    let dns = DnsServer::start(vec![DnsRecord::A("pkg.ask.test", ip, 60)]);
+    let allowed = TcpServer::start("0.0.0.0");
+    let other = TcpServer::start("0.0.0.0");
+    let entry = format!("pkg.ask.test:{}", allowed.port);
+    let upstream = dns.addr.to_string();
+    for run_as in RunAs::all() {
+        let s = Scenario::new(run_as);
+        let path = socket_dir(&s).join("host.sock");
+        let once = serde_json::json!({"decision": "allow", "scope": "once"});
+        let client = approver(path.clone(), vec![once], Duration::ZERO);
+        let socket = format!("socket:{}", path.display());
+        let mut args = ask_args(&socket, "20");
+        args.extend(["--allow-net", &entry, "--dns-upstream", &upstream]);
+        let r = s.run_probe(
+            &args,
+            &format!(
+                "attempt('entry', connect('pkg.ask.test', {a}))\n\
+                 attempt('other', connect('pkg.ask.test', {o}))\n",
+                a = allowed.port,
+                o = other.port
+            ),
+        );
+        let asked = client.join().expect("approver thread");
+        assert_eq!(r.code(), Some(0), "{run_as:?}: {}", r.dump());
+        assert_eq!(r.attempt("entry"), Attempt::Ok, "{}", r.dump());
+        assert_eq!(r.attempt("other"), Attempt::Ok, "{}", r.dump());
+        assert_eq!(
+            asked.len(),
+            1,
+            "only the port no entry allows is asked: {asked:?}"
+        );
+        assert_eq!(asked[0]["destination"], format!("tcp {ip}:{}", other.port));
+        assert_eq!(asked[0]["host"], "pkg.ask.test", "{asked:?}");
+        let requested = approvals(&r, "requested");
+        assert_eq!(requested.len(), 1, "{}", r.dump());
+        assert_eq!(requested[0]["host"], "pkg.ask.test", "{}", r.dump());
     }
 }
 

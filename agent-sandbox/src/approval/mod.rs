@@ -50,6 +50,10 @@ pub struct Request {
     pub kind: String,
     /// `tcp 192.0.2.7:443`, as leases key it.
     pub destination: String,
+    /// The host name the sandbox's resolver returned this address for, if it did: the
+    /// name an entry allowed at another port, or whose grant expired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     /// The process asking (in agentbox's pid namespace) and its executable.
     pub pid: i32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -309,6 +313,8 @@ pub(crate) struct Gate {
     open: Mutex<HashMap<String, Arc<Pending>>>,
     /// Where workspace-scope decisions are kept, or why they cannot be.
     workspace: OnceLock<Result<WorkspaceApprovals, String>>,
+    /// The names the sandbox's resolver handed addresses out for (layers/dns).
+    names: OnceLock<Arc<crate::layers::dns::resolver::NameBook>>,
 }
 
 #[derive(Default)]
@@ -335,7 +341,13 @@ impl Gate {
             leases: Mutex::new(HashMap::new()),
             open: Mutex::new(HashMap::new()),
             workspace: OnceLock::new(),
+            names: OnceLock::new(),
         }
+    }
+
+    /// Requests name the host an address was resolved for, from `book`.
+    pub(crate) fn set_names(&self, book: Arc<crate::layers::dns::resolver::NameBook>) {
+        let _ = self.names.set(book);
     }
 
     /// Where workspace-scope decisions go (or why they cannot be kept: then they last for
@@ -356,6 +368,7 @@ impl Gate {
                     stage: "loaded".into(),
                     kind: "net".into(),
                     destination: a.destination,
+                    host: None,
                     pid: 0,
                     exe: None,
                     tree: Vec::new(),
@@ -453,11 +466,17 @@ impl Gate {
             return outcome.unwrap_or(false);
         }
         request.id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        if let (Some(book), Object::Net { addr, .. }) = (self.names.get(), &object) {
+            if request.host.is_none() {
+                request.host = addr.parse().ok().and_then(|a| book.host_of(a));
+            }
+        }
         self.events.send(Event::Approval(ApprovalEvent {
             id: request.id,
             stage: "requested".into(),
             kind: request.kind.clone(),
             destination: key.clone(),
+            host: request.host.clone(),
             pid: request.pid,
             exe: request.exe.clone(),
             tree: request.tree.clone(),
@@ -494,6 +513,7 @@ impl Gate {
                 stage: "granted".into(),
                 kind: request.kind.clone(),
                 destination: key.clone(),
+                host: request.host.clone(),
                 pid: request.pid,
                 exe: request.exe.clone(),
                 tree: Vec::new(),
@@ -560,6 +580,7 @@ mod tests {
             id: 1,
             kind: "net".into(),
             destination: "tcp 192.0.2.7:443".into(),
+            host: None,
             pid: 1,
             exe: None,
             tree: Vec::new(),

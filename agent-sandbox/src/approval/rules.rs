@@ -160,6 +160,7 @@ mod tests {
             id: 1,
             kind: "net".into(),
             destination: destination.into(),
+            host: None,
             pid: 7,
             exe: Some(exe.into()),
             tree: Vec::new(),

@@ -40,8 +40,13 @@ impl Approver for TtyApprover {
         // One prompt at a time: the lock keeps two requests from interleaving.
         let mut tty = self.tty.lock().unwrap_or_else(PoisonError::into_inner);
         let exe = request.exe.as_deref().unwrap_or("?");
+        let host = request
+            .host
+            .as_deref()
+            .map(|h| format!(" ({})", crate::audit::sanitize(h)))
+            .unwrap_or_default();
         let mut prompt = format!(
-            "\r\nagentbox: request #{}: {} wants {} {}\r\n",
+            "\r\nagentbox: request #{}: {} wants {} {}{host}\r\n",
             request.id,
             crate::audit::sanitize(exe),
             request.kind,

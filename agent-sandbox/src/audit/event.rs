@@ -108,6 +108,9 @@ pub struct ApprovalEvent {
     pub kind: String,
     /// `tcp 192.0.2.7:443`.
     pub destination: String,
+    /// The host name the sandbox's resolver returned the address for, if it did.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub host: Option<String>,
     pub pid: i32,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub exe: Option<String>,

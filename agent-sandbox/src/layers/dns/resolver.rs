@@ -49,6 +49,17 @@ pub(crate) trait GrantSink: Send {
     fn set(&self, addr: IpAddr, ranges: &[(ebpf_probes::PortRange, u8)]) -> anyhow::Result<()>;
 }
 
+/// Both: the kernel's tables, and the supervisor's own for the connects it judges itself
+/// (root asking: a granted address is not put to the approver).
+pub(crate) struct Tee(pub Box<dyn GrantSink>, pub Box<dyn GrantSink>);
+
+impl GrantSink for Tee {
+    fn set(&self, addr: IpAddr, ranges: &[(ebpf_probes::PortRange, u8)]) -> anyhow::Result<()> {
+        self.0.set(addr, ranges)?;
+        self.1.set(addr, ranges)
+    }
+}
+
 impl GrantSink for ebpf_probes::Grants {
     fn set(&self, addr: IpAddr, ranges: &[(ebpf_probes::PortRange, u8)]) -> anyhow::Result<()> {
         ebpf_probes::Grants::set(self, addr, ranges).map_err(Into::into)
@@ -63,6 +74,11 @@ impl GrantSink for ebpf_probes::Grants {
 pub(crate) struct NameBook(Mutex<HashMap<IpAddr, (String, bool)>>);
 
 impl NameBook {
+    /// The name `addr` was last resolved for.
+    pub(crate) fn host_of(&self, addr: IpAddr) -> Option<String> {
+        self.entry(addr).map(|(name, _)| name)
+    }
+
     fn entry(&self, addr: IpAddr) -> Option<(String, bool)> {
         let addr = unmap(addr);
         self.0

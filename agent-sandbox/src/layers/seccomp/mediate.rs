@@ -122,7 +122,12 @@ pub(crate) struct Mediation {
 /// address, and the addresses it granted (written by the resolver thread).
 #[derive(Debug, Clone)]
 pub(crate) struct DnsGate {
+    /// Where port 53 goes: the connects and sendto() datagrams judged here are redirected
+    /// to it by the supervisor (an on-behalf connect does not meet the kernel's redirect).
     pub resolver: std::net::SocketAddrV4,
+    /// A kernel program redirects port 53 too (root asking): what the agent sends itself
+    /// (sendmsg, sendmmsg) is left to it instead of refused.
+    pub kernel_redirects: bool,
     pub grants: Arc<SupervisorGrants>,
     pub book: Arc<NameBook>,
 }
@@ -542,13 +547,13 @@ impl Mediation {
     /// Where a destination of port 53 goes when host-name rules are judged here: the
     /// resolver, as an address of the agent's family (IPv6 sockets by the v4-mapped form).
     fn dns_target(&self, addr: &[u8]) -> Option<Vec<u8>> {
-        let gate = self.dns.as_ref()?;
+        let resolver = self.dns.as_ref()?.resolver;
         let (_, port) = ip_of(addr)?;
         if port != 53 {
             return None;
         }
-        let ip = gate.resolver.ip().octets();
-        let port = gate.resolver.port().to_be_bytes();
+        let ip = resolver.ip().octets();
+        let port = resolver.port().to_be_bytes();
         let mut out = addr.to_vec();
         match family(addr)? {
             libc::AF_INET => out[4..8].copy_from_slice(&ip),
@@ -581,6 +586,10 @@ impl Mediation {
         let Some((ip, port)) = ip_of(addr) else {
             return Verdict::Fail(libc::EINVAL);
         };
+        // Root asking: a datagram the agent sends itself meets the kernel's redirect.
+        if port == 53 && self.dns.as_ref().is_some_and(|g| g.kernel_redirects) {
+            return Verdict::Continue;
+        }
         let granted = || {
             self.dns
                 .as_ref()
@@ -1002,12 +1011,56 @@ mod tests {
         a
     }
 
+    /// Root asking with host-name rules: the supervisor judges every connect, and must
+    /// neither ask about lookups nor about what the resolver granted.
+    #[test]
+    fn root_asking_checks_grants_and_leaves_port_53_to_the_kernel() {
+        let gate = DnsGate {
+            resolver: "127.0.0.1:5300".parse().unwrap(),
+            kernel_redirects: true,
+            grants: Arc::default(),
+            book: Arc::new(NameBook::default()),
+        };
+        let needs = Needs {
+            check_ip: true,
+            ..Needs::default()
+        };
+        let m = Mediation::compile(&Policy::default(), needs, Some(gate.clone())).unwrap();
+        // Lookups it judges go to the resolver; the ones the agent sends itself, to the
+        // kernel's redirect (never refused).
+        assert_eq!(
+            m.dns_target(&inet([10, 0, 0, 2], 53)),
+            Some(inet([127, 0, 0, 1], 5300))
+        );
+        assert!(matches!(
+            m.ip(&inet([10, 0, 0, 2], 53), ebpf_probes::PROTO_UDP),
+            Verdict::Continue
+        ));
+        // What the resolver granted is not put to the approver; the rest is.
+        let host = [192, 0, 2, 7];
+        assert!(matches!(
+            m.ip(&inet(host, 443), ebpf_probes::PROTO_TCP),
+            Verdict::Deny { .. }
+        ));
+        gate.grants
+            .set(
+                IpAddr::from(host),
+                &[(ebpf_probes::PortRange::single(443), ebpf_probes::PROTO_ANY)],
+            )
+            .unwrap();
+        assert!(matches!(
+            m.ip(&inet(host, 443), ebpf_probes::PROTO_TCP),
+            Verdict::Continue
+        ));
+    }
+
     /// Unprivileged host-name rules: port 53 anywhere goes to the resolver, in the agent's
     /// family; granted addresses open for their ports and protocol only.
     #[test]
     fn dns_goes_to_the_resolver_and_grants_open_only_their_ports_and_protocol() {
         let gate = DnsGate {
             resolver: "127.0.0.1:5300".parse().unwrap(),
+            kernel_redirects: false,
             grants: Arc::default(),
             book: Arc::new(NameBook::default()),
         };

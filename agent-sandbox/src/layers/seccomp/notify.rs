@@ -249,6 +249,7 @@ impl Notifier {
                     id: 0,
                     kind: "net".into(),
                     destination,
+                    host: None,
                     pid: info.tgid.unwrap_or(tid),
                     exe: info.exe.clone(),
                     tree: process_tree(tid, info.ppid),
