@@ -1011,13 +1011,12 @@ mod tests {
         a
     }
 
-    /// Root asking with host-name rules: the supervisor judges every connect, and must
-    /// neither ask about lookups nor about what the resolver granted.
-    #[test]
-    fn root_asking_checks_grants_and_leaves_port_53_to_the_kernel() {
+    /// A mediation with host-name rules (resolver on 127.0.0.1:5300) judging IP
+    /// destinations itself, and its gate.
+    fn gated(kernel_redirects: bool) -> (DnsGate, Mediation) {
         let gate = DnsGate {
             resolver: "127.0.0.1:5300".parse().unwrap(),
-            kernel_redirects: true,
+            kernel_redirects,
             grants: Arc::default(),
             book: Arc::new(NameBook::default()),
         };
@@ -1026,6 +1025,14 @@ mod tests {
             ..Needs::default()
         };
         let m = Mediation::compile(&Policy::default(), needs, Some(gate.clone())).unwrap();
+        (gate, m)
+    }
+
+    /// Root asking with host-name rules: the supervisor judges every connect, and must
+    /// neither ask about lookups nor about what the resolver granted.
+    #[test]
+    fn root_asking_checks_grants_and_leaves_port_53_to_the_kernel() {
+        let (gate, m) = gated(true);
         // Lookups it judges go to the resolver; the ones the agent sends itself, to the
         // kernel's redirect (never refused).
         assert_eq!(
@@ -1058,17 +1065,7 @@ mod tests {
     /// family; granted addresses open for their ports and protocol only.
     #[test]
     fn dns_goes_to_the_resolver_and_grants_open_only_their_ports_and_protocol() {
-        let gate = DnsGate {
-            resolver: "127.0.0.1:5300".parse().unwrap(),
-            kernel_redirects: false,
-            grants: Arc::default(),
-            book: Arc::new(NameBook::default()),
-        };
-        let needs = Needs {
-            check_ip: true,
-            ..Needs::default()
-        };
-        let m = Mediation::compile(&Policy::default(), needs, Some(gate.clone())).unwrap();
+        let (gate, m) = gated(false);
         assert_eq!(
             m.dns_target(&inet([8, 8, 8, 8], 53)),
             Some(inet([127, 0, 0, 1], 5300))
