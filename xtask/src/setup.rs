@@ -28,6 +28,8 @@ pub(crate) const DEBIAN_PACKAGES: &[&str] = &[
     "bubblewrap",
     "firejail",
     "python3",
+    // The webhook test's loopback HTTPS receiver: its CA and certificate.
+    "openssl",
 ];
 
 /// rustup components `cargo xtask test` runs.
