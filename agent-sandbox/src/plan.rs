@@ -299,9 +299,12 @@ impl Plan {
         if net_namespace {
             coverage.push(Layer::Netns, Guarantee::ScopeAbstractUnix, Status::Enforced);
         }
-        // Asking needs the supervisor to judge every connect itself, root included.
-        let asks = asking;
-        let approvals = if asks {
+        // Asking needs the supervisor to judge every connect itself, root included; reads
+        // are asked about wherever the filter can send them (every kernel with user
+        // notification).
+        let asks_reads = policy.filesystem.unknown == crate::policy::Unknown::Ask
+            && policy.mode == crate::policy::Mode::Enforce;
+        let approvals = if asking || asks_reads {
             let (sender, source) = crate::layers::channel::channel()?;
             Some((
                 std::sync::Arc::new(crate::approval::Gate::new(sender)),
@@ -312,12 +315,19 @@ impl Plan {
         };
         let needs = seccomp::mediate::Needs {
             unix_hooks,
-            check_ip: runtime.is_err() || asks,
+            check_ip: runtime.is_err() || asking,
             refuse_abstract: !coverage.enforces(Guarantee::ScopeAbstractUnix),
         };
         let mediation = seccomp::mediate::Mediation::compile(&policy, needs, dns_gate.clone())
             .context("network.unix")?
-            .with_ask(approvals.as_ref().map(|(g, _)| std::sync::Arc::clone(g)));
+            .with_ask(
+                approvals.as_ref().map(|(g, _)| std::sync::Arc::clone(g)),
+                asking,
+                asks_reads
+                    .then(|| seccomp::open::OpenAsk::compile(&policy))
+                    .transpose()
+                    .context("filesystem.unknown")?,
+            );
         let (seccomp, seccomp_coverage) =
             seccomp::compile(&policy, Some(mediation)).context("seccomp layer")?;
         coverage.extend(seccomp_coverage);
@@ -359,7 +369,7 @@ impl Plan {
         })
     }
 
-    /// Whether connects no rule decides are put to an approver (`network.unknown = "ask"`).
+    /// Whether what no rule decides is put to an approver (`unknown = "ask"`).
     pub fn asks(&self) -> bool {
         self.approvals.is_some()
     }

@@ -94,7 +94,8 @@ pub(crate) struct RunArgs {
     pub dns_upstream: Option<std::net::SocketAddr>,
 
     /// Hold what the profile neither allows nor denies until an approver decides, instead of
-    /// refusing it: `net` (connections). Same as `[network] unknown = "ask"`.
+    /// refusing it: `net` (connections; `[network] unknown = "ask"`), `fs` (reads of files no
+    /// tree allows; `[filesystem] unknown = "ask"`), or both (`--ask net,fs`).
     #[arg(long = "ask", value_name = "AREAS", value_delimiter = ',')]
     pub ask: Vec<String>,
 
@@ -429,10 +430,12 @@ pub(crate) fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
     for area in &args.ask {
         match area.as_str() {
             "net" => policy.network.unknown = agent_sandbox::policy::Unknown::Ask,
-            "exec" | "fs" => anyhow::bail!(
-                "--ask {area}: not supported yet; only `net` (connections) can be asked"
+            "fs" => policy.filesystem.unknown = agent_sandbox::policy::Unknown::Ask,
+            "exec" => anyhow::bail!(
+                "--ask exec: not supported yet; `net` (connections) and `fs` (file reads) can \
+                 be asked, and --allow-exec PATH allows a tree"
             ),
-            other => anyhow::bail!("--ask {other}: unknown area; write `net`"),
+            other => anyhow::bail!("--ask {other}: unknown area; write `net` or `fs`"),
         }
     }
     for entry in &args.allow_bind {
@@ -608,8 +611,8 @@ pub(crate) fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
                 args.ask_timeout
             ),
             (None, Backend::Deny) if !args.quiet => eprintln!(
-                "agentbox: network.unknown = ask, approver `deny`: every unknown destination \
-                 is refused and logged (--approver socket to decide them)"
+                "agentbox: unknown = ask, approver `deny`: every unknown destination is \
+                 refused and logged (--approver socket to decide them)"
             ),
             (None, Backend::Rules(_) | Backend::Webhook { .. } | Backend::Chain { .. })
                 if !args.quiet =>

@@ -2,6 +2,7 @@
 
 mod ask;
 mod ask_agent;
+mod ask_fs;
 mod dns;
 mod ebpf;
 mod gc;

@@ -366,7 +366,7 @@ impl Gate {
                 self.events.send(Event::Approval(ApprovalEvent {
                     id: 0,
                     stage: "loaded".into(),
-                    kind: "net".into(),
+                    kind: kind_of(&a.destination).into(),
                     destination: a.destination,
                     host: None,
                     pid: 0,
@@ -525,9 +525,12 @@ impl Gate {
             self.events.send(Event::Denial(Denial {
                 layer: "approval".into(),
                 rule: format!(
-                    "network.unknown = \"ask\": request {} refused by {} (allow it with \
-                     --allow-net, or approve it)",
-                    request.id, decision.by
+                    "{}.unknown = \"ask\": request {} refused by {} (allow it with {}, or \
+                     approve it)",
+                    area_of(&request.kind),
+                    request.id,
+                    decision.by,
+                    flag_of(&request.kind)
                 ),
                 action: Action::Denied,
                 pid: request.pid,
@@ -546,6 +549,32 @@ impl Gate {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&key);
         decision.allow
+    }
+}
+
+/// The kind of request a lease key belongs to: `read /path` is a file read, `tcp …` and
+/// `udp …` connections.
+fn kind_of(destination: &str) -> &'static str {
+    if destination.starts_with("read ") {
+        "fs"
+    } else {
+        "net"
+    }
+}
+
+/// The profile table whose `unknown` a request of `kind` comes from.
+fn area_of(kind: &str) -> &'static str {
+    match kind {
+        "fs" => "filesystem",
+        _ => "network",
+    }
+}
+
+/// The flag that would allow a request of `kind` without asking.
+fn flag_of(kind: &str) -> &'static str {
+    match kind {
+        "fs" => "--allow-read PATH",
+        _ => "--allow-net",
     }
 }
 

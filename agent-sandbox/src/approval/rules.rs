@@ -62,7 +62,8 @@ pub(crate) struct RulesApprover {
     rules: Vec<Rule>,
 }
 
-/// `*` does not cross `/` in an executable's path; in a destination there is none.
+/// `*` does not cross `/` (`**` does): in an executable's path, and in a file read's
+/// destination (`read /data/**`).
 fn glob(text: &str, what: &str, path: &Path, n: usize) -> anyhow::Result<GlobMatcher> {
     Ok(GlobBuilder::new(text)
         .literal_separator(true)
@@ -89,7 +90,15 @@ impl RulesApprover {
                     path.display()
                 ),
             };
-            if allow && r.destination.chars().all(|c| matches!(c, '*' | '?' | ' ')) {
+            let place = ["read ", "tcp ", "udp "]
+                .iter()
+                .find_map(|k| r.destination.strip_prefix(k))
+                .unwrap_or(&r.destination);
+            if allow
+                && place
+                    .chars()
+                    .all(|c| matches!(c, '*' | '?' | ' ' | '/' | ':'))
+            {
                 bail!(
                     "{}: rule {n}: destination {:?} allows every destination; name one \
                      (e.g. \"tcp 192.0.2.7:443\"): a grant by program name alone is refused",
@@ -226,6 +235,14 @@ mod tests {
             load("[[rule]]\ndestination = \"*\"\nexe = \"/usr/bin/curl\"\ndecision = \"allow\"\n")
                 .unwrap_err();
         assert!(format!("{e:#}").contains("program name alone"), "{e:#}");
+        // Every file, or every address, is no narrower than `*`.
+        for everything in ["read /**", "tcp *:*"] {
+            let e = load(&format!(
+                "[[rule]]\ndestination = \"{everything}\"\ndecision = \"allow\"\n"
+            ))
+            .unwrap_err();
+            assert!(format!("{e:#}").contains("program name alone"), "{e:#}");
+        }
         let e =
             load("[[rule]]\ndestination = \"tcp 1.2.3.4:80\"\ndecision = \"maybe\"\n").unwrap_err();
         assert!(

@@ -64,6 +64,10 @@ pub struct FsPolicy {
     /// (Landlock omission, protect binds), in milliseconds; `None`: `DEFAULT_SEARCH_MS`.
     #[serde(default)]
     pub search_ms: Option<u64>,
+    /// A read of a file no tree allows and no deny glob names: refused, or put to the
+    /// approver (the supervisor opens what was approved and hands the agent its descriptor).
+    #[serde(default)]
+    pub unknown: Unknown,
 }
 
 /// The default of `filesystem.search_ms`: some 10,000 entries, a fifth of an unprivileged

@@ -112,6 +112,12 @@ pub(crate) struct FilesystemToml {
     /// does not reach is named in the launch record. Default 2.
     #[schemars(with = "Option<i64>")]
     pub search_ms: Option<Spanned<i64>>,
+    /// A read of a file no tree allows and no deny glob names: `"deny"` (the default) or
+    /// `"ask"` (held until the approver decides: `agentbox run --approver`). Writes outside
+    /// the write trees are never asked: the sandbox's view mounts them read-only.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub unknown: Option<Spanned<String>>,
 }
 
 /// Entries are `host-or-cidr:port-or-range`: `*:443`, `10.0.0.0/8:*`, `[::1]:8000-8100`.

@@ -28,6 +28,8 @@ struct ShownFs {
     protect: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     search_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unknown: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -103,6 +105,7 @@ pub fn to_toml(policy: &Policy, description: Option<&str>, notes: &[String]) -> 
             deny: fs.deny.iter().map(|d| d.pattern.clone()).collect(),
             protect: fs.protect.iter().map(|d| d.pattern.clone()).collect(),
             search_ms: fs.search_ms,
+            unknown: (fs.unknown == crate::policy::Unknown::Ask).then_some("ask"),
         },
         network: ShownNet {
             // Host names after addresses: the same list in the profile's syntax.

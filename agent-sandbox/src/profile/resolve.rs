@@ -122,6 +122,13 @@ impl<'a> Builder<'a> {
                 })?;
             p.search_ms = Some(v);
         }
+        if let Some(unknown) = &fs.unknown {
+            p.unknown = ctx.unknown(
+                unknown,
+                "`ask` holds a read no tree allows until the approver decides (agentbox run \
+                 --approver); writes outside the write trees are never asked",
+            )?;
+        }
 
         // [network]
         let net = file.network;
@@ -159,21 +166,11 @@ impl<'a> Builder<'a> {
             p.dns_upstream = Some(addr);
         }
         if let Some(unknown) = &net.unknown {
-            p.unknown = match unknown.get_ref().as_str() {
-                "deny" => crate::policy::Unknown::Deny,
-                "ask" => crate::policy::Unknown::Ask,
-                other => {
-                    return Err(ctx.err(
-                        unknown.span(),
-                        format!("`{other}` is not `deny` or `ask`"),
-                        Some(
-                            "`ask` holds the connection until the approver decides \
-                             (agentbox run --approver)"
-                                .into(),
-                        ),
-                    ))
-                }
-            };
+            p.unknown = ctx.unknown(
+                unknown,
+                "`ask` holds the connection until the approver decides (agentbox run \
+                 --approver)",
+            )?;
         }
         let mut unix = |v: &str| {
             let globs = path_glob(v, "network.unix", opts, &mut self.notes)?;
@@ -333,6 +330,23 @@ struct Ctx<'s> {
 }
 
 impl Ctx<'_> {
+    /// An `unknown = "deny" | "ask"` value; `hint` says what `ask` does there.
+    fn unknown(
+        &self,
+        value: &Spanned<String>,
+        hint: &str,
+    ) -> Result<crate::policy::Unknown, ProfileError> {
+        match value.get_ref().as_str() {
+            "deny" => Ok(crate::policy::Unknown::Deny),
+            "ask" => Ok(crate::policy::Unknown::Ask),
+            other => Err(self.err(
+                value.span(),
+                format!("`{other}` is not `deny` or `ask`"),
+                Some(hint.into()),
+            )),
+        }
+    }
+
     fn err(
         &self,
         span: Range<usize>,

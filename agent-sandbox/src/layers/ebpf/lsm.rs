@@ -311,6 +311,7 @@ mod tests {
                 .collect(),
             protect: Vec::new(),
             search_ms: None,
+            unknown: Default::default(),
         };
         policy
     }

@@ -91,6 +91,63 @@ fn capset(mask: u64) -> Result<(), i32> {
     Ok(())
 }
 
+/// Supervisor side, for a thread of its own that opens a file on the agent's behalf: the
+/// calling thread alone (raw syscalls, not libc's process-wide wrappers) takes the agent
+/// thread `tid`'s file-system ids and groups and drops every capability, so the open is
+/// judged by the agent's permissions, not a root supervisor's. There is no way back.
+pub(crate) fn act_for_files_as(tid: i32) -> Result<(), i32> {
+    let ids = |pid: &str| -> Result<(u32, u32, Vec<u32>), i32> {
+        let status =
+            std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|_| libc::ESRCH)?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap_or("")
+        };
+        // `Uid:\treal\teffective\tsaved\tfs`
+        let fs_id = |name| {
+            field(name)
+                .split_whitespace()
+                .nth(3)
+                .and_then(|v| v.parse().ok())
+        };
+        let groups = field("Groups:")
+            .split_whitespace()
+            .filter_map(|g| g.parse().ok())
+            .collect();
+        Ok((
+            fs_id("Uid:").ok_or(libc::ESRCH)?,
+            fs_id("Gid:").ok_or(libc::ESRCH)?,
+            groups,
+        ))
+    };
+    let (uid, gid, groups) = ids(&tid.to_string())?;
+    let (our_uid, our_gid, our_groups) = ids("thread-self")?;
+    if groups != our_groups {
+        // SAFETY: the kernel reads `groups.len()` gids from a live slice.
+        let rc = unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) };
+        if rc != 0 {
+            return Err(last_errno());
+        }
+    }
+    for (want, ours, nr) in [
+        (gid, our_gid, libc::SYS_setfsgid),
+        (uid, our_uid, libc::SYS_setfsuid),
+    ] {
+        if want == ours {
+            continue;
+        }
+        // SAFETY: integer arguments only. setfs[ug]id reports no error: read the id back.
+        unsafe { libc::syscall(nr, want) };
+        // SAFETY: as above; -1 changes nothing and returns the current id.
+        if unsafe { libc::syscall(nr, u32::MAX) } as u32 != want {
+            return Err(libc::EPERM);
+        }
+    }
+    capset(0)
+}
+
 fn prctl(op: libc::c_int, a: libc::c_ulong, b: libc::c_ulong) -> Result<(), i32> {
     // SAFETY: prctl with integer arguments only; no memory is passed.
     let r = unsafe { libc::prctl(op, a, b, 0 as libc::c_ulong, 0 as libc::c_ulong) };

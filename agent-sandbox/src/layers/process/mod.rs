@@ -8,6 +8,8 @@
 
 mod caps;
 
+pub(crate) use caps::act_for_files_as;
+
 use std::ffi::OsString;
 use std::path::Path;
 

@@ -114,8 +114,12 @@ pub(crate) struct Mediation {
     /// Host-name rules judged here (unprivileged): port 53 goes to the sandbox's resolver,
     /// and the addresses it handed out are open.
     dns: Option<DnsGate>,
-    /// `network.unknown = "ask"`: a connect no rule allows or denies goes to the approver.
+    /// The approvals, when an area asks.
     ask: Option<Arc<Gate>>,
+    /// `network.unknown = "ask"`: a connect no rule allows or denies goes to the approver.
+    ask_net: bool,
+    /// `filesystem.unknown = "ask"`: so does a read no tree allows (`open`).
+    ask_fs: Option<super::open::OpenAsk>,
 }
 
 /// The supervisor's share of the DNS layer where no kernel layer has it: the resolver's
@@ -181,6 +185,14 @@ pub(crate) enum Verdict {
     Ask {
         fd: i32,
         addr: Vec<u8>,
+        destination: String,
+        object: Object,
+    },
+    /// Put the read of the pinned `file` to the approver; open it for the agent (with its
+    /// `flags`) and install the descriptor if it allows.
+    AskOpen {
+        file: OwnedFd,
+        flags: i32,
         destination: String,
         object: Object,
     },
@@ -252,14 +264,28 @@ impl Mediation {
             deny_globs,
             dns,
             ask: None,
+            ask_net: false,
+            ask_fs: None,
         })
     }
 
-    /// Connects no rule decides are put to `gate` (needs the supervisor's own address
-    /// checks: `Needs::check_ip`).
-    pub(crate) fn with_ask(mut self, gate: Option<Arc<Gate>>) -> Self {
+    /// What no rule decides is put to `gate`: connects when `net` (needs the supervisor's
+    /// own address checks: `Needs::check_ip`), reads when `fs` is given.
+    pub(crate) fn with_ask(
+        mut self,
+        gate: Option<Arc<Gate>>,
+        net: bool,
+        fs: Option<super::open::OpenAsk>,
+    ) -> Self {
+        self.ask_net = net && gate.is_some();
+        self.ask_fs = fs.filter(|_| gate.is_some());
         self.ask = gate;
         self
+    }
+
+    /// Whether reads no tree allows come here (`filesystem.unknown = "ask"`).
+    pub(crate) fn asks_reads(&self) -> bool {
+        self.ask_fs.is_some()
     }
 
     /// The approvals of this sandbox, if it asks.
@@ -271,7 +297,9 @@ impl Mediation {
     /// nothing asks, or when a deny rule (the profile's or agentbox's own: loopback,
     /// metadata) covers it, since a denied destination is never put to a person.
     fn askable(&self, addr: &[u8], proto: u8) -> Option<String> {
-        self.ask.as_ref()?;
+        if !self.ask_net {
+            return None;
+        }
         let rules = self.net.as_ref()?;
         let (ip, port) = ip_of(addr)?;
         let ip = match ip {
@@ -315,6 +343,7 @@ impl Mediation {
     pub(crate) fn handles(&self, nr: i64) -> bool {
         nr == libc::SYS_connect
             || nr == libc::SYS_inotify_add_watch
+            || (self.ask_fs.is_some() && super::open::OpenAsk::handles(nr))
             || (self.sends
                 && matches!(
                     nr,
@@ -372,6 +401,10 @@ impl Mediation {
                 }
                 Verdict::Continue
             }
+            libc::SYS_open | libc::SYS_openat | libc::SYS_openat2 => match &self.ask_fs {
+                Some(reads) => reads.decide(tid, &mem, nr, args),
+                None => Verdict::Continue,
+            },
             _ => Verdict::Continue,
         }
     }
@@ -404,7 +437,7 @@ impl Mediation {
                 // Only the resolver's grants and the approver's leases are per protocol (the
                 // profile's address rules cover TCP and UDP alike): the socket's type, which
                 // costs a pidfd_getfd, is looked up only where one of them can decide.
-                let proto = if self.net.is_some() && (self.dns.is_some() || self.ask.is_some()) {
+                let proto = if self.net.is_some() && (self.dns.is_some() || self.ask_net) {
                     match socket_type(tid, fd) {
                         Ok(libc::SOCK_DGRAM) => ebpf_probes::PROTO_UDP,
                         Ok(_) => ebpf_probes::PROTO_TCP,
@@ -756,7 +789,7 @@ fn socket_type(tid: i32, fd: i32) -> Result<i32, i32> {
     Ok(value)
 }
 
-fn read_exact_at(mem: &fs::File, addr: u64, len: usize) -> Result<Vec<u8>, i32> {
+pub(super) fn read_exact_at(mem: &fs::File, addr: u64, len: usize) -> Result<Vec<u8>, i32> {
     let mut buf = vec![0u8; len];
     match mem.read_exact_at(&mut buf, addr) {
         Ok(()) => Ok(buf),
@@ -797,8 +830,19 @@ fn absolute(tid: i32, path: &[u8]) -> PathBuf {
     cwd.join(path)
 }
 
+/// The path as the agent meant it relative to its descriptor `dirfd` (`AT_FDCWD`: its
+/// working directory); `None` when `dirfd` names nothing with a path.
+pub(super) fn absolute_at(tid: i32, dirfd: i32, path: &[u8]) -> Option<PathBuf> {
+    if dirfd == libc::AT_FDCWD || path.first() == Some(&b'/') {
+        return Some(absolute(tid, path));
+    }
+    let dir = fs::read_link(format!("/proc/{tid}/fd/{dirfd}")).ok()?;
+    dir.is_absolute()
+        .then(|| dir.join(Path::new(OsStr::from_bytes(path))))
+}
+
 /// A NUL-terminated path from the agent's memory (PATH_MAX at most), as the kernel copies it.
-fn read_c_path(mem: &fs::File, ptr: u64) -> Result<Vec<u8>, i32> {
+pub(super) fn read_c_path(mem: &fs::File, ptr: u64) -> Result<Vec<u8>, i32> {
     let mut out = Vec::new();
     let mut at = ptr;
     while out.len() < libc::PATH_MAX as usize {
@@ -843,7 +887,11 @@ fn open_in_root(tid: i32, path: &Path) -> Result<(OwnedFd, PathBuf), i32> {
 /// Opens `path` with O_PATH inside the agent's root (`RESOLVE_IN_ROOT`, no magic links;
 /// the last component not followed unless `follow`). Returns the pinned file and the path
 /// it resolved to.
-fn open_path_in_root(tid: i32, path: &Path, follow: bool) -> Result<(OwnedFd, PathBuf), i32> {
+pub(super) fn open_path_in_root(
+    tid: i32,
+    path: &Path,
+    follow: bool,
+) -> Result<(OwnedFd, PathBuf), i32> {
     let root = fs::File::open(format!("/proc/{tid}/root")).map_err(|e| errno_of(&e))?;
     let relative = path.strip_prefix("/").unwrap_or(path);
     let relative = if relative.as_os_str().is_empty() {

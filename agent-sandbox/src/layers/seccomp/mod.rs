@@ -11,6 +11,7 @@
 mod groups;
 pub(crate) mod mediate;
 pub(crate) mod notify;
+pub(crate) mod open;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -396,6 +397,9 @@ fn mediated_calls(mediation: &mediate::Mediation) -> Vec<(i64, Vec<ArgCond>)> {
         calls.push((libc::SYS_sendto, vec![ArgCond::ne(4, Width::Qword, 0)]));
         calls.push((libc::SYS_sendmsg, Vec::new()));
         calls.push((libc::SYS_sendmmsg, Vec::new()));
+    }
+    if mediation.asks_reads() {
+        calls.extend(open::OpenAsk::calls());
     }
     calls
 }

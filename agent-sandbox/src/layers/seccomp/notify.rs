@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use crate::audit::{Action, Denial, Event, Object};
 use crate::layers::seccomp::mediate::{self, Mediation, Verdict};
+use crate::layers::seccomp::open;
 use crate::layers::seccomp::{
     Answered, DenyTable, SeccompProgram, AUDIT_ARCH_X86_64, LAYER, X32_SYSCALL_BIT,
 };
@@ -244,21 +245,44 @@ impl Notifier {
                     self.respond_raw(notif.id, 0, -libc::EPERM, 0)?;
                     return Ok(None);
                 };
-                let info = ProcInfo::read(tid);
-                let request = crate::approval::Request {
-                    id: 0,
-                    kind: "net".into(),
-                    destination,
-                    host: None,
-                    pid: info.tgid.unwrap_or(tid),
-                    exe: info.exe.clone(),
-                    tree: process_tree(tid, info.ppid),
-                };
+                let request = self.request(tid, "net", destination);
                 self.perform(notif, move |tgid| {
                     if gate.ask(request, object) {
                         mediate::connect_on_behalf(tgid, fd, &mediate::Target::Addr(addr))
                     } else {
                         -i64::from(libc::EPERM)
+                    }
+                })?;
+                Ok(None)
+            }
+            // Held like a connect; if allowed, the supervisor opens the inode it pinned and
+            // the agent's call returns that descriptor.
+            Verdict::AskOpen {
+                file,
+                flags,
+                destination,
+                object,
+            } => {
+                let Some(gate) = mediation.gate().cloned() else {
+                    self.respond_raw(notif.id, 0, -libc::EACCES, 0)?;
+                    return Ok(None);
+                };
+                let request = self.request(tid, "fs", destination);
+                let listener = Arc::clone(&self.listener);
+                let id = notif.id;
+                self.hold(notif, move |_| {
+                    if !gate.ask(request, object) {
+                        return Some(-i64::from(libc::EACCES));
+                    }
+                    // On this thread: it gives up its capabilities to open.
+                    let opened = match open::open_on_behalf(tid, &file, flags) {
+                        Ok(fd) => fd,
+                        Err(errno) => return Some(-i64::from(errno)),
+                    };
+                    let cloexec = flags & libc::O_CLOEXEC != 0;
+                    match open::inject(listener.as_raw_fd(), id, &opened, cloexec) {
+                        Ok(_) => None,
+                        Err(e) => Some(-i64::from(e.raw_os_error().unwrap_or(libc::EIO))),
                     }
                 })?;
                 Ok(None)
@@ -311,6 +335,20 @@ impl Notifier {
         }
     }
 
+    /// What the approver is asked about thread `tid`'s call.
+    fn request(&self, tid: i32, kind: &str, destination: String) -> crate::approval::Request {
+        let info = ProcInfo::read(tid);
+        crate::approval::Request {
+            id: 0,
+            kind: kind.into(),
+            destination,
+            host: None,
+            pid: info.tgid.unwrap_or(tid),
+            exe: info.exe.clone(),
+            tree: process_tree(tid, info.ppid),
+        }
+    }
+
     /// Runs `call` (given the caller's process id) on a thread of its own, which answers
     /// the notification with its result: a blocking socket waits as long as the agent's
     /// call would, and the event loop must not.
@@ -318,6 +356,15 @@ impl Notifier {
         &mut self,
         notif: &libc::seccomp_notif,
         call: impl FnOnce(i32) -> i64 + Send + 'static,
+    ) -> io::Result<()> {
+        self.hold(notif, move |tgid| Some(call(tgid)))
+    }
+
+    /// `perform`, for a `call` that may answer the notification itself (`None`).
+    fn hold(
+        &mut self,
+        notif: &libc::seccomp_notif,
+        call: impl FnOnce(i32) -> Option<i64> + Send + 'static,
     ) -> io::Result<()> {
         let tid = notif.pid as i32;
         let nr = i64::from(notif.data.nr);
@@ -329,7 +376,9 @@ impl Notifier {
         let spawned = std::thread::Builder::new()
             .name("ab-mediate".into())
             .spawn(move || {
-                let rc = call(tgid);
+                let Some(rc) = call(tgid) else {
+                    return;
+                };
                 if rc < 0 {
                     answered.record(tid, nr);
                 }
