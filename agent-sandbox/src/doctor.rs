@@ -153,6 +153,34 @@ pub fn probe() -> Report {
         }),
     );
 
+    // What `--ask` can hold here, and whether what was approved is what runs.
+    push(
+        "approvals",
+        "ask net, fs",
+        ok_or(
+            user_notif,
+            "held in a seccomp notification; the supervisor connects, or opens and installs \
+             the descriptor, from its own copy (race-free)",
+            "need seccomp user notification: --ask net/fs refused",
+        ),
+    );
+    push(
+        "approvals",
+        "ask exec",
+        host.bpf(ebpf_probes::ProgramKind::Lsm)
+            .map(|_| {
+                "an approval becomes a BPF LSM rule for that file before the exec continues \
+                 (race-free; needs root)"
+                    .to_string()
+            })
+            .map_err(|e| {
+                format!(
+                    "needs BPF LSM ({e}): Landlock cannot take a rule while the agent runs, so \
+                     --ask exec is refused"
+                )
+            }),
+    );
+
     let cgroup2 = kernel::cgroup2_mount().ok_or_else(|| "no cgroup2 mount".to_string());
     push(
         "cgroup",

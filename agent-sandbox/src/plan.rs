@@ -190,6 +190,18 @@ impl Plan {
                 "needs the eBPF runtime (root, bpffs, a cgroup2 group): {why}"
             )),
         };
+        if policy.asks_execs() {
+            if let Some(why) = &lsm_unavailable {
+                anyhow::bail!(
+                    "--ask exec (filesystem.exec_unknown = \"ask\") needs BPF LSM, which is not \
+                     usable here: {why}\nAn exec approval must become a kernel rule for the \
+                     approved file before the exec continues (so a path swapped after the \
+                     request runs nothing new), and Landlock cannot take a rule while the agent \
+                     runs. Allow the file's tree with --allow-exec PATH instead; `agentbox \
+                     doctor` shows whether BPF LSM loads on this host."
+                );
+            }
+        }
         let (lsm_rules, exact_deny) = match lsm_unavailable {
             None => {
                 let lsm = ebpf::lsm::compile_rules(&policy).context("bpf-lsm layer")?;
@@ -302,9 +314,9 @@ impl Plan {
         // Asking needs the supervisor to judge every connect itself, root included; reads
         // are asked about wherever the filter can send them (every kernel with user
         // notification).
-        let asks_reads = policy.filesystem.unknown == crate::policy::Unknown::Ask
-            && policy.mode == crate::policy::Mode::Enforce;
-        let approvals = if asking || asks_reads {
+        let asks_reads = policy.asks_reads();
+        let asks_execs = policy.asks_execs();
+        let approvals = if asking || asks_reads || asks_execs {
             let (sender, source) = crate::layers::channel::channel()?;
             Some((
                 std::sync::Arc::new(crate::approval::Gate::new(sender)),
@@ -327,6 +339,10 @@ impl Plan {
                     .then(|| seccomp::open::OpenAsk::compile(&policy))
                     .transpose()
                     .context("filesystem.unknown")?,
+                asks_execs
+                    .then(|| seccomp::exec::ExecAsk::compile(&policy))
+                    .transpose()
+                    .context("filesystem.exec_unknown")?,
             );
         let (seccomp, seccomp_coverage) =
             seccomp::compile(&policy, Some(mediation)).context("seccomp layer")?;
@@ -526,6 +542,11 @@ impl Plan {
         .context("seccomp notifier")?;
         let mut sources: Vec<Box<dyn EventSource>> = vec![Box::new(notifier)];
         let registration = group.and_then(SandboxGroup::registration);
+        if let (Some(execs), Some(reg)) =
+            (seccomp.mediation().and_then(|m| m.exec_ask()), registration)
+        {
+            execs.set_grants(reg.grants());
+        }
         // The resolver's grants go where addresses are checked: the kernel's tables, or the
         // supervisor's own.
         let mut names = None;

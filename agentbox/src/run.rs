@@ -95,7 +95,9 @@ pub(crate) struct RunArgs {
 
     /// Hold what the profile neither allows nor denies until an approver decides, instead of
     /// refusing it: `net` (connections; `[network] unknown = "ask"`), `fs` (reads of files no
-    /// tree allows; `[filesystem] unknown = "ask"`), or both (`--ask net,fs`).
+    /// tree allows; `[filesystem] unknown = "ask"`), `exec` (running a readable file outside
+    /// the exec trees; `[filesystem] exec_unknown = "ask"`, needs BPF LSM), or several
+    /// (`--ask net,fs`).
     #[arg(long = "ask", value_name = "AREAS", value_delimiter = ',')]
     pub ask: Vec<String>,
 
@@ -431,11 +433,8 @@ pub(crate) fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
         match area.as_str() {
             "net" => policy.network.unknown = agent_sandbox::policy::Unknown::Ask,
             "fs" => policy.filesystem.unknown = agent_sandbox::policy::Unknown::Ask,
-            "exec" => anyhow::bail!(
-                "--ask exec: not supported yet; `net` (connections) and `fs` (file reads) can \
-                 be asked, and --allow-exec PATH allows a tree"
-            ),
-            other => anyhow::bail!("--ask {other}: unknown area; write `net` or `fs`"),
+            "exec" => policy.filesystem.exec_unknown = agent_sandbox::policy::Unknown::Ask,
+            other => anyhow::bail!("--ask {other}: unknown area; write `net`, `fs` or `exec`"),
         }
     }
     for entry in &args.allow_bind {

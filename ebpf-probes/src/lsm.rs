@@ -73,7 +73,7 @@ pub(crate) const NAME_PROTECT: u8 = 0x02;
 const IN_DENY: u32 = 0x01;
 const IN_DENY_TREE: u32 = 0x02;
 const IN_WRITE_TREE: u32 = 0x04;
-const IN_EXEC_TREE: u32 = 0x08;
+pub(crate) const IN_EXEC_TREE: u32 = 0x08;
 
 /// Longest name a (parent, name) rule can hold (the kernel key keeps a NUL after it).
 pub const CHILD_NAME_LEN_MAX: usize = CHILD_NAME_MAX - 1;

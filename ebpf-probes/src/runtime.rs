@@ -22,7 +22,7 @@ use libbpf_rs::{Link, MapCore, MapFlags, MapHandle, ObjectBuilder, ProgramHandle
 use crate::attach::{self, CgroupProgram};
 use crate::events::EventStream;
 use crate::layout::*;
-use crate::lsm::{self, LsmRules, LSM_PROGRAMS, LSM_TASK_ALLOC};
+use crate::lsm::{self, InodeId, LsmRules, LSM_PROGRAMS, LSM_TASK_ALLOC};
 use crate::rings::{self, RingLease, RingRequest};
 use crate::rules::{compile, host_entry, NetRule, NetRules, PortRange};
 use crate::{probe, run_libbpf, Error, ProgramKind, OBJECT, OBJECT_NAME};
@@ -570,6 +570,7 @@ impl Runtime {
                 id,
                 rules: cfg.net.clone(),
                 held: Mutex::new(Some(Vec::new())),
+                execs: Mutex::new(Vec::new()),
             }),
         };
         run_libbpf(&step("sandbox record"), || {
@@ -776,6 +777,9 @@ struct GrantState {
     /// The sandbox's registered rules, which every granted host entry also carries.
     rules: NetRules,
     held: Mutex<Option<Vec<IpNet>>>,
+    /// Files granted exec at run time (approvals), each with the flags its inode entry held
+    /// before (`None`: there was none).
+    execs: Mutex<Vec<(LsmInodeKey, Option<u32>)>>,
 }
 
 /// A handle that opens single addresses to one sandbox while it runs: each grant writes the
@@ -821,11 +825,94 @@ impl Grants {
     }
 }
 
+impl Grants {
+    /// Lets `file` run (and be mapped executable) in this sandbox as if it were inside an
+    /// exec tree: BPF LSM's exec checks judge the inode, so a path swapped after this call
+    /// names another inode, which stays refused. Needs the sandbox's LSM rules.
+    pub fn allow_exec(&self, file: InodeId) -> Result<(), Error> {
+        let state = &self.0;
+        if state
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none()
+        {
+            return Err(Error::Config(format!("sandbox {} is gone", state.id)));
+        }
+        let key = state.exec_key(file);
+        let before = state
+            .shared
+            .lsm_inodes
+            .lookup(bytes_of(&key), MapFlags::ANY)
+            .ok()
+            .flatten()
+            .and_then(|v| {
+                v.get(..4)
+                    .map(|b| u32::from_ne_bytes(b.try_into().expect("4")))
+            });
+        let flags = before.unwrap_or(0) | lsm::IN_EXEC_TREE;
+        let step = format!(
+            "granting exec of inode {} to sandbox {}",
+            file.ino, state.id
+        );
+        run_libbpf(&step, || {
+            state
+                .shared
+                .lsm_inodes
+                .update(bytes_of(&key), bytes_of(&flags), MapFlags::ANY)
+        })?;
+        let mut execs = state.execs.lock().unwrap_or_else(PoisonError::into_inner);
+        if !execs.iter().any(|(k, _)| *k == key) {
+            execs.push((key, before));
+        }
+        Ok(())
+    }
+
+    /// Takes back what [`Grants::allow_exec`] gave `file`.
+    pub fn revoke_exec(&self, file: InodeId) {
+        let state = &self.0;
+        let key = state.exec_key(file);
+        let mut execs = state.execs.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(i) = execs.iter().position(|(k, _)| *k == key) {
+            let (key, before) = execs.remove(i);
+            state.restore_inode(&key, before);
+        }
+    }
+}
+
 impl GrantState {
+    fn exec_key(&self, file: InodeId) -> LsmInodeKey {
+        LsmInodeKey {
+            sandbox: self.id,
+            _pad: 0,
+            dev: u64::from(crate::kernel_dev(file.dev)),
+            ino: file.ino,
+        }
+    }
+
+    fn restore_inode(&self, key: &LsmInodeKey, before: Option<u32>) {
+        let _ = match before {
+            Some(flags) => {
+                self.shared
+                    .lsm_inodes
+                    .update(bytes_of(key), bytes_of(&flags), MapFlags::ANY)
+            }
+            None => self.shared.lsm_inodes.delete(bytes_of(key)),
+        };
+    }
+
     /// Restores every granted host entry to what registration wrote (or removes it), and
     /// refuses grants from then on.
     fn close(&self) {
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        for (key, before) in self
+            .execs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+        {
+            self.restore_inode(&key, before);
+        }
         let Some(hosts) = held.take() else { return };
         let registered = compile(&self.rules).unwrap_or_default();
         for host in hosts {

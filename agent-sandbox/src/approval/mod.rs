@@ -525,9 +525,8 @@ impl Gate {
             self.events.send(Event::Denial(Denial {
                 layer: "approval".into(),
                 rule: format!(
-                    "{}.unknown = \"ask\": request {} refused by {} (allow it with {}, or \
-                     approve it)",
-                    area_of(&request.kind),
+                    "{} = \"ask\": request {} refused by {} (allow it with {}, or approve it)",
+                    setting_of(&request.kind),
                     request.id,
                     decision.by,
                     flag_of(&request.kind)
@@ -552,21 +551,24 @@ impl Gate {
     }
 }
 
-/// The kind of request a lease key belongs to: `read /path` is a file read, `tcp …` and
-/// `udp …` connections.
+/// The kind of request a lease key belongs to: `read /path` is a file read, `exec /path`
+/// an exec, `tcp …` and `udp …` connections.
 fn kind_of(destination: &str) -> &'static str {
     if destination.starts_with("read ") {
         "fs"
+    } else if destination.starts_with("exec ") {
+        "exec"
     } else {
         "net"
     }
 }
 
-/// The profile table whose `unknown` a request of `kind` comes from.
-fn area_of(kind: &str) -> &'static str {
+/// The profile setting that asks about a request of `kind`.
+fn setting_of(kind: &str) -> &'static str {
     match kind {
-        "fs" => "filesystem",
-        _ => "network",
+        "fs" => "filesystem.unknown",
+        "exec" => "filesystem.exec_unknown",
+        _ => "network.unknown",
     }
 }
 
@@ -574,6 +576,7 @@ fn area_of(kind: &str) -> &'static str {
 fn flag_of(kind: &str) -> &'static str {
     match kind {
         "fs" => "--allow-read PATH",
+        "exec" => "--allow-exec PATH",
         _ => "--allow-net",
     }
 }

@@ -90,7 +90,7 @@ impl RulesApprover {
                     path.display()
                 ),
             };
-            let place = ["read ", "tcp ", "udp "]
+            let place = ["read ", "exec ", "tcp ", "udp "]
                 .iter()
                 .find_map(|k| r.destination.strip_prefix(k))
                 .unwrap_or(&r.destination);
@@ -236,7 +236,7 @@ mod tests {
                 .unwrap_err();
         assert!(format!("{e:#}").contains("program name alone"), "{e:#}");
         // Every file, or every address, is no narrower than `*`.
-        for everything in ["read /**", "tcp *:*"] {
+        for everything in ["read /**", "exec /**", "tcp *:*"] {
             let e = load(&format!(
                 "[[rule]]\ndestination = \"{everything}\"\ndecision = \"allow\"\n"
             ))

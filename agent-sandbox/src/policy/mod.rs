@@ -35,6 +35,19 @@ pub struct Policy {
     pub audit: AuditPolicy,
 }
 
+impl Policy {
+    /// Whether reads no tree allows are put to an approver (enforce mode only: audit mode
+    /// lets them happen).
+    pub fn asks_reads(&self) -> bool {
+        self.filesystem.unknown == Unknown::Ask && self.mode == Mode::Enforce
+    }
+
+    /// Whether execs outside the exec trees are put to an approver (enforce mode only).
+    pub fn asks_execs(&self) -> bool {
+        self.filesystem.exec_unknown == Unknown::Ask && self.mode == Mode::Enforce
+    }
+}
+
 /// `enforce` denies and logs; `audit` logs what would have been denied and lets it happen
 /// (where the layer can: seccomp and the eBPF layers can, Landlock cannot and still denies).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -68,6 +81,10 @@ pub struct FsPolicy {
     /// approver (the supervisor opens what was approved and hands the agent its descriptor).
     #[serde(default)]
     pub unknown: Unknown,
+    /// An execve of a readable file outside the exec trees: refused, or put to the approver
+    /// (an approval becomes a BPF LSM rule for that inode before the exec continues).
+    #[serde(default)]
+    pub exec_unknown: Unknown,
 }
 
 /// The default of `filesystem.search_ms`: some 10,000 entries, a fifth of an unprivileged
@@ -75,6 +92,21 @@ pub struct FsPolicy {
 pub const DEFAULT_SEARCH_MS: u64 = 2;
 
 impl FsPolicy {
+    /// Every tree the agent may open something in: the read, write and exec lists.
+    pub fn all_trees(&self) -> Vec<PathBuf> {
+        self.read
+            .iter()
+            .chain(&self.write)
+            .chain(&self.exec)
+            .cloned()
+            .collect()
+    }
+
+    /// The deny globs' absolute patterns.
+    pub fn deny_patterns(&self) -> Vec<String> {
+        self.deny.iter().map(|g| g.pattern.clone()).collect()
+    }
+
     /// The time the deny/protect search may take at launch. An unoptimised (debug) build
     /// searches some ten times slower, and gets ten times the default, so that its tests see
     /// the coverage a release build gives.

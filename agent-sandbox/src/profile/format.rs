@@ -118,6 +118,12 @@ pub(crate) struct FilesystemToml {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub unknown: Option<Spanned<String>>,
+    /// Running a readable file outside the exec trees: `"deny"` (the default) or `"ask"`
+    /// (held until the approver decides; needs BPF LSM, which makes the approval a kernel
+    /// rule for that file before the exec continues).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub exec_unknown: Option<Spanned<String>>,
 }
 
 /// Entries are `host-or-cidr:port-or-range`: `*:443`, `10.0.0.0/8:*`, `[::1]:8000-8100`.

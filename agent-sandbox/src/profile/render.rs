@@ -30,6 +30,8 @@ struct ShownFs {
     search_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     unknown: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exec_unknown: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -106,6 +108,7 @@ pub fn to_toml(policy: &Policy, description: Option<&str>, notes: &[String]) -> 
             protect: fs.protect.iter().map(|d| d.pattern.clone()).collect(),
             search_ms: fs.search_ms,
             unknown: (fs.unknown == crate::policy::Unknown::Ask).then_some("ask"),
+            exec_unknown: (fs.exec_unknown == crate::policy::Unknown::Ask).then_some("ask"),
         },
         network: ShownNet {
             // Host names after addresses: the same list in the profile's syntax.

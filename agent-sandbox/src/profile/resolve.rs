@@ -129,6 +129,13 @@ impl<'a> Builder<'a> {
                  --approver); writes outside the write trees are never asked",
             )?;
         }
+        if let Some(unknown) = &fs.exec_unknown {
+            p.exec_unknown = ctx.unknown(
+                unknown,
+                "`ask` holds an exec outside the exec trees until the approver decides \
+                 (agentbox run --approver; needs BPF LSM)",
+            )?;
+        }
 
         // [network]
         let net = file.network;

@@ -491,7 +491,7 @@ fn unknown_key_reports_table_line_column_and_hint() {
     let err = load(&spec, &s.opts).unwrap_err();
     let expected = format!(
         "error: unknown key `wirte` in [filesystem]\n  --> {spec}:4:1\n   |\n 4 | wirte = [\"/tmp\"]\n   \
-         | ^^^^^\n   = hint: did you mean `write`? expected one of: read, write, exec, deny, protect, search_ms, unknown"
+         | ^^^^^\n   = hint: did you mean `write`? expected one of: read, write, exec, deny, protect, search_ms, unknown, exec_unknown"
     );
     assert_eq!(err.to_string(), expected);
     let err = s.error_at("description = \"x\"\nnetwrok = {}\n", 2, 1);
@@ -544,6 +544,10 @@ fn bad_network_entries_are_reported() {
         !reads.network.opens_network(),
         "asking for reads opens no network"
     );
+    let execs = s.load("[filesystem]\nexec_unknown = \"ask\"\n").unwrap();
+    assert_eq!(execs.filesystem.exec_unknown, crate::policy::Unknown::Ask);
+    let err = s.error_at("[filesystem]\nexec_unknown = \"yes\"\n", 2, 16);
+    assert!(err.hint().unwrap().contains("BPF LSM"), "{err}");
     let err = s.error_at("[network]\ndns_upstream = \"10.0.0.1\"\n", 2, 16);
     assert!(err.message().contains("IP:PORT"), "{err}");
     let p = s

@@ -312,6 +312,7 @@ mod tests {
             protect: Vec::new(),
             search_ms: None,
             unknown: Default::default(),
+            exec_unknown: Default::default(),
         };
         policy
     }

@@ -433,6 +433,9 @@ fn allowed_trees(policy: &Policy, abi: ABI, notes: &mut Vec<String>) -> BTreeMap
     let write = AccessFs::from_all(abi) & !AccessFs::Execute;
     debug_assert!(write.intersects(omit::writable_rights()));
     let mut trees: BTreeMap<PathBuf, Tree> = BTreeMap::new();
+    // Asking about execs leaves them to BPF LSM, which takes an approval as a rule while the
+    // agent runs; Landlock cannot, so it lets every readable file run.
+    let read = if policy.asks_execs() { exec } else { read };
     let lists = [
         (&policy.filesystem.read, read, "read"),
         (&policy.filesystem.write, write, "write"),
@@ -721,15 +724,19 @@ fn fs_coverage(policy: &Policy, share: &Share, fs: &FsRules, abi: u32, coverage:
     coverage.push(LAYER, Guarantee::FsDenyExact, deny);
     // Landlock's EXECUTE right is checked at execve of a file only: the dynamic loader (in an
     // exec tree) maps any readable file executable, and memfds live on an internal mount.
-    coverage.push(
-        LAYER,
-        Guarantee::ExecAllowList,
+    let exec = if policy.asks_execs() {
+        Status::Missing(format!(
+            "left to {} (exec_unknown = \"ask\": Landlock lets every readable file run)",
+            Layer::BpfLsm
+        ))
+    } else {
         Status::Partial(
             "execve outside the exec trees is denied; ld.so-loaded and memfd programs are not \
              covered without BPF LSM"
                 .into(),
-        ),
-    );
+        )
+    };
+    coverage.push(LAYER, Guarantee::ExecAllowList, exec);
 }
 
 fn scope_coverage(abi: u32, coverage: &mut Coverage) {

@@ -43,6 +43,7 @@ fn fs_policy(read: &[&Path], write: &[&Path], exec: &[&Path], deny: &[String]) -
         // These tests check what omission does, not when the search runs out of time.
         search_ms: Some(60_000),
         unknown: Default::default(),
+        exec_unknown: Default::default(),
     }
 }
 

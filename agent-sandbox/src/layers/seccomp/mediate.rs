@@ -120,6 +120,8 @@ pub(crate) struct Mediation {
     ask_net: bool,
     /// `filesystem.unknown = "ask"`: so does a read no tree allows (`open`).
     ask_fs: Option<super::open::OpenAsk>,
+    /// `filesystem.exec_unknown = "ask"`: and an exec outside the exec trees (`exec`).
+    ask_exec: Option<super::exec::ExecAsk>,
 }
 
 /// The supervisor's share of the DNS layer where no kernel layer has it: the resolver's
@@ -196,6 +198,14 @@ pub(crate) enum Verdict {
         destination: String,
         object: Object,
     },
+    /// Put the exec of the pinned `file` (`inode`) to the approver; if it allows, make the
+    /// inode a BPF LSM exec rule, then let the call continue.
+    AskExec {
+        file: OwnedFd,
+        inode: ebpf_probes::InodeId,
+        destination: String,
+        object: Object,
+    },
     /// Add a watch for the pinned file to the agent's inotify instance `fd`.
     Watch { fd: i32, file: OwnedFd, mask: u32 },
     /// Send this datagram from the agent's socket `fd` on its behalf.
@@ -245,7 +255,7 @@ impl Mediation {
             builder.add(GlobBuilder::new(glob).literal_separator(true).build()?);
         }
         let fs = &policy.filesystem;
-        let deny_globs: Vec<String> = fs.deny.iter().map(|g| g.pattern.clone()).collect();
+        let deny_globs = fs.deny_patterns();
         let deny = crate::policy::globs::glob_set(&deny_globs)?;
         Ok(Mediation {
             own: fs.write.clone(),
@@ -253,32 +263,30 @@ impl Mediation {
             sends,
             net: check_ip.then(|| crate::layers::ebpf::net::net_rules(policy)),
             refuse_abstract: needs.refuse_abstract,
-            watch_trees: fs
-                .read
-                .iter()
-                .chain(&fs.write)
-                .chain(&fs.exec)
-                .cloned()
-                .collect(),
+            watch_trees: fs.all_trees(),
             deny,
             deny_globs,
             dns,
             ask: None,
             ask_net: false,
             ask_fs: None,
+            ask_exec: None,
         })
     }
 
     /// What no rule decides is put to `gate`: connects when `net` (needs the supervisor's
-    /// own address checks: `Needs::check_ip`), reads when `fs` is given.
+    /// own address checks: `Needs::check_ip`), reads when `fs` is given, execs when `exec`
+    /// is.
     pub(crate) fn with_ask(
         mut self,
         gate: Option<Arc<Gate>>,
         net: bool,
         fs: Option<super::open::OpenAsk>,
+        exec: Option<super::exec::ExecAsk>,
     ) -> Self {
         self.ask_net = net && gate.is_some();
         self.ask_fs = fs.filter(|_| gate.is_some());
+        self.ask_exec = exec.filter(|_| gate.is_some());
         self.ask = gate;
         self
     }
@@ -286,6 +294,11 @@ impl Mediation {
     /// Whether reads no tree allows come here (`filesystem.unknown = "ask"`).
     pub(crate) fn asks_reads(&self) -> bool {
         self.ask_fs.is_some()
+    }
+
+    /// What approves execs, if they are asked (`filesystem.exec_unknown = "ask"`).
+    pub(crate) fn exec_ask(&self) -> Option<&super::exec::ExecAsk> {
+        self.ask_exec.as_ref()
     }
 
     /// The approvals of this sandbox, if it asks.
@@ -344,6 +357,7 @@ impl Mediation {
         nr == libc::SYS_connect
             || nr == libc::SYS_inotify_add_watch
             || (self.ask_fs.is_some() && super::open::OpenAsk::handles(nr))
+            || (self.ask_exec.is_some() && super::exec::ExecAsk::handles(nr))
             || (self.sends
                 && matches!(
                     nr,
@@ -401,6 +415,10 @@ impl Mediation {
                 }
                 Verdict::Continue
             }
+            libc::SYS_execve | libc::SYS_execveat => match &self.ask_exec {
+                Some(execs) => execs.decide(tid, &mem, nr, args),
+                None => Verdict::Continue,
+            },
             libc::SYS_open | libc::SYS_openat | libc::SYS_openat2 => match &self.ask_fs {
                 Some(reads) => reads.decide(tid, &mem, nr, args),
                 None => Verdict::Continue,

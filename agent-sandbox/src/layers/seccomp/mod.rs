@@ -8,6 +8,7 @@
 //! Everything is computed in the parent before fork (`compile`); the child only calls
 //! `SeccompProgram::install`, which does not allocate.
 
+pub(crate) mod exec;
 mod groups;
 pub(crate) mod mediate;
 pub(crate) mod notify;
@@ -400,6 +401,9 @@ fn mediated_calls(mediation: &mediate::Mediation) -> Vec<(i64, Vec<ArgCond>)> {
     }
     if mediation.asks_reads() {
         calls.extend(open::OpenAsk::calls());
+    }
+    if mediation.exec_ask().is_some() {
+        calls.extend(exec::ExecAsk::calls());
     }
     calls
 }

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use crate::audit::{Action, Denial, Event, Object};
 use crate::layers::seccomp::mediate::{self, Mediation, Verdict};
-use crate::layers::seccomp::open;
+use crate::layers::seccomp::{exec, open};
 use crate::layers::seccomp::{
     Answered, DenyTable, SeccompProgram, AUDIT_ARCH_X86_64, LAYER, X32_SYSCALL_BIT,
 };
@@ -284,6 +284,45 @@ impl Notifier {
                         Ok(_) => None,
                         Err(e) => Some(-i64::from(e.raw_os_error().unwrap_or(libc::EIO))),
                     }
+                })?;
+                Ok(None)
+            }
+            // Held like a connect; if allowed, the inode becomes a BPF LSM rule before the
+            // exec continues.
+            Verdict::AskExec {
+                file,
+                inode,
+                destination,
+                object,
+            } => {
+                let (Some(gate), Some(grants)) = (
+                    mediation.gate().cloned(),
+                    mediation.exec_ask().and_then(|e| e.grants()).cloned(),
+                ) else {
+                    self.respond_raw(notif.id, 0, -libc::EACCES, 0)?;
+                    return Ok(None);
+                };
+                let request = self.request(tid, "exec", destination.clone());
+                let listener = Arc::clone(&self.listener);
+                let words = self.resp_buf.len();
+                let id = notif.id;
+                self.hold(notif, move |tgid| {
+                    if !gate.ask(request, object) {
+                        return Some(-i64::from(libc::EACCES));
+                    }
+                    if let Err(e) = grants.allow_exec(inode) {
+                        tracing::warn!("exec approval not written as a BPF LSM rule: {e:#}");
+                        return Some(-i64::from(libc::EACCES));
+                    }
+                    let flags = libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32;
+                    let _ = send_response(listener.as_raw_fd(), words, id, 0, 0, flags);
+                    // Pinned until here: the inode number cannot be reused meanwhile.
+                    drop(file);
+                    if !gate.leased(&destination) {
+                        exec::wait_for_exec(tgid, inode);
+                        grants.revoke_exec(inode);
+                    }
+                    None
                 })?;
                 Ok(None)
             }

@@ -55,16 +55,9 @@ pub(crate) struct OpenAsk {
 impl OpenAsk {
     pub(crate) fn compile(policy: &Policy) -> anyhow::Result<Self> {
         let fs = &policy.filesystem;
-        let globs: Vec<String> = fs.deny.iter().map(|g| g.pattern.clone()).collect();
         Ok(OpenAsk {
-            trees: fs
-                .read
-                .iter()
-                .chain(&fs.write)
-                .chain(&fs.exec)
-                .cloned()
-                .collect(),
-            deny: crate::policy::globs::glob_set(&globs)?,
+            trees: fs.all_trees(),
+            deny: crate::policy::globs::glob_set(&fs.deny_patterns())?,
         })
     }
 
