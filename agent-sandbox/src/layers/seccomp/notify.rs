@@ -208,8 +208,10 @@ impl Notifier {
         let tid = notif.pid as i32;
         let nr = i64::from(notif.data.nr);
         let verdict = mediation.decide(tid, nr, &notif.data.args);
-        // What we read is only this task's if its notification is still pending.
-        if !self.id_valid(notif.id) {
+        // What we read is only this task's if its notification is still pending. CONTINUE
+        // needs no such check: it decides nothing, and an answer to a dead task's
+        // notification is dropped (ENOENT).
+        if !matches!(verdict, Verdict::Continue) && !self.id_valid(notif.id) {
             return Ok(None);
         }
         match verdict {
