@@ -382,7 +382,10 @@ fn ask_net_on_the_terminal_prompts_there_and_never_in_the_agents_output() {
     term.write_all(b"s\n").unwrap();
     let r = s.finish(child, &log, Duration::from_secs(60));
     let prompt = String::from_utf8_lossy(&seen).into_owned();
-    assert!(prompt.contains(&format!("tcp {ip}:{port}")), "{prompt}");
+    assert!(
+        prompt.contains(&format!("wants to connect to tcp {ip}:{port}")),
+        "{prompt}"
+    );
     assert!(prompt.contains("/usr/bin/python3"), "{prompt}");
     assert_eq!(r.attempt("first"), Attempt::Ok, "{}", r.dump());
     assert_eq!(r.attempt("leased"), Attempt::Ok, "{}", r.dump());

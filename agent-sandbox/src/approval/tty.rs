@@ -46,11 +46,10 @@ impl Approver for TtyApprover {
             .map(|h| format!(" ({})", crate::audit::sanitize(h)))
             .unwrap_or_default();
         let mut prompt = format!(
-            "\r\nagentbox: request #{}: {} wants {} {}{host}\r\n",
+            "\r\nagentbox: request #{}: {} wants {}{host}\r\n",
             request.id,
             crate::audit::sanitize(exe),
-            request.kind,
-            crate::audit::sanitize(&request.destination)
+            crate::audit::sanitize(&wants(&request.kind, &request.destination))
         );
         for ancestor in &request.tree {
             prompt.push_str(&format!(
@@ -118,5 +117,32 @@ impl Approver for TtyApprover {
 
     fn name(&self) -> String {
         "terminal".into()
+    }
+}
+
+/// What a request asks for, in words: `to connect to tcp 192.0.2.7:443`, `to read /path`,
+/// `to run /path`.
+fn wants(kind: &str, destination: &str) -> String {
+    let (verb, rest) = match kind {
+        "fs" => ("read", destination.strip_prefix("read ")),
+        "exec" => ("run", destination.strip_prefix("exec ")),
+        _ => ("connect to", None),
+    };
+    format!("to {verb} {}", rest.unwrap_or(destination))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn prompts_say_what_is_asked_in_words() {
+        assert_eq!(
+            super::wants("net", "tcp 192.0.2.7:443"),
+            "to connect to tcp 192.0.2.7:443"
+        );
+        assert_eq!(super::wants("fs", "read /srv/a.csv"), "to read /srv/a.csv");
+        assert_eq!(
+            super::wants("exec", "exec /opt/x/bin/y"),
+            "to run /opt/x/bin/y"
+        );
     }
 }

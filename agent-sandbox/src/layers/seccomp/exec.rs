@@ -99,10 +99,6 @@ impl ExecAsk {
         let Some(written) = mediate::absolute_at(tid, dirfd, &written) else {
             return Verdict::Continue;
         };
-        // Most execs run a program of an exec tree: left to the kernel without a pin.
-        if mediate::lexically_inside(&written, &self.exec_trees) {
-            return Verdict::Continue;
-        }
         let follow = flags & libc::AT_SYMLINK_NOFOLLOW == 0;
         let Ok((file, resolved)) = mediate::open_path_in_root(tid, &written, follow) else {
             return Verdict::Continue;

@@ -859,15 +859,6 @@ pub(super) fn absolute_at(tid: i32, dirfd: i32, path: &[u8]) -> Option<PathBuf> 
         .then(|| dir.join(Path::new(OsStr::from_bytes(path))))
 }
 
-/// Whether `path` names something inside one of `trees` as written, without `..` (symlinks
-/// not resolved: the caller leaves such a path to the kernel's own checks).
-pub(super) fn lexically_inside(path: &Path, trees: &[PathBuf]) -> bool {
-    !path
-        .components()
-        .any(|c| c == std::path::Component::ParentDir)
-        && trees.iter().any(|t| path.starts_with(t))
-}
-
 /// A NUL-terminated path from the agent's memory (PATH_MAX at most), as the kernel copies it.
 pub(super) fn read_c_path(mem: &fs::File, ptr: u64) -> Result<Vec<u8>, i32> {
     let mut out = Vec::new();
@@ -1071,18 +1062,6 @@ fn take_fd(tgid: i32, fd: i32) -> Result<OwnedFd, i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_path_is_lexically_inside_a_tree_only_without_dot_dot() {
-        let trees = [PathBuf::from("/usr"), PathBuf::from("/work/ws")];
-        let inside = |p: &str| lexically_inside(Path::new(p), &trees);
-        assert!(inside("/usr/lib/os-release"));
-        assert!(inside("/usr/./lib"));
-        assert!(inside("/work/ws"));
-        assert!(!inside("/usr/../etc/shadow"));
-        assert!(!inside("/usrx/lib"));
-        assert!(!inside("/work/wsx/a"));
-    }
 
     fn un(path: &[u8]) -> Vec<u8> {
         let mut a = (libc::AF_UNIX as u16).to_ne_bytes().to_vec();

@@ -109,11 +109,6 @@ impl OpenAsk {
         let Some(written) = mediate::absolute_at(tid, dirfd, &written) else {
             return Verdict::Continue;
         };
-        // Most opens name a file inside a tree: the kernel judges those without a pin. (A
-        // symlink there that leads outside is then refused unasked, never allowed.)
-        if mediate::lexically_inside(&written, &self.trees) {
-            return Verdict::Continue;
-        }
         let follow = flags & libc::O_NOFOLLOW as u64 == 0;
         // What cannot be pinned (missing, a /proc magic link) the kernel answers as it would.
         let Ok((file, resolved)) = mediate::open_path_in_root(tid, &written, follow) else {
