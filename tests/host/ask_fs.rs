@@ -213,3 +213,55 @@ fn ask_fs_opens_what_was_approved_whatever_the_agent_rewrites() {
         }
     }
 }
+
+/// A policy file decides reads unattended: `read DIR/**` covers every file below DIR (and
+/// `*` would not cross `/`); a read it does not name is refused, and the refusal says so.
+#[test]
+fn ask_fs_policy_file_allows_a_tree_of_reads_and_nothing_beside_it() {
+    for run_as in RunAs::all() {
+        let s = Scenario::new(run_as);
+        let deep = s.plant_in_home("data/sub/deep.csv", "deep-rows");
+        let top = s.plant_in_home("data/top.csv", "top-rows");
+        let beside = s.plant_in_home("other/notes.txt", "other-notes");
+        let data = top.parent().unwrap().display().to_string();
+        let rules = socket_dir(&s).join("reads.toml");
+        std::fs::write(
+            &rules,
+            format!(
+                "[[rule]]\ndestination = \"read {data}/**\"\nkind = \"fs\"\n\
+                 decision = \"allow\"\n"
+            ),
+        )
+        .unwrap();
+        let approver = format!("rules:{}", rules.display());
+        let body = [
+            read("deep", &deep),
+            read("top", &top),
+            read("beside", &beside),
+        ]
+        .concat();
+        let r = s.run_probe(&ask_args(&approver), &body);
+        assert_eq!(r.code(), Some(0), "{}", r.dump());
+        assert!(r.stdout.contains("deep-content deep-rows"), "{}", r.dump());
+        assert!(r.stdout.contains("top-content top-rows"), "{}", r.dump());
+        assert_eq!(r.attempt("beside"), EACCES, "{}", r.dump());
+        assert!(!r.stdout.contains("other-notes"), "{}", r.dump());
+        let refused = r.denials_of("approval");
+        assert!(
+            refused.len() == 1
+                && refused[0]["object"]["path"] == beside.display().to_string()
+                && refused[0]["rule"]
+                    .as_str()
+                    .unwrap()
+                    .contains("no decision (rules "),
+            "{}",
+            r.dump()
+        );
+        let granted = r
+            .records_of("approval")
+            .into_iter()
+            .filter(|a| a["stage"] == "granted")
+            .count();
+        assert_eq!(granted, 2, "{}", r.dump());
+    }
+}
