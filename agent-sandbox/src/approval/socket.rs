@@ -51,9 +51,16 @@ impl SocketApprover {
             std::fs::remove_file(path)
                 .with_context(|| format!("removing the stale socket {}", path.display()))?;
         }
-        let listener = UnixListener::bind(path)
+        // Bound under a temporary name and renamed into place once listening with mode
+        // 0600: a client that sees the path can connect (bind and listen are two calls).
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let staged = path.with_file_name(format!(".{name}.{}", std::process::id()));
+        let _ = std::fs::remove_file(&staged);
+        let listener = UnixListener::bind(&staged)
             .with_context(|| format!("listening for approvals on {}", path.display()))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::rename(&staged, path)
+            .with_context(|| format!("listening for approvals on {}", path.display()))?;
         listener.set_nonblocking(true)?;
         Ok(SocketApprover {
             listener,
