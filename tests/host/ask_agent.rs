@@ -182,6 +182,70 @@ fn ask_args<'a>(
     args
 }
 
+/// The agent of a self-agent ask test: its command, its directory, the variable that tells
+/// it what to do, and the area asked.
+struct Agent<'a> {
+    cmd: &'a [&'a str],
+    bin_dir: &'a str,
+    env: &'a str,
+    area: &'a str,
+}
+
+/// Runs the agent with the approval socket at `path` answering allow once, deny, allow
+/// once: its lines `first` and `third` must read `ok_line`, `second` `err ERRNO`, and the
+/// one refusal (`object` checks what it names) is logged. Then with no approver: every
+/// call refused with `errno`, and logged.
+fn once_deny_once_then_no_approver(
+    s: &Scenario,
+    path: &std::path::Path,
+    agent: &Agent<'_>,
+    ok_line: &str,
+    errno: i32,
+    object: impl Fn(&serde_json::Value) -> bool,
+) {
+    let run = |approver: &str| {
+        let args = ask_args(agent.bin_dir, agent.env, agent.area, approver, &[]);
+        s.run(&args, agent.cmd)
+    };
+    let answers = vec![
+        serde_json::json!({"decision": "allow", "scope": "once"}),
+        serde_json::json!({"decision": "deny"}),
+        serde_json::json!({"decision": "allow", "scope": "once"}),
+    ];
+    let client = approver(path.to_path_buf(), answers, Duration::ZERO);
+    let r = run(&format!("socket:{}", path.display()));
+    let asked = client.join().expect("approver thread");
+    let err = format!("err {errno}");
+    assert_eq!(r.code(), Some(0), "{}", r.dump());
+    assert_eq!(line(&r.stdout, "first"), Some(ok_line), "{}", r.dump());
+    assert_eq!(
+        line(&r.stdout, "second"),
+        Some(err.as_str()),
+        "{}",
+        r.dump()
+    );
+    assert_eq!(line(&r.stdout, "third"), Some(ok_line), "{}", r.dump());
+    assert_eq!(asked.len(), 3, "{asked:?}");
+    let refused = r.denials_of("approval");
+    assert!(
+        refused.len() == 1
+            && object(&refused[0]["object"])
+            && refused[0]["rule"]
+                .as_str()
+                .unwrap()
+                .contains("refused by socket"),
+        "{}",
+        r.dump()
+    );
+    // No approver: refused, and logged, every time.
+    let r = run("deny");
+    assert_eq!(r.code(), Some(0), "{}", r.dump());
+    for label in ["first", "second", "third"] {
+        assert_eq!(line(&r.stdout, label), Some(err.as_str()), "{}", r.dump());
+    }
+    assert_eq!(r.denials_of("approval").len(), 3, "{}", r.dump());
+}
+
 fn line<'a>(out: &'a str, label: &str) -> Option<&'a str> {
     out.lines()
         .find_map(|l| l.strip_prefix(label).and_then(|r| r.strip_prefix(' ')))
@@ -200,50 +264,15 @@ fn ask_net_holds_the_connect_until_the_socket_answers_on_this_kernel() {
             format!("{ip} {}", server.port).into(),
         ));
         let path = approval_socket_dir(&s).join("kernel.sock");
-        let socket = format!("socket:{}", path.display());
-        let run = |approver_arg: &str| {
-            s.run(
-                &ask_args(&bin_dir, "AGENTBOX_ASK_AGENT", "net", approver_arg, &[]),
-                &cmd,
-            )
+        let agent = Agent {
+            cmd: &cmd,
+            bin_dir: &bin_dir,
+            env: "AGENTBOX_ASK_AGENT",
+            area: "net",
         };
-        let answers = vec![
-            serde_json::json!({"decision": "allow", "scope": "once"}),
-            serde_json::json!({"decision": "deny"}),
-            serde_json::json!({"decision": "allow", "scope": "once"}),
-        ];
-        let client = approver(path.clone(), answers, Duration::ZERO);
-        let r = run(&socket);
-        let asked = client.join().expect("approver thread");
-        let eperm = format!("err {}", libc::EPERM);
-        assert_eq!(r.code(), Some(0), "{}", r.dump());
-        assert_eq!(line(&r.stdout, "first"), Some("ok"), "{}", r.dump());
-        assert_eq!(
-            line(&r.stdout, "second"),
-            Some(eperm.as_str()),
-            "{}",
-            r.dump()
-        );
-        assert_eq!(line(&r.stdout, "third"), Some("ok"), "{}", r.dump());
-        assert_eq!(asked.len(), 3, "{asked:?}");
-        let refused = r.denials_of("approval");
-        assert!(
-            refused.len() == 1
-                && refused[0]["object"]["port"] == server.port
-                && refused[0]["rule"]
-                    .as_str()
-                    .unwrap()
-                    .contains("refused by socket"),
-            "{}",
-            r.dump()
-        );
-        // No approver: refused, and logged, every time.
-        let r = run("deny");
-        assert_eq!(r.code(), Some(0), "{}", r.dump());
-        for label in ["first", "second", "third"] {
-            assert_eq!(line(&r.stdout, label), Some(eperm.as_str()), "{}", r.dump());
-        }
-        assert_eq!(r.denials_of("approval").len(), 3, "{}", r.dump());
+        once_deny_once_then_no_approver(&s, &path, &agent, "ok", libc::EPERM, |object| {
+            object["port"] == server.port
+        });
     }
     assert_eq!(server.accepted(), 2 * RunAs::all().len());
 }
@@ -259,65 +288,17 @@ fn ask_fs_holds_the_read_until_the_socket_answers_on_this_kernel() {
         s.env
             .push(("AGENTBOX_ASK_FILE".into(), file.clone().into_os_string()));
         let path = approval_socket_dir(&s).join("fs.sock");
-        let socket = format!("socket:{}", path.display());
-        let run = |approver_arg: &str| {
-            s.run(
-                &ask_args(&bin_dir, "AGENTBOX_ASK_FILE", "fs", approver_arg, &[]),
-                &cmd,
-            )
+        let agent = Agent {
+            cmd: &cmd,
+            bin_dir: &bin_dir,
+            env: "AGENTBOX_ASK_FILE",
+            area: "fs",
         };
-        let answers = vec![
-            serde_json::json!({"decision": "allow", "scope": "once"}),
-            serde_json::json!({"decision": "deny"}),
-            serde_json::json!({"decision": "allow", "scope": "once"}),
-        ];
-        let client = approver(path.clone(), answers, Duration::ZERO);
-        let r = run(&socket);
-        let asked = client.join().expect("approver thread");
-        let eacces = format!("err {}", libc::EACCES);
-        assert_eq!(r.code(), Some(0), "{}", r.dump());
-        assert_eq!(
-            line(&r.stdout, "first"),
-            Some("ok approved-notes"),
-            "{}",
-            r.dump()
-        );
-        assert_eq!(
-            line(&r.stdout, "second"),
-            Some(eacces.as_str()),
-            "{}",
-            r.dump()
-        );
-        assert_eq!(
-            line(&r.stdout, "third"),
-            Some("ok approved-notes"),
-            "{}",
-            r.dump()
-        );
-        assert_eq!(asked.len(), 3, "{asked:?}");
-        let refused = r.denials_of("approval");
-        assert!(
-            refused.len() == 1
-                && refused[0]["object"]["path"] == file.display().to_string()
-                && refused[0]["rule"]
-                    .as_str()
-                    .unwrap()
-                    .contains("refused by socket"),
-            "{}",
-            r.dump()
-        );
-        // No approver: refused, and logged, every time.
-        let r = run("deny");
-        assert_eq!(r.code(), Some(0), "{}", r.dump());
-        for label in ["first", "second", "third"] {
-            assert_eq!(
-                line(&r.stdout, label),
-                Some(eacces.as_str()),
-                "{}",
-                r.dump()
-            );
-        }
-        assert_eq!(r.denials_of("approval").len(), 3, "{}", r.dump());
+        let shown = file.display().to_string();
+        let approved = "ok approved-notes";
+        once_deny_once_then_no_approver(&s, &path, &agent, approved, libc::EACCES, |object| {
+            object["path"] == shown
+        });
     }
 }
 

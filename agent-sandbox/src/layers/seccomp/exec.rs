@@ -29,7 +29,7 @@ use crate::layers::seccomp::ArgCond;
 use crate::policy::Policy;
 
 /// What the supervisor judges an exec by, and where approvals become kernel rules.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct ExecAsk {
     exec_trees: Vec<PathBuf>,
     /// The read, write and exec trees: what Landlock lets the agent open at all.
@@ -37,21 +37,6 @@ pub(crate) struct ExecAsk {
     deny: GlobSet,
     /// This sandbox's BPF LSM rules, once it is registered.
     grants: OnceLock<ebpf_probes::Grants>,
-}
-
-impl Clone for ExecAsk {
-    fn clone(&self) -> Self {
-        let grants = OnceLock::new();
-        if let Some(g) = self.grants.get() {
-            let _ = grants.set(g.clone());
-        }
-        ExecAsk {
-            exec_trees: self.exec_trees.clone(),
-            readable: self.readable.clone(),
-            deny: self.deny.clone(),
-            grants,
-        }
-    }
 }
 
 impl ExecAsk {
