@@ -154,6 +154,8 @@ impl Plan {
     ) -> anyhow::Result<Plan> {
         // Per-layer compile times at debug level (`AGENTBOX_LOG=debug`): start-up budget.
         let started = std::time::Instant::now();
+        // Every layer resolves the same trees (HOME, the workspace, /usr): once each.
+        let _prefixes = crate::profile::PrefixCache::start();
         let mut coverage = Coverage::default();
 
         // What the host offers: the cgroup2 group, the eBPF runtime on it, BPF LSM.

@@ -143,25 +143,100 @@ pub(crate) fn lexical_path(expanded: &str) -> Result<PathBuf, ValueError> {
 }
 
 /// Canonicalise the longest existing prefix of `path` and append the rest unchanged.
+///
+/// Walks forward one component at a time (one `readlink` each, which also says whether the
+/// name exists), so a profile's hundred-odd paths under HOME cost a syscall or two each
+/// rather than a `realpath` per shorter prefix. Directories already resolved while a
+/// [`PrefixCache`] is alive are not looked up again.
 fn resolve_existing_prefix(path: &Path) -> PathBuf {
-    let mut prefix = path.to_path_buf();
-    let mut rest = Vec::new();
-    loop {
-        if let Ok(real) = std::fs::canonicalize(&prefix) {
-            let mut out = real;
-            out.extend(rest.iter().rev());
-            return out;
+    walk_existing_prefix(path).0
+}
+
+/// `std::fs::canonicalize`, answered from the [`PrefixCache`] where it can be.
+pub(crate) fn canonicalize(path: &Path) -> std::io::Result<PathBuf> {
+    match walk_existing_prefix(path) {
+        (real, true) => Ok(real),
+        // Some part is missing: the error (and its wording) is realpath's.
+        (_, false) => std::fs::canonicalize(path),
+    }
+}
+
+/// The resolved path, and whether every component of it exists.
+fn walk_existing_prefix(path: &Path) -> (PathBuf, bool) {
+    let parts: Vec<Component> = path.components().collect();
+    if !path.is_absolute() || parts.iter().any(|c| matches!(c, Component::ParentDir)) {
+        return match std::fs::canonicalize(path) {
+            Ok(real) => (real, true),
+            Err(_) => (path.to_path_buf(), false),
+        };
+    }
+    let mut lexical = PathBuf::from("/");
+    let mut real = PathBuf::from("/");
+    for (i, part) in parts.iter().enumerate() {
+        let Component::Normal(name) = part else {
+            continue;
+        };
+        lexical.push(name);
+        if let Some(known) = PrefixCache::get(&lexical) {
+            real = known;
+            continue;
         }
-        match (
-            prefix.file_name().map(|n| n.to_os_string()),
-            prefix.parent(),
-        ) {
-            (Some(name), Some(parent)) => {
-                rest.push(name);
-                prefix = parent.to_path_buf();
+        let candidate = real.join(name);
+        let resolved = match std::fs::read_link(&candidate) {
+            // A symlink: its target resolved in full (a dangling one ends the prefix).
+            Ok(_) => std::fs::canonicalize(&candidate).ok(),
+            // EINVAL: it exists and is not a symlink.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Some(candidate),
+            // Missing, not a directory, or not searchable: the prefix ends here.
+            Err(_) => None,
+        };
+        match resolved {
+            Some(next) => {
+                PrefixCache::put(&lexical, &next);
+                real = next;
             }
-            _ => return path.to_path_buf(),
+            None => {
+                let mut out = real;
+                out.extend(parts[i..].iter());
+                return (out, false);
+            }
         }
+    }
+    (real, true)
+}
+
+thread_local! {
+    static PREFIXES: std::cell::RefCell<Option<std::collections::HashMap<PathBuf, PathBuf>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// While alive, existing path prefixes resolved on this thread are remembered: one profile
+/// load resolves the same HOME and workspace prefixes for every path it names. Dropped at
+/// the end of the load, so a later load sees the filesystem as it is then.
+pub(crate) struct PrefixCache(());
+
+impl PrefixCache {
+    pub(crate) fn start() -> PrefixCache {
+        PREFIXES.with(|c| *c.borrow_mut() = Some(Default::default()));
+        PrefixCache(())
+    }
+
+    fn get(lexical: &Path) -> Option<PathBuf> {
+        PREFIXES.with(|c| c.borrow().as_ref()?.get(lexical).cloned())
+    }
+
+    fn put(lexical: &Path, real: &Path) {
+        PREFIXES.with(|c| {
+            if let Some(map) = c.borrow_mut().as_mut() {
+                map.insert(lexical.to_path_buf(), real.to_path_buf());
+            }
+        });
+    }
+}
+
+impl Drop for PrefixCache {
+    fn drop(&mut self) {
+        PREFIXES.with(|c| *c.borrow_mut() = None);
     }
 }
 
@@ -193,4 +268,77 @@ pub(crate) fn resolved_glob_variant(pattern: &str) -> Option<String> {
         out.push_str(part);
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod prefix_tests {
+    use super::*;
+
+    /// What the forward walk must agree with: the longest prefix `realpath` resolves, with
+    /// the rest appended as written.
+    fn by_realpath(path: &Path) -> PathBuf {
+        let mut prefix = path.to_path_buf();
+        let mut rest = Vec::new();
+        loop {
+            if let Ok(mut real) = std::fs::canonicalize(&prefix) {
+                real.extend(rest.iter().rev());
+                return real;
+            }
+            match (prefix.file_name().map(|n| n.to_os_string()), prefix.parent()) {
+                (Some(name), Some(parent)) => {
+                    rest.push(name);
+                    prefix = parent.to_path_buf();
+                }
+                _ => return path.to_path_buf(),
+            }
+        }
+    }
+
+    #[test]
+    fn the_forward_walk_resolves_what_realpath_resolves() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir_all(root.join("real/sub")).unwrap();
+        std::fs::write(root.join("real/file"), "").unwrap();
+        let link = |target: &str, name: &str| {
+            std::os::unix::fs::symlink(target, root.join(name)).unwrap();
+        };
+        link("real", "rel");
+        link(&root.join("real/sub").to_string_lossy(), "abs");
+        link("rel/sub", "chain");
+        link("missing", "dangling");
+        link("loop", "loop");
+        let cases = [
+            "real/sub/x/y",
+            "rel/sub/x",
+            "abs/deeper/name",
+            "chain",
+            "chain/x",
+            "dangling/x",
+            "loop/x",
+            "real/file/x",
+            "nothing/here",
+            "",
+        ];
+        for cached in [false, true] {
+            let _cache = cached.then(PrefixCache::start);
+            for case in cases {
+                let path = root.join(case);
+                // Twice: the second answer may come from the cache.
+                for _ in 0..2 {
+                    assert_eq!(
+                        resolve_existing_prefix(&path),
+                        by_realpath(&path),
+                        "{case} (cache {cached})"
+                    );
+                    assert_eq!(
+                        canonicalize(&path).ok(),
+                        std::fs::canonicalize(&path).ok(),
+                        "{case} (cache {cached})"
+                    );
+                }
+            }
+        }
+        assert_eq!(resolve_existing_prefix(Path::new("/")), PathBuf::from("/"));
+    }
 }

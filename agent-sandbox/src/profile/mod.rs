@@ -17,6 +17,8 @@ mod resolve;
 mod tests;
 mod toolchains;
 
+pub(crate) use expand::{canonicalize as canonical_path, PrefixCache};
+
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -107,6 +109,7 @@ pub fn load(spec: &str, opts: &LoadOptions) -> Result<Policy, ProfileError> {
 /// `load`, keeping the description and the notes (for `agentbox profile show/check`).
 pub fn load_with_notes(spec: &str, opts: &LoadOptions) -> Result<Loaded, ProfileError> {
     let chain = read_chain(spec)?;
+    let _prefixes = expand::PrefixCache::start();
     let mut builder = resolve::Builder::new(spec, opts);
     // Root first, so each file's removals see what it inherits.
     for (source, file) in chain.into_iter().rev() {

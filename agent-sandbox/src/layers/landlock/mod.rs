@@ -443,7 +443,7 @@ fn allowed_trees(policy: &Policy, abi: ABI, notes: &mut Vec<String>) -> BTreeMap
     ];
     for (paths, access, kind) in lists {
         for written in paths {
-            let real = match written.canonicalize() {
+            let real = match crate::profile::canonical_path(written) {
                 Ok(real) => real,
                 Err(e) => {
                     let msg = format!("{kind} path {} skipped: {e}", written.display());
@@ -521,7 +521,7 @@ fn compile_fs(
     let trees = allowed_trees(policy, abi, notes);
     let mut protected_real = Vec::new();
     for path in protected {
-        match path.canonicalize() {
+        match crate::profile::canonical_path(path) {
             Ok(real) => protected_real.push(real),
             Err(e) => notes.push(format!(
                 "protected path {} not protected: {e} (create it before compiling the plan)",

@@ -503,7 +503,7 @@ fn protect_plan(
     protected.extend(
         always
             .iter()
-            .filter_map(|p| p.canonicalize().ok())
+            .filter_map(|p| crate::profile::canonical_path(p).ok())
             .filter(|p| under(p, writable) && !writable.contains(p)),
     );
     protected.sort();
