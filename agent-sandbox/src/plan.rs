@@ -263,10 +263,31 @@ impl Plan {
         };
         tracing::debug!(?owners, "layer ownership");
 
-        let mounts = match &view {
-            Ok(()) => {
-                let (plan, mounts_coverage) =
-                    mounts::compile(&policy, protected).context("mounts layer")?;
+        // The Landlock rules (the deny search and a rule per allowed path: most of a plan's
+        // time) compile on a second thread beside the view and the process layer, which do
+        // not depend on them. Joined here, before anything forks.
+        let landlock_share = owners.landlock_share();
+        // With a view, the protected paths are read-only binds (no Landlock omission, which
+        // would cost every directory above them its create rights).
+        let landlock_protected = if view.is_ok() { &[] } else { protected };
+        let (mounts, process, landlock) = std::thread::scope(|scope| {
+            let landlock = scope.spawn(|| {
+                let _prefixes = crate::profile::PrefixCache::start();
+                landlock::compile(&policy, &landlock_share, landlock_protected)
+            });
+            let mounts = view
+                .as_ref()
+                .map(|()| mounts::compile(&policy, protected));
+            let process =
+                process::compile(&policy, env, cgroup.holds("pids"), cgroup.holds("memory"));
+            let landlock = landlock
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (mounts, process, landlock)
+        });
+        let mounts = match mounts {
+            Ok(compiled) => {
+                let (plan, mounts_coverage) = compiled.context("mounts layer")?;
                 coverage.extend(mounts_coverage);
                 coverage.push(Layer::Ipcns, Guarantee::IpcPrivate, Status::Enforced);
                 plan
@@ -281,15 +302,8 @@ impl Plan {
                 mounts::MountPlan::default()
             }
         };
-        let (landlock, landlock_coverage) =
-            // With a view, the protected paths are read-only binds (no Landlock omission,
-            // which would cost every directory above them its create rights).
-            landlock::compile(
-                &policy,
-                &owners.landlock_share(),
-                if view.is_ok() { &[] } else { protected },
-            )
-                .context("landlock layer")?;
+        let process = process.context("process layer")?;
+        let (landlock, landlock_coverage) = landlock.context("landlock layer")?;
         coverage.extend(landlock_coverage);
         tracing::debug!(
             elapsed = ?started.elapsed(),
@@ -351,8 +365,6 @@ impl Plan {
         coverage.extend(seccomp_coverage);
         coverage.extend(seccomp::mediate::coverage(&policy, needs));
         tracing::debug!(elapsed = ?started.elapsed(), "seccomp layer compiled");
-        let process = process::compile(&policy, env, cgroup.holds("pids"), cgroup.holds("memory"))
-            .context("process layer")?;
 
         let ebpf = runtime.ok().map(|(runtime, _)| {
             EbpfPlan::new(
