@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use landlock::{
     make_bitflags, Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, NetPort,
-    PathBeneath, Ruleset, RulesetAttr, RulesetCreatedAttr, Scope, ABI,
+    Ruleset, RulesetAttr, RulesetCreatedAttr, Scope, ABI,
 };
 
 use crate::layers::{Host, Offer};
@@ -244,11 +244,22 @@ fn add_late_rule(ruleset: i32, rule: &LateRule) -> io::Result<()> {
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
+    let added = add_path_beneath(ruleset, fd, rule.access);
+    // SAFETY: closing the O_PATH fd opened above.
+    unsafe { libc::close(fd) };
+    added
+}
+
+/// `landlock_add_rule(2)` for one path_beneath rule on the open `parent`. Raw: the crate's
+/// `add_rule` also fstat()s every path (to mask a file's access, which `path_rule` did), and
+/// the child side must not allocate. No allocation.
+fn add_path_beneath(ruleset: i32, parent: i32, access: u64) -> io::Result<()> {
     let attr = PathBeneathAttr {
-        allowed_access: rule.access,
-        parent_fd: fd,
+        allowed_access: access,
+        parent_fd: parent,
     };
-    // SAFETY: `attr` is a live packed struct as the syscall expects; both fds are open.
+    // SAFETY: `attr` is a live packed struct as the syscall expects; the caller holds both
+    // fds open.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_landlock_add_rule,
@@ -258,11 +269,8 @@ fn add_late_rule(ruleset: i32, rule: &LateRule) -> io::Result<()> {
             0,
         )
     };
-    let err = io::Error::last_os_error();
-    // SAFETY: closing the O_PATH fd opened above.
-    unsafe { libc::close(fd) };
     if ret != 0 {
-        return Err(err);
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }
@@ -348,34 +356,6 @@ fn compile_for_abi(
     let mut created = ruleset.create().context("landlock: creating the ruleset")?;
 
     let mut rules = 0;
-    let mut late = Vec::new();
-    for (path, access) in &fs.rules {
-        if share.remounted.iter().any(|m| path.starts_with(m)) {
-            let access = if path.is_dir() {
-                *access
-            } else {
-                *access & AccessFs::from_file(abi)
-            };
-            late.push(LateRule {
-                path: std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-                    .with_context(|| format!("{} contains a NUL byte", path.display()))?,
-                access: access.bits(),
-            });
-            rules += 1;
-            continue;
-        }
-        let Some(rule) = path_rule(path, *access, abi)? else {
-            notes.push(format!(
-                "{} left out: it vanished or became a symlink while compiling",
-                path.display()
-            ));
-            continue;
-        };
-        created = created
-            .add_rule(rule)
-            .with_context(|| format!("landlock: adding rule for {}", path.display()))?;
-        rules += 1;
-    }
     for (ports, access) in [
         (&net.connect, AccessNet::ConnectTcp),
         (&net.bind, AccessNet::BindTcp),
@@ -395,6 +375,33 @@ fn compile_for_abi(
         // HardRequirement makes the crate fail instead; this is the fail-closed backstop.
         bail!("landlock: the ruleset was not created although the kernel reports ABI {abi_num}");
     };
+    let mut late = Vec::new();
+    for (path, access) in &fs.rules {
+        if share.remounted.iter().any(|m| path.starts_with(m)) {
+            let access = if path.is_dir() {
+                *access
+            } else {
+                *access & AccessFs::from_file(abi)
+            };
+            late.push(LateRule {
+                path: std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+                    .with_context(|| format!("{} contains a NUL byte", path.display()))?,
+                access: access.bits(),
+            });
+            rules += 1;
+            continue;
+        }
+        let Some((parent, access)) = path_rule(path, *access, abi)? else {
+            notes.push(format!(
+                "{} left out: it vanished or became a symlink while compiling",
+                path.display()
+            ));
+            continue;
+        };
+        add_path_beneath(ruleset.as_raw_fd(), parent.as_raw_fd(), access.bits())
+            .with_context(|| format!("landlock: adding rule for {}", path.display()))?;
+        rules += 1;
+    }
     let restrict_flags = if abi_num >= 7 {
         LANDLOCK_RESTRICT_SELF_LOG_NEW_EXEC_ON
     } else {
@@ -625,13 +632,13 @@ fn compile_fs(
     })
 }
 
-/// Opens `path` without following a final symlink and builds its rule, with the access masked
-/// to what a non-directory can take. `None` when it vanished or is a symlink (nothing to grant).
+/// Opens `path` without following a final symlink and returns it with its access masked to
+/// what a non-directory can take. `None` when it vanished or is a symlink (nothing to grant).
 fn path_rule(
     path: &Path,
     access: BitFlags<AccessFs>,
     abi: ABI,
-) -> anyhow::Result<Option<PathBeneath<OwnedFd>>> {
+) -> anyhow::Result<Option<(OwnedFd, BitFlags<AccessFs>)>> {
     let file = match OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
@@ -655,7 +662,7 @@ fn path_rule(
     if access.is_empty() {
         return Ok(None);
     }
-    Ok(Some(PathBeneath::new(OwnedFd::from(file), access)))
+    Ok(Some((OwnedFd::from(file), access)))
 }
 
 fn fs_coverage(policy: &Policy, share: &Share, fs: &FsRules, abi: u32, coverage: &mut Coverage) {
