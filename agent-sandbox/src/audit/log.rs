@@ -131,13 +131,8 @@ impl AuditLog {
             .map_err(|e| open_error(path, e))?;
         // The umask may only have narrowed the mode; make it exactly 0600.
         file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        // Make the new directory entry durable against power loss. Best effort: some
-        // filesystems refuse fsync on a directory, and the log itself is already safe.
-        if let Some(parent) = parent {
-            if let Err(e) = File::open(parent).and_then(|d| d.sync_all()) {
-                tracing::debug!("fsync of {}: {e}", parent.display());
-            }
-        }
+        // The new directory entry is made durable with the `Exit` record (`flush_staged`),
+        // like the lines themselves: an fsync here would only add to the start-up.
         let mut staged_head = [0u8; 64];
         staged_head.copy_from_slice(GENESIS_PREV.as_bytes());
         Ok(Self {
@@ -330,6 +325,13 @@ impl AuditLog {
         if exit {
             if let Err(e) = self.file.sync_data() {
                 tracing::warn!("fsync of audit log {}: {e}", self.path.display());
+            }
+            // And its directory entry, new with this run. Best effort: some filesystems
+            // refuse fsync on a directory.
+            if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                if let Err(e) = File::open(parent).and_then(|d| d.sync_all()) {
+                    tracing::debug!("fsync of {}: {e}", parent.display());
+                }
             }
         }
         Ok(())
