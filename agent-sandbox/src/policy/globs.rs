@@ -27,7 +27,9 @@ pub(crate) fn glob_set(patterns: &[String]) -> Result<GlobSet, globset::Error> {
     for pattern in patterns {
         builder.add(glob(pattern)?);
     }
+    let started = std::time::Instant::now();
     let set = builder.build()?;
+    tracing::debug!(patterns = patterns.len(), elapsed = ?started.elapsed(), "glob set compiled");
     cache
         .lock()
         .unwrap_or_else(|e| e.into_inner())
