@@ -1266,11 +1266,12 @@ fn workloads(env: &Env, profiles: &Profiles, sizes: &Sizes, doc: &mut Doc) -> Re
         })?;
         let table = Table::build(title, Unit::S, &variants, &samples);
         table.print();
+        // Issue 13's budget for real workloads.
         for row in table.rows.iter().filter(|r| r.agentbox) {
             doc.targets.push(Target::ratio(
-                &format!("real workload within 1.02x of bare: {title}"),
+                &format!("real workload within 1.03x of bare: {title}"),
                 row.ratio,
-                1.02,
+                1.03,
             ));
         }
         doc.tables.push(table);
