@@ -194,8 +194,9 @@ pub(crate) fn can_unshare_user_ns() -> Result<(), String> {
     // SAFETY: the child runs only the closure, which touches nothing and returns 0 (libc's
     // clone then calls _exit); CLONE_VFORK keeps us suspended, off the shared stack buffer,
     // until it has exited.
-    let child = unsafe { nix::sched::clone(Box::new(|| 0), &mut stack, flags, Some(libc::SIGCHLD)) }
-        .map_err(|e| io::Error::from(e).to_string())?;
+    let child =
+        unsafe { nix::sched::clone(Box::new(|| 0), &mut stack, flags, Some(libc::SIGCHLD)) }
+            .map_err(|e| io::Error::from(e).to_string())?;
     match nix::sys::wait::waitpid(child, None) {
         Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(()),
         Ok(other) => Err(format!("the probe child ended with {other:?}")),

@@ -275,9 +275,7 @@ impl Plan {
                 let _prefixes = crate::profile::PrefixCache::start();
                 landlock::compile(&policy, &landlock_share, landlock_protected)
             });
-            let mounts = view
-                .as_ref()
-                .map(|()| mounts::compile(&policy, protected));
+            let mounts = view.as_ref().map(|()| mounts::compile(&policy, protected));
             let process =
                 process::compile(&policy, env, cgroup.holds("pids"), cgroup.holds("memory"));
             let landlock = landlock

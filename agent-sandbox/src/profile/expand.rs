@@ -284,7 +284,10 @@ mod prefix_tests {
                 real.extend(rest.iter().rev());
                 return real;
             }
-            match (prefix.file_name().map(|n| n.to_os_string()), prefix.parent()) {
+            match (
+                prefix.file_name().map(|n| n.to_os_string()),
+                prefix.parent(),
+            ) {
                 (Some(name), Some(parent)) => {
                     rest.push(name);
                     prefix = parent.to_path_buf();
