@@ -323,16 +323,21 @@ impl AuditLog {
         // The run is over: also make the log survive a power loss. The lines are already in
         // the file either way, so a failed sync is reported, not returned.
         if exit {
-            if let Err(e) = self.file.sync_data() {
-                tracing::warn!("fsync of audit log {}: {e}", self.path.display());
-            }
-            // And its directory entry, new with this run. Best effort: some filesystems
-            // refuse fsync on a directory.
-            if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                if let Err(e) = File::open(parent).and_then(|d| d.sync_all()) {
-                    tracing::debug!("fsync of {}: {e}", parent.display());
+            // And its directory entry, new with this run, on a second thread: the two writes
+            // overlap. Best effort: some filesystems refuse fsync on a directory.
+            let parent = self.path.parent().filter(|p| !p.as_os_str().is_empty());
+            std::thread::scope(|scope| {
+                if let Some(parent) = parent {
+                    scope.spawn(move || {
+                        if let Err(e) = File::open(parent).and_then(|d| d.sync_all()) {
+                            tracing::debug!("fsync of {}: {e}", parent.display());
+                        }
+                    });
                 }
-            }
+                if let Err(e) = self.file.sync_data() {
+                    tracing::warn!("fsync of audit log {}: {e}", self.path.display());
+                }
+            });
         }
         Ok(())
     }
