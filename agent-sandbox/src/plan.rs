@@ -76,6 +76,9 @@ struct Owners {
     truncate: Layer,
     /// Mount points the view mounts anew (their Landlock rules are added in init).
     remounted: Vec<PathBuf>,
+    /// The view makes every mount outside the writable trees read-only: truncate(2) there
+    /// fails at the mount (EROFS) before Landlock is asked.
+    read_only_view: bool,
 }
 
 impl Owners {
@@ -86,6 +89,7 @@ impl Owners {
             tcp_by_cgroup_bpf: self.tcp == Layer::CgroupBpf,
             truncate_by_bpf_lsm: self.truncate == Layer::BpfLsm,
             remounted: self.remounted.clone(),
+            truncate_by_read_only_view: self.read_only_view,
         }
     }
 }
@@ -260,6 +264,7 @@ impl Plan {
             } else {
                 Vec::new()
             },
+            read_only_view: view.is_ok(),
         };
         tracing::debug!(?owners, "layer ownership");
 

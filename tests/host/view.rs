@@ -37,11 +37,14 @@ fn view_metadata_of_read_only_files_cannot_change() {
                  attempt('chmod', lambda: os.chmod({path:?}, 0o644))\n\
                  attempt('utime', lambda: os.utime({path:?}, (0, 0)))\n\
                  attempt('setxattr', lambda: os.setxattr({path:?}, 'user.agent', b'x'))\n\
-                 attempt('chown', lambda: os.chown({path:?}, os.getuid(), os.getgid()))\n"
+                 attempt('chown', lambda: os.chown({path:?}, os.getuid(), os.getgid()))\n\
+                 attempt('truncate', lambda: os.truncate({path:?}, 0))\n"
             ),
         );
         assert_eq!(r.attempt("read"), Attempt::Ok, "{run_as:?}: {}", r.dump());
-        for op in ["chmod", "utime", "setxattr", "chown"] {
+        // truncate(2) is the view's alone: Landlock's read-only rules carry TRUNCATE (so that
+        // an open's path walk ends at the nearest rule), and the read-only mount refuses it.
+        for op in ["chmod", "utime", "setxattr", "chown", "truncate"] {
             assert_eq!(
                 r.attempt(op),
                 Attempt::Err(EROFS),
@@ -52,9 +55,10 @@ fn view_metadata_of_read_only_files_cannot_change() {
         let after = std::fs::metadata(&file).unwrap();
         assert_eq!(after.mode(), before.mode(), "{run_as:?}: mode changed");
         assert_eq!(after.mtime(), before.mtime(), "{run_as:?}: mtime changed");
+        assert_eq!(after.len(), before.len(), "{run_as:?}: size changed");
         if root_logs(run_as) {
             let denials = r.denials_of("mounts");
-            for access in ["chmod", "utime", "setxattr", "chown"] {
+            for access in ["chmod", "utime", "setxattr", "chown", "truncate"] {
                 assert!(
                     denials.iter().any(|d| d["object"]["path"] == path
                         && d["object"]["access"] == access

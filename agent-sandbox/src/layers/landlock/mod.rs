@@ -147,6 +147,13 @@ pub(crate) struct Share {
     /// Mount points the filesystem view mounts anew in init (/proc, /dev/shm): rules at or
     /// below them are added by init on the new mounts.
     pub remounted: Vec<PathBuf>,
+    /// The view's read-only mounts refuse truncate(2) outside the writable trees (EROFS,
+    /// before any LSM runs), so the read-only rules may carry Landlock's TRUNCATE right.
+    /// That is for speed: every open asks Landlock for TRUNCATE beside the access it needs
+    /// (to remember it for a later ftruncate), and a path walk only stops at a rule that
+    /// grants everything asked. Without TRUNCATE each open of a read-only file walks up to
+    /// the real root; with it, the walk ends at the nearest rule.
+    pub truncate_by_read_only_view: bool,
 }
 
 impl Share {
@@ -391,7 +398,15 @@ fn compile_for_abi(
             rules += 1;
             continue;
         }
-        let Some((parent, access)) = path_rule(path, *access, abi)? else {
+        let access = if share.truncate_by_read_only_view
+            && abi_num >= 3
+            && !access.intersects(omit::writable_rights())
+        {
+            *access | AccessFs::Truncate
+        } else {
+            *access
+        };
+        let Some((parent, access)) = path_rule(path, access, abi)? else {
             notes.push(format!(
                 "{} left out: it vanished or became a symlink while compiling",
                 path.display()

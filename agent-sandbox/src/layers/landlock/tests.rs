@@ -168,6 +168,49 @@ fn read_tree_allows_reading_and_nothing_else() {
     read(&foreign).unwrap();
 }
 
+fn truncate_path(p: &Path) -> io::Result<()> {
+    let c = CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: `c` is a live NUL-terminated path.
+    if unsafe { libc::truncate(c.as_ptr(), 0) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Without a read-only view Landlock is what refuses truncate(2) in a read tree; with one,
+/// the mount does (EROFS, tests/host/view.rs) and the read rules take TRUNCATE, which is all
+/// they gain: no write, create or delete.
+#[test]
+fn read_rules_take_truncate_only_where_the_view_refuses_it() {
+    let ro = tempfile::tempdir().unwrap();
+    let rw = tempfile::tempdir().unwrap();
+    let file = ro.path().join("a.txt");
+    write_file(&file, "a");
+    let p = policy(
+        fs_policy(&[ro.path()], &[rw.path()], &[], &[]),
+        NetPolicy::default(),
+    );
+    let (plan, _) = compile_for_abi(&p, &Share::default(), &[], 6, WalkLimits::default()).unwrap();
+    assert_eq!(confined(&plan, || truncate_path(&file)), Err(EACCES));
+
+    let share = Share {
+        truncate_by_read_only_view: true,
+        ..Share::default()
+    };
+    let (plan, _) = compile_for_abi(&p, &share, &[], 6, WalkLimits::default()).unwrap();
+    assert_eq!(confined(&plan, || read(&file)), Ok(()));
+    assert_eq!(confined(&plan, || open_write(&file)), Err(EACCES));
+    assert_eq!(
+        confined(&plan, || create(&ro.path().join("new"))),
+        Err(EACCES)
+    );
+    assert_eq!(confined(&plan, || fs::remove_file(&file)), Err(EACCES));
+    assert_eq!(confined(&plan, || create(&rw.path().join("new"))), Ok(()));
+    // No mount refuses it here: the plain directory shows the right the rule now carries.
+    assert_eq!(confined(&plan, || truncate_path(&file)), Ok(()));
+}
+
 #[test]
 fn write_tree_allows_create_modify_delete() {
     let ws = tempfile::tempdir().unwrap();
