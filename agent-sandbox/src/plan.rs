@@ -144,6 +144,12 @@ fn overlaps(a: &NetRule, b: &NetRule) -> bool {
 }
 
 impl Plan {
+    /// Starts what `build` will need from the host and no policy changes (as root: opening
+    /// the eBPF runtime) on a thread, to overlap the caller's work until `build`.
+    pub fn prefetch() {
+        ebpf::prefetch_runtime();
+    }
+
     /// Compiles every layer. `protected` are paths the agent must never write (the audit log,
     /// the profile file), whatever the policy allows. The agent's environment is this
     /// process's, filtered by the policy.
@@ -165,7 +171,10 @@ impl Plan {
         // What the host offers: the cgroup2 group, the eBPF runtime on it, BPF LSM.
         let (cgroup, cgroup_coverage) = cgroup::compile(&policy);
         coverage.extend(cgroup_coverage);
-        let runtime = ebpf::open_runtime(cgroup.v2_parent());
+        let runtime = match ebpf::take_prefetched() {
+            Some(prefetched) if cgroup.v2_parent().is_ok() => prefetched,
+            _ => ebpf::open_runtime(cgroup.v2_parent()),
+        };
         coverage.extend(ebpf::net::compile(&policy, &runtime).context("cgroup-bpf layer")?);
         let (observe, observe_coverage) = ebpf::observe::compile(runtime.is_ok());
         coverage.extend(observe_coverage);

@@ -338,6 +338,8 @@ pub(crate) fn exec(args: RunArgs) -> anyhow::Result<ExitCode> {
             .try_init();
     }
     let started = std::time::Instant::now();
+    // As root, the eBPF runtime opens on a second core while the profile loads.
+    Plan::prefetch();
     let mut opts = LoadOptions::from_env()?;
     if let Some(ws) = &args.workspace {
         opts.workspace = absolute(ws)?;

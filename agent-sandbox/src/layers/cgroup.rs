@@ -85,25 +85,28 @@ fn own_v1_path(controller: &str) -> Option<PathBuf> {
 }
 
 /// Compiles the layer and says what it delivers here.
+/// `<cgroup2 mount>/agentbox`, made if missing, or why this process may not create groups
+/// there. The same for every policy.
+pub(crate) fn v2_parent() -> Result<PathBuf, String> {
+    if !kernel::is_root() {
+        return Err("needs root to create cgroups".into());
+    }
+    let Some(mount) = kernel::cgroup2_mount() else {
+        return Err("no cgroup2 mount".into());
+    };
+    let parent = mount.join(GROUP_DIR);
+    match fs::create_dir(&parent) {
+        Ok(()) => Ok(parent),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(parent),
+        Err(e) => Err(format!("cannot create {}: {e}", parent.display())),
+    }
+}
+
 pub(crate) fn compile(policy: &Policy) -> (CgroupPlan, Coverage) {
     let mut coverage = Coverage::default();
 
     let root = kernel::is_root();
-    let v2_parent: Result<PathBuf, String> = if !root {
-        Err("needs root to create cgroups".into())
-    } else {
-        match kernel::cgroup2_mount() {
-            None => Err("no cgroup2 mount".into()),
-            Some(mount) => {
-                let parent = mount.join(GROUP_DIR);
-                match fs::create_dir(&parent) {
-                    Ok(()) => Ok(parent),
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(parent),
-                    Err(e) => Err(format!("cannot create {}: {e}", parent.display())),
-                }
-            }
-        }
-    };
+    let v2_parent = v2_parent();
 
     // Limits: cgroup v2 when its hierarchy offers the controller, else v1.
     let mut limits = Vec::new();

@@ -14,7 +14,7 @@ pub(crate) mod observe;
 
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::Context;
 use ebpf_probes::{LoadState, Runtime, SandboxConfig};
@@ -46,6 +46,43 @@ pub(crate) fn open_runtime(group: Result<&Path, &str>) -> RuntimeHandle {
             Err(e) => Err(format!("cgroup-BPF programs did not load: {e}")),
         },
     }
+}
+
+/// The runtime `prefetch_runtime` is opening, until the plan takes it.
+static PREFETCHED: Mutex<Option<std::thread::JoinHandle<RuntimeHandle>>> = Mutex::new(None);
+
+/// Root only: starts opening the runtime (reopening its pins, attaching the observers) on a
+/// thread of its own, so that it overlaps whatever the caller does before `Plan::build`
+/// (loading the profile, creating the audit log). Its result does not depend on the policy.
+pub(crate) fn prefetch_runtime() {
+    if !crate::kernel::is_root() {
+        return;
+    }
+    let opening = std::thread::Builder::new()
+        .name("ebpf-open".into())
+        .spawn(|| {
+            let group = crate::layers::cgroup::v2_parent();
+            open_runtime(group.as_deref().map_err(String::as_str))
+        });
+    match opening {
+        Ok(handle) => {
+            *PREFETCHED.lock().unwrap_or_else(PoisonError::into_inner) = Some(handle);
+        }
+        Err(e) => tracing::debug!("eBPF runtime not prefetched: {e}"),
+    }
+}
+
+/// The prefetched runtime, if `prefetch_runtime` started one (taken once).
+pub(crate) fn take_prefetched() -> Option<RuntimeHandle> {
+    let handle = PREFETCHED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take()?;
+    Some(
+        handle
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+    )
 }
 
 /// What the eBPF layers compiled for one sandbox: registered with its cgroup2 group by the
