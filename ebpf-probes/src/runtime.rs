@@ -96,16 +96,26 @@ const CGROUP_UNIX_PROGRAMS: [(&str, libbpf_rs::libbpf_sys::bpf_attach_type); 2] 
     ),
 ];
 
-/// Global observers (tp_btf): attached and pinned while some supervisor of this version runs,
-/// unpinned (so detached) by the last one to exit normally (see `Shared`'s Drop): when no
-/// sandbox runs, nothing of agentbox sits on the system's syscall path. The programs stay
-/// pinned for the next run to attach again without verification.
+/// Global observers (tp_btf), pinned as programs; their links are made by the first
+/// supervisor that opens the version (`observer_link`). The programs stay pinned for later
+/// runs to attach again without verification.
 pub(crate) const TRACE_PROGRAMS: [&str; 4] = [
     "observe_sys_exit",
     "observe_fork",
     "observe_exec",
     "observe_exit",
 ];
+
+/// The observer on the syscall path: while it is attached, every thread of the machine takes
+/// the slow syscall exit. Attached while some supervisor of this version runs, unpinned (so
+/// detached) by the last one to exit normally (see `Shared`'s Drop): when no sandbox runs,
+/// nothing of agentbox sits on the system's syscall path. The lifecycle observers (fork,
+/// exec, exit) stay attached: they run once per process event, a task-storage and a cgroup
+/// lookup that find nothing outside a sandbox (the idle table of `cargo xtask bench` times
+/// fork+exec with them), and attaching a tracepoint's first probe patches kernel text on
+/// every CPU, which cost each run ~1 ms per observer on a 2-vCPU VM (IPIs wait for a
+/// descheduled vCPU).
+const DETACHED_WHEN_IDLE: [&str; 1] = ["observe_sys_exit"];
 
 const MAP_SANDBOXES: &str = "sandboxes";
 const MAP_CGROUP_SANDBOX: &str = "cgroup_sandbox";
@@ -226,7 +236,7 @@ struct Shared {
 }
 
 impl Drop for Shared {
-    /// The last supervisor out detaches the observers: it unpins their links (this
+    /// The last supervisor out detaches the syscall observer: it unpins its link (this
     /// process's own fds close right after). Serialised with `Runtime::open` by the pin
     /// root's lock, so a supervisor starting now either finds the links pinned or attaches
     /// them anew, never both. A SIGKILLed last supervisor leaves them attached until the next
@@ -248,7 +258,7 @@ impl Drop for Shared {
             libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) == 0
         };
         if last {
-            for name in TRACE_PROGRAMS {
+            for name in DETACHED_WHEN_IDLE {
                 let _ = fs::remove_file(self.dir.join("links").join(name));
             }
         }

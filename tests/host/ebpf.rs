@@ -839,9 +839,10 @@ fn probe_reports_what_this_kernel_accepts() {
     }
 }
 
-/// No cost when idle: the observer links stay pinned while any runtime of the version is
-/// open and are unpinned (detached) by the last one to close; the next open attaches them
-/// again from the pinned programs, without a reload.
+/// No cost when idle: the syscall observer's link stays pinned while any runtime of the
+/// version is open and is unpinned (detached) by the last one to close; the next open
+/// attaches it again from the pinned program, without a reload. The lifecycle observers
+/// (fork, exec, exit: off the syscall path) stay attached.
 #[test]
 fn observers_detach_with_the_last_runtime_and_come_back_with_the_next() {
     if !is_root() {
@@ -852,6 +853,10 @@ fn observers_detach_with_the_last_runtime_and_come_back_with_the_next() {
     let (first, state) = Runtime::open(&root.path).expect("cold open");
     assert_eq!(state, LoadState::Cold);
     let link = first.pin_dir().join("links/observe_sys_exit");
+    let lifecycle: Vec<_> = ["observe_fork", "observe_exec", "observe_exit"]
+        .iter()
+        .map(|name| first.pin_dir().join("links").join(name))
+        .collect();
     assert!(link.exists(), "observers attached while a runtime is open");
     let (second, state) = Runtime::open(&root.path).expect("warm open");
     assert_eq!(state, LoadState::Warm);
@@ -863,8 +868,15 @@ fn observers_detach_with_the_last_runtime_and_come_back_with_the_next() {
     drop(second);
     assert!(
         !link.exists(),
-        "the last runtime closed: the observers are detached"
+        "the last runtime closed: the syscall observer is detached"
     );
+    for path in &lifecycle {
+        assert!(
+            path.exists(),
+            "{}: the lifecycle observers stay attached",
+            path.display()
+        );
+    }
     let (again, state) = Runtime::open(&root.path).expect("open after idle");
     assert_eq!(state, LoadState::Warm, "programs stay pinned: no reload");
     assert!(link.exists(), "the next open attaches them again");
