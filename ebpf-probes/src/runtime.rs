@@ -3,11 +3,11 @@
 //!
 //! Pin layout: `<pin_root>/<version>/{maps,progs,links}/<name>`, where `<version>` is a hash
 //! of the embedded object. The first [`Runtime::open`] of a version loads (verifies) the
-//! programs, attaches the global tracepoint observers and pins everything into a staging
-//! directory (`staging-*`) that is renamed into place, so a version directory is either complete or absent.
-//! Later opens only reopen the pins (no verification). A directory of another version is
-//! unpinned: programs and links still held by running supervisors stay alive by refcount.
-//! `flock` on the pin root serialises concurrent opens.
+//! programs and pins everything into a staging directory (`staging-*`) that is renamed into
+//! place, so a version directory is either complete or absent. Later opens only reopen the
+//! pins (no verification) and attach the observers whose links are not pinned. A directory of
+//! another version is unpinned: programs and links still held by running supervisors stay
+//! alive by refcount. `flock` on the pin root serialises concurrent opens and attachments.
 
 use std::fs::{self, File};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -228,11 +228,24 @@ struct Shared {
     /// The pinned observer links, held open so that unpinning this version (a newer agentbox
     /// replacing it, or the last supervisor leaving) does not detach the observers of
     /// sandboxes this process runs.
-    _observer_links: Vec<OwnedFd>,
+    observer_links: Mutex<Vec<OwnedFd>>,
+    /// The syscall observer being attached on a thread of its own (no other supervisor held
+    /// it): patching the tracepoint's kernel text waits for every CPU, ~2-3 ms on a 2-vCPU
+    /// VM, which so overlaps the caller's plan. Joined by [`Runtime::observers_attached`],
+    /// which `register_sandbox` calls before any sandbox can run.
+    attaching: Mutex<Attaching>,
     /// `flock(LOCK_SH)` on the version directory for this process's whole life: the lock
     /// dies with its holder (SIGKILL included), so a `LOCK_EX` that succeeds means no other
     /// supervisor of this version runs.
     observers_lock: File,
+}
+
+/// Where the syscall observer's attachment stands (see `Shared::attaching`).
+enum Attaching {
+    Done,
+    Pending(std::thread::JoinHandle<Result<OwnedFd, Error>>),
+    /// Failed: every later registration fails too (no sandbox runs unobserved).
+    Failed(String),
 }
 
 impl Drop for Shared {
@@ -242,6 +255,15 @@ impl Drop for Shared {
     /// them anew, never both. A SIGKILLed last supervisor leaves them attached until the next
     /// run ends.
     fn drop(&mut self) {
+        // An attachment still under way finishes first: its link is pinned by then, and so
+        // unpinned below if this is the last supervisor.
+        let attaching = self
+            .attaching
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Attaching::Pending(handle) = std::mem::replace(attaching, Attaching::Done) {
+            let _ = handle.join();
+        }
         let Some(root) = self.dir.parent() else {
             return;
         };
@@ -480,6 +502,7 @@ impl Runtime {
     /// rules are in force from the moment this returns; move the agent into the cgroup and
     /// seed it ([`Sandbox::seed_task`]) afterwards.
     pub fn register_sandbox(&self, cfg: &SandboxConfig) -> Result<Sandbox, Error> {
+        self.observers_attached()?;
         if cfg.id == 0 {
             return Err(Error::Config("sandbox id 0 is reserved".into()));
         }
@@ -673,6 +696,42 @@ impl Runtime {
         })?;
         sandbox.cgroup_entry = true;
         Ok(sandbox)
+    }
+
+    /// Waits for the syscall observer's attachment, when `open` left it under way: until
+    /// this returns, denials are not observed. `register_sandbox` calls it first.
+    pub fn observers_attached(&self) -> Result<(), Error> {
+        let shared = &self.shared;
+        let mut attaching = shared
+            .attaching
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match std::mem::replace(&mut *attaching, Attaching::Done) {
+            Attaching::Done => Ok(()),
+            Attaching::Failed(why) => {
+                *attaching = Attaching::Failed(why.clone());
+                Err(Error::Config(why))
+            }
+            Attaching::Pending(handle) => {
+                let joined = handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                match joined {
+                    Ok(link) => {
+                        shared
+                            .observer_links
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .push(link);
+                        Ok(())
+                    }
+                    Err(err) => {
+                        *attaching = Attaching::Failed(format!("the syscall observer: {err}"));
+                        Err(err)
+                    }
+                }
+            }
+        }
     }
 
     /// Makes sure the cgroup programs are attached to `parent` (see `attach`).
@@ -1143,7 +1202,13 @@ impl Shared {
             });
         }
         let mut observer_links = Vec::with_capacity(TRACE_PROGRAMS.len());
+        let mut attaching = Attaching::Done;
         for name in TRACE_PROGRAMS {
+            let pinned = dir.join("links").join(name).exists();
+            if !pinned && DETACHED_WHEN_IDLE.contains(&name) {
+                attaching = Attaching::Pending(attach_later(dir, name)?);
+                continue;
+            }
             observer_links.push(observer_link(dir, name)?);
         }
         let lsm_paths: Vec<PathBuf> = lsm_program_names()
@@ -1209,7 +1274,8 @@ impl Shared {
             cgroup_programs,
             parent_links: Mutex::default(),
             unix_hooks,
-            _observer_links: observer_links,
+            observer_links: Mutex::new(observer_links),
+            attaching: Mutex::new(attaching),
             observers_lock,
         })
     }
@@ -1329,6 +1395,31 @@ fn record_lsm_error(version_dir: &Path, reason: &str) -> Result<(), Error> {
     }
     let path = version_dir.join(LSM_ERROR_LINK);
     std::os::unix::fs::symlink(&text, &path).map_err(|source| Error::Pin { path, source })
+}
+
+/// `observer_link` on a thread, under the pin root's lock (taken there: the caller's open
+/// still holds it, so the attachment starts once that open returns, and never races another
+/// supervisor's attachment or last-out unpinning).
+fn attach_later(
+    dir: &Path,
+    name: &'static str,
+) -> Result<std::thread::JoinHandle<Result<OwnedFd, Error>>, Error> {
+    let dir = dir.to_path_buf();
+    std::thread::Builder::new()
+        .name("ab-observe".into())
+        .spawn(move || {
+            let root_path = dir.parent().unwrap_or(&dir).to_path_buf();
+            let root = File::open(&root_path).map_err(|source| Error::Pin {
+                path: root_path.clone(),
+                source,
+            })?;
+            let _lock = DirLock::exclusive(&root, &root_path)?;
+            observer_link(&dir, name)
+        })
+        .map_err(|source| Error::Pin {
+            path: PathBuf::from(name),
+            source,
+        })
 }
 
 /// The observer `name`'s link: the pinned one, or (after the last supervisor detached them)

@@ -852,6 +852,11 @@ fn observers_detach_with_the_last_runtime_and_come_back_with_the_next() {
     let root = PinRoot::create("idle");
     let (first, state) = Runtime::open(&root.path).expect("cold open");
     assert_eq!(state, LoadState::Cold);
+    // The syscall observer attaches on a thread of the runtime's; registering a sandbox (or
+    // this) waits for it.
+    first
+        .observers_attached()
+        .expect("the syscall observer attaches");
     let link = first.pin_dir().join("links/observe_sys_exit");
     let lifecycle: Vec<_> = ["observe_fork", "observe_exec", "observe_exit"]
         .iter()
@@ -879,6 +884,9 @@ fn observers_detach_with_the_last_runtime_and_come_back_with_the_next() {
     }
     let (again, state) = Runtime::open(&root.path).expect("open after idle");
     assert_eq!(state, LoadState::Warm, "programs stay pinned: no reload");
+    again
+        .observers_attached()
+        .expect("the syscall observer attaches again");
     assert!(link.exists(), "the next open attaches them again");
 
     // And they work: the sandboxed child's exit is observed.

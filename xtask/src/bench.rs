@@ -1940,7 +1940,8 @@ Why, where a target is missed (check against the tables below):
   opens the pinned eBPF objects (cold: loads and pins them; warm: on a thread while the
   profile loads), creates the sandbox's cgroup and attaches the syscall observer when no
   other sandbox runs (a tracepoint's first probe patches kernel text on every CPU, and its
-  IPIs wait for a descheduled vCPU; the fork/exec/exit observers stay attached). Ring slots and
+  IPIs wait for a descheduled vCPU: done on a thread beside the plan, joined before the
+  sandbox registers; the fork/exec/exit observers stay attached). Ring slots and
   the cgroup programs on the parent group spare the RCU grace periods a per-run map-of-maps
   update waited for; init is cloned straight into its cgroup2 group and joins a hybrid
   host's v1 pids group itself (writing 0 to `tasks` spares the grace period a move by pid
