@@ -54,7 +54,10 @@ pub fn reclaim_kernel_state() -> (Vec<PathBuf>, Vec<u32>) {
 /// most once an hour (the mtime of a `.pruned` stamp in `dir`), from the files' ages.
 /// Opening each log to tell it is one cost ~20 us a log and a stat ~2 us (2 ms and 0.6 ms
 /// with some hundreds kept); a directory at its limit now pays a prune once every
-/// `max_count / 10` runs, and holds at most a tenth more logs in between.
+/// `max_count / 10` runs, and holds at most a tenth more logs in between. A prune that
+/// leaves the directory over that (logs this user cannot read or that do not verify, which
+/// are never removed) is retried at most once an hour (a `.prune-stuck` stamp): otherwise
+/// every run would open every log again.
 pub fn prune_logs_if_due(dir: &Path, keep: LogRetention) -> Vec<PathBuf> {
     const AGES_EVERY: Duration = Duration::from_secs(3600);
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -65,15 +68,23 @@ pub fn prune_logs_if_due(dir: &Path, keep: LogRetention) -> Vec<PathBuf> {
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
         .collect();
-    if logs.len() > keep.max_count.saturating_add(keep.max_count / 10) {
-        return prune_logs(dir, keep);
-    }
     let now = SystemTime::now();
+    let lately = |stamp: &Path| {
+        std::fs::metadata(stamp)
+            .and_then(|m| m.modified())
+            .is_ok_and(|m| now.duration_since(m).is_ok_and(|age| age < AGES_EVERY))
+    };
+    let over = keep.max_count.saturating_add(keep.max_count / 10);
+    let stuck = dir.join(".prune-stuck");
+    if logs.len() > over && !lately(&stuck) {
+        let removed = prune_logs(dir, keep);
+        if logs.len() - removed.len() > over {
+            let _ = std::fs::File::create(&stuck).and_then(|f| f.set_modified(now));
+        }
+        return removed;
+    }
     let stamp = dir.join(".pruned");
-    let checked_lately = std::fs::metadata(&stamp)
-        .and_then(|m| m.modified())
-        .is_ok_and(|m| now.duration_since(m).is_ok_and(|age| age < AGES_EVERY));
-    if checked_lately {
+    if lately(&stamp) {
         return Vec::new();
     }
     let _ = std::fs::File::create(&stamp).and_then(|f| f.set_modified(now));
@@ -183,5 +194,54 @@ mod tests {
             .set_modified(old)
             .unwrap();
         assert_eq!(prune_logs_if_due(dir.path(), keep), vec![oldest]);
+    }
+
+    /// A file that starts like a log but does not verify is never removed: once a prune
+    /// leaves the directory over its limit, the next runs do not open every log again.
+    #[test]
+    fn a_prune_that_cannot_get_under_the_limit_is_retried_hourly_not_every_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let keep = LogRetention {
+            max_age: Duration::from_secs(3600),
+            max_count: 10,
+        };
+        for n in 0..12 {
+            let path = dir.path().join(format!("broken-{n:02}.jsonl"));
+            std::fs::write(&path, "{\"v\":1,\"not\":\"chained\"}\n").unwrap();
+        }
+        assert!(
+            prune_logs_if_due(dir.path(), keep).is_empty(),
+            "nothing verifies"
+        );
+        let stuck = dir.path().join(".prune-stuck");
+        assert!(stuck.exists(), "the stuck prune is stamped");
+        // Valid logs a prune would remove now (older than the broken ones, so beyond the
+        // newest ten; younger than max_age) stay until the stamp is an hour old.
+        let half_an_hour_ago = SystemTime::now() - Duration::from_secs(1800);
+        for n in 0..3 {
+            log(dir.path(), n);
+            std::fs::File::options()
+                .write(true)
+                .open(dir.path().join(format!("{n:016x}.jsonl")))
+                .unwrap()
+                .set_modified(half_an_hour_ago)
+                .unwrap();
+        }
+        assert!(
+            prune_logs_if_due(dir.path(), keep).is_empty(),
+            "retried too soon"
+        );
+        let old = SystemTime::now() - Duration::from_secs(7200);
+        std::fs::File::options()
+            .write(true)
+            .open(&stuck)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        assert_eq!(
+            prune_logs_if_due(dir.path(), keep).len(),
+            3,
+            "an hour later the valid logs beyond the limit go"
+        );
     }
 }
