@@ -37,7 +37,7 @@ pub use relay::{GatedWriter, OutputRelay};
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType};
@@ -206,18 +206,32 @@ fn errno_text(errno: i32) -> String {
 }
 
 /// Fork is only sound with one thread: refuse otherwise.
+///
+/// A thread joined just before (the plan's Landlock threads, the syscall observer's
+/// attachment, joined when the sandbox registers) can still be counted for a moment:
+/// pthread_join returns once the kernel clears the thread's tid, before the task is
+/// released. So a count above one is looked at again for up to 50 ms before it is refused.
 fn ensure_single_threaded() -> anyhow::Result<()> {
-    let status =
-        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
-    let threads = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|v| v.trim().parse::<u32>().ok())
-        .context("no Threads: line in /proc/self/status")?;
-    if threads != 1 {
-        bail!("internal error: the supervisor has {threads} threads at fork time (must be 1)");
+    let count = || -> anyhow::Result<u32> {
+        let status =
+            std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .context("no Threads: line in /proc/self/status")
+    };
+    let deadline = Instant::now() + Duration::from_millis(50);
+    loop {
+        let threads = count()?;
+        if threads == 1 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("internal error: the supervisor has {threads} threads at fork time (must be 1)");
+        }
+        std::thread::sleep(Duration::from_micros(50));
     }
-    Ok(())
 }
 
 /// clone(2) with fork semantics (no new stack: the child continues on a copy of ours),
