@@ -162,6 +162,15 @@ mod tests {
         std::fs::read_dir(dir).unwrap().count()
     }
 
+    fn set_mtime(path: &Path, when: SystemTime) {
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(when)
+            .unwrap();
+    }
+
     #[test]
     fn a_run_prunes_once_a_tenth_over_the_limit_and_then_to_the_limit() {
         let dir = tempfile::tempdir().unwrap();
@@ -181,18 +190,8 @@ mod tests {
         let old = SystemTime::now() - Duration::from_secs(7200);
         let oldest = dir.path().join(format!("{:016x}.jsonl", 5));
         // Ages are looked at once an hour: the runs above did (and found none too old).
-        std::fs::File::options()
-            .write(true)
-            .open(dir.path().join(".pruned"))
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
-        std::fs::File::options()
-            .write(true)
-            .open(&oldest)
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
+        set_mtime(&dir.path().join(".pruned"), old);
+        set_mtime(&oldest, old);
         assert_eq!(prune_logs_if_due(dir.path(), keep), vec![oldest]);
     }
 
@@ -220,24 +219,16 @@ mod tests {
         let half_an_hour_ago = SystemTime::now() - Duration::from_secs(1800);
         for n in 0..3 {
             log(dir.path(), n);
-            std::fs::File::options()
-                .write(true)
-                .open(dir.path().join(format!("{n:016x}.jsonl")))
-                .unwrap()
-                .set_modified(half_an_hour_ago)
-                .unwrap();
+            set_mtime(
+                &dir.path().join(format!("{n:016x}.jsonl")),
+                half_an_hour_ago,
+            );
         }
         assert!(
             prune_logs_if_due(dir.path(), keep).is_empty(),
             "retried too soon"
         );
-        let old = SystemTime::now() - Duration::from_secs(7200);
-        std::fs::File::options()
-            .write(true)
-            .open(&stuck)
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
+        set_mtime(&stuck, SystemTime::now() - Duration::from_secs(7200));
         assert_eq!(
             prune_logs_if_due(dir.path(), keep).len(),
             3,

@@ -113,8 +113,8 @@ pub(crate) const TRACE_PROGRAMS: [&str; 4] = [
 /// exec, exit) stay attached: they run once per process event, a task-storage and a cgroup
 /// lookup that find nothing outside a sandbox (the idle table of `cargo xtask bench` times
 /// fork+exec with them), and attaching a tracepoint's first probe patches kernel text on
-/// every CPU, which cost each run ~1 ms per observer on a 2-vCPU VM (IPIs wait for a
-/// descheduled vCPU).
+/// every CPU: re-attaching these three cost each run ~1.5 ms on a 2-vCPU VM (IPIs wait for
+/// a descheduled vCPU).
 const DETACHED_WHEN_IDLE: [&str; 1] = ["observe_sys_exit"];
 
 const MAP_SANDBOXES: &str = "sandboxes";
