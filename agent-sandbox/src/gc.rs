@@ -162,6 +162,15 @@ mod tests {
         std::fs::read_dir(dir).unwrap().count()
     }
 
+    /// A scratch log directory and a retention of ten logs, one hour.
+    fn ten_logs_an_hour() -> (tempfile::TempDir, LogRetention) {
+        let keep = LogRetention {
+            max_age: Duration::from_secs(3600),
+            max_count: 10,
+        };
+        (tempfile::tempdir().unwrap(), keep)
+    }
+
     fn set_mtime(path: &Path, when: SystemTime) {
         std::fs::File::options()
             .write(true)
@@ -173,11 +182,7 @@ mod tests {
 
     #[test]
     fn a_run_prunes_once_a_tenth_over_the_limit_and_then_to_the_limit() {
-        let dir = tempfile::tempdir().unwrap();
-        let keep = LogRetention {
-            max_age: Duration::from_secs(3600),
-            max_count: 10,
-        };
+        let (dir, keep) = ten_logs_an_hour();
         for n in 0..11 {
             log(dir.path(), n);
         }
@@ -199,11 +204,7 @@ mod tests {
     /// leaves the directory over its limit, the next runs do not open every log again.
     #[test]
     fn a_prune_that_cannot_get_under_the_limit_is_retried_hourly_not_every_run() {
-        let dir = tempfile::tempdir().unwrap();
-        let keep = LogRetention {
-            max_age: Duration::from_secs(3600),
-            max_count: 10,
-        };
+        let (dir, keep) = ten_logs_an_hour();
         for n in 0..12 {
             let path = dir.path().join(format!("broken-{n:02}.jsonl"));
             std::fs::write(&path, "{\"v\":1,\"not\":\"chained\"}\n").unwrap();
