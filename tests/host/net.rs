@@ -406,3 +406,80 @@ fn net_a_deny_wins_over_an_allow_of_the_same_address_and_loses_to_a_narrower_one
         );
     }
 }
+
+/// Unprivileged, the supervisor connects on the agent's behalf through the calling thread's
+/// descriptors: from a thread that is not the process's first, with a socket that thread
+/// made and with one the main thread made (a blocking one), the allowed address connects and
+/// the denied one is refused and logged. Root runs it too (cgroup-BPF decides there).
+#[test]
+fn net_connects_from_a_second_thread_are_judged_like_the_main_thread_s() {
+    let server = TcpServer::start("127.0.0.2");
+    let p = server.port;
+    let other = if p == u16::MAX { p - 1 } else { p + 1 };
+    for run_as in RunAs::all() {
+        let before = server.accepted();
+        let s = Scenario::new(run_as);
+        let allow = format!("127.0.0.2:{p}");
+        // Unprivileged, an address allow list needs --best-effort (the sendmsg race).
+        let mut args = vec!["-q", "--allow-net", &allow];
+        if run_as == RunAs::Nobody {
+            args.push("--best-effort");
+        }
+        let r = s.run_probe(
+            &args,
+            &format!(
+                "def in_thread(fn):\n\
+                 \x20   def go():\n\
+                 \x20       out = []\n\
+                 \x20       def run():\n\
+                 \x20           try:\n\
+                 \x20               fn(); out.append(None)\n\
+                 \x20           except OSError as e:\n\
+                 \x20               out.append(e)\n\
+                 \x20       t = threading.Thread(target=run); t.start(); t.join()\n\
+                 \x20       if out[0] is not None:\n\
+                 \x20           raise out[0]\n\
+                 \x20   return go\n\
+                 print('tid', threading.get_native_id(), os.getpid(), flush=True)\n\
+                 attempt('thread_allowed', in_thread(connect('127.0.0.2', {p})))\n\
+                 attempt('thread_denied', in_thread(connect('127.0.0.2', {other})))\n\
+                 shared = socket.socket()\n\
+                 attempt('shared_allowed', in_thread(lambda: shared.connect(('127.0.0.2', {p}))))\n"
+            ),
+        );
+        assert_eq!(r.code(), Some(0), "{run_as:?}: {}", r.dump());
+        assert!(
+            r.stdout.contains("tid "),
+            "{run_as:?}: the probe ran: {}",
+            r.dump()
+        );
+        assert_eq!(
+            r.attempt("thread_allowed"),
+            Attempt::Ok,
+            "{run_as:?}: {}",
+            r.dump()
+        );
+        assert_eq!(
+            r.attempt("shared_allowed"),
+            Attempt::Ok,
+            "{run_as:?}: {}",
+            r.dump()
+        );
+        assert_eq!(
+            r.attempt("thread_denied"),
+            EPERM,
+            "{run_as:?}: {}",
+            r.dump()
+        );
+        assert!(
+            agentbox_tests::wait_until(Duration::from_secs(2), || server.accepted() == before + 2),
+            "{run_as:?}: both allowed connections arrived"
+        );
+        let logged = r
+            .denials()
+            .into_iter()
+            .filter(|d| d["object"]["port"] == other)
+            .count();
+        assert_eq!(logged, 1, "{run_as:?}: the denial is logged: {}", r.dump());
+    }
+}

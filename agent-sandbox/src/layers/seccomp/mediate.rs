@@ -782,13 +782,7 @@ fn ip_of(addr: &[u8]) -> Option<(std::net::IpAddr, u16)> {
 
 /// `SO_TYPE` of the agent's descriptor `fd` (thread `tid`).
 fn socket_type(tid: i32, fd: i32) -> Result<i32, i32> {
-    let status = fs::read_to_string(format!("/proc/{tid}/status")).map_err(|_| libc::ESRCH)?;
-    let tgid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Tgid:"))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or(libc::ESRCH)?;
-    let sock = take_fd(tgid, fd)?;
+    let sock = take_fd(tid, fd)?;
     let mut value: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `value` and `len` are valid for writes and sized for SO_TYPE's int.
@@ -950,11 +944,11 @@ fn errno_of(err: &io::Error) -> i32 {
     err.raw_os_error().unwrap_or(libc::EIO)
 }
 
-/// Connects the agent's socket (`fd` in process `tgid`) to `target`. Returns connect()'s
+/// Connects the agent's socket (`fd` of thread `tid`) to `target`. Returns connect()'s
 /// result as the agent should see it (0 or a negative errno). Blocks as the agent's connect
 /// would (a blocking TCP socket, a full backlog): run it off the event loop.
-pub(crate) fn connect_on_behalf(tgid: i32, fd: i32, target: &Target) -> i64 {
-    let agent_socket = match take_fd(tgid, fd) {
+pub(crate) fn connect_on_behalf(tid: i32, fd: i32, target: &Target) -> i64 {
+    let agent_socket = match take_fd(tid, fd) {
         Ok(sock) => sock,
         Err(errno) => return -i64::from(errno),
     };
@@ -980,10 +974,10 @@ pub(crate) fn connect_on_behalf(tgid: i32, fd: i32, target: &Target) -> i64 {
     })
 }
 
-/// Adds a watch on the pinned `file` to the agent's inotify instance (`fd` in process
-/// `tgid`); returns the watch descriptor or a negative errno, as inotify_add_watch() would.
-pub(crate) fn watch_on_behalf(tgid: i32, fd: i32, file: &OwnedFd, mask: u32) -> i64 {
-    let instance = match take_fd(tgid, fd) {
+/// Adds a watch on the pinned `file` to the agent's inotify instance (`fd` of thread
+/// `tid`); returns the watch descriptor or a negative errno, as inotify_add_watch() would.
+pub(crate) fn watch_on_behalf(tid: i32, fd: i32, file: &OwnedFd, mask: u32) -> i64 {
+    let instance = match take_fd(tid, fd) {
         Ok(f) => f,
         Err(errno) => return -i64::from(errno),
     };
@@ -995,10 +989,10 @@ pub(crate) fn watch_on_behalf(tgid: i32, fd: i32, file: &OwnedFd, mask: u32) -> 
     })
 }
 
-/// Sends `data` from the agent's socket (`fd` in process `tgid`) to `addr`; returns the
+/// Sends `data` from the agent's socket (`fd` of thread `tid`) to `addr`; returns the
 /// byte count or a negative errno, as sendto() would.
-pub(crate) fn sendto_on_behalf(tgid: i32, fd: i32, data: &[u8], flags: i32, addr: &[u8]) -> i64 {
-    let agent_socket = match take_fd(tgid, fd) {
+pub(crate) fn sendto_on_behalf(tid: i32, fd: i32, data: &[u8], flags: i32, addr: &[u8]) -> i64 {
+    let agent_socket = match take_fd(tid, fd) {
         Ok(sock) => sock,
         Err(errno) => return -i64::from(errno),
     };
@@ -1034,14 +1028,8 @@ fn retry_eintr(mut call: impl FnMut() -> isize) -> i64 {
 
 /// The agent's open file behind `fd`: the same open file description, so connecting it
 /// connects the agent's socket.
-fn take_fd(tgid: i32, fd: i32) -> Result<OwnedFd, i32> {
-    // SAFETY: pidfd_open takes no pointers.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, tgid, 0) };
-    if pidfd < 0 {
-        return Err(libc::ESRCH);
-    }
-    // SAFETY: the kernel just returned this fd; we own it.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
+fn take_fd(tid: i32, fd: i32) -> Result<OwnedFd, i32> {
+    let pidfd = thread_pidfd(tid)?;
     // SAFETY: pidfd_getfd takes no pointers.
     let got = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
     if got < 0 {
@@ -1057,6 +1045,40 @@ fn take_fd(tgid: i32, fd: i32) -> Result<OwnedFd, i32> {
     }
     // SAFETY: pidfd_getfd installed a new fd for us (close-on-exec); nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(got as RawFd) })
+}
+
+/// A pidfd through which pidfd_getfd reaches thread `tid`'s descriptors. Linux 6.9's
+/// PIDFD_THREAD names the thread itself, so no /proc read is needed on the per-connect path;
+/// before it only a thread-group leader has a pidfd, found through /proc/TID/status.
+fn thread_pidfd(tid: i32) -> Result<OwnedFd, i32> {
+    let open = |pid: i32, flags: libc::c_uint| {
+        // SAFETY: pidfd_open takes no pointers.
+        let rc = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, flags) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::ESRCH));
+        }
+        // SAFETY: the kernel just returned this fd; we own it.
+        Ok(unsafe { OwnedFd::from_raw_fd(rc as RawFd) })
+    };
+    // EINVAL: a kernel without PIDFD_THREAD; then a leader (the single-threaded case) opens
+    // plainly and any other thread goes through its group's leader.
+    match open(tid, libc::PIDFD_THREAD) {
+        Err(libc::EINVAL) => {}
+        Err(_) => return Err(libc::ESRCH),
+        Ok(pidfd) => return Ok(pidfd),
+    }
+    if let Ok(pidfd) = open(tid, 0) {
+        return Ok(pidfd);
+    }
+    let status = fs::read_to_string(format!("/proc/{tid}/status")).map_err(|_| libc::ESRCH)?;
+    let tgid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or(libc::ESRCH)?;
+    open(tgid, 0).map_err(|_| libc::ESRCH)
 }
 
 #[cfg(test)]

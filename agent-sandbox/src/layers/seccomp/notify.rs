@@ -45,6 +45,18 @@ pub(crate) struct Notifier {
     /// the ones libc knows), u64 for alignment.
     notif_buf: Vec<u64>,
     resp_buf: Vec<u64>,
+    /// Threads for calls that may block (see `hold`); `None` only while dropping.
+    workers: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Notifier {
+    fn drop(&mut self) {
+        // Not a plain drop, which waits for every worker: one may still be held in a connect
+        // to an unreachable host (or before an approver) for a task that is already gone.
+        if let Some(workers) = self.workers.take() {
+            workers.shutdown_background();
+        }
+    }
 }
 
 /// Denied syscalls, answered and logged by the supervisor's loop.
@@ -89,6 +101,11 @@ impl Notifier {
     ) -> io::Result<Self> {
         let sizes = notif_sizes()?;
         let words = |kernel: u16, ours: usize| usize::from(kernel).max(ours).div_ceil(8);
+        // Only its blocking pool is used: idle threads that wait for the next call, started
+        // on demand. No driver is enabled, so building it starts no thread.
+        let workers = tokio::runtime::Builder::new_current_thread()
+            .thread_name("ab-mediate")
+            .build()?;
         Ok(Notifier {
             listener: Arc::new(listener),
             table: Arc::clone(program.table()),
@@ -104,6 +121,7 @@ impl Notifier {
                     size_of::<libc::seccomp_notif_resp>()
                 )
             ],
+            workers: Some(workers),
         })
     }
 
@@ -230,8 +248,8 @@ impl Notifier {
                 Ok(None)
             }
             Verdict::Connect { fd, target } => {
-                self.perform(notif, move |tgid| {
-                    mediate::connect_on_behalf(tgid, fd, &target)
+                self.perform(notif, move |tid| {
+                    mediate::connect_on_behalf(tid, fd, &target)
                 })?;
                 Ok(None)
             }
@@ -248,9 +266,9 @@ impl Notifier {
                     return Ok(None);
                 };
                 let request = self.request(tid, "net", destination);
-                self.perform(notif, move |tgid| {
+                self.perform(notif, move |tid| {
                     if gate.ask(request, object) {
-                        mediate::connect_on_behalf(tgid, fd, &mediate::Target::Addr(addr))
+                        mediate::connect_on_behalf(tid, fd, &mediate::Target::Addr(addr))
                     } else {
                         -i64::from(libc::EPERM)
                     }
@@ -276,8 +294,17 @@ impl Notifier {
                     if !gate.ask(request, object) {
                         return Some(-i64::from(libc::EACCES));
                     }
-                    // On this thread: it gives up its capabilities to open.
-                    let opened = match open::open_on_behalf(tid, &file, flags) {
+                    // On a thread of its own, which gives up its capabilities to open (a
+                    // pooled worker must keep them for the next call).
+                    let opened = std::thread::scope(|scope| {
+                        std::thread::Builder::new()
+                            .name("ab-open".into())
+                            .spawn_scoped(scope, || open::open_on_behalf(tid, &file, flags))
+                            .map_err(|_| libc::EAGAIN)?
+                            .join()
+                            .unwrap_or(Err(libc::EIO))
+                    });
+                    let opened = match opened {
                         Ok(fd) => fd,
                         Err(errno) => return Some(-i64::from(errno)),
                     };
@@ -308,7 +335,9 @@ impl Notifier {
                 let listener = Arc::clone(&self.listener);
                 let words = self.resp_buf.len();
                 let id = notif.id;
-                self.hold(notif, move |tgid| {
+                // Now: once the exec goes on, a non-leader thread takes its group's id.
+                let tgid = ProcInfo::read(tid).tgid.unwrap_or(tid);
+                self.hold(notif, move |_| {
                     if !gate.ask(request, object) {
                         return Some(-i64::from(libc::EACCES));
                     }
@@ -330,8 +359,7 @@ impl Notifier {
             }
             // Never blocks: answered here, without a thread (file watchers add thousands).
             Verdict::Watch { fd, file, mask } => {
-                let tgid = ProcInfo::read(tid).tgid.unwrap_or(tid);
-                let rc = mediate::watch_on_behalf(tgid, fd, &file, mask);
+                let rc = mediate::watch_on_behalf(tid, fd, &file, mask);
                 if rc < 0 {
                     self.answered.record(tid, nr);
                     self.respond_raw(notif.id, 0, rc as i32, 0)?;
@@ -346,8 +374,8 @@ impl Notifier {
                 flags,
                 addr,
             } => {
-                self.perform(notif, move |tgid| {
-                    mediate::sendto_on_behalf(tgid, fd, &data, flags, &addr)
+                self.perform(notif, move |tid| {
+                    mediate::sendto_on_behalf(tid, fd, &data, flags, &addr)
                 })?;
                 Ok(None)
             }
@@ -390,15 +418,15 @@ impl Notifier {
         }
     }
 
-    /// Runs `call` (given the caller's process id) on a thread of its own, which answers
-    /// the notification with its result: a blocking socket waits as long as the agent's
-    /// call would, and the event loop must not.
+    /// Runs `call` (given the calling thread's id) on a worker thread, which answers the
+    /// notification with its result: a blocking socket waits as long as the agent's call
+    /// would, and the event loop must not.
     fn perform(
         &mut self,
         notif: &libc::seccomp_notif,
         call: impl FnOnce(i32) -> i64 + Send + 'static,
     ) -> io::Result<()> {
-        self.hold(notif, move |tgid| Some(call(tgid)))
+        self.hold(notif, move |tid| Some(call(tid)))
     }
 
     /// `perform`, for a `call` that may answer the notification itself (`None`).
@@ -409,24 +437,25 @@ impl Notifier {
     ) -> io::Result<()> {
         let tid = notif.pid as i32;
         let nr = i64::from(notif.data.nr);
-        let tgid = ProcInfo::read(tid).tgid.unwrap_or(tid);
         let listener = Arc::clone(&self.listener);
         let answered = Arc::clone(&self.answered);
         let words = self.resp_buf.len();
         let id = notif.id;
-        let spawned = std::thread::Builder::new()
-            .name("ab-mediate".into())
-            .spawn(move || {
-                let Some(rc) = call(tgid) else {
-                    return;
-                };
-                if rc < 0 {
-                    answered.record(tid, nr);
-                }
-                let (val, error) = if rc < 0 { (0, rc as i32) } else { (rc, 0) };
-                let _ = send_response(listener.as_raw_fd(), words, id, val, error, 0);
-            });
-        if spawned.is_err() {
+        let job = move || {
+            let Some(rc) = call(tid) else {
+                return;
+            };
+            if rc < 0 {
+                answered.record(tid, nr);
+            }
+            let (val, error) = if rc < 0 { (0, rc as i32) } else { (rc, 0) };
+            let _ = send_response(listener.as_raw_fd(), words, id, val, error, 0);
+        };
+        // A pooled worker, not a thread started per call: that start was a third of an
+        // unprivileged connect's cost.
+        if let Some(workers) = &self.workers {
+            drop(workers.spawn_blocking(job));
+        } else {
             self.respond_raw(notif.id, 0, -libc::EAGAIN, 0)?;
         }
         Ok(())
