@@ -284,14 +284,29 @@ impl Plan {
         // With a view, the protected paths are read-only binds (no Landlock omission, which
         // would cost every directory above them its create rights).
         let landlock_protected = if view.is_ok() { &[] } else { protected };
+        // The view's protect binds need the protect matches: the deny search finds them on its
+        // walk (one listing of each directory, one time budget) and sends them as soon as it
+        // is done. Unanswered (no Landlock here), the view searches itself.
+        let (found_tx, found_rx) = std::sync::mpsc::channel();
+        let find = view
+            .as_ref()
+            .ok()
+            .map(|()| mounts::find_globs(&policy))
+            .filter(|globs| !globs.is_empty())
+            .map(|globs| landlock::FindRequest {
+                globs,
+                reply: found_tx,
+            });
         let (mounts, process, landlock) = std::thread::scope(|scope| {
             let landlock = scope.spawn(|| {
                 let _prefixes = crate::profile::PrefixCache::start();
-                landlock::compile(&policy, &landlock_share, landlock_protected)
+                landlock::compile(&policy, &landlock_share, landlock_protected, find)
             });
-            let mounts = view.as_ref().map(|()| mounts::compile(&policy, protected));
             let process =
                 process::compile(&policy, env, cgroup.holds("pids"), cgroup.holds("memory"));
+            let mounts = view
+                .as_ref()
+                .map(|()| mounts::compile(&policy, protected, found_rx.recv().ok()));
             let landlock = landlock
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));

@@ -194,19 +194,60 @@ pub(crate) fn offers(host: &Host) -> Vec<Offer> {
     ]
 }
 
+/// Globs another layer wants found in the writable trees (the read-only binds of
+/// `layers::mounts`). The deny search's walk answers it as it goes: one walk lists each
+/// directory once for both, within one time budget. Unanswered (the sender dropped: no
+/// Landlock here), the asker searches itself (`protect_matches`).
+pub(crate) struct FindRequest {
+    pub globs: Vec<String>,
+    pub reply: std::sync::mpsc::Sender<Found>,
+}
+
+/// What a search for protect globs found in the writable trees.
+#[derive(Debug, Default)]
+pub(crate) struct Found {
+    /// The matches that exist now, none below another.
+    pub matches: Vec<PathBuf>,
+    /// Whether a glob may match below a writable tree at all: a name created there later is
+    /// not covered by a mount made at launch.
+    pub may_match: bool,
+    /// What the bounded search left unexamined.
+    pub unexamined: Vec<String>,
+}
+
+impl Found {
+    fn new(mut matches: Vec<PathBuf>, may_match: bool, unexamined: Vec<String>) -> Found {
+        matches.sort();
+        matches.dedup();
+        // Sorted, a path follows its ancestors: keep those not below the last one kept (a
+        // read-only bind covers what is below it).
+        let mut kept: Vec<PathBuf> = Vec::with_capacity(matches.len());
+        for path in matches {
+            if !kept.last().is_some_and(|last| path.starts_with(last)) {
+                kept.push(path);
+            }
+        }
+        Found {
+            matches: kept,
+            may_match,
+            unexamined,
+        }
+    }
+}
+
 /// Compiles the Landlock part of `policy` (what `share` leaves it). `protected` paths (the
 /// audit log, the profile file) stay unwritable even inside a writable tree; they keep read
-/// access where a tree grants it.
+/// access where a tree grants it. `find`, if given, is answered as soon as the search is done.
 pub(crate) fn compile(
     policy: &Policy,
     share: &Share,
     protected: &[PathBuf],
+    find: Option<FindRequest>,
 ) -> anyhow::Result<(LandlockPlan, Coverage)> {
     match crate::kernel::landlock_abi() {
-        // Half the search time each: the protect search (mounts) and this one.
         Ok(abi) if abi > 0 => {
-            let limits = WalkLimits::within(policy.filesystem.search_budget() / 2);
-            compile_for_abi(policy, share, protected, abi, limits)
+            let limits = WalkLimits::within(policy.filesystem.search_budget());
+            compile_finding(policy, share, protected, abi, limits, find)
         }
         Ok(_) => Ok(unavailable("Landlock reports ABI 0".to_string())),
         Err(reason) => Ok(unavailable(format!("Landlock unavailable: {reason}"))),
@@ -305,12 +346,25 @@ fn add_rules<'a>(
 
 /// `kernel_abi` may be lower than the running kernel's (tests use that to check older-ABI
 /// coverage); it must not be higher.
+#[cfg(test)]
 fn compile_for_abi(
     policy: &Policy,
     share: &Share,
     protected: &[PathBuf],
     kernel_abi: u32,
     limits: WalkLimits,
+) -> anyhow::Result<(LandlockPlan, Coverage)> {
+    compile_finding(policy, share, protected, kernel_abi, limits, None)
+}
+
+/// `compile_for_abi`, answering `find`.
+fn compile_finding(
+    policy: &Policy,
+    share: &Share,
+    protected: &[PathBuf],
+    kernel_abi: u32,
+    limits: WalkLimits,
+    find: Option<FindRequest>,
 ) -> anyhow::Result<(LandlockPlan, Coverage)> {
     let view = share.view(policy);
     let policy = &view;
@@ -329,7 +383,7 @@ fn compile_for_abi(
     }
 
     let searched = std::time::Instant::now();
-    let fs = compile_fs(policy, protected, abi, limits, &mut notes)?;
+    let fs = compile_fs(policy, protected, abi, limits, find, &mut notes)?;
     tracing::debug!(elapsed = ?searched.elapsed(), "deny search and filesystem rules");
     fs_coverage(policy, share, &fs, abi_num, &mut coverage);
     let net = if share.tcp_by_cgroup_bpf {
@@ -531,13 +585,9 @@ fn allowed_trees(policy: &Policy, abi: ABI, notes: &mut Vec<String>) -> BTreeMap
 }
 
 /// Protect-glob matches that exist now inside the writable trees, found by the same bounded
-/// walk that omission uses, for read-only bind mounts (`layers::mounts`). The second value
-/// says whether a protect glob may match below a writable tree at all: a protected name
-/// created there later is not covered by a mount made at launch. The third names what the
-/// bounded search left unexamined.
-pub(crate) fn protect_matches(
-    policy: &Policy,
-) -> anyhow::Result<(Vec<PathBuf>, bool, Vec<String>)> {
+/// walk that omission uses, for read-only bind mounts (`layers::mounts`), where no deny
+/// search answered a `FindRequest`.
+pub(crate) fn protect_matches(policy: &Policy) -> anyhow::Result<Found> {
     let protect: Vec<String> = policy
         .filesystem
         .protect
@@ -545,7 +595,7 @@ pub(crate) fn protect_matches(
         .map(|g| g.pattern.clone())
         .collect();
     if protect.is_empty() {
-        return Ok((Vec::new(), false, Vec::new()));
+        return Ok(Found::default());
     }
     let mut notes = Vec::new();
     let trees = allowed_trees(policy, ABI::V10, &mut notes);
@@ -558,7 +608,7 @@ pub(crate) fn protect_matches(
     let mut matches = Vec::new();
     let mut may_match = false;
     let mut unexamined = Vec::new();
-    let limits = WalkLimits::within(policy.filesystem.search_budget() / 2);
+    let limits = WalkLimits::within(policy.filesystem.search_budget());
     let searched = std::time::Instant::now();
     for tree in writable {
         may_match |= omissions.protect_may_match_below(&tree.real, &tree.written);
@@ -566,10 +616,8 @@ pub(crate) fn protect_matches(
         matches.extend(split.omitted);
         unexamined.extend(split.unexamined);
     }
-    matches.sort();
-    matches.dedup();
     tracing::debug!(elapsed = ?searched.elapsed(), "protect search");
-    Ok((matches, may_match, unexamined))
+    Ok(Found::new(matches, may_match, unexamined))
 }
 
 fn compile_fs(
@@ -577,6 +625,7 @@ fn compile_fs(
     protected: &[PathBuf],
     abi: ABI,
     limits: WalkLimits,
+    find: Option<FindRequest>,
     notes: &mut Vec<String>,
 ) -> anyhow::Result<FsRules> {
     let trees = allowed_trees(policy, abi, notes);
@@ -608,7 +657,9 @@ fn compile_fs(
         .filter(|t| t.access.intersects(omit::writable_rights()))
         .map(|t| t.real.clone())
         .collect();
-    let omissions = Omissions::new(&deny, &protect, writable_roots, protected_real)?;
+    let find_globs = find.as_ref().map_or(&[][..], |f| &f.globs[..]);
+    let omissions =
+        Omissions::finding(&deny, &protect, find_globs, writable_roots, protected_real)?;
     let writable = |t: &&Tree| t.access.intersects(omit::writable_rights());
     let deny_in_writable = !deny.is_empty()
         && trees
@@ -625,6 +676,8 @@ fn compile_fs(
     let mut unanchored_skipped: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     let mut omitted = Vec::new();
     let mut unexamined = Vec::new();
+    let mut found = Vec::new();
+    let mut found_unexamined = Vec::new();
     for tree in trees.values() {
         let split = if omissions.is_empty() {
             omit::TreeRules {
@@ -642,9 +695,21 @@ fn compile_fs(
         }
         omitted.extend(split.omitted);
         unexamined.extend(split.unexamined);
+        found.extend(split.found);
+        found_unexamined.extend(split.found_unexamined);
         for (path, access) in split.rules {
             *rules.entry(path).or_insert(BitFlags::EMPTY) |= access;
         }
+    }
+    if let Some(find) = find {
+        let may_match = trees
+            .values()
+            .filter(writable)
+            .any(|t| omissions.find_may_match_below(&t.real, &t.written));
+        // The asker may have given up (its own error): nothing to do then.
+        let _ = find
+            .reply
+            .send(Found::new(found, may_match, found_unexamined));
     }
     omitted.sort();
     omitted.dedup();

@@ -91,8 +91,8 @@ struct Globs {
     set: GlobSet,
     /// `None` when the glob may match anywhere (`**/.env`).
     prefixes: Vec<Option<PathBuf>>,
-    /// What a match of each glob keeps: `Nothing` (deny) or `ReadOnly` (protect).
-    keeps: Vec<Keep>,
+    /// What each glob is for.
+    kinds: Vec<Kind>,
     /// The last component of every glob that ends in a name (`.env`, `*.pem`): an entry whose
     /// name none of them matches can only match a glob of `tails`. Most entries of a large
     /// tree fail this one test, and skip the full match of two paths against every glob.
@@ -114,20 +114,27 @@ struct DirFilter {
 }
 
 impl Globs {
-    fn new(deny: &[String], protect: &[String]) -> anyhow::Result<Self> {
+    fn new(deny: &[String], protect: &[String], find: &[String]) -> anyhow::Result<Self> {
         let mut kept = Vec::new();
         let mut prefixes = Vec::new();
-        let mut keeps = Vec::new();
+        let mut kinds = Vec::new();
         let tagged = deny
             .iter()
-            .map(|p| (p, Keep::Nothing, "deny"))
-            .chain(protect.iter().map(|p| (p, Keep::ReadOnly, "protect")));
-        for (pattern, keep, kind) in tagged {
-            crate::policy::globs::glob(pattern)
-                .with_context(|| format!("invalid {kind} glob '{pattern}'"))?;
+            .map(|p| (p, Kind::Deny))
+            .chain(protect.iter().map(|p| (p, Kind::Protect)))
+            .chain(find.iter().map(|p| (p, Kind::Find)));
+        for (pattern, kind) in tagged {
+            crate::policy::globs::glob(pattern).with_context(|| {
+                let kind = if kind == Kind::Deny {
+                    "deny"
+                } else {
+                    "protect"
+                };
+                format!("invalid {kind} glob '{pattern}'")
+            })?;
             kept.push(pattern.clone());
             prefixes.push(literal_prefix(pattern));
-            keeps.push(keep);
+            kinds.push(kind);
         }
         let set =
             crate::policy::globs::glob_set(&kept).context("building deny and protect globs")?;
@@ -161,7 +168,7 @@ impl Globs {
             patterns: kept,
             set,
             prefixes,
-            keeps,
+            kinds,
             names: names.build().context("building deny and protect globs")?,
             tails,
             named,
@@ -199,12 +206,12 @@ impl Globs {
         filter.all || filter.exact.iter().any(|n| n == name) || self.names.is_match(name)
     }
 
-    /// True when a glob of kind `keep` may match at or below one of `paths` (ignoring reach).
-    fn any_near(&self, keep: Keep, paths: [&Path; 2]) -> bool {
+    /// True when a glob of `kind` may match at or below one of `paths` (ignoring reach).
+    fn any_near(&self, kind: Kind, paths: [&Path; 2]) -> bool {
         self.prefixes
             .iter()
-            .zip(&self.keeps)
-            .filter(|(_, k)| **k == keep)
+            .zip(&self.kinds)
+            .filter(|(_, k)| **k == kind)
             .any(|(prefix, _)| match prefix {
                 None => true,
                 Some(p) => paths.iter().any(|d| under(d, p) || under(p, d)),
@@ -219,11 +226,13 @@ struct Reach<'a> {
 }
 
 impl Reach<'_> {
-    /// Globs that may match at, below or above (on the way down to) one of `paths`.
-    fn near(&self, paths: [&Path; 2]) -> Vec<&str> {
+    /// Globs that may match at, below or above (on the way down to) one of `paths`: the
+    /// found ones (`Kind::Find`) if `found`, else the others.
+    fn near(&self, paths: [&Path; 2], found: bool) -> Vec<&str> {
         let mut near: Vec<&str> = self
             .scopes
             .iter()
+            .filter(|(i, _)| (self.globs.kinds[*i] == Kind::Find) == found)
             .filter(|(_, prefix)| match prefix {
                 None => true,
                 Some(p) => paths.iter().any(|d| under(d, p) || under(p, d)),
@@ -242,17 +251,24 @@ impl Reach<'_> {
         })
     }
 
-    /// What a match keeps, if a glob in reach matches; deny wins over protect.
-    fn matched(&self, real: &Path, written: &Path, is_dir: bool) -> Option<Keep> {
+    /// What a match keeps, if a deny or protect glob in reach matches (deny wins over
+    /// protect), and whether a found glob in reach matches.
+    fn matched(&self, real: &Path, written: &Path, is_dir: bool) -> (Option<Keep>, bool) {
         let mut keep = None;
+        let mut found = false;
         let mut hit = |p: &Path| {
             for i in self.globs.set.matches(p) {
-                if self.scopes.iter().any(|(j, _)| i == *j) {
-                    keep = Some(match (keep, self.globs.keeps[i]) {
-                        (Some(Keep::Nothing), _) | (_, Keep::Nothing) => Keep::Nothing,
-                        _ => Keep::ReadOnly,
-                    });
+                if !self.scopes.iter().any(|(j, _)| i == *j) {
+                    continue;
                 }
+                keep = match (keep, self.globs.kinds[i]) {
+                    (Some(Keep::Nothing), _) | (_, Kind::Deny) => Some(Keep::Nothing),
+                    (_, Kind::Protect) => Some(Keep::ReadOnly),
+                    (keep, Kind::Find) => {
+                        found = true;
+                        keep
+                    }
+                };
             }
         };
         for p in [real, written] {
@@ -263,7 +279,7 @@ impl Reach<'_> {
                 hit(&with_trailing_slash(p));
             }
         }
-        keep
+        (keep, found)
     }
 }
 
@@ -279,6 +295,18 @@ pub(crate) struct Omissions {
     writable_roots: Vec<PathBuf>,
     /// Protected paths (real): never writable, still readable where a tree grants reading.
     protected: Vec<PathBuf>,
+}
+
+/// What a glob is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Its matches are left out (`Keep::Nothing`).
+    Deny,
+    /// Its matches keep the read part (`Keep::ReadOnly`).
+    Protect,
+    /// Its matches in writable trees are only reported (`TreeRules::found`), for another
+    /// layer (the read-only binds of `layers::mounts`): one walk serves both searches.
+    Find,
 }
 
 /// What a match keeps from the tree's access.
@@ -309,6 +337,11 @@ pub(crate) struct TreeRules {
     /// list, a mount point, the depth or entry bound): their matches are not omitted. The
     /// launch states them; it never refuses for them.
     pub unexamined: Vec<String>,
+    /// Matches of the found globs (`Kind::Find`). Not looked for inside what is omitted: a
+    /// denied directory is closed to the agent whole, a protected one already read-only.
+    pub found: Vec<PathBuf>,
+    /// What `unexamined` says, for the found globs.
+    pub found_unexamined: Vec<String>,
 }
 
 impl Omissions {
@@ -318,8 +351,19 @@ impl Omissions {
         writable_roots: Vec<PathBuf>,
         protected: Vec<PathBuf>,
     ) -> anyhow::Result<Self> {
+        Self::finding(deny, protect, &[], writable_roots, protected)
+    }
+
+    /// `new`, also finding the matches of `find` in the writable trees (`TreeRules::found`).
+    pub(crate) fn finding(
+        deny: &[String],
+        protect: &[String],
+        find: &[String],
+        writable_roots: Vec<PathBuf>,
+        protected: Vec<PathBuf>,
+    ) -> anyhow::Result<Self> {
         Ok(Omissions {
-            globs: Globs::new(deny, protect)?,
+            globs: Globs::new(deny, protect, find)?,
             writable_roots,
             protected,
         })
@@ -334,7 +378,7 @@ impl Omissions {
         let mut scopes = Vec::new();
         for (i, prefix) in self.globs.prefixes.iter().enumerate() {
             // A protect glob takes away write rights only: a read-only tree has none to take.
-            if self.globs.keeps[i] == Keep::ReadOnly && !writable {
+            if self.globs.kinds[i] != Kind::Deny && !writable {
                 continue;
             }
             match prefix {
@@ -356,12 +400,17 @@ impl Omissions {
 
     /// True when a deny glob may match something at or below `real`/`written`.
     pub(crate) fn glob_may_match_below(&self, real: &Path, written: &Path) -> bool {
-        self.globs.any_near(Keep::Nothing, [real, written])
+        self.globs.any_near(Kind::Deny, [real, written])
     }
 
     /// True when a protect glob may match something at or below `real`/`written`.
     pub(crate) fn protect_may_match_below(&self, real: &Path, written: &Path) -> bool {
-        self.globs.any_near(Keep::ReadOnly, [real, written])
+        self.globs.any_near(Kind::Protect, [real, written])
+    }
+
+    /// True when a found glob may match something at or below `real`/`written`.
+    pub(crate) fn find_may_match_below(&self, real: &Path, written: &Path) -> bool {
+        self.globs.any_near(Kind::Find, [real, written])
     }
 
     /// Unanchored globs not searched (outside nested writable trees) in read-only dir `tree`.
@@ -373,8 +422,8 @@ impl Omissions {
             .patterns
             .iter()
             .zip(&self.globs.prefixes)
-            .zip(&self.globs.keeps)
-            .filter(|((_, prefix), keep)| prefix.is_none() && **keep == Keep::Nothing)
+            .zip(&self.globs.kinds)
+            .filter(|((_, prefix), kind)| prefix.is_none() && **kind == Kind::Deny)
             .map(|((pattern, _), _)| pattern.as_str())
             .collect()
     }
@@ -386,8 +435,21 @@ impl Omissions {
     }
 
     /// Whether this entry itself is omitted. Deny globs win over protection.
+    #[cfg(test)]
     fn classify(&self, reach: &Reach, real: &Path, written: &Path, is_dir: bool) -> Option<Keep> {
-        match reach.matched(real, written, is_dir) {
+        self.classify_finding(reach, real, written, is_dir).0
+    }
+
+    /// `classify`, and whether a found glob matches the entry.
+    fn classify_finding(
+        &self,
+        reach: &Reach,
+        real: &Path,
+        written: &Path,
+        is_dir: bool,
+    ) -> (Option<Keep>, bool) {
+        let (keep, found) = reach.matched(real, written, is_dir);
+        let keep = match keep {
             Some(Keep::Nothing) => Some(Keep::Nothing),
             keep => keep.or_else(|| {
                 self.protected
@@ -395,12 +457,14 @@ impl Omissions {
                     .any(|p| p == real)
                     .then_some(Keep::ReadOnly)
             }),
-        }
+        };
+        (keep, found)
     }
 
-    /// What the tree root itself is subject to: an omission on it or any ancestor covers it all.
-    fn classify_root(&self, reach: &Reach, tree: &Tree, is_dir: bool) -> Option<Keep> {
-        let mut keep = self.classify(reach, &tree.real, &tree.written, is_dir);
+    /// What the tree root itself is subject to: an omission on it or any ancestor covers it
+    /// all; and whether a found glob matches it or an ancestor.
+    fn classify_root(&self, reach: &Reach, tree: &Tree, is_dir: bool) -> (Option<Keep>, bool) {
+        let (mut keep, mut found) = self.classify_finding(reach, &tree.real, &tree.written, is_dir);
         // Real and written ancestors differ in number when a symlink was resolved: check each.
         let ancestors = tree
             .real
@@ -408,8 +472,11 @@ impl Omissions {
             .skip(1)
             .chain(tree.written.ancestors().skip(1));
         for ancestor in ancestors {
-            match self.classify(reach, ancestor, ancestor, true) {
-                Some(Keep::Nothing) => return Some(Keep::Nothing),
+            let (ancestor_keep, ancestor_found) =
+                self.classify_finding(reach, ancestor, ancestor, true);
+            found |= ancestor_found;
+            match ancestor_keep {
+                Some(Keep::Nothing) => return (Some(Keep::Nothing), found),
                 Some(Keep::ReadOnly) => keep = Some(Keep::ReadOnly),
                 None => {}
             }
@@ -418,7 +485,7 @@ impl Omissions {
         if keep.is_none() && self.protected.iter().any(|p| tree.real.starts_with(p)) {
             keep = Some(Keep::ReadOnly);
         }
-        keep
+        (keep, found)
     }
 
     /// Replaces `tree`'s rule with rules that leave every match out.
@@ -436,7 +503,11 @@ impl Omissions {
             .with_context(|| format!("stat {}", tree.real.display()))?;
         let reach = self.reach(tree);
         let mut out = TreeRules::default();
-        match self.classify_root(&reach, tree, meta.is_dir()) {
+        let (keep, found) = self.classify_root(&reach, tree, meta.is_dir());
+        if found {
+            out.found.push(tree.real.clone());
+        }
+        match keep {
             Some(keep) => {
                 out.omitted.push(tree.real.clone());
                 let access = tree.access & keep.mask();
@@ -512,14 +583,23 @@ impl Walk<'_> {
         true
     }
 
-    /// Records a part the search leaves unexamined (bounded search: stated, not fatal).
+    /// Records a part the search leaves unexamined (bounded search: stated, not fatal), for
+    /// the omitted globs and the found ones apart: each layer states its own.
     fn skip(&self, out: &mut TreeRules, what: String) {
-        let globs = self.reach.near([&self.tree.real, &self.tree.written]);
-        out.unexamined.push(format!(
-            "deny/protect globs [{}] not enforced by omission in {}: {what}",
-            globs.join(", "),
-            self.tree.written.display(),
-        ));
+        let paths: [&Path; 2] = [&self.tree.real, &self.tree.written];
+        for (found, list) in [
+            (false, &mut out.unexamined),
+            (true, &mut out.found_unexamined),
+        ] {
+            let globs = self.reach.near(paths, found);
+            if !globs.is_empty() {
+                list.push(format!(
+                    "deny/protect globs [{}] not enforced by omission in {}: {what}",
+                    globs.join(", "),
+                    self.tree.written.display(),
+                ));
+            }
+        }
     }
 
     /// Whether listing `real` (at `depth`) counts against the time budget.
@@ -543,6 +623,7 @@ impl Walk<'_> {
         // type comes from getdents (d_type); only directories to descend into are stat'ed.
         // Unsorted: the rules end up in a map, and the omitted paths are sorted by the caller.
         let mut children: Vec<(std::ffi::OsString, fs::FileType, Option<Keep>)> = Vec::new();
+        let mut found = Vec::new();
         if self.exhausted {
             return Ok(Visit::Whole);
         }
@@ -600,12 +681,16 @@ impl Walk<'_> {
                 .file_type()
                 .with_context(|| format!("stat {}", entry.path().display()))?;
             let keep = if self.reach.globs.may_match(&filter, &name) {
-                self.omissions.classify(
+                let (keep, is_found) = self.omissions.classify_finding(
                     self.reach,
                     &real.join(&name),
                     &written.join(&name),
                     file_type.is_dir(),
-                )
+                );
+                if is_found {
+                    found.push(real.join(&name));
+                }
+                keep
             } else {
                 None
             };
@@ -703,8 +788,11 @@ impl Walk<'_> {
             pending.push(name);
         }
 
-        // What the subtrees left unexamined is stated whatever this directory becomes.
+        // What the subtrees left unexamined, and found, is kept whatever this directory becomes.
         out.unexamined.append(&mut sub_rules.unexamined);
+        out.found_unexamined.append(&mut sub_rules.found_unexamined);
+        out.found.append(&mut found);
+        out.found.append(&mut sub_rules.found);
         if !split {
             return Ok(Visit::Whole);
         }

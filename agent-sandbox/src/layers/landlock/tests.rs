@@ -58,7 +58,7 @@ fn with_protect(mut fs: FsPolicy, protect: &[&str]) -> FsPolicy {
 }
 
 fn compile_ok(policy: &Policy, protected: &[PathBuf]) -> (LandlockPlan, Coverage) {
-    let (plan, coverage) = compile(policy, &Share::default(), protected).expect("compile");
+    let (plan, coverage) = compile(policy, &Share::default(), protected, None).expect("compile");
     assert!(
         plan.abi() >= 6,
         "these tests need Landlock ABI >= 6, got {}",
@@ -830,7 +830,7 @@ fn closed_directories_need_no_omission_and_unlistable_ones_are_named() {
         return; // Root is needed to own a directory the test user cannot enter.
     }
     assert!(
-        as_nobody(|| compile(&p, &Share::default(), &[]).is_ok()),
+        as_nobody(|| compile(&p, &Share::default(), &[], None).is_ok()),
         "a closed directory must not stop the launch"
     );
 
@@ -838,9 +838,11 @@ fn closed_directories_need_no_omission_and_unlistable_ones_are_named() {
     fs::set_permissions(&closed, fs::Permissions::from_mode(0o711)).unwrap();
     // Skipped and named, never fatal: the deny guarantee is stated partial.
     assert!(
-        as_nobody(|| compile(&p, &Share::default(), &[]).is_ok_and(|(_, c)| c
-            .gap(Guarantee::FsDenyExact)
-            .is_some_and(|g| g.contains("someone-elses") && g.contains("cannot be listed")))),
+        as_nobody(
+            || compile(&p, &Share::default(), &[], None).is_ok_and(|(_, c)| c
+                .gap(Guarantee::FsDenyExact)
+                .is_some_and(|g| g.contains("someone-elses") && g.contains("cannot be listed")))
+        ),
         "a searchable, unlistable directory is skipped and named in the coverage"
     );
 }

@@ -37,6 +37,7 @@ use anyhow::Context;
 
 mod git;
 
+use crate::layers::landlock::Found;
 use crate::layers::{Host, Offer};
 use crate::policy::{Coverage, Guarantee, Layer, Status};
 use crate::policy::{DenyGlob, Policy};
@@ -320,10 +321,12 @@ fn c_path(path: &Path) -> anyhow::Result<CString> {
 /// The view for `policy`, and the coverage it gives. Call it where init can have a mount
 /// namespace of its own (see `available`); elsewhere `unavailable` states what is lost.
 /// `protected`: paths the agent must never write whatever its trees say (the audit log or
-/// its directory, the profile file): read-only binds like protect matches.
+/// its directory, the profile file): read-only binds like protect matches. `found`: what the
+/// deny search found for `find_globs` (`None`: this layer searches itself).
 pub(crate) fn compile(
     policy: &Policy,
     protected: &[PathBuf],
+    found: Option<Found>,
 ) -> anyhow::Result<(MountPlan, Coverage)> {
     let mut coverage = Coverage::default();
     let mut binds = Vec::new();
@@ -370,7 +373,7 @@ pub(crate) fn compile(
         pins,
         may_match,
         unexamined,
-    } = protect_plan(policy, &writable, protected)?;
+    } = protect_plan(policy, &writable, protected, found)?;
     for path in pins {
         binds.push(TreeMount {
             c_path: c_path(&path)?,
@@ -428,6 +431,31 @@ pub(crate) fn compile(
     ))
 }
 
+/// Whether a protect glob names something inside a git directory (`**/.git/hooks`).
+fn protects_git(policy: &Policy) -> bool {
+    policy
+        .filesystem
+        .protect
+        .iter()
+        .any(|g| g.pattern.contains("/.git/"))
+}
+
+/// The globs whose matches in the writable trees this layer binds read-only: the protect
+/// globs, and with git protected every repository's `HEAD` (see `protect_plan`).
+pub(crate) fn find_globs(policy: &Policy) -> Vec<String> {
+    const GIT_HEAD: &str = "**/.git/HEAD";
+    let mut globs: Vec<String> = policy
+        .filesystem
+        .protect
+        .iter()
+        .map(|g| g.pattern.clone())
+        .collect();
+    if protects_git(policy) {
+        globs.push(GIT_HEAD.into());
+    }
+    globs
+}
+
 /// What `protect_plan` found.
 struct ProtectPlan {
     /// Read-only binds.
@@ -452,21 +480,25 @@ fn protect_plan(
     policy: &Policy,
     writable: &[PathBuf],
     always: &[PathBuf],
+    found: Option<Found>,
 ) -> anyhow::Result<ProtectPlan> {
-    const GIT_HEAD: &str = "**/.git/HEAD";
-    let protects_git = policy
-        .filesystem
-        .protect
-        .iter()
-        .any(|g| g.pattern.contains("/.git/"));
-    let mut search = policy.clone();
-    if protects_git {
-        search.filesystem.protect.push(DenyGlob {
-            pattern: GIT_HEAD.into(),
-        });
-    }
-    let (matches, may_match, unexamined) =
-        crate::layers::landlock::protect_matches(&search).context("finding protect matches")?;
+    let protects_git = protects_git(policy);
+    let found = match found {
+        Some(found) => found,
+        None => {
+            let mut search = policy.clone();
+            search.filesystem.protect = find_globs(policy)
+                .into_iter()
+                .map(|pattern| DenyGlob { pattern })
+                .collect();
+            crate::layers::landlock::protect_matches(&search).context("finding protect matches")?
+        }
+    };
+    let Found {
+        matches,
+        may_match,
+        unexamined,
+    } = found;
     let home = std::env::var_os("HOME").map(PathBuf::from);
     let mut protected = Vec::new();
     let mut pins = Vec::new();
@@ -565,7 +597,7 @@ mod tests {
         std::fs::write(ws.join("repo/.git/config"), "[core]\n").unwrap();
         std::fs::write(ws.join("repo/.git/index"), "").unwrap();
         let p = policy(&ws, &["**/.git/hooks", "**/.git/config", "**/.envrc"]);
-        let (plan, coverage) = compile(&p, &[]).unwrap();
+        let (plan, coverage) = compile(&p, &[], None).unwrap();
         let protected: Vec<&std::path::Path> = plan
             .binds
             .iter()
@@ -587,6 +619,67 @@ mod tests {
         );
     }
 
+    /// The deny search's walk answers the view's find request with what the view's own
+    /// search finds: the same binds and pins either way.
+    #[test]
+    fn protect_matches_found_by_the_deny_walk_are_the_view_s_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path().canonicalize().unwrap();
+        for d in ["a/.git/hooks/sub", "a/src", "b/c/.git/hooks", "d"] {
+            std::fs::create_dir_all(ws.join(d)).unwrap();
+        }
+        for f in [
+            "a/.git/config",
+            "a/.git/HEAD",
+            "b/c/.git/HEAD",
+            "d/.envrc",
+            ".env",
+        ] {
+            std::fs::write(ws.join(f), "x").unwrap();
+        }
+        let mut p = policy(&ws, &["**/.git/hooks", "**/.git/config", "**/.envrc"]);
+        p.filesystem.deny.push(DenyGlob {
+            pattern: "**/.env".into(),
+        });
+        p.filesystem.search_ms = Some(60_000);
+        let share = crate::layers::landlock::Share {
+            protect_by_mounts: true,
+            ..Default::default()
+        };
+        let (reply, found) = std::sync::mpsc::channel();
+        let request = crate::layers::landlock::FindRequest {
+            globs: find_globs(&p),
+            reply,
+        };
+        crate::layers::landlock::compile(&p, &share, &[], Some(request)).unwrap();
+        let found = found.recv().expect("the deny walk answers");
+        assert!(found.may_match && found.unexamined.is_empty(), "{found:?}");
+        let binds = |plan: &MountPlan| -> Vec<(PathBuf, bool)> {
+            plan.binds
+                .iter()
+                .map(|b| (b.path.clone(), b.protect))
+                .collect()
+        };
+        let (walked, _) = compile(&p, &[], Some(found)).unwrap();
+        let (own, _) = compile(&p, &[], None).unwrap();
+        assert_eq!(binds(&walked), binds(&own));
+        let protected: Vec<PathBuf> = walked
+            .binds
+            .iter()
+            .filter(|b| b.protect)
+            .map(|b| b.path.clone())
+            .collect();
+        assert_eq!(
+            protected,
+            [
+                ws.join("a/.git/config"),
+                ws.join("a/.git/hooks"),
+                ws.join("b/c/.git/hooks"),
+                ws.join("d/.envrc"),
+            ]
+        );
+    }
+
     #[test]
     fn writable_trees_are_read_write_binds_noexec_unless_an_exec_tree_covers_them() {
         let dir = tempfile::tempdir().unwrap();
@@ -599,7 +692,7 @@ mod tests {
         p.filesystem.write.push(ws.join("missing"));
         p.filesystem.write.push("/dev/null".into());
         p.filesystem.exec = vec![ws.join("w/bin"), ws.join("x")];
-        let (plan, coverage) = compile(&p, &[]).unwrap();
+        let (plan, coverage) = compile(&p, &[], None).unwrap();
         assert!(!plan.is_empty());
         let view: Vec<(PathBuf, bool, bool)> = plan
             .binds
