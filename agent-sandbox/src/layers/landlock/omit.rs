@@ -88,7 +88,10 @@ pub(crate) struct Tree {
 /// Deny and protect globs with the literal directory prefix of each, for pruning the walk.
 struct Globs {
     patterns: Vec<String>,
+    /// The deny and protect globs, then the found ones (`Kind::Find`) apart: the first set
+    /// is the one the supervisor's mediation compiles too (`glob_set` compiles it once).
     set: GlobSet,
+    found_set: GlobSet,
     /// `None` when the glob may match anywhere (`**/.env`).
     prefixes: Vec<Option<PathBuf>>,
     /// What each glob is for.
@@ -136,8 +139,11 @@ impl Globs {
             prefixes.push(literal_prefix(pattern));
             kinds.push(kind);
         }
+        let (omitted, found) = kept.split_at(deny.len() + protect.len());
         let set =
-            crate::policy::globs::glob_set(&kept).context("building deny and protect globs")?;
+            crate::policy::globs::glob_set(omitted).context("building deny and protect globs")?;
+        let found_set =
+            crate::policy::globs::glob_set(found).context("building deny and protect globs")?;
         let mut names = GlobSetBuilder::new();
         let mut tails = Vec::new();
         for (pattern, prefix) in kept.iter().zip(&prefixes) {
@@ -167,6 +173,7 @@ impl Globs {
         Ok(Globs {
             patterns: kept,
             set,
+            found_set,
             prefixes,
             kinds,
             names: names.build().context("building deny and protect globs")?,
@@ -257,7 +264,11 @@ impl Reach<'_> {
         let mut keep = None;
         let mut found = false;
         let mut hit = |p: &Path| {
-            for i in self.globs.set.matches(p) {
+            let found_from = self.globs.set.len();
+            let found_matches = self.globs.found_set.matches(p).into_iter();
+            for i in
+                (self.globs.set.matches(p).into_iter()).chain(found_matches.map(|i| i + found_from))
+            {
                 if !self.scopes.iter().any(|(j, _)| i == *j) {
                     continue;
                 }
