@@ -85,7 +85,8 @@ pub(crate) struct Tree {
     pub access: BitFlags<AccessFs>,
 }
 
-/// Deny and protect globs with the literal directory prefix of each, for pruning the walk.
+/// Deny, protect and found globs with the literal directory prefix of each, for pruning the
+/// walk.
 struct Globs {
     patterns: Vec<String>,
     /// The deny and protect globs, then the found ones (`Kind::Find`) apart: the first set
