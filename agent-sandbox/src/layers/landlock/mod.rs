@@ -678,6 +678,7 @@ fn compile_fs(
     let mut unexamined = Vec::new();
     let mut found = Vec::new();
     let mut found_unexamined = Vec::new();
+    let mut closed = Vec::new();
     for tree in trees.values() {
         let split = if omissions.is_empty() {
             omit::TreeRules {
@@ -697,6 +698,7 @@ fn compile_fs(
         unexamined.extend(split.unexamined);
         found.extend(split.found);
         found_unexamined.extend(split.found_unexamined);
+        closed.extend(split.closed);
         for (path, access) in split.rules {
             *rules.entry(path).or_insert(BitFlags::EMPTY) |= access;
         }
@@ -713,21 +715,22 @@ fn compile_fs(
     }
     omitted.sort();
     omitted.dedup();
+    const SHOWN: usize = 8;
+    if !closed.is_empty() {
+        closed.sort();
+        closed.dedup();
+        notes.push(format!(
+            "deny matches this user can neither read, write nor search, owned by another user, \
+             left to the kernel's permission check (not omitted): {}",
+            shown(&closed, SHOWN)
+        ));
+    }
     if !omitted.is_empty() {
-        const SHOWN: usize = 8;
-        let mut shown: Vec<String> = omitted
-            .iter()
-            .take(SHOWN)
-            .map(|p| p.display().to_string())
-            .collect();
-        if omitted.len() > SHOWN {
-            shown.push(format!("and {} more", omitted.len() - SHOWN));
-        }
         notes.push(format!(
             "left out of the allowed trees (deny globs; read-only: protect globs, protected \
              paths): {}; every directory on the way to them loses create, delete and rename \
              (and listing, where a denied directory lies below)",
-            shown.join(", ")
+            shown(&omitted, SHOWN)
         ));
     }
     let unanchored_gaps: Vec<String> = unanchored_skipped
@@ -749,6 +752,19 @@ fn compile_fs(
         protect_in_writable,
         unanchored_gaps,
     })
+}
+
+/// The first `count` of `paths`, and how many more.
+fn shown(paths: &[PathBuf], count: usize) -> String {
+    let mut shown: Vec<String> = paths
+        .iter()
+        .take(count)
+        .map(|p| p.display().to_string())
+        .collect();
+    if paths.len() > count {
+        shown.push(format!("and {} more", paths.len() - count));
+    }
+    shown.join(", ")
 }
 
 /// Opens `path` without following a final symlink and returns it with its access masked to

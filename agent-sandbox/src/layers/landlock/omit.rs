@@ -354,6 +354,9 @@ pub(crate) struct TreeRules {
     pub found: Vec<PathBuf>,
     /// What `unexamined` says, for the found globs.
     pub found_unexamined: Vec<String>,
+    /// Deny matches this user can neither read, write nor search and does not own: closed to
+    /// the agent by the kernel's permission check already, so left in the tree's rule.
+    pub closed: Vec<PathBuf>,
 }
 
 impl Omissions {
@@ -636,6 +639,7 @@ impl Walk<'_> {
         // Unsorted: the rules end up in a map, and the omitted paths are sorted by the caller.
         let mut children: Vec<(std::ffi::OsString, fs::FileType, Option<Keep>)> = Vec::new();
         let mut found = Vec::new();
+        let mut closed = Vec::new();
         if self.exhausted {
             return Ok(Visit::Whole);
         }
@@ -702,7 +706,14 @@ impl Walk<'_> {
                 if is_found {
                     found.push(real.join(&name));
                 }
-                keep
+                // `/etc/shadow` as an unprivileged user: omitting it would split `/etc` into
+                // a rule per entry (~140) for nothing the agent could open anyway.
+                if keep == Some(Keep::Nothing) && closed_to_user(&real.join(&name)) {
+                    closed.push(real.join(&name));
+                    None
+                } else {
+                    keep
+                }
             } else {
                 None
             };
@@ -805,6 +816,8 @@ impl Walk<'_> {
         out.found_unexamined.append(&mut sub_rules.found_unexamined);
         out.found.append(&mut found);
         out.found.append(&mut sub_rules.found);
+        out.closed.append(&mut closed);
+        out.closed.append(&mut sub_rules.closed);
         if !split {
             return Ok(Visit::Whole);
         }
@@ -868,6 +881,23 @@ fn literal_prefix(pattern: &str) -> Option<PathBuf> {
         prefix.push(component);
     }
     Some(prefix)
+}
+
+/// Whether this user can neither read, write nor execute (search) `path` and cannot change
+/// that (another user owns it). The agent runs as the same user with fewer capabilities (in
+/// its user namespace none count for files of an unmapped owner), so the kernel's permission
+/// check closes it to the agent as well. Root can always read: never closed to it.
+fn closed_to_user(path: &Path) -> bool {
+    use nix::unistd::AccessFlags;
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return false;
+    };
+    if meta.file_type().is_symlink() || meta.uid() == nix::unistd::geteuid().as_raw() {
+        return false;
+    }
+    [AccessFlags::R_OK, AccessFlags::W_OK, AccessFlags::X_OK]
+        .into_iter()
+        .all(|mode| nix::unistd::access(path, mode).is_err())
 }
 
 /// Whether this process may search (traverse) `dir`: access(2) with X_OK.

@@ -810,6 +810,54 @@ fn as_nobody(f: impl FnOnce() -> bool) -> bool {
     }
 }
 
+/// `/etc/shadow` for an unprivileged user: the kernel's permission check already closes it
+/// to the agent, so no omission (which would cost `/etc` a rule per entry). A file of the
+/// user's own stays omitted however closed its mode: its owner can chmod it open.
+#[test]
+fn deny_matches_closed_to_the_user_are_left_to_its_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    if !crate::kernel::is_root() {
+        return; // Root is needed to own a file the test user cannot open.
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
+    let (theirs, mine, open) = (
+        root.join("shadow"),
+        root.join("mine"),
+        root.join("open.txt"),
+    );
+    for f in [&theirs, &mine, &open] {
+        write_file(f, "secret");
+    }
+    fs::set_permissions(&theirs, fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o644)).unwrap();
+    std::os::unix::fs::chown(&mine, Some(65534), Some(65534)).unwrap();
+    fs::set_permissions(&mine, fs::Permissions::from_mode(0o000)).unwrap();
+    let deny = [theirs.display().to_string(), mine.display().to_string()];
+    let p = policy(fs_policy(&[&root], &[], &[], &deny), NetPolicy::default());
+    assert!(as_nobody(|| {
+        let (plan, _) = compile_ok(&p, &[]);
+        let note = |what: &str| plan.notes.iter().find(|n| n.contains(what)).cloned();
+        let closed = note("left to the kernel's permission check").unwrap_or_default();
+        let omitted = note("left out of the allowed trees").unwrap_or_default();
+        let checks = [
+            closed.contains(&*theirs.to_string_lossy()),
+            !closed.contains(&*mine.to_string_lossy()),
+            omitted.contains(&*mine.to_string_lossy()),
+            confined(&plan, || read(&theirs)) == Err(EACCES),
+            confined(&plan, || read(&open)) == Ok(()),
+            // Its owner opens the mode; the omission still refuses.
+            confined(&plan, || {
+                fs::set_permissions(&mine, fs::Permissions::from_mode(0o600))?;
+                read(&mine)
+            }) == Err(EACCES),
+        ];
+        eprintln!("checks {checks:?}\nclosed: {closed}\nomitted: {omitted}");
+        checks.iter().all(|c| *c)
+    }));
+}
+
 #[test]
 fn closed_directories_need_no_omission_and_unlistable_ones_are_named() {
     use std::os::unix::fs::PermissionsExt;
