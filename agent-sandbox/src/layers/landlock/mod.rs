@@ -720,8 +720,8 @@ fn compile_fs(
         closed.sort();
         closed.dedup();
         notes.push(format!(
-            "deny matches this user can neither read, write nor search, owned by another user, \
-             left to the kernel's permission check (not omitted): {}",
+            "deny matches in read-only trees this user can neither read, write nor search, \
+             owned by another user, left to the kernel's permission check (not omitted): {}",
             shown(&closed, SHOWN)
         ));
     }

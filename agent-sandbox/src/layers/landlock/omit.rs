@@ -707,8 +707,13 @@ impl Walk<'_> {
                     found.push(real.join(&name));
                 }
                 // `/etc/shadow` as an unprivileged user: omitting it would split `/etc` into
-                // a rule per entry (~140) for nothing the agent could open anyway.
-                if keep == Some(Keep::Nothing) && closed_to_user(&real.join(&name)) {
+                // a rule per entry (~140) for nothing the agent could open anyway. Read-only
+                // trees only: in a writable one the omission also keeps the match from being
+                // deleted or renamed, which its permissions do not.
+                if keep == Some(Keep::Nothing)
+                    && !self.tree.access.intersects(writable_rights())
+                    && closed_to_user(&real.join(&name))
+                {
                     closed.push(real.join(&name));
                     None
                 } else {

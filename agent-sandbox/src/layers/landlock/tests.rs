@@ -812,7 +812,8 @@ fn as_nobody(f: impl FnOnce() -> bool) -> bool {
 
 /// `/etc/shadow` for an unprivileged user: the kernel's permission check already closes it
 /// to the agent, so no omission (which would cost `/etc` a rule per entry). A file of the
-/// user's own stays omitted however closed its mode: its owner can chmod it open.
+/// user's own stays omitted however closed its mode: its owner can chmod it open. In a
+/// writable tree every match stays omitted: the omission also keeps it from being deleted.
 #[test]
 fn deny_matches_closed_to_the_user_are_left_to_its_permissions() {
     use std::os::unix::fs::PermissionsExt;
@@ -855,6 +856,18 @@ fn deny_matches_closed_to_the_user_are_left_to_its_permissions() {
         ];
         eprintln!("checks {checks:?}\nclosed: {closed}\nomitted: {omitted}");
         checks.iter().all(|c| *c)
+    }));
+    // A directory anyone may write: only the omission keeps the match from being removed.
+    fs::set_permissions(&root, fs::Permissions::from_mode(0o777)).unwrap();
+    let writable = policy(fs_policy(&[], &[&root], &[], &deny), NetPolicy::default());
+    assert!(as_nobody(|| {
+        let (plan, _) = compile_ok(&writable, &[]);
+        let omitted = plan
+            .notes
+            .iter()
+            .find(|n| n.contains("left out of the allowed trees"));
+        omitted.is_some_and(|n| n.contains(&*theirs.to_string_lossy()))
+            && confined(&plan, || fs::remove_file(&theirs)) == Err(EACCES)
     }));
 }
 
