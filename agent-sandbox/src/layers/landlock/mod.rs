@@ -584,17 +584,11 @@ fn allowed_trees(policy: &Policy, abi: ABI, notes: &mut Vec<String>) -> BTreeMap
     trees
 }
 
-/// Protect-glob matches that exist now inside the writable trees, found by the same bounded
-/// walk that omission uses, for read-only bind mounts (`layers::mounts`), where no deny
-/// search answered a `FindRequest`.
-pub(crate) fn protect_matches(policy: &Policy) -> anyhow::Result<Found> {
-    let protect: Vec<String> = policy
-        .filesystem
-        .protect
-        .iter()
-        .map(|g| g.pattern.clone())
-        .collect();
-    if protect.is_empty() {
+/// The matches of `globs` that exist now inside the writable trees, found by the walk a
+/// `FindRequest` rides on, for read-only bind mounts (`layers::mounts`), where no deny
+/// search answered one.
+pub(crate) fn protect_matches(policy: &Policy, globs: &[String]) -> anyhow::Result<Found> {
+    if globs.is_empty() {
         return Ok(Found::default());
     }
     let mut notes = Vec::new();
@@ -604,17 +598,17 @@ pub(crate) fn protect_matches(policy: &Policy) -> anyhow::Result<Found> {
         .filter(|t| t.access.intersects(omit::writable_rights()))
         .collect();
     let roots = writable.iter().map(|t| t.real.clone()).collect();
-    let omissions = Omissions::new(&[], &protect, roots, Vec::new())?;
+    let omissions = Omissions::finding(&[], &[], globs, roots, Vec::new())?;
     let mut matches = Vec::new();
     let mut may_match = false;
     let mut unexamined = Vec::new();
     let limits = WalkLimits::within(policy.filesystem.search_budget());
     let searched = std::time::Instant::now();
     for tree in writable {
-        may_match |= omissions.protect_may_match_below(&tree.real, &tree.written);
+        may_match |= omissions.find_may_match_below(&tree.real, &tree.written);
         let split = omissions.split(tree, &limits)?;
-        matches.extend(split.omitted);
-        unexamined.extend(split.unexamined);
+        matches.extend(split.found);
+        unexamined.extend(split.found_unexamined);
     }
     tracing::debug!(elapsed = ?searched.elapsed(), "protect search");
     Ok(Found::new(matches, may_match, unexamined))

@@ -360,6 +360,7 @@ pub(crate) struct TreeRules {
 }
 
 impl Omissions {
+    #[cfg(test)]
     pub(crate) fn new(
         deny: &[String],
         protect: &[String],

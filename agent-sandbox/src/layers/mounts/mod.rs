@@ -39,8 +39,8 @@ mod git;
 
 use crate::layers::landlock::Found;
 use crate::layers::{Host, Offer};
+use crate::policy::Policy;
 use crate::policy::{Coverage, Guarantee, Layer, Status};
-use crate::policy::{DenyGlob, Policy};
 
 pub(crate) const LAYER: Layer = Layer::Mounts;
 
@@ -485,14 +485,8 @@ fn protect_plan(
     let protects_git = protects_git(policy);
     let found = match found {
         Some(found) => found,
-        None => {
-            let mut search = policy.clone();
-            search.filesystem.protect = find_globs(policy)
-                .into_iter()
-                .map(|pattern| DenyGlob { pattern })
-                .collect();
-            crate::layers::landlock::protect_matches(&search).context("finding protect matches")?
-        }
+        None => crate::layers::landlock::protect_matches(policy, &find_globs(policy))
+            .context("finding protect matches")?,
     };
     let Found {
         matches,
@@ -589,6 +583,15 @@ mod tests {
         p
     }
 
+    /// The paths the plan binds read-only.
+    fn protected_binds(plan: &MountPlan) -> Vec<PathBuf> {
+        plan.binds
+            .iter()
+            .filter(|b| b.protect)
+            .map(|b| b.path.clone())
+            .collect()
+    }
+
     #[test]
     fn existing_protect_matches_in_writable_trees_become_read_only_binds() {
         let dir = tempfile::tempdir().unwrap();
@@ -598,14 +601,8 @@ mod tests {
         std::fs::write(ws.join("repo/.git/index"), "").unwrap();
         let p = policy(&ws, &["**/.git/hooks", "**/.git/config", "**/.envrc"]);
         let (plan, coverage) = compile(&p, &[], None).unwrap();
-        let protected: Vec<&std::path::Path> = plan
-            .binds
-            .iter()
-            .filter(|b| b.protect)
-            .map(|b| b.path.as_path())
-            .collect();
         assert_eq!(
-            protected,
+            protected_binds(&plan),
             [ws.join("repo/.git/config"), ws.join("repo/.git/hooks")]
         );
         for bind in &plan.binds {
@@ -663,14 +660,8 @@ mod tests {
         let (walked, _) = compile(&p, &[], Some(found)).unwrap();
         let (own, _) = compile(&p, &[], None).unwrap();
         assert_eq!(binds(&walked), binds(&own));
-        let protected: Vec<PathBuf> = walked
-            .binds
-            .iter()
-            .filter(|b| b.protect)
-            .map(|b| b.path.clone())
-            .collect();
         assert_eq!(
-            protected,
+            protected_binds(&walked),
             [
                 ws.join("a/.git/config"),
                 ws.join("a/.git/hooks"),
